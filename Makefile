@@ -1,0 +1,46 @@
+# wasmatic — build, test and run.
+#
+#   make up      build everything and start a node on :$WASMATIC_PORT (8080)
+#   make test    build the components and run every test, lints included
+#   make bench   (see BENCHMARKS.md once it exists)
+
+CARGO       ?= cargo
+WASM_TARGET := wasm32-wasip2
+WASM_OUT    := target/$(WASM_TARGET)/release
+COMPONENTS  := wasmatic-operator echo gecko custom-operator
+
+.PHONY: setup components operator build up test lint fmt clean
+
+## Installs the toolchain pieces the build needs (idempotent).
+setup:
+	@rustup target list --installed | grep -qx $(WASM_TARGET) || rustup target add $(WASM_TARGET)
+
+## Builds the operator and the example components.
+components: setup
+	$(CARGO) build --locked --target $(WASM_TARGET) --release $(addprefix -p ,$(COMPONENTS))
+
+## Rebuilds the operator embedded in the binary from operator/ and wit/.
+operator: components
+	cp $(WASM_OUT)/wasmatic_operator.wasm host/assets/proxy.wasm
+
+build: components
+	$(CARGO) build --locked --release -p wasmatic
+
+up: build
+	./target/release/wasmatic up
+
+# The test `embedded_operator_is_current` fails when host/assets/proxy.wasm
+# differs from what operator/ and wit/ build.
+test: components lint
+	$(CARGO) test --locked -p wasmatic
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --locked -p wasmatic --all-targets -- -D warnings
+	$(CARGO) clippy --locked --target $(WASM_TARGET) $(addprefix -p ,$(COMPONENTS)) -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+clean:
+	$(CARGO) clean

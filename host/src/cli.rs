@@ -1,0 +1,239 @@
+//! Command-line interface: `wasmatic up` and `wasmatic wasm`.
+//!
+//! `wasm` takes the flags of `wasmtime serve`: the `-O/-C/-D/-W/-S` families
+//! come from the `wasmtime-cli-flags` crate, `--dir` and `--env` have
+//! wasmtime's syntax. `up` is `wasm --dir registered::registered -S cli -S http`
+//! with the operator from `$WASMATIC` or the one embedded in the binary.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use wasmtime_cli_flags::CommonOptions;
+
+use crate::limits::Limits;
+
+/// Environment variable naming the operator component to run.
+pub const OPERATOR_ENV: &str = "WASMATIC";
+/// Environment variable naming the port to listen on.
+pub const PORT_ENV: &str = "WASMATIC_PORT";
+/// Port used when neither a flag nor `$WASMATIC_PORT` gives one.
+pub const DEFAULT_PORT: u16 = 8080;
+/// Guest path under which the operator sees the handler directory.
+pub const REGISTERED_GUEST_DIR: &str = "registered";
+
+#[derive(Parser)]
+#[command(name = "wasmatic", version, about = "Run other people's WebAssembly: register handlers over HTTP, run them on demand or on a cron schedule.")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Start a node: the operator from `$WASMATIC` (or the embedded one)
+    /// serving on `0.0.0.0:$WASMATIC_PORT`, with `./registered` preopened as
+    /// `registered`.
+    Up(UpCommand),
+    /// Serve HTTP by running any `wasi:http/proxy` component as the operator,
+    /// with the flags of `wasmtime serve`.
+    Wasm(WasmCommand),
+}
+
+#[derive(Args)]
+pub struct UpCommand {
+    /// Port to listen on (default: `$WASMATIC_PORT`, else 8080).
+    #[arg(long, value_name = "PORT")]
+    pub port: Option<u16>,
+
+    /// Host directory preopened to the operator as `registered`.
+    #[arg(long, value_name = "DIR", default_value = "registered")]
+    pub registered: PathBuf,
+
+    #[command(flatten)]
+    pub node: NodeOptions,
+}
+
+#[derive(Args)]
+pub struct WasmCommand {
+    /// Socket address to listen on (default: `0.0.0.0:$WASMATIC_PORT`, else
+    /// `0.0.0.0:8080`).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub addr: Option<SocketAddr>,
+
+    #[command(flatten)]
+    pub node: NodeOptions,
+
+    /// The operator: a `wasi:http/proxy` component (default: `$WASMATIC`).
+    #[arg(value_name = "OPERATOR")]
+    pub operator: Option<PathBuf>,
+}
+
+/// Options shared by `up` and `wasm`.
+#[derive(Args)]
+pub struct NodeOptions {
+    /// Grant the operator access to a host directory, as `HOST[::GUEST]`.
+    #[arg(long = "dir", value_name = "HOST_DIR[::GUEST_DIR]", value_parser = DirMapping::parse)]
+    pub dirs: Vec<DirMapping>,
+
+    /// Pass an environment variable to the operator, as `NAME=VALUE`, or
+    /// `NAME` to pass on the host's value.
+    #[arg(long = "env", value_name = "NAME[=VALUE]", value_parser = EnvVar::parse)]
+    pub envs: Vec<EnvVar>,
+
+    /// Directory for the node's own state (schedules, run history, compiled
+    /// code). It must lie outside every directory granted to the operator.
+    #[arg(long, value_name = "DIR", env = "WASMATIC_STATE", default_value = ".wasmatic")]
+    pub state_dir: PathBuf,
+
+    /// Time a handler call may take before it is stopped.
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+    pub call_timeout: Duration,
+
+    /// Time the operator may take to answer one request.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    pub request_timeout: Duration,
+
+    #[command(flatten)]
+    pub wasmtime: CommonOptions,
+}
+
+impl NodeOptions {
+    pub fn limits(&self) -> Result<Limits> {
+        Limits::new(self.call_timeout, self.request_timeout)
+    }
+}
+
+/// A host directory granted to the operator under a guest path.
+#[derive(Clone, Debug)]
+pub struct DirMapping {
+    pub host: PathBuf,
+    pub guest: String,
+}
+
+impl DirMapping {
+    fn parse(s: &str) -> Result<Self, String> {
+        let (host, guest) = match s.split_once("::") {
+            Some((host, guest)) => (host, guest),
+            None => (s, s),
+        };
+        if host.is_empty() || guest.is_empty() {
+            return Err(format!("`{s}` is not of the form HOST_DIR[::GUEST_DIR]"));
+        }
+        Ok(DirMapping {
+            host: PathBuf::from(host),
+            guest: guest.to_string(),
+        })
+    }
+
+    /// Whether this mapping makes `host` visible to the guest as `guest`,
+    /// ignoring a leading `./` or `/` on the guest side.
+    pub fn is_guest(&self, guest: &str) -> bool {
+        normalize_guest(&self.guest) == normalize_guest(guest)
+    }
+}
+
+fn normalize_guest(path: &str) -> &str {
+    let path = path.trim_start_matches("./").trim_start_matches('/');
+    path.trim_end_matches('/')
+}
+
+/// An environment variable for the operator.
+#[derive(Clone, Debug)]
+pub struct EnvVar {
+    pub name: String,
+    /// `None` means "the host's value, if it has one".
+    pub value: Option<String>,
+}
+
+impl EnvVar {
+    fn parse(s: &str) -> Result<Self, String> {
+        let (name, value) = match s.split_once('=') {
+            Some((name, value)) => (name, Some(value.to_string())),
+            None => (s, None),
+        };
+        if name.is_empty() {
+            return Err(format!("`{s}` is not of the form NAME[=VALUE]"));
+        }
+        Ok(EnvVar {
+            name: name.to_string(),
+            value,
+        })
+    }
+
+    /// The value the operator sees, if any.
+    pub fn resolve(&self) -> Option<(String, String)> {
+        let value = match &self.value {
+            Some(value) => value.clone(),
+            None => std::env::var(&self.name).ok()?,
+        };
+        Some((self.name.clone(), value))
+    }
+}
+
+/// Parses `5s`, `250ms`, `2m` or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
+    let (number, unit) = s.split_at(split);
+    let number: f64 = number
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration such as 5s, 250ms or 2m"))?;
+    let seconds = match unit {
+        "" | "s" => number,
+        "ms" => number / 1000.0,
+        "m" => number * 60.0,
+        _ => return Err(format!("`{s}` has an unknown unit; use ms, s or m")),
+    };
+    Duration::try_from_secs_f64(seconds).map_err(|e| format!("`{s}`: {e}"))
+}
+
+/// The port from `$WASMATIC_PORT`, or the default.
+pub fn port_from_env() -> Result<u16> {
+    match std::env::var(PORT_ENV) {
+        Ok(port) => port
+            .trim()
+            .parse()
+            .with_context(|| format!("${PORT_ENV} is `{port}`, not a port number")),
+        Err(std::env::VarError::NotPresent) => Ok(DEFAULT_PORT),
+        Err(e) => bail!("${PORT_ENV} is unreadable: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dir_mapping_parses_host_and_guest() {
+        let m = DirMapping::parse("registered::registered").unwrap();
+        assert_eq!(m.host, PathBuf::from("registered"));
+        assert!(m.is_guest("registered"));
+        assert!(m.is_guest("/registered"));
+        assert!(m.is_guest("./registered/"));
+        let m = DirMapping::parse("/tmp/x").unwrap();
+        assert_eq!(m.guest, "/tmp/x");
+        assert!(DirMapping::parse("::guest").is_err());
+    }
+
+    #[test]
+    fn env_var_parses_value_or_inherits() {
+        let v = EnvVar::parse("A=b=c").unwrap();
+        assert_eq!(v.resolve(), Some(("A".into(), "b=c".into())));
+        let v = EnvVar::parse("WASMATIC_TEST_SURELY_UNSET").unwrap();
+        assert_eq!(v.resolve(), None);
+        assert!(EnvVar::parse("=x").is_err());
+    }
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("5s").unwrap(), Duration::from_secs(5));
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(parse_duration("3").unwrap(), Duration::from_secs(3));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("5h").is_err());
+    }
+}

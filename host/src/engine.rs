@@ -1,0 +1,104 @@
+//! The one `Engine` of a node, and the thread that drives its epoch.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use wasmtime::{Engine, Store, UpdateDeadline};
+use wasmtime_cli_flags::CommonOptions;
+
+use crate::limits::EPOCH_TICK;
+
+/// Builds the engine from wasmtime's flags, with what a node needs on top:
+/// components, async execution and epoch interruption. The pooling allocator
+/// is used unless `-O pooling-allocator=n` says otherwise or the platform
+/// cannot reserve its memory, in which case the node falls back to on-demand
+/// allocation.
+pub fn build(options: &mut CommonOptions) -> Result<Engine> {
+    let explicit_pooling = options.opts.pooling_allocator;
+    let pooled = configure(options, Some(true)).and_then(|c| Engine::new(&c).map_err(Into::into));
+    match (pooled, explicit_pooling) {
+        (Ok(engine), _) => Ok(engine),
+        (Err(e), Some(true)) => Err(e.context("cannot create an engine with the pooling allocator")),
+        (Err(e), _) => {
+            tracing::warn!("pooling allocator unavailable ({e:#}); using on-demand allocation");
+            let config = configure(options, Some(false))?;
+            Engine::new(&config).context("cannot create the wasm engine")
+        }
+    }
+}
+
+fn configure(options: &mut CommonOptions, pooling: Option<bool>) -> Result<wasmtime::Config> {
+    let mut config = options.config(pooling).context("invalid wasmtime flags")?;
+    config.wasm_component_model(true);
+    config.async_support(true);
+    config.epoch_interruption(true);
+    Ok(config)
+}
+
+/// Advances the engine's epoch every [`EPOCH_TICK`] until dropped: one thread
+/// per engine, whatever the number of running guests.
+pub struct EpochTicker {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl EpochTicker {
+    pub fn start(engine: Engine) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = std::thread::Builder::new()
+            .name("epoch-ticker".into())
+            .spawn({
+                let stop = stop.clone();
+                move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        std::thread::sleep(EPOCH_TICK);
+                        engine.increment_epoch();
+                    }
+                }
+            })
+            .ok();
+        if thread.is_none() {
+            tracing::error!("cannot start the epoch thread: guests will not be interrupted");
+        }
+        EpochTicker { stop, thread }
+    }
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Makes the guest in `store` yield to the executor at every epoch tick (so a
+/// spinning guest cannot starve other requests) and trap once `timeout` has
+/// passed.
+pub fn set_deadline<T: 'static>(store: &mut Store<T>, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_callback(move |_| {
+        if Instant::now() >= deadline {
+            Err(wasmtime::Error::new(Timeout(timeout)))
+        } else {
+            Ok(UpdateDeadline::Yield(1))
+        }
+    });
+}
+
+/// The trap raised when a guest runs past its deadline.
+#[derive(Debug, thiserror::Error)]
+#[error("timed out after {}", humanize(.0))]
+pub struct Timeout(pub Duration);
+
+fn humanize(d: &Duration) -> String {
+    if d.subsec_millis() == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{}ms", d.as_millis())
+    }
+}

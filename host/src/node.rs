@@ -1,0 +1,300 @@
+//! What the host does for its operator: the registry of handlers, their runs
+//! and their schedules, behind one API with typed errors. The host interface
+//! (`operator_host`) is a thin translation of this into WIT.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use sha2::{Digest, Sha256};
+use wasmtime::Engine;
+
+use crate::handler::{self, CallError};
+use crate::limits::Limits;
+use crate::registry::{HandlerInfo, Registry};
+use crate::scheduler::{self, Job, Scheduler};
+use crate::state::{JobRecord, RunRecord, StateDb, StateError};
+
+/// Why a request to the node failed; each case is one HTTP status.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    TooLarge(String),
+    #[error("{0}")]
+    Failed(String),
+    #[error("{0}")]
+    Busy(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl From<StateError> for NodeError {
+    fn from(e: StateError) -> Self {
+        NodeError::Internal(e.to_string())
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Why a handler runs: a client's request or a schedule's tick.
+#[derive(Clone, Debug)]
+pub struct Trigger {
+    pub job_id: String,
+    pub scheduled_for: u64,
+}
+
+pub struct Node {
+    registry: Registry,
+    scheduler: Scheduler,
+    state: Arc<StateDb>,
+    limits: Limits,
+}
+
+impl Node {
+    /// Opens the node's state in `state_dir`, loads every handler in
+    /// `registered_dir`, restores every schedule and starts the scheduler.
+    pub async fn start(
+        engine: Engine,
+        registered_dir: PathBuf,
+        state_dir: PathBuf,
+        limits: Limits,
+    ) -> anyhow::Result<Arc<Node>> {
+        let cache_dir = state_dir.join("compiled");
+        std::fs::create_dir_all(&cache_dir)
+            .with_context(|| format!("cannot create {}", cache_dir.display()))?;
+        let db_path = state_dir.join("state.db");
+        let state = StateDb::open(&db_path)
+            .with_context(|| format!("cannot open {}", db_path.display()))?;
+        let registry = Registry::new(engine, registered_dir, cache_dir)?;
+        let node = Arc::new(Node {
+            registry,
+            scheduler: Scheduler::new(),
+            state: Arc::new(state),
+            limits,
+        });
+
+        let names = node
+            .registry
+            .scan()
+            .with_context(|| format!("cannot read {}", node.registry.dir().display()))?;
+        for name in &names {
+            match node.registry.load(name).await {
+                Ok(info) => tracing::info!(name, digest = %info.digest, "handler loaded"),
+                Err(e) => tracing::error!(name, "handler not loaded: {e}"),
+            }
+        }
+        for record in node.state.jobs()? {
+            match scheduler::parse_cron(&record.cron) {
+                Ok(cron) => node.scheduler.add(record, cron),
+                Err(e) => tracing::error!(id = record.id, "schedule not restored: {e}"),
+            }
+        }
+        tokio::spawn(scheduler::run(node.clone()));
+        Ok(node)
+    }
+
+    pub fn scheduler(&self) -> &Scheduler {
+        &self.scheduler
+    }
+
+    pub async fn check(&self, file: &str) -> Result<HandlerInfo, NodeError> {
+        self.registry.check(file).await
+    }
+
+    pub async fn load(&self, name: &str) -> Result<HandlerInfo, NodeError> {
+        let info = self.registry.load(name).await?;
+        tracing::info!(name, digest = %info.digest, "handler registered");
+        Ok(info)
+    }
+
+    /// Forgets a handler and deletes its schedules.
+    pub async fn unload(&self, name: &str) -> Result<(), NodeError> {
+        let state = self.state.clone();
+        let owned = name.to_string();
+        let ids = blocking(move || state.delete_jobs_of(&owned)).await??;
+        for id in &ids {
+            self.scheduler.remove(id);
+        }
+        if !self.registry.unload(name) && ids.is_empty() {
+            return Err(NodeError::NotFound(format!("no handler `{name}`")));
+        }
+        tracing::info!(name, "handler removed");
+        Ok(())
+    }
+
+    pub fn handlers(&self) -> Vec<HandlerInfo> {
+        self.registry.list()
+    }
+
+    pub fn handler(&self, name: &str) -> Option<HandlerInfo> {
+        self.registry.get(name).map(|h| h.info.clone())
+    }
+
+    /// Runs a handler and records the run.
+    pub async fn invoke(
+        &self,
+        name: &str,
+        input: &str,
+        trigger: Option<Trigger>,
+    ) -> Result<String, NodeError> {
+        let handler = self
+            .registry
+            .get(name)
+            .ok_or_else(|| NodeError::NotFound(format!("no handler `{name}`")))?;
+        let started_at = now_ms();
+        // The call runs in a task of its own so that its fiber is not nested
+        // inside the operator's.
+        let pre = handler.pre.clone();
+        let input_owned = input.to_string();
+        let timeout = self.limits.call_timeout;
+        let outcome = tokio::spawn(async move { handler::call(&pre, &input_owned, timeout).await })
+            .await
+            .map_err(|e| NodeError::Internal(format!("handler task failed: {e}")))?;
+
+        let (output, error) = match &outcome.result {
+            Ok(output) => (Some(output.clone()), None),
+            Err(e) => (None, Some(e.to_string())),
+        };
+        let record = RunRecord {
+            name: name.to_string(),
+            job_id: trigger.as_ref().map(|t| t.job_id.clone()),
+            scheduled_for: trigger.as_ref().map(|t| t.scheduled_for),
+            started_at,
+            duration_ms: outcome.duration.as_millis() as u64,
+            ok: outcome.result.is_ok(),
+            output,
+            error,
+            stdout: outcome.stdout,
+            stderr: outcome.stderr,
+        };
+        tracing::info!(
+            name,
+            ok = record.ok,
+            duration_ms = record.duration_ms,
+            job = trigger.as_ref().map(|t| t.job_id.as_str()),
+            "handler ran"
+        );
+        self.record_run(record).await;
+        match outcome.result {
+            Ok(output) => Ok(output),
+            Err(CallError::TimedOut(m)) => Err(NodeError::Failed(format!("handler `{name}` {m}"))),
+            Err(CallError::Trapped(m)) => Err(NodeError::Failed(format!("handler `{name}` failed: {m}"))),
+        }
+    }
+
+    /// Records a tick that was skipped because the previous run of its job
+    /// was still going.
+    pub async fn record_skipped(&self, job: &Job, scheduled_for: u64) {
+        let record = RunRecord {
+            name: job.name.clone(),
+            job_id: Some(job.id.clone()),
+            scheduled_for: Some(scheduled_for),
+            started_at: now_ms(),
+            duration_ms: 0,
+            ok: false,
+            output: None,
+            error: Some("skipped: the previous run of this job was still running".into()),
+            stdout: String::new(),
+            stderr: String::new(),
+        };
+        tracing::warn!(job = job.id, name = job.name, "tick skipped");
+        self.record_run(record).await;
+    }
+
+    async fn record_run(&self, record: RunRecord) {
+        let state = self.state.clone();
+        match blocking(move || state.insert_run(&record)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!("cannot record a run: {e}"),
+            Err(e) => tracing::error!("cannot record a run: {e}"),
+        }
+    }
+
+    pub async fn schedule(&self, name: &str, cron: &str, input: &str) -> Result<Job, NodeError> {
+        if self.registry.get(name).is_none() {
+            return Err(NodeError::NotFound(format!("no handler `{name}`")));
+        }
+        let parsed = scheduler::parse_cron(cron).map_err(NodeError::Invalid)?;
+        let created_at = now_ms();
+        let record = JobRecord {
+            id: new_job_id(name, cron, created_at),
+            name: name.to_string(),
+            cron: cron.trim().to_string(),
+            input: input.to_string(),
+            created_at,
+        };
+        let state = self.state.clone();
+        let stored = record.clone();
+        blocking(move || state.insert_job(&stored)).await??;
+        let job = self.scheduler.add(record, parsed);
+        tracing::info!(id = job.id, name, cron = job.cron, "schedule added");
+        Ok(job)
+    }
+
+    pub async fn unschedule(&self, id: &str) -> Result<(), NodeError> {
+        let state = self.state.clone();
+        let owned = id.to_string();
+        let existed = blocking(move || state.delete_job(&owned)).await??;
+        self.scheduler.remove(id);
+        if !existed {
+            return Err(NodeError::NotFound(format!("no schedule `{id}`")));
+        }
+        tracing::info!(id, "schedule removed");
+        Ok(())
+    }
+
+    pub fn jobs(&self) -> Vec<Job> {
+        self.scheduler.jobs()
+    }
+
+    pub async fn handler_runs(&self, name: &str, limit: u32) -> Result<Vec<RunRecord>, NodeError> {
+        let state = self.state.clone();
+        let owned = name.to_string();
+        let runs = blocking(move || state.runs_of_handler(&owned, limit)).await??;
+        if runs.is_empty() && self.registry.get(name).is_none() {
+            return Err(NodeError::NotFound(format!("no handler `{name}`")));
+        }
+        Ok(runs)
+    }
+
+    pub async fn job_runs(&self, id: &str, limit: u32) -> Result<Vec<RunRecord>, NodeError> {
+        let state = self.state.clone();
+        let owned = id.to_string();
+        let (exists, runs) = blocking(move || {
+            Ok::<_, StateError>((state.job_exists(&owned)?, state.runs_of_job(&owned, limit)?))
+        })
+        .await??;
+        if !exists && runs.is_empty() {
+            return Err(NodeError::NotFound(format!("no schedule `{id}`")));
+        }
+        Ok(runs)
+    }
+}
+
+/// Runs blocking work (SQLite) off the async workers.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, NodeError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| NodeError::Internal(format!("state task failed: {e}")))
+}
+
+fn new_job_id(name: &str, cron: &str, created_at: u64) -> String {
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut hasher = Sha256::new();
+    hasher.update(format!("{name}\0{cron}\0{created_at}\0{n}\0{}", std::process::id()));
+    hex::encode(&hasher.finalize()[..8])
+}

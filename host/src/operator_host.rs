@@ -1,0 +1,199 @@
+//! The operator's `Store` data, and the host interface
+//! (`wasmatic:operator/host`) it imports: a thin translation between WIT and
+//! [`Node`].
+
+use std::sync::Arc;
+
+use wasmtime::component::{HasSelf, Linker, ResourceTable};
+use wasmtime::{Engine, StoreLimits};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+
+use crate::node::{Node, NodeError};
+use crate::registry::HandlerInfo;
+use crate::scheduler::Job;
+use crate::state::RunRecord;
+
+mod bindings {
+    wasmtime::component::bindgen!({
+        path: "../wit/operator",
+        interfaces: "import wasmatic:operator/host@0.1.0;",
+        imports: { default: async },
+    });
+}
+
+use bindings::wasmatic::operator::host;
+use bindings::wasmatic::operator::types;
+
+/// The data of the operator's per-request `Store`.
+pub struct OperatorState {
+    pub wasi: WasiCtx,
+    pub http: WasiHttpCtx,
+    pub table: ResourceTable,
+    pub limits: StoreLimits,
+    /// `None` when no directory is mapped to the guest path `registered`:
+    /// the operator is then a plain proxy and host calls fail.
+    pub node: Option<Arc<Node>>,
+}
+
+impl WasiView for OperatorState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for OperatorState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: Default::default(),
+        }
+    }
+}
+
+/// The operator's linker: WASI (all of it when `full_wasi`, else only what
+/// `wasi:http/proxy` imports), `wasi:http` and the host interface.
+pub fn linker(engine: &Engine, full_wasi: bool) -> anyhow::Result<Linker<OperatorState>> {
+    let mut linker = Linker::new(engine);
+    if full_wasi {
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
+    } else {
+        wasmtime_wasi_http::p2::add_to_linker_async(&mut linker)?;
+    }
+    host::add_to_linker::<OperatorState, HasSelf<OperatorState>>(&mut linker, |s| s)?;
+    Ok(linker)
+}
+
+impl OperatorState {
+    fn node(&self) -> Result<Arc<Node>, types::Error> {
+        self.node.clone().ok_or_else(|| {
+            types::Error::Internal(
+                "this node has no directory mapped to the guest path `registered`".into(),
+            )
+        })
+    }
+}
+
+impl types::Host for OperatorState {}
+
+impl host::Host for OperatorState {
+    async fn check(&mut self, file: String) -> Result<types::HandlerInfo, types::Error> {
+        Ok(self.node()?.check(&file).await?.into())
+    }
+
+    async fn load(&mut self, name: String) -> Result<types::HandlerInfo, types::Error> {
+        Ok(self.node()?.load(&name).await?.into())
+    }
+
+    async fn unload(&mut self, name: String) -> Result<(), types::Error> {
+        Ok(self.node()?.unload(&name).await?)
+    }
+
+    async fn handlers(&mut self) -> Vec<types::HandlerInfo> {
+        match &self.node {
+            Some(node) => node.handlers().into_iter().map(Into::into).collect(),
+            None => Vec::new(),
+        }
+    }
+
+    async fn handler(&mut self, name: String) -> Option<types::HandlerInfo> {
+        self.node.as_ref()?.handler(&name).map(Into::into)
+    }
+
+    async fn invoke(&mut self, name: String, input: String) -> Result<String, types::Error> {
+        Ok(self.node()?.invoke(&name, &input, None).await?)
+    }
+
+    async fn schedule(
+        &mut self,
+        name: String,
+        cron: String,
+        input: String,
+    ) -> Result<types::Job, types::Error> {
+        Ok(self.node()?.schedule(&name, &cron, &input).await?.into())
+    }
+
+    async fn unschedule(&mut self, id: String) -> Result<(), types::Error> {
+        Ok(self.node()?.unschedule(&id).await?)
+    }
+
+    async fn jobs(&mut self) -> Vec<types::Job> {
+        match &self.node {
+            Some(node) => node.jobs().into_iter().map(Into::into).collect(),
+            None => Vec::new(),
+        }
+    }
+
+    async fn handler_runs(
+        &mut self,
+        name: String,
+        limit: u32,
+    ) -> Result<Vec<types::Run>, types::Error> {
+        let runs = self.node()?.handler_runs(&name, limit).await?;
+        Ok(runs.into_iter().map(Into::into).collect())
+    }
+
+    async fn job_runs(&mut self, id: String, limit: u32) -> Result<Vec<types::Run>, types::Error> {
+        let runs = self.node()?.job_runs(&id, limit).await?;
+        Ok(runs.into_iter().map(Into::into).collect())
+    }
+}
+
+impl From<NodeError> for types::Error {
+    fn from(e: NodeError) -> Self {
+        match e {
+            NodeError::NotFound(m) => types::Error::NotFound(m),
+            NodeError::Invalid(m) => types::Error::Invalid(m),
+            NodeError::TooLarge(m) => types::Error::TooLarge(m),
+            NodeError::Failed(m) => types::Error::Failed(m),
+            NodeError::Busy(m) => types::Error::Busy(m),
+            NodeError::Internal(m) => types::Error::Internal(m),
+        }
+    }
+}
+
+impl From<HandlerInfo> for types::HandlerInfo {
+    fn from(h: HandlerInfo) -> Self {
+        types::HandlerInfo {
+            name: h.name,
+            digest: h.digest,
+            size: h.size,
+            loaded_at: h.loaded_at,
+        }
+    }
+}
+
+impl From<Job> for types::Job {
+    fn from(j: Job) -> Self {
+        types::Job {
+            id: j.id,
+            name: j.name,
+            cron: j.cron,
+            input: j.input,
+            next: j.next,
+            created_at: j.created_at,
+        }
+    }
+}
+
+impl From<RunRecord> for types::Run {
+    fn from(r: RunRecord) -> Self {
+        types::Run {
+            name: r.name,
+            job_id: r.job_id,
+            scheduled_for: r.scheduled_for,
+            started_at: r.started_at,
+            duration_ms: r.duration_ms,
+            ok: r.ok,
+            output: r.output,
+            error: r.error,
+            stdout: r.stdout,
+            stderr: r.stderr,
+        }
+    }
+}

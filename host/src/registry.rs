@@ -1,0 +1,334 @@
+//! Handlers the node knows: validated, compiled once per content digest and
+//! kept ready to instantiate.
+//!
+//! The files in the host directory behind the operator's `registered`
+//! preopen are the source of truth for what is registered; this is the
+//! compiled, in-memory view of them. Compiled code is also serialized into
+//! the node's cache directory, keyed by digest and engine compatibility, so
+//! a restart loads it instead of compiling again.
+
+use std::collections::hash_map::DefaultHasher;
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, Linker};
+use wasmtime::Engine;
+
+use crate::handler::{self, HandlerPre, HandlerState};
+use crate::node::NodeError;
+
+/// Largest handler component accepted.
+pub const MAX_HANDLER_SIZE: u64 = 10 * 1024 * 1024;
+
+/// Suffix of handler files in the registered directory.
+pub const HANDLER_SUFFIX: &str = ".wasm";
+
+/// What the node shows of a handler.
+#[derive(Clone, Debug)]
+pub struct HandlerInfo {
+    pub name: String,
+    pub digest: String,
+    pub size: u64,
+    pub loaded_at: u64,
+}
+
+/// A handler ready to run.
+pub struct Handler {
+    pub info: HandlerInfo,
+    pub pre: HandlerPre<HandlerState>,
+}
+
+pub struct Registry {
+    engine: Engine,
+    linker: Linker<HandlerState>,
+    /// Host directory behind the operator's `registered`.
+    dir: PathBuf,
+    /// Directory of serialized compiled code.
+    cache_dir: PathBuf,
+    /// Engine compatibility, part of every cache key.
+    engine_hash: String,
+    /// Compiled components by content digest.
+    compiled: Mutex<HashMap<String, HandlerPre<HandlerState>>>,
+    /// The current version of each handler, by name.
+    current: RwLock<HashMap<String, Arc<Handler>>>,
+}
+
+/// Whether `name` is a valid handler name: `[a-z0-9][a-z0-9_-]{0,63}`.
+pub fn is_valid_name(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= 64
+        && (bytes[0].is_ascii_lowercase() || bytes[0].is_ascii_digit())
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'_' || *b == b'-')
+}
+
+/// Whether `file` is a plain file name inside the registered directory
+/// (no separators, no `..`, nothing hidden from the check below).
+fn is_plain_file_name(file: &str) -> bool {
+    !file.is_empty()
+        && file.len() <= 255
+        && file != "."
+        && file != ".."
+        && !file.contains(['/', '\\', '\0'])
+}
+
+impl Registry {
+    pub fn new(engine: Engine, dir: PathBuf, cache_dir: PathBuf) -> anyhow::Result<Self> {
+        let linker = handler::linker(&engine)?;
+        let mut hasher = DefaultHasher::new();
+        engine.precompile_compatibility_hash().hash(&mut hasher);
+        let engine_hash = format!("{:016x}", hasher.finish());
+        Ok(Registry {
+            engine,
+            linker,
+            dir,
+            cache_dir,
+            engine_hash,
+            compiled: Mutex::new(HashMap::new()),
+            current: RwLock::new(HashMap::new()),
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Validates and compiles `file` in the registered directory without
+    /// making it current.
+    pub async fn check(&self, file: &str) -> Result<HandlerInfo, NodeError> {
+        if !is_plain_file_name(file) {
+            return Err(NodeError::Invalid(format!("`{file}` is not a file name")));
+        }
+        let (info, _) = self.compile_file(file, file).await?;
+        Ok(info)
+    }
+
+    /// Makes `NAME.wasm` the current version of handler `name`.
+    pub async fn load(&self, name: &str) -> Result<HandlerInfo, NodeError> {
+        if !is_valid_name(name) {
+            return Err(NodeError::Invalid(format!(
+                "`{name}` is not a handler name: use 1 to 64 of a-z, 0-9, _ and -, starting with a letter or digit"
+            )));
+        }
+        let file = format!("{name}{HANDLER_SUFFIX}");
+        let (info, pre) = self.compile_file(name, &file).await?;
+        let handler = Arc::new(Handler {
+            info: info.clone(),
+            pre,
+        });
+        self.write_current().insert(name.to_string(), handler);
+        Ok(info)
+    }
+
+    /// Forgets handler `name`; returns whether it was loaded.
+    pub fn unload(&self, name: &str) -> bool {
+        self.write_current().remove(name).is_some()
+    }
+
+    pub fn get(&self, name: &str) -> Option<Arc<Handler>> {
+        self.read_current().get(name).cloned()
+    }
+
+    pub fn list(&self) -> Vec<HandlerInfo> {
+        let mut infos: Vec<_> = self.read_current().values().map(|h| h.info.clone()).collect();
+        infos.sort_by(|a, b| a.name.cmp(&b.name));
+        infos
+    }
+
+    /// Names of the handler files in the registered directory, and removes
+    /// temporary files that an interrupted upload left behind.
+    pub fn scan(&self) -> std::io::Result<Vec<String>> {
+        let mut names = Vec::new();
+        for entry in std::fs::read_dir(&self.dir)? {
+            let entry = entry?;
+            let file_name = entry.file_name();
+            let Some(file_name) = file_name.to_str() else {
+                continue;
+            };
+            if file_name.starts_with('.') && file_name.ends_with(".tmp") {
+                tracing::info!(file = file_name, "removing an interrupted upload");
+                if let Err(e) = std::fs::remove_file(entry.path()) {
+                    tracing::warn!(file = file_name, "cannot remove: {e}");
+                }
+                continue;
+            }
+            if let Some(name) = file_name.strip_suffix(HANDLER_SUFFIX) {
+                if is_valid_name(name) {
+                    names.push(name.to_string());
+                }
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+
+    async fn compile_file(
+        &self,
+        name: &str,
+        file: &str,
+    ) -> Result<(HandlerInfo, HandlerPre<HandlerState>), NodeError> {
+        let path = self.dir.join(file);
+        let bytes = read_limited(&path, file).await?;
+        let digest = hex::encode(Sha256::digest(&bytes));
+        let size = bytes.len() as u64;
+        let pre = self.compile(&digest, bytes).await?;
+        let info = HandlerInfo {
+            name: name.to_string(),
+            digest,
+            size,
+            loaded_at: crate::node::now_ms(),
+        };
+        Ok((info, pre))
+    }
+
+    /// The compiled handler for `bytes`, from memory, from the disk cache, or
+    /// compiled now.
+    async fn compile(
+        &self,
+        digest: &str,
+        bytes: Vec<u8>,
+    ) -> Result<HandlerPre<HandlerState>, NodeError> {
+        if let Some(pre) = self.lock_compiled().get(digest) {
+            return Ok(pre.clone());
+        }
+        describe_kind(&bytes)?;
+        let engine = self.engine.clone();
+        let cache_path = self
+            .cache_dir
+            .join(format!("{digest}-{}.cwasm", self.engine_hash));
+        let component = tokio::task::spawn_blocking(move || compile_cached(&engine, &bytes, &cache_path))
+            .await
+            .map_err(|e| NodeError::Internal(format!("compilation task failed: {e}")))??;
+        let pre = self.linker.instantiate_pre(&component).map_err(|e| {
+            NodeError::Invalid(format!(
+                "not a handler: it imports what the node does not provide: {:#}",
+                anyhow::Error::from(e)
+            ))
+        })?;
+        let pre = HandlerPre::new(pre).map_err(|e| {
+            NodeError::Invalid(format!(
+                "not a handler: it must export `handler: func(input: string) -> string` (world wasmatic:handler/handler): {:#}",
+                anyhow::Error::from(e)
+            ))
+        })?;
+        self.lock_compiled().insert(digest.to_string(), pre.clone());
+        Ok(pre)
+    }
+
+    fn lock_compiled(&self) -> std::sync::MutexGuard<'_, HashMap<String, HandlerPre<HandlerState>>> {
+        self.compiled.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn read_current(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Arc<Handler>>> {
+        self.current.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write_current(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Arc<Handler>>> {
+        self.current.write().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+async fn read_limited(path: &Path, file: &str) -> Result<Vec<u8>, NodeError> {
+    let meta = match tokio::fs::metadata(path).await {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(NodeError::NotFound(format!("no file `{file}` in the registered directory")))
+        }
+        Err(e) => return Err(NodeError::Internal(format!("cannot read `{file}`: {e}"))),
+    };
+    if !meta.is_file() {
+        return Err(NodeError::Invalid(format!("`{file}` is not a regular file")));
+    }
+    if meta.len() > MAX_HANDLER_SIZE {
+        return Err(NodeError::TooLarge(format!(
+            "`{file}` has {} bytes; a handler may have at most {MAX_HANDLER_SIZE}",
+            meta.len()
+        )));
+    }
+    tokio::fs::read(path)
+        .await
+        .map_err(|e| NodeError::Internal(format!("cannot read `{file}`: {e}")))
+}
+
+/// Rejects bytes that are not a component with a message saying what they are.
+fn describe_kind(bytes: &[u8]) -> Result<(), NodeError> {
+    const MAGIC: &[u8] = b"\0asm";
+    const CORE_VERSION: &[u8] = &[1, 0, 0, 0];
+    if bytes.len() < 8 || &bytes[..4] != MAGIC {
+        return Err(NodeError::Invalid(
+            "not a WebAssembly binary (no `\\0asm` header)".into(),
+        ));
+    }
+    if &bytes[4..8] == CORE_VERSION {
+        return Err(NodeError::Invalid(
+            "a core WebAssembly module, not a component: build the handler for wasm32-wasip2 (or with cargo component)".into(),
+        ));
+    }
+    Ok(())
+}
+
+fn compile_cached(engine: &Engine, bytes: &[u8], cache_path: &Path) -> Result<Component, NodeError> {
+    if cache_path.exists() {
+        // SAFETY: the cache directory is the node's own, outside every
+        // directory granted to guests, and only this function writes it:
+        // what is there was produced by `Component::serialize` of an engine
+        // with the same compatibility hash.
+        match unsafe { Component::deserialize_file(engine, cache_path) } {
+            Ok(component) => return Ok(component),
+            Err(e) => tracing::warn!(path = %cache_path.display(), "ignoring unusable cached code: {e}"),
+        }
+    }
+    let component = Component::new(engine, bytes).map_err(|e| {
+        NodeError::Invalid(format!(
+            "not a valid component: {:#}",
+            anyhow::Error::from(e)
+        ))
+    })?;
+    if let Err(e) = write_cache(&component, cache_path) {
+        tracing::warn!(path = %cache_path.display(), "cannot cache compiled code: {e:#}");
+    }
+    Ok(component)
+}
+
+fn write_cache(component: &Component, path: &Path) -> anyhow::Result<()> {
+    let bytes = component.serialize()?;
+    let tmp = path.with_extension("cwasm.tmp");
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        for ok in ["a", "echo", "gecko-2", "a_b", "0x", &"a".repeat(64)] {
+            assert!(is_valid_name(ok), "{ok}");
+        }
+        for bad in ["", "-a", "_a", "A", "a/b", "..", "../x", "a.b", "a\0", "é", &"a".repeat(65)] {
+            assert!(!is_valid_name(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn file_names() {
+        assert!(is_plain_file_name(".upload-1.tmp"));
+        for bad in ["", ".", "..", "a/b", "../x", "a\\b", "a\0"] {
+            assert!(!is_plain_file_name(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn kinds() {
+        assert!(matches!(describe_kind(b"hello world"), Err(NodeError::Invalid(m)) if m.contains("not a WebAssembly")));
+        assert!(matches!(describe_kind(b"\0asm\x01\0\0\0"), Err(NodeError::Invalid(m)) if m.contains("core")));
+        assert!(describe_kind(b"\0asm\x0d\0\x01\0").is_ok());
+    }
+}

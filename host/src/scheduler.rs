@@ -1,0 +1,255 @@
+//! Cron schedules: one timer for all jobs.
+//!
+//! Jobs sit in a min-heap keyed by their next fire time; a single task sleeps
+//! until the earliest one (or until the set of jobs changes), fires every job
+//! that is due and computes each job's next time from its schedule, not from
+//! when it happened to wake, so fire times do not drift.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, TimeZone, Utc};
+use croner::parser::{CronParser, Seconds, Year};
+use croner::Cron;
+use tokio::sync::Notify;
+
+use crate::node::{now_ms, Node, Trigger};
+use crate::state::JobRecord;
+
+/// A schedule as the node shows it.
+#[derive(Clone, Debug)]
+pub struct Job {
+    pub id: String,
+    pub name: String,
+    pub cron: String,
+    pub input: String,
+    pub next: Option<u64>,
+    pub created_at: u64,
+}
+
+/// Parses a cron line of 5 fields, or of 6 with seconds first.
+pub fn parse_cron(line: &str) -> Result<Cron, String> {
+    let fields = line.split_whitespace().count();
+    if fields != 5 && fields != 6 {
+        return Err(format!(
+            "`{line}` has {fields} fields; a cron line has 5 (minute hour day month weekday) or 6 (seconds first)"
+        ));
+    }
+    CronParser::builder()
+        .seconds(Seconds::Optional)
+        .year(Year::Disallowed)
+        .build()
+        .parse(line)
+        .map_err(|e| format!("`{line}` is not a valid cron line: {e}"))
+}
+
+/// The first fire time strictly after `after_ms`.
+fn next_after(cron: &Cron, after_ms: u64) -> Option<u64> {
+    let after: DateTime<Utc> = Utc.timestamp_millis_opt(after_ms as i64).single()?;
+    let next = cron.find_next_occurrence(&after, false).ok()?;
+    u64::try_from(next.timestamp_millis()).ok()
+}
+
+struct Entry {
+    record: JobRecord,
+    cron: Cron,
+    next: Option<u64>,
+    /// Set while a run of this job is going; a tick that finds it set is
+    /// skipped.
+    running: Arc<AtomicBool>,
+}
+
+impl Entry {
+    fn job(&self) -> Job {
+        Job {
+            id: self.record.id.clone(),
+            name: self.record.name.clone(),
+            cron: self.record.cron.clone(),
+            input: self.record.input.clone(),
+            next: self.next,
+            created_at: self.record.created_at,
+        }
+    }
+}
+
+#[derive(Default)]
+struct Timers {
+    jobs: HashMap<String, Entry>,
+    /// (fire time, job id); entries of removed or rescheduled jobs are
+    /// dropped lazily when they reach the top.
+    heap: BinaryHeap<Reverse<(u64, String)>>,
+}
+
+#[derive(Default)]
+pub struct Scheduler {
+    timers: Mutex<Timers>,
+    changed: Notify,
+}
+
+impl Scheduler {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Timers> {
+        self.timers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn add(&self, record: JobRecord, cron: Cron) -> Job {
+        let next = next_after(&cron, now_ms());
+        let entry = Entry {
+            record,
+            cron,
+            next,
+            running: Arc::new(AtomicBool::new(false)),
+        };
+        let job = entry.job();
+        let mut timers = self.lock();
+        if let Some(next) = next {
+            timers.heap.push(Reverse((next, job.id.clone())));
+        }
+        timers.jobs.insert(job.id.clone(), entry);
+        drop(timers);
+        self.changed.notify_one();
+        job
+    }
+
+    pub fn remove(&self, id: &str) {
+        self.lock().jobs.remove(id);
+        self.changed.notify_one();
+    }
+
+    pub fn jobs(&self) -> Vec<Job> {
+        let mut jobs: Vec<Job> = self.lock().jobs.values().map(Entry::job).collect();
+        jobs.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+        jobs
+    }
+
+    /// Pops every job due at `now`, advancing each to its next fire time.
+    /// Returns what to fire: the job, its tick, and its running flag.
+    fn take_due(&self, now: u64) -> (Vec<(Job, u64, Arc<AtomicBool>)>, Option<u64>) {
+        let mut timers = self.lock();
+        let mut due = Vec::new();
+        while let Some(Reverse((at, id))) = timers.heap.peek().cloned() {
+            if at > now {
+                break;
+            }
+            timers.heap.pop();
+            let Some(entry) = timers.jobs.get_mut(&id) else {
+                continue; // removed
+            };
+            if entry.next != Some(at) {
+                continue; // stale
+            }
+            // The next tick follows this one; if the node fell behind by
+            // more than a period, resume from now rather than replay.
+            let mut next = next_after(&entry.cron, at);
+            if next.is_some_and(|n| n <= now) {
+                next = next_after(&entry.cron, now);
+            }
+            entry.next = next;
+            due.push((entry.job(), at, entry.running.clone()));
+            if let Some(next) = next {
+                timers.heap.push(Reverse((next, id)));
+            }
+        }
+        let earliest = timers.heap.peek().map(|Reverse((at, _))| *at);
+        (due, earliest)
+    }
+}
+
+/// The scheduler's one task: sleeps until the earliest tick, fires what is
+/// due, repeats. Runs for the life of the node.
+pub async fn run(node: Arc<Node>) {
+    loop {
+        let (due, earliest) = node.scheduler().take_due(now_ms());
+        for (job, scheduled_for, running) in due {
+            fire(node.clone(), job, scheduled_for, running);
+        }
+        let changed = node.scheduler().changed.notified();
+        match earliest {
+            Some(at) => {
+                let wait = Duration::from_millis(at.saturating_sub(now_ms()));
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = changed => {}
+                }
+            }
+            None => changed.await,
+        }
+    }
+}
+
+fn fire(node: Arc<Node>, job: Job, scheduled_for: u64, running: Arc<AtomicBool>) {
+    tokio::spawn(async move {
+        if running.swap(true, Ordering::AcqRel) {
+            node.record_skipped(&job, scheduled_for).await;
+            return;
+        }
+        let trigger = Trigger {
+            job_id: job.id.clone(),
+            scheduled_for,
+        };
+        if let Err(e) = node.invoke(&job.name, &job.input, Some(trigger)).await {
+            tracing::warn!(job = job.id, name = job.name, "scheduled run failed: {e}");
+        }
+        running.store(false, Ordering::Release);
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(id: &str) -> JobRecord {
+        JobRecord {
+            id: id.into(),
+            name: "echo".into(),
+            cron: "* * * * * *".into(),
+            input: String::new(),
+            created_at: 0,
+        }
+    }
+
+    #[test]
+    fn cron_lines() {
+        assert!(parse_cron("1/10 * * * * *").is_ok());
+        assert!(parse_cron("*/5 * * * *").is_ok());
+        assert!(parse_cron("* * * *").is_err());
+        assert!(parse_cron("* * * * * * 2030").is_err());
+        assert!(parse_cron("61 * * * *").is_err());
+        assert!(parse_cron("every minute please").is_err());
+    }
+
+    #[test]
+    fn next_tick_of_seconds_and_minutes() {
+        let every_ten = parse_cron("1/10 * * * * *").unwrap();
+        // 2026-01-01T00:00:00Z
+        let t0 = 1_767_225_600_000;
+        assert_eq!(next_after(&every_ten, t0), Some(t0 + 1_000));
+        assert_eq!(next_after(&every_ten, t0 + 1_000), Some(t0 + 11_000));
+        let every_five_minutes = parse_cron("*/5 * * * *").unwrap();
+        assert_eq!(next_after(&every_five_minutes, t0), Some(t0 + 300_000));
+    }
+
+    #[test]
+    fn due_jobs_advance_and_removed_jobs_do_not_fire() {
+        let scheduler = Scheduler::new();
+        scheduler.add(record("a"), parse_cron("* * * * * *").unwrap());
+        scheduler.add(record("b"), parse_cron("* * * * * *").unwrap());
+        scheduler.remove("b");
+        let first = scheduler.jobs()[0].next.unwrap();
+        let (due, earliest) = scheduler.take_due(first);
+        assert_eq!(due.len(), 1);
+        assert_eq!(due[0].0.id, "a");
+        assert_eq!(due[0].1, first);
+        assert_eq!(earliest, Some(first + 1000));
+        // Far behind: resumes from now instead of replaying every second.
+        let (due, earliest) = scheduler.take_due(first + 60_000);
+        assert_eq!(due.len(), 1);
+        assert_eq!(earliest, Some(first + 61_000));
+    }
+}

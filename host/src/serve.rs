@@ -1,0 +1,257 @@
+//! Serving HTTP by running the operator: a fresh instance of the
+//! pre-instantiated operator component for every request.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use wasmtime::component::{Component, ResourceTable};
+use wasmtime::{Engine, Store, StoreLimits};
+use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
+use wasmtime_wasi_http::io::TokioIo;
+use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpView};
+
+use crate::cli::DirMapping;
+use crate::engine;
+use crate::node::Node;
+use crate::operator_host::{self, OperatorState};
+
+/// How long in-flight requests may take to finish once shutdown begins.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+/// What every operator instance is given.
+pub struct OperatorSetup {
+    pub dirs: Vec<DirMapping>,
+    pub env: Vec<(String, String)>,
+    pub request_timeout: Duration,
+    pub full_wasi: bool,
+}
+
+/// The operator, compiled and pre-instantiated once, and what each of its
+/// instances is given.
+pub struct Operator {
+    pre: ProxyPre<OperatorState>,
+    setup: OperatorSetup,
+    node: Option<Arc<Node>>,
+    next_request: AtomicU64,
+}
+
+impl Operator {
+    /// Compiles and links the operator; fails with one clear line when the
+    /// bytes are not a `wasi:http/proxy` component this host can run.
+    pub fn new(
+        engine: &Engine,
+        bytes: &[u8],
+        setup: OperatorSetup,
+        node: Option<Arc<Node>>,
+    ) -> Result<Self> {
+        if bytes.get(4..8) == Some(&[1, 0, 0, 0]) {
+            bail!("the operator is a core WebAssembly module; it must be a wasi:http/proxy component");
+        }
+        let component = Component::new(engine, bytes).context("the operator is not a valid component")?;
+        let linker = operator_host::linker(engine, setup.full_wasi)?;
+        let pre = linker
+            .instantiate_pre(&component)
+            .context("the operator imports what this host does not provide")?;
+        let pre = ProxyPre::new(pre).context(
+            "the operator is not a wasi:http/proxy component (it must export wasi:http/incoming-handler@0.2.x)",
+        )?;
+        // Fail now, not at the first request, if a directory cannot be opened.
+        for dir in &setup.dirs {
+            WasiCtxBuilder::new()
+                .preopened_dir(&dir.host, &dir.guest, FsPerms::ReadWrite)
+                .with_context(|| format!("cannot open --dir {}", dir.host.display()))?;
+        }
+        Ok(Operator {
+            pre,
+            setup,
+            node,
+            next_request: AtomicU64::new(0),
+        })
+    }
+
+    fn new_store(&self) -> Result<Store<OperatorState>> {
+        let mut wasi = WasiCtxBuilder::new();
+        wasi.inherit_stdout().inherit_stderr().envs(&self.setup.env);
+        for dir in &self.setup.dirs {
+            wasi.preopened_dir(&dir.host, &dir.guest, FsPerms::ReadWrite)
+                .with_context(|| format!("cannot open {}", dir.host.display()))?;
+        }
+        let mut store = Store::new(
+            self.pre.engine(),
+            OperatorState {
+                wasi: wasi.build(),
+                http: WasiHttpCtx::new(),
+                table: ResourceTable::new(),
+                limits: StoreLimits::default(),
+                node: self.node.clone(),
+            },
+        );
+        store.limiter(|s| &mut s.limits);
+        engine::set_deadline(&mut store, self.setup.request_timeout);
+        Ok(store)
+    }
+
+    /// Answers one request with a fresh instance of the operator.
+    async fn handle(&self, req: Request<Incoming>) -> Result<Response<HyperOutgoingBody>> {
+        let mut store = self.new_store()?;
+        let (sender, receiver) = tokio::sync::oneshot::channel();
+        let req = store.data_mut().http().new_incoming_request(Scheme::Http, req)?;
+        let out = store.data_mut().http().new_response_outparam(sender)?;
+        let pre = self.pre.clone();
+        let timeout = self.setup.request_timeout;
+
+        // The guest runs in its own task: it may go on streaming the body
+        // after it has handed over the response head.
+        let task = tokio::spawn(async move {
+            let call = async {
+                let proxy = pre.instantiate_async(&mut store).await?;
+                proxy
+                    .wasi_http_incoming_handler()
+                    .call_handle(&mut store, req, out)
+                    .await
+            };
+            match tokio::time::timeout(timeout, call).await {
+                Ok(result) => result.map_err(anyhow::Error::from),
+                Err(_) => Err(anyhow::anyhow!("{}", engine::Timeout(timeout))),
+            }
+        });
+
+        match receiver.await {
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(code)) => bail!("the operator answered with an error: {code:?}"),
+            Err(_) => {
+                let reason = match task.await {
+                    Ok(Ok(())) => anyhow::anyhow!("it returned without setting a response"),
+                    Ok(Err(e)) => e,
+                    Err(e) => anyhow::Error::from(e),
+                };
+                Err(reason.context("the operator did not answer"))
+            }
+        }
+    }
+}
+
+/// A JSON error response from the host itself (when the operator fails).
+fn error_response(status: StatusCode, message: &str) -> Response<HyperOutgoingBody> {
+    let body = serde_json::json!({ "error": message }).to_string();
+    let mut response = Response::new(Full::new(Bytes::from(body)).map_err(|e: Infallible| match e {}).boxed_unsync());
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("application/json"));
+    response
+}
+
+/// Serves `operator` on `listener` until `shutdown` resolves, then lets
+/// in-flight requests finish.
+pub async fn serve(
+    operator: Arc<Operator>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<()> {
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of file descriptors and the like: keep serving.
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let operator = operator.clone();
+        let service = hyper::service::service_fn(move |req| {
+            let operator = operator.clone();
+            async move { Ok::<_, Infallible>(respond(&operator, req, peer).await) }
+        });
+        let connection = http1::Builder::new()
+            .keep_alive(true)
+            .serve_connection(TokioIo::new(stream), service);
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(%peer, "connection ended: {e}");
+            }
+        });
+    }
+    drop(listener);
+    tracing::info!("shutting down: finishing in-flight requests");
+    tokio::select! {
+        _ = graceful.shutdown() => tracing::info!("all requests finished"),
+        _ = tokio::time::sleep(SHUTDOWN_GRACE) => tracing::warn!("requests still running after {SHUTDOWN_GRACE:?}; stopping"),
+    }
+    Ok(())
+}
+
+async fn respond(operator: &Operator, req: Request<Incoming>, peer: SocketAddr) -> Response<HyperOutgoingBody> {
+    let id = operator.next_request.fetch_add(1, Ordering::Relaxed);
+    let method = req.method().clone();
+    let uri = req.uri().clone();
+    let start = Instant::now();
+    let response = match operator.handle(req).await {
+        Ok(response) => response,
+        Err(e) => {
+            tracing::error!(id, %method, %uri, "{e:#}");
+            error_response(StatusCode::INTERNAL_SERVER_ERROR, &format!("{e:#}"))
+        }
+    };
+    tracing::info!(
+        id,
+        %peer,
+        %method,
+        %uri,
+        status = response.status().as_u16(),
+        ms = start.elapsed().as_secs_f64() * 1000.0,
+        "request"
+    );
+    response
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!("cannot listen for Ctrl-C: {e}");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(e) => {
+                tracing::error!("cannot listen for SIGTERM: {e}");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = terminate => {}
+    }
+}

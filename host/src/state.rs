@@ -1,0 +1,262 @@
+//! The node's own state: schedules and run history, in SQLite.
+//!
+//! It lives in the host's state directory, outside every directory granted
+//! to the operator, so the operator can read it only through the host
+//! interface and cannot tamper with it. Writes are durable when they return
+//! (WAL with `synchronous=FULL`): a schedule acknowledged to a client
+//! survives `kill -9`.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+/// How many runs are kept per handler; older ones are dropped.
+const RUNS_KEPT_PER_HANDLER: u32 = 1000;
+
+#[derive(Debug, thiserror::Error)]
+#[error("state database: {0}")]
+pub struct StateError(#[from] rusqlite::Error);
+
+/// A stored schedule.
+#[derive(Clone, Debug)]
+pub struct JobRecord {
+    pub id: String,
+    pub name: String,
+    pub cron: String,
+    pub input: String,
+    pub created_at: u64,
+}
+
+/// A stored run of a handler.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunRecord {
+    pub name: String,
+    pub job_id: Option<String>,
+    pub scheduled_for: Option<u64>,
+    pub started_at: u64,
+    pub duration_ms: u64,
+    pub ok: bool,
+    pub output: Option<String>,
+    pub error: Option<String>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+pub struct StateDb {
+    conn: Mutex<Connection>,
+}
+
+impl StateDb {
+    pub fn open(path: &Path) -> Result<Self, StateError> {
+        let conn = Connection::open(path)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS jobs (
+                 id TEXT PRIMARY KEY,
+                 name TEXT NOT NULL,
+                 cron TEXT NOT NULL,
+                 input TEXT NOT NULL,
+                 created_at INTEGER NOT NULL
+             );
+             CREATE TABLE IF NOT EXISTS runs (
+                 id INTEGER PRIMARY KEY AUTOINCREMENT,
+                 name TEXT NOT NULL,
+                 job_id TEXT,
+                 scheduled_for INTEGER,
+                 started_at INTEGER NOT NULL,
+                 duration_ms INTEGER NOT NULL,
+                 ok INTEGER NOT NULL,
+                 output TEXT,
+                 error TEXT,
+                 stdout TEXT NOT NULL,
+                 stderr TEXT NOT NULL
+             );
+             CREATE INDEX IF NOT EXISTS runs_by_name ON runs (name, id);
+             CREATE INDEX IF NOT EXISTS runs_by_job ON runs (job_id, id);",
+        )?;
+        Ok(StateDb {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        // A panic while holding the lock leaves SQLite itself consistent.
+        self.conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub fn insert_job(&self, job: &JobRecord) -> Result<(), StateError> {
+        self.conn().execute(
+            "INSERT INTO jobs (id, name, cron, input, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![job.id, job.name, job.cron, job.input, job.created_at as i64],
+        )?;
+        Ok(())
+    }
+
+    /// Deletes a job; returns whether it existed.
+    pub fn delete_job(&self, id: &str) -> Result<bool, StateError> {
+        Ok(self.conn().execute("DELETE FROM jobs WHERE id = ?1", [id])? > 0)
+    }
+
+    /// Deletes every job of a handler; returns their ids.
+    pub fn delete_jobs_of(&self, name: &str) -> Result<Vec<String>, StateError> {
+        let conn = self.conn();
+        let ids = conn
+            .prepare("SELECT id FROM jobs WHERE name = ?1")?
+            .query_map([name], |row| row.get(0))?
+            .collect::<Result<Vec<String>, _>>()?;
+        conn.execute("DELETE FROM jobs WHERE name = ?1", [name])?;
+        Ok(ids)
+    }
+
+    pub fn jobs(&self) -> Result<Vec<JobRecord>, StateError> {
+        let conn = self.conn();
+        let mut stmt =
+            conn.prepare("SELECT id, name, cron, input, created_at FROM jobs ORDER BY created_at, id")?;
+        let jobs = stmt
+            .query_map([], |row| {
+                Ok(JobRecord {
+                    id: row.get(0)?,
+                    name: row.get(1)?,
+                    cron: row.get(2)?,
+                    input: row.get(3)?,
+                    created_at: row.get::<_, i64>(4)? as u64,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(jobs)
+    }
+
+    pub fn job_exists(&self, id: &str) -> Result<bool, StateError> {
+        Ok(self
+            .conn()
+            .query_row("SELECT 1 FROM jobs WHERE id = ?1", [id], |_| Ok(()))
+            .optional()?
+            .is_some())
+    }
+
+    /// Records a run and drops the handler's oldest runs beyond what is kept.
+    pub fn insert_run(&self, run: &RunRecord) -> Result<(), StateError> {
+        let conn = self.conn();
+        conn.execute(
+            "INSERT INTO runs (name, job_id, scheduled_for, started_at, duration_ms, ok, output, error, stdout, stderr)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            params![
+                run.name,
+                run.job_id,
+                run.scheduled_for.map(|t| t as i64),
+                run.started_at as i64,
+                run.duration_ms as i64,
+                run.ok,
+                run.output,
+                run.error,
+                run.stdout,
+                run.stderr,
+            ],
+        )?;
+        conn.execute(
+            "DELETE FROM runs WHERE name = ?1 AND id <= (
+                 SELECT id FROM runs WHERE name = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)",
+            params![run.name, RUNS_KEPT_PER_HANDLER],
+        )?;
+        Ok(())
+    }
+
+    pub fn runs_of_handler(&self, name: &str, limit: u32) -> Result<Vec<RunRecord>, StateError> {
+        self.runs("name", name, limit)
+    }
+
+    pub fn runs_of_job(&self, id: &str, limit: u32) -> Result<Vec<RunRecord>, StateError> {
+        self.runs("job_id", id, limit)
+    }
+
+    fn runs(&self, column: &str, value: &str, limit: u32) -> Result<Vec<RunRecord>, StateError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(&format!(
+            "SELECT name, job_id, scheduled_for, started_at, duration_ms, ok, output, error, stdout, stderr
+             FROM runs WHERE {column} = ?1 ORDER BY id DESC LIMIT ?2"
+        ))?;
+        let runs = stmt
+            .query_map(params![value, limit], |row| {
+                Ok(RunRecord {
+                    name: row.get(0)?,
+                    job_id: row.get(1)?,
+                    scheduled_for: row.get::<_, Option<i64>>(2)?.map(|t| t as u64),
+                    started_at: row.get::<_, i64>(3)? as u64,
+                    duration_ms: row.get::<_, i64>(4)? as u64,
+                    ok: row.get(5)?,
+                    output: row.get(6)?,
+                    error: row.get(7)?,
+                    stdout: row.get(8)?,
+                    stderr: row.get(9)?,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(runs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(name: &str, job: Option<&str>, started_at: u64) -> RunRecord {
+        RunRecord {
+            name: name.into(),
+            job_id: job.map(Into::into),
+            scheduled_for: job.map(|_| started_at),
+            started_at,
+            duration_ms: 1,
+            ok: true,
+            output: Some(format!("out {started_at}")),
+            error: None,
+            stdout: String::new(),
+            stderr: String::new(),
+        }
+    }
+
+    #[test]
+    fn jobs_and_runs_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        {
+            let db = StateDb::open(&path).unwrap();
+            let job = JobRecord {
+                id: "j1".into(),
+                name: "echo".into(),
+                cron: "* * * * * *".into(),
+                input: "hi".into(),
+                created_at: 5,
+            };
+            db.insert_job(&job).unwrap();
+            db.insert_run(&run("echo", None, 1)).unwrap();
+            db.insert_run(&run("echo", Some("j1"), 2)).unwrap();
+            db.insert_run(&run("other", None, 3)).unwrap();
+        }
+        let db = StateDb::open(&path).unwrap();
+        let jobs = db.jobs().unwrap();
+        assert_eq!(jobs.len(), 1);
+        assert_eq!(jobs[0].cron, "* * * * * *");
+        let runs = db.runs_of_handler("echo", 10).unwrap();
+        assert_eq!(runs, vec![run("echo", Some("j1"), 2), run("echo", None, 1)]);
+        assert_eq!(db.runs_of_job("j1", 10).unwrap().len(), 1);
+        assert_eq!(db.runs_of_handler("echo", 1).unwrap().len(), 1);
+        assert_eq!(db.delete_jobs_of("echo").unwrap(), vec!["j1".to_string()]);
+        assert!(!db.job_exists("j1").unwrap());
+        assert!(!db.delete_job("j1").unwrap());
+    }
+
+    #[test]
+    fn old_runs_are_pruned() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = StateDb::open(&dir.path().join("state.db")).unwrap();
+        for i in 0..(RUNS_KEPT_PER_HANDLER as u64 + 5) {
+            db.insert_run(&run("echo", None, i)).unwrap();
+        }
+        let runs = db.runs_of_handler("echo", 5000).unwrap();
+        assert_eq!(runs.len(), RUNS_KEPT_PER_HANDLER as usize);
+        assert_eq!(runs[0].started_at, RUNS_KEPT_PER_HANDLER as u64 + 4);
+    }
+}

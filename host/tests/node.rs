@@ -1,0 +1,185 @@
+//! The node: `wasmatic up` and `wasmatic wasm` serving HTTP through an
+//! operator component.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use support::{component, component_bytes, free_port, NodeBuilder};
+
+#[test]
+fn up_serves_the_embedded_operator_on_wasmatic_port() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let node = NodeBuilder::new(dir.path(), &["up"])
+        .env("WASMATIC_PORT", &port.to_string())
+        .start();
+    assert_eq!(node.addr.port(), port);
+
+    let health = node.get("/health");
+    assert_eq!(health.status, 200);
+    assert_eq!(health.json(), serde_json::json!({ "ok": true }));
+    assert_eq!(health.header("content-type"), Some("application/json"));
+
+    let missing = node.get("/no/such/route");
+    assert!(missing.error(404).contains("/no/such/route"));
+    assert!(node.request("PUT", "/health", &[], b"").error(405).contains("PUT"));
+
+    assert!(dir.path().join("registered").is_dir(), "up creates ./registered");
+    assert!(node.log().contains("GET"), "requests are logged:\n{}", node.log());
+}
+
+#[test]
+fn up_port_flag_wins_over_wasmatic_port() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let node = NodeBuilder::new(dir.path(), &["up", "--port", &port.to_string()])
+        .env("WASMATIC_PORT", "1")
+        .start();
+    assert_eq!(node.addr.port(), port);
+    assert_eq!(node.get("/health").status, 200);
+}
+
+#[test]
+fn up_runs_the_operator_named_by_wasmatic() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeBuilder::new(dir.path(), &["up"])
+        .env("WASMATIC", component("custom_operator.wasm").to_str().unwrap())
+        .env("WASMATIC_PORT", "0")
+        .start();
+    let hello = node.get("/");
+    assert_eq!(hello.status, 200);
+    assert_eq!(hello.text(), "hello from a custom operator\n");
+    // Its routes, not the default operator's.
+    assert_eq!(node.get("/health").status, 404);
+}
+
+#[test]
+fn wasm_grants_dirs_and_env_to_a_custom_operator() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("host-data");
+    std::fs::create_dir(&data).unwrap();
+    let data_flag = format!("{}::data", data.display());
+    let operator = component("custom_operator.wasm");
+    let node = NodeBuilder::new(
+        dir.path(),
+        &[
+            "wasm",
+            "--dir",
+            &data_flag,
+            "--env",
+            "GREETING=hello there",
+            "--env",
+            "INHERITED",
+            "-S",
+            "common",
+            "-S",
+            "http",
+            "--addr",
+            "127.0.0.1:0",
+            operator.to_str().unwrap(),
+        ],
+    )
+    .env("INHERITED", "from the host")
+    .start();
+
+    let stored = node.request("PUT", "/files/note.txt", &[], b"written by the operator");
+    assert_eq!(stored.status, 201, "{}", stored.text());
+    let read = node.get("/files/note.txt");
+    assert_eq!(read.status, 200);
+    assert_eq!(read.text(), "written by the operator");
+    assert_eq!(
+        std::fs::read_to_string(data.join("note.txt")).unwrap(),
+        "written by the operator",
+        "the file is on the host side of the mapping"
+    );
+
+    assert_eq!(node.get("/env/GREETING").text(), "hello there");
+    assert_eq!(node.get("/env/INHERITED").text(), "from the host");
+    assert_eq!(node.get("/env/HOME").status, 404, "the host's environment is not leaked");
+}
+
+#[test]
+fn wasm_runs_the_seed_command_as_written() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("registered")).unwrap();
+    std::fs::write(dir.path().join("proxy.wasm"), component_bytes("wasmatic_operator.wasm")).unwrap();
+    let node = NodeBuilder::new(
+        dir.path(),
+        &["wasm", "--dir", "registered::registered", "-S", "common", "-S", "http", "proxy.wasm"],
+    )
+    .env("WASMATIC_PORT", "0")
+    .start();
+    assert_eq!(node.get("/health").json(), serde_json::json!({ "ok": true }));
+    assert_eq!(node.get("/handlers").json(), serde_json::json!([]));
+}
+
+#[test]
+fn wasm_takes_the_operator_from_wasmatic() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeBuilder::new(dir.path(), &["wasm", "--addr", "127.0.0.1:0"])
+        .env("WASMATIC", component("custom_operator.wasm").to_str().unwrap())
+        .start();
+    assert_eq!(node.get("/").status, 200);
+}
+
+#[test]
+fn bad_operators_fail_with_one_clear_line() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("random.wasm"), b"this is not webassembly").unwrap();
+    // A core module: the smallest one there is.
+    std::fs::write(dir.path().join("core.wasm"), b"\0asm\x01\0\0\0").unwrap();
+    let handler = component("echo.wasm");
+    let cases: &[(&[&str], &str)] = &[
+        (&["wasm"], "no operator given"),
+        (&["wasm", "missing.wasm"], "cannot read the operator missing.wasm"),
+        (&["wasm", "random.wasm"], "not a valid component"),
+        (&["wasm", "core.wasm"], "core WebAssembly module"),
+        (&["wasm", handler.to_str().unwrap()], "not a wasi:http/proxy component"),
+        (&["wasm", "--dir", "nowhere::x", "random.wasm"], "nowhere"),
+        (&["wasm", "-S", "http=n", "random.wasm"], "wasi:http cannot be disabled"),
+        (&["wasm", "-W", "no-such-option", "random.wasm"], "no-such-option"),
+    ];
+    for (args, expected) in cases {
+        let mut all = args.to_vec();
+        all.extend(["--addr", "127.0.0.1:0"]);
+        let (code, stderr) = NodeBuilder::new(dir.path(), &all).fail();
+        assert!(code.is_some_and(|c| c != 0), "{args:?}: exit code {code:?}");
+        assert!(stderr.contains(expected), "{args:?}: expected `{expected}` in:\n{stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?} panicked:\n{stderr}");
+        let error_lines = stderr.lines().filter(|l| l.contains("error")).count();
+        assert!(error_lines <= 2, "{args:?}: one clear line, not:\n{stderr}");
+    }
+}
+
+#[test]
+fn sigterm_lets_in_flight_requests_finish() {
+    let dir = tempfile::tempdir().unwrap();
+    let operator = component("custom_operator.wasm");
+    let node = NodeBuilder::new(dir.path(), &["wasm", "--addr", "127.0.0.1:0", operator.to_str().unwrap()])
+        .start();
+    let addr = node.addr;
+    let slow = std::thread::spawn(move || support::request(addr, "GET", "/sleep/1500", &[], b""));
+    std::thread::sleep(Duration::from_millis(400));
+    let start = Instant::now();
+    let status = node.terminate();
+    let response = slow.join().unwrap();
+    assert_eq!(response.status, 200);
+    assert_eq!(response.text(), "slept 1500ms\n");
+    assert!(status.success(), "clean exit, not {status:?}");
+    assert!(start.elapsed() < Duration::from_secs(30));
+    assert!(
+        std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_err(),
+        "no longer listening"
+    );
+}
+
+#[test]
+fn embedded_operator_is_current() {
+    let built = component_bytes("wasmatic_operator.wasm");
+    let embedded = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/assets/proxy.wasm")).unwrap();
+    assert!(
+        built == embedded,
+        "host/assets/proxy.wasm is stale against operator/ and wit/: run `make operator` and commit it"
+    );
+}

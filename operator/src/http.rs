@@ -1,0 +1,190 @@
+//! Just enough HTTP on top of `wasi:http`: a request with its whole body
+//! read (up to a limit), and a response written in one go.
+
+use crate::wasi::http::types::{
+    Fields, IncomingRequest, Method, OutgoingBody, OutgoingResponse, ResponseOutparam,
+};
+use crate::wasi::io::streams::StreamError;
+
+/// Largest request body accepted.
+pub const MAX_BODY: usize = 12 * 1024 * 1024;
+
+pub struct Request {
+    pub method: Method,
+    /// The path, percent-encoded as received, without the query.
+    pub path: String,
+    pub query: String,
+    /// The body, or why it could not be read.
+    pub body: Result<Vec<u8>, Response>,
+}
+
+impl Request {
+    pub fn read(request: IncomingRequest) -> Request {
+        let path_with_query = request.path_with_query().unwrap_or_else(|| "/".into());
+        let (path, query) = match path_with_query.split_once('?') {
+            Some((path, query)) => (path.to_string(), query.to_string()),
+            None => (path_with_query, String::new()),
+        };
+        let body = read_body(&request);
+        Request {
+            method: request.method(),
+            path,
+            query,
+            body,
+        }
+    }
+
+    /// The value of query parameter `key`, percent-decoded.
+    pub fn query_param(&self, key: &str) -> Option<Result<String, Response>> {
+        self.query.split('&').find_map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (k == key).then(|| percent_decode(v))
+        })
+    }
+}
+
+fn read_body(request: &IncomingRequest) -> Result<Vec<u8>, Response> {
+    let too_large = || {
+        Response::error(
+            413,
+            &format!("the request body is larger than {MAX_BODY} bytes"),
+        )
+    };
+    if let Some(length) = request_content_length(request) {
+        if length > MAX_BODY as u64 {
+            return Err(too_large());
+        }
+    }
+    let body = request
+        .consume()
+        .map_err(|()| Response::error(500, "the request body was already taken"))?;
+    let stream = body
+        .stream()
+        .map_err(|()| Response::error(500, "the request body has no stream"))?;
+    let mut bytes = Vec::new();
+    loop {
+        match stream.blocking_read(64 * 1024) {
+            Ok(chunk) => {
+                if bytes.len() + chunk.len() > MAX_BODY {
+                    return Err(too_large());
+                }
+                bytes.extend_from_slice(&chunk);
+            }
+            Err(StreamError::Closed) => break,
+            Err(StreamError::LastOperationFailed(e)) => {
+                return Err(Response::error(
+                    400,
+                    &format!("cannot read the request body: {}", e.to_debug_string()),
+                ))
+            }
+        }
+    }
+    drop(stream);
+    Ok(bytes)
+}
+
+fn request_content_length(request: &IncomingRequest) -> Option<u64> {
+    let values = request.headers().get("content-length");
+    let value = values.first()?;
+    std::str::from_utf8(value).ok()?.trim().parse().ok()
+}
+
+/// Decodes `%XX` escapes and `+`; fails on a malformed escape or bytes that
+/// are not UTF-8.
+pub fn percent_decode(s: &str) -> Result<String, Response> {
+    let bad = || Response::error(400, &format!("`{s}` is not properly percent-encoded"));
+    let mut out = Vec::with_capacity(s.len());
+    let mut bytes = s.bytes();
+    while let Some(b) = bytes.next() {
+        match b {
+            b'%' => {
+                let hi = bytes.next().and_then(|c| (c as char).to_digit(16)).ok_or_else(bad)?;
+                let lo = bytes.next().and_then(|c| (c as char).to_digit(16)).ok_or_else(bad)?;
+                out.push((hi * 16 + lo) as u8);
+            }
+            b'+' => out.push(b' '),
+            b => out.push(b),
+        }
+    }
+    String::from_utf8(out).map_err(|_| bad())
+}
+
+pub struct Response {
+    pub status: u16,
+    pub content_type: &'static str,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn json(status: u16, value: &impl serde::Serialize) -> Response {
+        let body = serde_json::to_vec(value).unwrap_or_else(|e| {
+            format!("{{\"error\":\"cannot encode the response: {e}\"}}").into_bytes()
+        });
+        Response {
+            status,
+            content_type: "application/json",
+            headers: Vec::new(),
+            body,
+        }
+    }
+
+    pub fn text(status: u16, text: String) -> Response {
+        Response {
+            status,
+            content_type: "text/plain; charset=utf-8",
+            headers: Vec::new(),
+            body: text.into_bytes(),
+        }
+    }
+
+    pub fn error(status: u16, message: &str) -> Response {
+        Response::json(status, &serde_json::json!({ "error": message }))
+    }
+
+    pub fn no_content() -> Response {
+        Response {
+            status: 204,
+            content_type: "",
+            headers: Vec::new(),
+            body: Vec::new(),
+        }
+    }
+
+    pub fn with_header(mut self, name: &'static str, value: String) -> Response {
+        self.headers.push((name, value));
+        self
+    }
+
+    pub fn send(self, out: ResponseOutparam) {
+        let mut entries: Vec<(String, Vec<u8>)> = self
+            .headers
+            .into_iter()
+            .map(|(n, v)| (n.to_string(), v.into_bytes()))
+            .collect();
+        if !self.content_type.is_empty() {
+            entries.push(("content-type".into(), self.content_type.as_bytes().to_vec()));
+        }
+        let headers = match Fields::from_list(&entries) {
+            Ok(headers) => headers,
+            Err(_) => Fields::new(),
+        };
+        let response = OutgoingResponse::new(headers);
+        let _ = response.set_status_code(self.status);
+        let Ok(body) = response.body() else {
+            ResponseOutparam::set(out, Ok(response));
+            return;
+        };
+        ResponseOutparam::set(out, Ok(response));
+        if let Ok(stream) = body.write() {
+            // `blocking-write-and-flush` takes at most 4096 bytes per call.
+            for chunk in self.body.chunks(4096) {
+                if stream.blocking_write_and_flush(chunk).is_err() {
+                    break;
+                }
+            }
+            drop(stream);
+        }
+        let _ = OutgoingBody::finish(body, None);
+    }
+}

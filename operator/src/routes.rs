@@ -1,0 +1,340 @@
+//! The node's HTTP API.
+//!
+//! | route                              | what it does                              |
+//! |------------------------------------|-------------------------------------------|
+//! | `GET /health`                      | `{"ok": true}`                            |
+//! | `POST /register?name=NAME`         | registers the body as handler NAME        |
+//! | `POST /run/NAME`                   | runs NAME with the body as input          |
+//! | `GET /handlers`, `/handlers/NAME`  | registered handlers                       |
+//! | `DELETE /handlers/NAME`            | unregisters NAME and its schedules        |
+//! | `GET /handlers/NAME/runs?limit=N`  | NAME's newest runs                        |
+//! | `POST /sched`, `GET /sched`        | adds / lists schedules                    |
+//! | `DELETE /sched/ID`                 | removes a schedule                        |
+//! | `GET /sched/ID/runs?limit=N`       | the schedule's newest runs                |
+
+use serde::{Deserialize, Serialize};
+
+use crate::http::{percent_decode, Request, Response};
+use crate::wasi::http::types::Method;
+use crate::wasmatic::operator::host;
+use crate::wasmatic::operator::types::{Error, HandlerInfo, Job, Run};
+
+/// Guest path of the preopened directory that holds handler files.
+const REGISTERED: &str = "registered";
+/// Runs listed when no `limit` is given, and the most that may be asked for.
+const DEFAULT_RUNS: u32 = 20;
+const MAX_RUNS: u32 = 1000;
+
+pub fn route(req: Request) -> Response {
+    let segments: Vec<&str> = req.path.trim_matches('/').split('/').collect();
+    let result = match (&req.method, segments.as_slice()) {
+        (Method::Get, ["health"]) => Ok(Response::json(200, &serde_json::json!({ "ok": true }))),
+        (Method::Post, ["register"]) => register(&req),
+        (Method::Post, ["run", name]) => run(&req, name),
+        (Method::Get, ["handlers"]) => Ok(list_handlers()),
+        (Method::Get, ["handlers", name]) => get_handler(name),
+        (Method::Delete, ["handlers", name]) => delete_handler(name),
+        (Method::Get, ["handlers", name, "runs"]) => handler_runs(&req, name),
+        (Method::Post, ["sched"]) => schedule(&req),
+        (Method::Get, ["sched"]) => Ok(list_jobs()),
+        (Method::Delete, ["sched", id]) => unschedule(id),
+        (Method::Get, ["sched", id, "runs"]) => job_runs(&req, id),
+        (_, path) if is_known_path(path) => Err(Response::error(
+            405,
+            &format!("{} is not allowed on {}", method_name(&req.method), req.path),
+        )),
+        _ => Err(Response::error(404, &format!("no route {} {}", method_name(&req.method), req.path))),
+    };
+    result.unwrap_or_else(|response| response)
+}
+
+fn is_known_path(path: &[&str]) -> bool {
+    matches!(
+        path,
+        ["health"]
+            | ["register"]
+            | ["run", _]
+            | ["handlers"]
+            | ["handlers", _]
+            | ["handlers", _, "runs"]
+            | ["sched"]
+            | ["sched", _]
+            | ["sched", _, "runs"]
+    )
+}
+
+fn method_name(method: &Method) -> String {
+    match method {
+        Method::Get => "GET".into(),
+        Method::Head => "HEAD".into(),
+        Method::Post => "POST".into(),
+        Method::Put => "PUT".into(),
+        Method::Delete => "DELETE".into(),
+        Method::Connect => "CONNECT".into(),
+        Method::Options => "OPTIONS".into(),
+        Method::Trace => "TRACE".into(),
+        Method::Patch => "PATCH".into(),
+        Method::Other(other) => other.clone(),
+    }
+}
+
+/// Whether `name` is a valid handler name: `[a-z0-9][a-z0-9_-]{0,63}`.
+fn is_valid_name(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= 64
+        && (bytes[0].is_ascii_lowercase() || bytes[0].is_ascii_digit())
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'_' || *b == b'-')
+}
+
+/// Decodes and checks a handler name taken from the path or the query.
+fn handler_name(raw: &str) -> Result<String, Response> {
+    let name = percent_decode(raw)?;
+    if !is_valid_name(&name) {
+        return Err(Response::error(
+            400,
+            &format!(
+                "{:?} is not a handler name: use 1 to 64 of a-z, 0-9, _ and -, starting with a letter or digit",
+                name
+            ),
+        ));
+    }
+    Ok(name)
+}
+
+fn host_error(e: Error) -> Response {
+    match e {
+        Error::NotFound(m) => Response::error(404, &m),
+        Error::Invalid(m) => Response::error(400, &m),
+        Error::TooLarge(m) => Response::error(413, &m),
+        Error::Failed(m) => Response::error(500, &m),
+        Error::Busy(m) => Response::error(503, &m).with_header("retry-after", "1".into()),
+        Error::Internal(m) => Response::error(500, &m),
+    }
+}
+
+fn body(req: &Request) -> Result<&[u8], Response> {
+    match &req.body {
+        Ok(body) => Ok(body),
+        Err(e) => Err(Response {
+            status: e.status,
+            content_type: e.content_type,
+            headers: e.headers.clone(),
+            body: e.body.clone(),
+        }),
+    }
+}
+
+/// `POST /register?name=NAME`: writes the body to a temporary file in
+/// `registered/`, has the host validate and compile it, and only then renames
+/// it into place and makes it current. A failed upload leaves the previous
+/// version exactly as it was.
+fn register(req: &Request) -> Result<Response, Response> {
+    let raw = req
+        .query_param("name")
+        .ok_or_else(|| Response::error(400, "missing query parameter `name`"))??;
+    let name = handler_name(&raw)?;
+    let bytes = body(req)?;
+    if bytes.is_empty() {
+        return Err(Response::error(400, "the body is empty: send the handler's wasm bytes"));
+    }
+    let random = crate::wasi::random::random::get_random_u64();
+    let temp = format!(".upload-{name}-{random:016x}.tmp");
+    let temp_path = format!("{REGISTERED}/{temp}");
+    std::fs::write(&temp_path, bytes)
+        .map_err(|e| Response::error(500, &format!("cannot write {temp_path}: {e}")))?;
+    if let Err(e) = host::check(&temp) {
+        let _ = std::fs::remove_file(&temp_path);
+        return Err(host_error(e));
+    }
+    let final_path = format!("{REGISTERED}/{name}.wasm");
+    if let Err(e) = std::fs::rename(&temp_path, &final_path) {
+        let _ = std::fs::remove_file(&temp_path);
+        return Err(Response::error(500, &format!("cannot move the upload into place: {e}")));
+    }
+    let info = host::load(&name).map_err(host_error)?;
+    Ok(Response::json(201, &HandlerJson::from(info)))
+}
+
+/// `POST /run/NAME`: the body is the input, the answer the output.
+fn run(req: &Request, raw: &str) -> Result<Response, Response> {
+    let name = handler_name(raw)?;
+    let input = std::str::from_utf8(body(req)?)
+        .map_err(|_| Response::error(400, "the input must be UTF-8 text"))?;
+    let output = host::invoke(&name, input).map_err(host_error)?;
+    Ok(Response::text(200, output))
+}
+
+fn list_handlers() -> Response {
+    let handlers: Vec<HandlerJson> = host::handlers().into_iter().map(Into::into).collect();
+    Response::json(200, &handlers)
+}
+
+fn get_handler(raw: &str) -> Result<Response, Response> {
+    let name = handler_name(raw)?;
+    let info = host::handler(&name)
+        .ok_or_else(|| Response::error(404, &format!("no handler `{name}`")))?;
+    Ok(Response::json(200, &HandlerJson::from(info)))
+}
+
+/// `DELETE /handlers/NAME`: the host forgets it and its schedules first, then
+/// the file goes, so a crash in between cannot leave schedules without a
+/// handler.
+fn delete_handler(raw: &str) -> Result<Response, Response> {
+    let name = handler_name(raw)?;
+    let file = format!("{REGISTERED}/{name}.wasm");
+    match host::unload(&name) {
+        Ok(()) => {
+            let _ = std::fs::remove_file(&file);
+            Ok(Response::no_content())
+        }
+        // A file the host could not load is still removed.
+        Err(Error::NotFound(m)) => match std::fs::remove_file(&file) {
+            Ok(()) => Ok(Response::no_content()),
+            Err(_) => Err(Response::error(404, &m)),
+        },
+        Err(e) => Err(host_error(e)),
+    }
+}
+
+fn limit(req: &Request) -> Result<u32, Response> {
+    match req.query_param("limit") {
+        None => Ok(DEFAULT_RUNS),
+        Some(raw) => {
+            let raw = raw?;
+            match raw.parse::<u32>() {
+                Ok(n) if (1..=MAX_RUNS).contains(&n) => Ok(n),
+                _ => Err(Response::error(
+                    400,
+                    &format!("limit must be a number from 1 to {MAX_RUNS}, not `{raw}`"),
+                )),
+            }
+        }
+    }
+}
+
+fn handler_runs(req: &Request, raw: &str) -> Result<Response, Response> {
+    let name = handler_name(raw)?;
+    let runs = host::handler_runs(&name, limit(req)?).map_err(host_error)?;
+    Ok(Response::json(200, &runs.into_iter().map(RunJson::from).collect::<Vec<_>>()))
+}
+
+#[derive(Deserialize)]
+struct ScheduleRequest {
+    name: String,
+    cron: String,
+    #[serde(default)]
+    input: Option<serde_json::Value>,
+}
+
+/// `POST /sched {"name", "cron", "input"?}`. A non-string `input` is passed
+/// on as its JSON text.
+fn schedule(req: &Request) -> Result<Response, Response> {
+    let request: ScheduleRequest = serde_json::from_slice(body(req)?).map_err(|e| {
+        Response::error(400, &format!("expected {{\"name\", \"cron\", \"input\"?}}: {e}"))
+    })?;
+    let name = handler_name(&request.name)?;
+    let input = match request.input {
+        None | Some(serde_json::Value::Null) => String::new(),
+        Some(serde_json::Value::String(s)) => s,
+        Some(other) => other.to_string(),
+    };
+    let job = host::schedule(&name, &request.cron, &input).map_err(host_error)?;
+    Ok(Response::json(201, &JobJson::from(job)))
+}
+
+fn list_jobs() -> Response {
+    let jobs: Vec<JobJson> = host::jobs().into_iter().map(Into::into).collect();
+    Response::json(200, &jobs)
+}
+
+fn unschedule(raw: &str) -> Result<Response, Response> {
+    let id = percent_decode(raw)?;
+    host::unschedule(&id).map_err(host_error)?;
+    Ok(Response::no_content())
+}
+
+fn job_runs(req: &Request, raw: &str) -> Result<Response, Response> {
+    let id = percent_decode(raw)?;
+    let runs = host::job_runs(&id, limit(req)?).map_err(host_error)?;
+    Ok(Response::json(200, &runs.into_iter().map(RunJson::from).collect::<Vec<_>>()))
+}
+
+#[derive(Serialize)]
+struct HandlerJson {
+    name: String,
+    digest: String,
+    size: u64,
+    loaded_at: u64,
+}
+
+impl From<HandlerInfo> for HandlerJson {
+    fn from(h: HandlerInfo) -> Self {
+        HandlerJson {
+            name: h.name,
+            digest: h.digest,
+            size: h.size,
+            loaded_at: h.loaded_at,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct JobJson {
+    id: String,
+    name: String,
+    cron: String,
+    input: String,
+    next: Option<u64>,
+    created_at: u64,
+}
+
+impl From<Job> for JobJson {
+    fn from(j: Job) -> Self {
+        JobJson {
+            id: j.id,
+            name: j.name,
+            cron: j.cron,
+            input: j.input,
+            next: j.next,
+            created_at: j.created_at,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct RunJson {
+    name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    job_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    scheduled_for: Option<u64>,
+    started_at: u64,
+    duration_ms: u64,
+    ok: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    output: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+    stdout: String,
+    stderr: String,
+}
+
+impl From<Run> for RunJson {
+    fn from(r: Run) -> Self {
+        RunJson {
+            name: r.name,
+            job_id: r.job_id,
+            scheduled_for: r.scheduled_for,
+            started_at: r.started_at,
+            duration_ms: r.duration_ms,
+            ok: r.ok,
+            output: r.output,
+            error: r.error,
+            stdout: r.stdout,
+            stderr: r.stderr,
+        }
+    }
+}
