@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use wasmtime::{Engine, Store, UpdateDeadline};
 use wasmtime_cli_flags::CommonOptions;
 
@@ -24,15 +24,14 @@ pub fn build(options: &mut CommonOptions) -> Result<Engine> {
         (Err(e), _) => {
             tracing::warn!("pooling allocator unavailable ({e:#}); using on-demand allocation");
             let config = configure(options, Some(false))?;
-            Engine::new(&config).context("cannot create the wasm engine")
+            Engine::new(&config).wasm_context("cannot create the wasm engine")
         }
     }
 }
 
 fn configure(options: &mut CommonOptions, pooling: Option<bool>) -> Result<wasmtime::Config> {
-    let mut config = options.config(pooling).context("invalid wasmtime flags")?;
+    let mut config = options.config(pooling).wasm_context("invalid wasmtime flags")?;
     config.wasm_component_model(true);
-    config.async_support(true);
     config.epoch_interruption(true);
     Ok(config)
 }
@@ -100,5 +99,28 @@ fn humanize(d: &Duration) -> String {
         format!("{}s", d.as_secs())
     } else {
         format!("{}ms", d.as_millis())
+    }
+}
+
+/// `anyhow`-style context for results carrying wasmtime's own error type,
+/// which `anyhow::Context` does not cover.
+pub trait WasmContext<T> {
+    fn wasm_context(self, context: impl std::fmt::Display + Send + Sync + 'static) -> Result<T>;
+    fn with_wasm_context<C: std::fmt::Display + Send + Sync + 'static>(
+        self,
+        context: impl FnOnce() -> C,
+    ) -> Result<T>;
+}
+
+impl<T> WasmContext<T> for wasmtime::Result<T> {
+    fn wasm_context(self, context: impl std::fmt::Display + Send + Sync + 'static) -> Result<T> {
+        self.map_err(|e| anyhow::Error::from(e).context(context))
+    }
+
+    fn with_wasm_context<C: std::fmt::Display + Send + Sync + 'static>(
+        self,
+        context: impl FnOnce() -> C,
+    ) -> Result<T> {
+        self.map_err(|e| anyhow::Error::from(e).context(context()))
     }
 }

@@ -28,8 +28,6 @@ pub enum NodeError {
     #[error("{0}")]
     Failed(String),
     #[error("{0}")]
-    Busy(String),
-    #[error("{0}")]
     Internal(String),
 }
 
@@ -96,7 +94,9 @@ impl Node {
         }
         for record in node.state.jobs()? {
             match scheduler::parse_cron(&record.cron) {
-                Ok(cron) => node.scheduler.add(record, cron),
+                Ok(cron) => {
+                    node.scheduler.add(record, cron);
+                }
                 Err(e) => tracing::error!(id = record.id, "schedule not restored: {e}"),
             }
         }

@@ -151,7 +151,6 @@ impl From<NodeError> for types::Error {
             NodeError::Invalid(m) => types::Error::Invalid(m),
             NodeError::TooLarge(m) => types::Error::TooLarge(m),
             NodeError::Failed(m) => types::Error::Failed(m),
-            NodeError::Busy(m) => types::Error::Busy(m),
             NodeError::Internal(m) => types::Error::Internal(m),
         }
     }

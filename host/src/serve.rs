@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -26,7 +26,7 @@ use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpView};
 
 use crate::cli::DirMapping;
-use crate::engine;
+use crate::engine::{self, WasmContext};
 use crate::node::Node;
 use crate::operator_host::{self, OperatorState};
 
@@ -59,23 +59,29 @@ impl Operator {
         setup: OperatorSetup,
         node: Option<Arc<Node>>,
     ) -> Result<Self> {
-        if bytes.get(4..8) == Some(&[1, 0, 0, 0]) {
-            bail!("the operator is a core WebAssembly module; it must be a wasi:http/proxy component");
-        }
-        let component = Component::new(engine, bytes).context("the operator is not a valid component")?;
-        let linker = operator_host::linker(engine, setup.full_wasi)?;
-        let pre = linker
-            .instantiate_pre(&component)
-            .context("the operator imports what this host does not provide")?;
-        let pre = ProxyPre::new(pre).context(
-            "the operator is not a wasi:http/proxy component (it must export wasi:http/incoming-handler@0.2.x)",
-        )?;
         // Fail now, not at the first request, if a directory cannot be opened.
         for dir in &setup.dirs {
             WasiCtxBuilder::new()
                 .preopened_dir(&dir.host, &dir.guest, FsPerms::ReadWrite)
-                .with_context(|| format!("cannot open --dir {}", dir.host.display()))?;
+                .with_wasm_context(|| format!("cannot open --dir {}", dir.host.display()))?;
         }
+        match bytes.get(..8) {
+            Some([0, b'a', b's', b'm', 1, 0, 0, 0]) => {
+                bail!("the operator is a core WebAssembly module; it must be a wasi:http/proxy component")
+            }
+            Some([0, b'a', b's', b'm', ..]) => {}
+            // WebAssembly text is accepted too, as by wasmtime.
+            _ if std::str::from_utf8(bytes).is_ok_and(|t| t.trim_start().starts_with('(')) => {}
+            _ => bail!("the operator is not a valid component: neither WebAssembly binary nor text"),
+        }
+        let component = Component::new(engine, bytes).wasm_context("the operator is not a valid component")?;
+        let linker = operator_host::linker(engine, setup.full_wasi)?;
+        let pre = linker
+            .instantiate_pre(&component)
+            .wasm_context("the operator imports what this host does not provide")?;
+        let pre = ProxyPre::new(pre).wasm_context(
+            "the operator is not a wasi:http/proxy component (it must export wasi:http/incoming-handler@0.2.x)",
+        )?;
         Ok(Operator {
             pre,
             setup,
@@ -89,7 +95,7 @@ impl Operator {
         wasi.inherit_stdout().inherit_stderr().envs(&self.setup.env);
         for dir in &self.setup.dirs {
             wasi.preopened_dir(&dir.host, &dir.guest, FsPerms::ReadWrite)
-                .with_context(|| format!("cannot open {}", dir.host.display()))?;
+                .with_wasm_context(|| format!("cannot open {}", dir.host.display()))?;
         }
         let mut store = Store::new(
             self.pre.engine(),
