@@ -48,7 +48,9 @@ pub fn parse_cron(line: &str) -> Result<Cron, String> {
 
 /// The first fire time strictly after `after_ms`.
 fn next_after(cron: &Cron, after_ms: u64) -> Option<u64> {
-    let after: DateTime<Utc> = Utc.timestamp_millis_opt(after_ms as i64).single()?;
+    // Ticks fall on whole seconds; croner would keep the milliseconds.
+    let whole_second = (after_ms / 1000 * 1000) as i64;
+    let after: DateTime<Utc> = Utc.timestamp_millis_opt(whole_second).single()?;
     let next = cron.find_next_occurrence(&after, false).ok()?;
     u64::try_from(next.timestamp_millis()).ok()
 }
@@ -233,6 +235,8 @@ mod tests {
         assert_eq!(next_after(&every_ten, t0 + 1_000), Some(t0 + 11_000));
         let every_five_minutes = parse_cron("*/5 * * * *").unwrap();
         assert_eq!(next_after(&every_five_minutes, t0), Some(t0 + 300_000));
+        let every_second = parse_cron("* * * * * *").unwrap();
+        assert_eq!(next_after(&every_second, t0 + 1_500), Some(t0 + 2_000));
     }
 
     #[test]

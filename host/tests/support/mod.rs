@@ -329,3 +329,81 @@ pub fn wait_for<T>(timeout: Duration, what: &str, mut check: impl FnMut() -> Opt
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// A local HTTP server standing in for an outside API: answers every request
+/// with `body` after `delay`, and counts the requests.
+pub struct FakeApi {
+    pub addr: SocketAddr,
+    hits: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl FakeApi {
+    pub fn start(body: &'static str, delay: Duration) -> FakeApi {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind fake api");
+        let addr = listener.local_addr().expect("fake api addr");
+        let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = hits.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                std::thread::spawn(move || {
+                    let _ = stream.set_read_timeout(Some(IO_TIMEOUT));
+                    // Read the request head; these requests have no body.
+                    let mut head = Vec::new();
+                    let mut byte = [0u8; 1];
+                    while !head.ends_with(b"\r\n\r\n") {
+                        match stream.read(&mut byte) {
+                            Ok(1) => head.push(byte[0]),
+                            _ => return,
+                        }
+                    }
+                    std::thread::sleep(delay);
+                    let _ = write!(
+                        stream,
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                });
+            }
+        });
+        FakeApi { addr, hits }
+    }
+
+    /// The URL of CoinGecko's simple-price endpoint on this server.
+    pub fn price_url(&self) -> String {
+        format!(
+            "http://{}/api/v3/simple/price?ids=bitcoin&vs_currencies=usd",
+            self.addr
+        )
+    }
+
+    pub fn hits(&self) -> usize {
+        self.hits.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// sha256 of `bytes`, lower-case hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+/// Files and directories below `root`, relative, sorted; `skip` names
+/// top-level entries to leave out.
+pub fn tree(root: &Path, skip: &[&str]) -> Vec<String> {
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
+        for entry in std::fs::read_dir(dir).expect("read dir") {
+            let path = entry.expect("entry").path();
+            out.push(path.strip_prefix(root).unwrap().display().to_string());
+            if path.is_dir() {
+                walk(root, &path, out);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(root, root, &mut out);
+    out.retain(|p| !skip.iter().any(|s| p == s || p.starts_with(&format!("{s}/"))));
+    out.sort();
+    out
+}
