@@ -25,7 +25,11 @@ pub const DEFAULT_PORT: u16 = 8080;
 pub const REGISTERED_GUEST_DIR: &str = "registered";
 
 #[derive(Parser)]
-#[command(name = "wasmatic", version, about = "Run other people's WebAssembly: register handlers over HTTP, run them on demand or on a cron schedule.")]
+#[command(
+    name = "wasmatic",
+    version,
+    about = "Run other people's WebAssembly: register handlers over HTTP, run them on demand or on a cron schedule."
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -85,7 +89,12 @@ pub struct NodeOptions {
 
     /// Directory for the node's own state (schedules, run history, compiled
     /// code). It must lie outside every directory granted to the operator.
-    #[arg(long, value_name = "DIR", env = "WASMATIC_STATE", default_value = ".wasmatic")]
+    #[arg(
+        long,
+        value_name = "DIR",
+        env = "WASMATIC_STATE",
+        default_value = ".wasmatic"
+    )]
     pub state_dir: PathBuf,
 
     /// Time a handler call may take before it is stopped.
@@ -176,7 +185,9 @@ impl EnvVar {
 /// Parses `5s`, `250ms`, `2m` or a bare number of seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
+    let split = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(s.len());
     let (number, unit) = s.split_at(split);
     let number: f64 = number
         .parse()

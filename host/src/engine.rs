@@ -20,7 +20,9 @@ pub fn build(options: &mut CommonOptions) -> Result<Engine> {
     let pooled = configure(options, Some(true)).and_then(|c| Engine::new(&c).map_err(Into::into));
     match (pooled, explicit_pooling) {
         (Ok(engine), _) => Ok(engine),
-        (Err(e), Some(true)) => Err(e.context("cannot create an engine with the pooling allocator")),
+        (Err(e), Some(true)) => {
+            Err(e.context("cannot create an engine with the pooling allocator"))
+        }
         (Err(e), _) => {
             tracing::warn!("pooling allocator unavailable ({e:#}); using on-demand allocation");
             let config = configure(options, Some(false))?;
@@ -30,7 +32,9 @@ pub fn build(options: &mut CommonOptions) -> Result<Engine> {
 }
 
 fn configure(options: &mut CommonOptions, pooling: Option<bool>) -> Result<wasmtime::Config> {
-    let mut config = options.config(pooling).wasm_context("invalid wasmtime flags")?;
+    let mut config = options
+        .config(pooling)
+        .wasm_context("invalid wasmtime flags")?;
     config.wasm_component_model(true);
     config.epoch_interruption(true);
     Ok(config)

@@ -27,7 +27,10 @@ impl Limits {
             "--call-timeout must be more than 0 and at most {}s",
             MAX_CALL_TIMEOUT.as_secs()
         );
-        ensure!(!request_timeout.is_zero(), "--request-timeout must be more than 0");
+        ensure!(
+            !request_timeout.is_zero(),
+            "--request-timeout must be more than 0"
+        );
         Ok(Limits {
             call_timeout,
             request_timeout,

@@ -97,7 +97,9 @@ enum OperatorSource {
 impl OperatorSource {
     fn read(&self) -> Result<(String, std::borrow::Cow<'static, [u8]>)> {
         match self {
-            OperatorSource::Embedded => Ok(("the embedded operator".into(), EMBEDDED_OPERATOR.into())),
+            OperatorSource::Embedded => {
+                Ok(("the embedded operator".into(), EMBEDDED_OPERATOR.into()))
+            }
             OperatorSource::File(path) => {
                 let bytes = std::fs::read(path)
                     .with_context(|| format!("cannot read the operator {}", path.display()))?;
@@ -120,10 +122,22 @@ async fn start(mut options: NodeOptions, source: OperatorSource, addr: SocketAdd
     let full_wasi = wasi.cli.or(wasi.common) != Some(false);
 
     let (name, bytes) = source.read()?;
-    let node = match options.dirs.iter().find(|d| d.is_guest(REGISTERED_GUEST_DIR)) {
+    let node = match options
+        .dirs
+        .iter()
+        .find(|d| d.is_guest(REGISTERED_GUEST_DIR))
+    {
         Some(registered) => {
             let state_dir = prepare_state_dir(&options.state_dir, &options.dirs)?;
-            Some(Node::start(engine.clone(), registered.host.clone(), state_dir, limits.clone()).await?)
+            Some(
+                Node::start(
+                    engine.clone(),
+                    registered.host.clone(),
+                    state_dir,
+                    limits.clone(),
+                )
+                .await?,
+            )
         }
         None => None,
     };
@@ -140,7 +154,9 @@ async fn start(mut options: NodeOptions, source: OperatorSource, addr: SocketAdd
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
-    let local = listener.local_addr().context("cannot read the listening address")?;
+    let local = listener
+        .local_addr()
+        .context("cannot read the listening address")?;
     println!("wasmatic listening on http://{local}/ (operator: {name})");
     serve::serve(Arc::new(operator), listener, serve::shutdown_signal()).await
 }

@@ -189,7 +189,9 @@ impl Node {
         match outcome.result {
             Ok(output) => Ok(output),
             Err(CallError::TimedOut(m)) => Err(NodeError::Failed(format!("handler `{name}` {m}"))),
-            Err(CallError::Trapped(m)) => Err(NodeError::Failed(format!("handler `{name}` failed: {m}"))),
+            Err(CallError::Trapped(m)) => {
+                Err(NodeError::Failed(format!("handler `{name}` failed: {m}")))
+            }
         }
     }
 
@@ -295,6 +297,9 @@ fn new_job_id(name: &str, cron: &str, created_at: u64) -> String {
     static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let mut hasher = Sha256::new();
-    hasher.update(format!("{name}\0{cron}\0{created_at}\0{n}\0{}", std::process::id()));
+    hasher.update(format!(
+        "{name}\0{cron}\0{created_at}\0{n}\0{}",
+        std::process::id()
+    ));
     hex::encode(&hasher.finalize()[..8])
 }

@@ -135,7 +135,11 @@ impl Registry {
     }
 
     pub fn list(&self) -> Vec<HandlerInfo> {
-        let mut infos: Vec<_> = self.read_current().values().map(|h| h.info.clone()).collect();
+        let mut infos: Vec<_> = self
+            .read_current()
+            .values()
+            .map(|h| h.info.clone())
+            .collect();
         infos.sort_by(|a, b| a.name.cmp(&b.name));
         infos
     }
@@ -201,9 +205,10 @@ impl Registry {
         let cache_path = self
             .cache_dir
             .join(format!("{digest}-{}.cwasm", self.engine_hash));
-        let component = tokio::task::spawn_blocking(move || compile_cached(&engine, &bytes, &cache_path))
-            .await
-            .map_err(|e| NodeError::Internal(format!("compilation task failed: {e}")))??;
+        let component =
+            tokio::task::spawn_blocking(move || compile_cached(&engine, &bytes, &cache_path))
+                .await
+                .map_err(|e| NodeError::Internal(format!("compilation task failed: {e}")))??;
         let pre = self.linker.instantiate_pre(&component).map_err(|e| {
             NodeError::Invalid(format!(
                 "not a handler: it imports what the node does not provide: {:#}",
@@ -220,7 +225,9 @@ impl Registry {
         Ok(pre)
     }
 
-    fn lock_compiled(&self) -> std::sync::MutexGuard<'_, HashMap<String, HandlerPre<HandlerState>>> {
+    fn lock_compiled(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<String, HandlerPre<HandlerState>>> {
         self.compiled.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -237,12 +244,16 @@ async fn read_limited(path: &Path, file: &str) -> Result<Vec<u8>, NodeError> {
     let meta = match tokio::fs::metadata(path).await {
         Ok(meta) => meta,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(NodeError::NotFound(format!("no file `{file}` in the registered directory")))
+            return Err(NodeError::NotFound(format!(
+                "no file `{file}` in the registered directory"
+            )))
         }
         Err(e) => return Err(NodeError::Internal(format!("cannot read `{file}`: {e}"))),
     };
     if !meta.is_file() {
-        return Err(NodeError::Invalid(format!("`{file}` is not a regular file")));
+        return Err(NodeError::Invalid(format!(
+            "`{file}` is not a regular file"
+        )));
     }
     if meta.len() > MAX_HANDLER_SIZE {
         return Err(NodeError::TooLarge(format!(
@@ -272,7 +283,11 @@ fn describe_kind(bytes: &[u8]) -> Result<(), NodeError> {
     Ok(())
 }
 
-fn compile_cached(engine: &Engine, bytes: &[u8], cache_path: &Path) -> Result<Component, NodeError> {
+fn compile_cached(
+    engine: &Engine,
+    bytes: &[u8],
+    cache_path: &Path,
+) -> Result<Component, NodeError> {
     if cache_path.exists() {
         // SAFETY: the cache directory is the node's own, outside every
         // directory granted to guests, and only this function writes it:
@@ -280,7 +295,9 @@ fn compile_cached(engine: &Engine, bytes: &[u8], cache_path: &Path) -> Result<Co
         // with the same compatibility hash.
         match unsafe { Component::deserialize_file(engine, cache_path) } {
             Ok(component) => return Ok(component),
-            Err(e) => tracing::warn!(path = %cache_path.display(), "ignoring unusable cached code: {e}"),
+            Err(e) => {
+                tracing::warn!(path = %cache_path.display(), "ignoring unusable cached code: {e}")
+            }
         }
     }
     let component = Component::new(engine, bytes).map_err(|e| {
@@ -312,7 +329,19 @@ mod tests {
         for ok in ["a", "echo", "gecko-2", "a_b", "0x", &"a".repeat(64)] {
             assert!(is_valid_name(ok), "{ok}");
         }
-        for bad in ["", "-a", "_a", "A", "a/b", "..", "../x", "a.b", "a\0", "é", &"a".repeat(65)] {
+        for bad in [
+            "",
+            "-a",
+            "_a",
+            "A",
+            "a/b",
+            "..",
+            "../x",
+            "a.b",
+            "a\0",
+            "é",
+            &"a".repeat(65),
+        ] {
             assert!(!is_valid_name(bad), "{bad:?}");
         }
     }
@@ -327,8 +356,12 @@ mod tests {
 
     #[test]
     fn kinds() {
-        assert!(matches!(describe_kind(b"hello world"), Err(NodeError::Invalid(m)) if m.contains("not a WebAssembly")));
-        assert!(matches!(describe_kind(b"\0asm\x01\0\0\0"), Err(NodeError::Invalid(m)) if m.contains("core")));
+        assert!(
+            matches!(describe_kind(b"hello world"), Err(NodeError::Invalid(m)) if m.contains("not a WebAssembly"))
+        );
+        assert!(
+            matches!(describe_kind(b"\0asm\x01\0\0\0"), Err(NodeError::Invalid(m)) if m.contains("core"))
+        );
         assert!(describe_kind(b"\0asm\x0d\0\x01\0").is_ok());
     }
 }

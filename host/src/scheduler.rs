@@ -85,6 +85,13 @@ struct Timers {
     heap: BinaryHeap<Reverse<(u64, String)>>,
 }
 
+/// A job whose tick has come.
+struct Due {
+    job: Job,
+    scheduled_for: u64,
+    running: Arc<AtomicBool>,
+}
+
 #[derive(Default)]
 pub struct Scheduler {
     timers: Mutex<Timers>,
@@ -131,8 +138,8 @@ impl Scheduler {
     }
 
     /// Pops every job due at `now`, advancing each to its next fire time.
-    /// Returns what to fire: the job, its tick, and its running flag.
-    fn take_due(&self, now: u64) -> (Vec<(Job, u64, Arc<AtomicBool>)>, Option<u64>) {
+    /// Returns what to fire and the earliest time still pending.
+    fn take_due(&self, now: u64) -> (Vec<Due>, Option<u64>) {
         let mut timers = self.lock();
         let mut due = Vec::new();
         while let Some(Reverse((at, id))) = timers.heap.peek().cloned() {
@@ -153,7 +160,11 @@ impl Scheduler {
                 next = next_after(&entry.cron, now);
             }
             entry.next = next;
-            due.push((entry.job(), at, entry.running.clone()));
+            due.push(Due {
+                job: entry.job(),
+                scheduled_for: at,
+                running: entry.running.clone(),
+            });
             if let Some(next) = next {
                 timers.heap.push(Reverse((next, id)));
             }
@@ -168,8 +179,8 @@ impl Scheduler {
 pub async fn run(node: Arc<Node>) {
     loop {
         let (due, earliest) = node.scheduler().take_due(now_ms());
-        for (job, scheduled_for, running) in due {
-            fire(node.clone(), job, scheduled_for, running);
+        for due in due {
+            fire(node.clone(), due);
         }
         let changed = node.scheduler().changed.notified();
         match earliest {
@@ -185,7 +196,12 @@ pub async fn run(node: Arc<Node>) {
     }
 }
 
-fn fire(node: Arc<Node>, job: Job, scheduled_for: u64, running: Arc<AtomicBool>) {
+fn fire(node: Arc<Node>, due: Due) {
+    let Due {
+        job,
+        scheduled_for,
+        running,
+    } = due;
     tokio::spawn(async move {
         if running.swap(true, Ordering::AcqRel) {
             node.record_skipped(&job, scheduled_for).await;
@@ -248,8 +264,8 @@ mod tests {
         let first = scheduler.jobs()[0].next.unwrap();
         let (due, earliest) = scheduler.take_due(first);
         assert_eq!(due.len(), 1);
-        assert_eq!(due[0].0.id, "a");
-        assert_eq!(due[0].1, first);
+        assert_eq!(due[0].job.id, "a");
+        assert_eq!(due[0].scheduled_for, first);
         assert_eq!(earliest, Some(first + 1000));
         // Far behind: resumes from now instead of replaying every second.
         let (due, earliest) = scheduler.take_due(first + 60_000);

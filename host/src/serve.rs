@@ -72,9 +72,12 @@ impl Operator {
             Some([0, b'a', b's', b'm', ..]) => {}
             // WebAssembly text is accepted too, as by wasmtime.
             _ if std::str::from_utf8(bytes).is_ok_and(|t| t.trim_start().starts_with('(')) => {}
-            _ => bail!("the operator is not a valid component: neither WebAssembly binary nor text"),
+            _ => {
+                bail!("the operator is not a valid component: neither WebAssembly binary nor text")
+            }
         }
-        let component = Component::new(engine, bytes).wasm_context("the operator is not a valid component")?;
+        let component =
+            Component::new(engine, bytes).wasm_context("the operator is not a valid component")?;
         let linker = operator_host::linker(engine, setup.full_wasi)?;
         let pre = linker
             .instantiate_pre(&component)
@@ -116,7 +119,10 @@ impl Operator {
     async fn handle(&self, req: Request<Incoming>) -> Result<Response<HyperOutgoingBody>> {
         let mut store = self.new_store()?;
         let (sender, receiver) = tokio::sync::oneshot::channel();
-        let req = store.data_mut().http().new_incoming_request(Scheme::Http, req)?;
+        let req = store
+            .data_mut()
+            .http()
+            .new_incoming_request(Scheme::Http, req)?;
         let out = store.data_mut().http().new_response_outparam(sender)?;
         let pre = self.pre.clone();
         let timeout = self.setup.request_timeout;
@@ -155,11 +161,16 @@ impl Operator {
 /// A JSON error response from the host itself (when the operator fails).
 fn error_response(status: StatusCode, message: &str) -> Response<HyperOutgoingBody> {
     let body = serde_json::json!({ "error": message }).to_string();
-    let mut response = Response::new(Full::new(Bytes::from(body)).map_err(|e: Infallible| match e {}).boxed_unsync());
+    let mut response = Response::new(
+        Full::new(Bytes::from(body))
+            .map_err(|e: Infallible| match e {})
+            .boxed_unsync(),
+    );
     *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("application/json"));
+    response.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
     response
 }
 
@@ -210,7 +221,11 @@ pub async fn serve(
     Ok(())
 }
 
-async fn respond(operator: &Operator, req: Request<Incoming>, peer: SocketAddr) -> Response<HyperOutgoingBody> {
+async fn respond(
+    operator: &Operator,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+) -> Response<HyperOutgoingBody> {
     let id = operator.next_request.fetch_add(1, Ordering::Relaxed);
     let method = req.method().clone();
     let uri = req.uri().clone();

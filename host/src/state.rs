@@ -84,7 +84,9 @@ impl StateDb {
 
     fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
         // A panic while holding the lock leaves SQLite itself consistent.
-        self.conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.conn
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     pub fn insert_job(&self, job: &JobRecord) -> Result<(), StateError> {
@@ -97,7 +99,10 @@ impl StateDb {
 
     /// Deletes a job; returns whether it existed.
     pub fn delete_job(&self, id: &str) -> Result<bool, StateError> {
-        Ok(self.conn().execute("DELETE FROM jobs WHERE id = ?1", [id])? > 0)
+        Ok(self
+            .conn()
+            .execute("DELETE FROM jobs WHERE id = ?1", [id])?
+            > 0)
     }
 
     /// Deletes every job of a handler; returns their ids.
@@ -113,8 +118,9 @@ impl StateDb {
 
     pub fn jobs(&self) -> Result<Vec<JobRecord>, StateError> {
         let conn = self.conn();
-        let mut stmt =
-            conn.prepare("SELECT id, name, cron, input, created_at FROM jobs ORDER BY created_at, id")?;
+        let mut stmt = conn.prepare(
+            "SELECT id, name, cron, input, created_at FROM jobs ORDER BY created_at, id",
+        )?;
         let jobs = stmt
             .query_map([], |row| {
                 Ok(JobRecord {

@@ -12,7 +12,9 @@ use support::{component_bytes, sha256_hex, tree, wait_for, FakeApi, Node, NodeBu
 const PRICE: &str = r#"{"bitcoin":{"usd":12345.67}}"#;
 
 fn start_node(dir: &Path) -> Node {
-    NodeBuilder::new(dir, &["up"]).env("WASMATIC_PORT", "0").start()
+    NodeBuilder::new(dir, &["up"])
+        .env("WASMATIC_PORT", "0")
+        .start()
 }
 
 fn register(node: &Node, name: &str, bytes: &[u8]) -> Value {
@@ -47,12 +49,18 @@ fn register_run_and_list_a_handler() {
     assert_eq!(info["name"], "echo");
     assert_eq!(info["digest"], sha256_hex(&echo));
     assert_eq!(info["size"], echo.len());
-    assert_eq!(std::fs::read(dir.path().join("registered/echo.wasm")).unwrap(), echo);
+    assert_eq!(
+        std::fs::read(dir.path().join("registered/echo.wasm")).unwrap(),
+        echo
+    );
 
     let ran = node.post("/run/echo", "hello, handler".as_bytes());
     assert_eq!(ran.status, 200);
     assert_eq!(ran.text(), "hello, handler");
-    assert!(ran.header("content-type").unwrap().starts_with("text/plain"));
+    assert!(ran
+        .header("content-type")
+        .unwrap()
+        .starts_with("text/plain"));
 
     let list = node.get("/handlers").json();
     assert_eq!(list.as_array().unwrap().len(), 1);
@@ -78,16 +86,25 @@ fn gecko_runs_on_request_and_on_schedule_and_survives_a_restart() {
 
     let ran = node.post("/run/gecko", api.price_url().as_bytes());
     assert_eq!(ran.status, 200, "{}", ran.text());
-    assert_eq!(serde_json::from_str::<Value>(&ran.text()).unwrap(), price_json());
+    assert_eq!(
+        serde_json::from_str::<Value>(&ran.text()).unwrap(),
+        price_json()
+    );
     // The JSON form of the input works too.
     let query = json!({ "url": api.price_url(), "coin": "bitcoin", "vs": "usd" }).to_string();
     assert_eq!(node.post("/run/gecko", query.as_bytes()).status, 200);
 
-    let job = schedule(&node, json!({ "name": "gecko", "cron": "* * * * * *", "input": api.price_url() }));
+    let job = schedule(
+        &node,
+        json!({ "name": "gecko", "cron": "* * * * * *", "input": api.price_url() }),
+    );
     let id = job["id"].as_str().unwrap().to_string();
     assert_eq!(job["name"], "gecko");
     assert_eq!(job["cron"], "* * * * * *");
-    assert!(job["next"].as_u64().unwrap() % 1000 == 0, "fires on the second: {job}");
+    assert!(
+        job["next"].as_u64().unwrap().is_multiple_of(1000),
+        "fires on the second: {job}"
+    );
 
     let job_runs = format!("/sched/{id}/runs?limit=100");
     let fired = wait_for(Duration::from_secs(10), "two scheduled runs", || {
@@ -97,7 +114,10 @@ fn gecko_runs_on_request_and_on_schedule_and_survives_a_restart() {
     for run in &fired {
         assert_eq!(run["ok"], true, "{run}");
         assert_eq!(run["job_id"], id.as_str());
-        assert_eq!(serde_json::from_str::<Value>(run["output"].as_str().unwrap()).unwrap(), price_json());
+        assert_eq!(
+            serde_json::from_str::<Value>(run["output"].as_str().unwrap()).unwrap(),
+            price_json()
+        );
         assert_eq!(run["scheduled_for"].as_u64().unwrap() % 1000, 0);
     }
     assert!(runs(&node, "/handlers/gecko/runs?limit=100").len() >= 4);
@@ -109,13 +129,17 @@ fn gecko_runs_on_request_and_on_schedule_and_survives_a_restart() {
     let node = start_node(dir.path());
     assert_eq!(node.get("/handlers/gecko").json()["name"], "gecko");
     assert_eq!(node.get("/sched").json()[0]["id"], id.as_str());
-    wait_for(Duration::from_secs(10), "two runs after the restart", || {
-        let after = runs(&node, &job_runs)
-            .iter()
-            .filter(|r| r["ok"] == true && r["started_at"].as_u64().unwrap() >= restarted_at)
-            .count();
-        (after >= 2).then_some(())
-    });
+    wait_for(
+        Duration::from_secs(10),
+        "two runs after the restart",
+        || {
+            let after = runs(&node, &job_runs)
+                .iter()
+                .filter(|r| r["ok"] == true && r["started_at"].as_u64().unwrap() >= restarted_at)
+                .count();
+            (after >= 2).then_some(())
+        },
+    );
     assert!(node.log().contains("handler loaded"), "{}", node.log());
 }
 
@@ -134,7 +158,11 @@ fn five_field_cron_lines_are_accepted() {
     let job = schedule(&node, json!({ "name": "echo", "cron": "*/5 * * * *" }));
     let next = job["next"].as_u64().unwrap();
     assert_eq!(next % 300_000, 0, "every five minutes on the minute: {job}");
-    assert_eq!(node.delete(&format!("/sched/{}", job["id"].as_str().unwrap())).status, 204);
+    assert_eq!(
+        node.delete(&format!("/sched/{}", job["id"].as_str().unwrap()))
+            .status,
+        204
+    );
 }
 
 #[test]
@@ -144,9 +172,13 @@ fn bad_input_gets_a_clear_error_and_writes_nothing() {
     let echo = component_bytes("echo.wasm");
 
     let long = "a".repeat(65);
-    let bad_names = ["..%2Fx", "../x", "a%2Fb", "a/b", "", &long, "Echo", "a%00b", "%2E%2E", "a%zz"];
+    let bad_names = [
+        "..%2Fx", "../x", "a%2Fb", "a/b", "", &long, "Echo", "a%00b", "%2E%2E", "a%zz",
+    ];
     for name in bad_names {
-        let message = node.post(&format!("/register?name={name}"), &echo).error(400);
+        let message = node
+            .post(&format!("/register?name={name}"), &echo)
+            .error(400);
         assert!(!message.is_empty(), "{name}");
     }
     assert!(node.post("/register", &echo).error(400).contains("name"));
@@ -160,7 +192,10 @@ fn bad_input_gets_a_clear_error_and_writes_nothing() {
     ];
     for (bytes, expected) in cases {
         let message = node.post("/register?name=bad", bytes).error(400);
-        assert!(message.contains(expected), "expected `{expected}` in `{message}`");
+        assert!(
+            message.contains(expected),
+            "expected `{expected}` in `{message}`"
+        );
     }
     assert!(node.get("/handlers/bad").error(404).contains("bad"));
 
@@ -200,7 +235,10 @@ fn a_failed_reregister_keeps_the_old_version_and_a_good_one_replaces_it() {
     let first = register(&node, "x", &echo);
 
     // A schedule of x keeps running whatever happens to x's registration.
-    let job = schedule(&node, json!({ "name": "x", "cron": "* * * * * *", "input": api.price_url() }));
+    let job = schedule(
+        &node,
+        json!({ "name": "x", "cron": "* * * * * *", "input": api.price_url() }),
+    );
     let job_runs = format!("/sched/{}/runs?limit=100", job["id"].as_str().unwrap());
     wait_for(Duration::from_secs(10), "a run of the echo version", || {
         runs(&node, &job_runs)
@@ -213,19 +251,29 @@ fn a_failed_reregister_keeps_the_old_version_and_a_good_one_replaces_it() {
         node.post("/register?name=x", bad).error(400);
         assert_eq!(node.get("/handlers/x").json()["digest"], first["digest"]);
         assert_eq!(node.post("/run/x", b"still here").text(), "still here");
-        assert_eq!(std::fs::read(dir.path().join("registered/x.wasm")).unwrap(), echo);
+        assert_eq!(
+            std::fs::read(dir.path().join("registered/x.wasm")).unwrap(),
+            echo
+        );
     }
 
     let second = register(&node, "x", &component_bytes("gecko.wasm"));
     assert_ne!(second["digest"], first["digest"]);
     let ran = node.post("/run/x", api.price_url().as_bytes());
-    assert_eq!(serde_json::from_str::<Value>(&ran.text()).unwrap(), price_json());
-    wait_for(Duration::from_secs(10), "a scheduled run of the new version", || {
-        runs(&node, &job_runs)
-            .iter()
-            .any(|r| r["output"].as_str().is_some_and(|o| o.contains("12345.67")))
-            .then_some(())
-    });
+    assert_eq!(
+        serde_json::from_str::<Value>(&ran.text()).unwrap(),
+        price_json()
+    );
+    wait_for(
+        Duration::from_secs(10),
+        "a scheduled run of the new version",
+        || {
+            runs(&node, &job_runs)
+                .iter()
+                .any(|r| r["output"].as_str().is_some_and(|o| o.contains("12345.67")))
+                .then_some(())
+        },
+    );
 }
 
 #[test]
@@ -234,19 +282,35 @@ fn delete_removes_the_handler_its_file_and_its_schedules() {
     let node = start_node(dir.path());
     register(&node, "echo", &component_bytes("echo.wasm"));
     let job = schedule(&node, json!({ "name": "echo", "cron": "0 0 1 1 *" }));
-    let other = schedule(&node, json!({ "name": "echo", "cron": "0 0 1 1 *", "input": {"a": 1} }));
-    assert_eq!(other["input"], r#"{"a":1}"#, "non-string input is passed as JSON text");
+    let other = schedule(
+        &node,
+        json!({ "name": "echo", "cron": "0 0 1 1 *", "input": {"a": 1} }),
+    );
+    assert_eq!(
+        other["input"], r#"{"a":1}"#,
+        "non-string input is passed as JSON text"
+    );
 
-    assert_eq!(node.delete(&format!("/sched/{}", other["id"].as_str().unwrap())).status, 204);
-    node.delete(&format!("/sched/{}", other["id"].as_str().unwrap())).error(404);
+    assert_eq!(
+        node.delete(&format!("/sched/{}", other["id"].as_str().unwrap()))
+            .status,
+        204
+    );
+    node.delete(&format!("/sched/{}", other["id"].as_str().unwrap()))
+        .error(404);
     assert_eq!(node.get("/sched").json().as_array().unwrap().len(), 1);
 
     assert_eq!(node.delete("/handlers/echo").status, 204);
     assert!(!dir.path().join("registered/echo.wasm").exists());
     node.get("/handlers/echo").error(404);
     node.post("/run/echo", b"").error(404);
-    assert_eq!(node.get("/sched").json(), json!([]), "its schedules went with it");
-    node.delete(&format!("/sched/{}", job["id"].as_str().unwrap())).error(404);
+    assert_eq!(
+        node.get("/sched").json(),
+        json!([]),
+        "its schedules went with it"
+    );
+    node.delete(&format!("/sched/{}", job["id"].as_str().unwrap()))
+        .error(404);
     node.delete("/handlers/echo").error(404);
 }
 
@@ -264,8 +328,16 @@ fn a_failing_handler_gets_500_and_the_node_keeps_serving() {
 
     let runs = runs(&node, "/handlers/gecko/runs");
     assert_eq!(runs[0]["ok"], false);
-    assert!(runs[0]["error"].as_str().unwrap().contains("gecko"), "{}", runs[0]);
-    assert!(runs[0]["stderr"].as_str().unwrap().contains("gecko:"), "{}", runs[0]);
+    assert!(
+        runs[0]["error"].as_str().unwrap().contains("gecko"),
+        "{}",
+        runs[0]
+    );
+    assert!(
+        runs[0]["stderr"].as_str().unwrap().contains("gecko:"),
+        "{}",
+        runs[0]
+    );
 }
 
 #[test]
@@ -274,18 +346,29 @@ fn a_tick_that_finds_the_previous_run_going_is_skipped_and_recorded() {
     let dir = tempfile::tempdir().unwrap();
     let node = start_node(dir.path());
     register(&node, "gecko", &component_bytes("gecko.wasm"));
-    let job = schedule(&node, json!({ "name": "gecko", "cron": "* * * * * *", "input": slow_api.price_url() }));
+    let job = schedule(
+        &node,
+        json!({ "name": "gecko", "cron": "* * * * * *", "input": slow_api.price_url() }),
+    );
     let job_runs = format!("/sched/{}/runs?limit=100", job["id"].as_str().unwrap());
-    let runs = wait_for(Duration::from_secs(15), "a skipped and a finished run", || {
-        let runs = runs(&node, &job_runs);
-        let skipped = runs
-            .iter()
-            .any(|r| r["ok"] == false && r["error"].as_str().is_some_and(|e| e.contains("skipped")));
-        let finished = runs.iter().any(|r| r["ok"] == true);
-        (skipped && finished).then_some(runs)
-    });
+    let runs = wait_for(
+        Duration::from_secs(15),
+        "a skipped and a finished run",
+        || {
+            let runs = runs(&node, &job_runs);
+            let skipped = runs.iter().any(|r| {
+                r["ok"] == false && r["error"].as_str().is_some_and(|e| e.contains("skipped"))
+            });
+            let finished = runs.iter().any(|r| r["ok"] == true);
+            (skipped && finished).then_some(runs)
+        },
+    );
     let finished = runs.iter().filter(|r| r["ok"] == true).count();
-    assert!(slow_api.hits() <= finished + 1, "no overlapping runs: {} calls", slow_api.hits());
+    assert!(
+        slow_api.hits() <= finished + 1,
+        "no overlapping runs: {} calls",
+        slow_api.hits()
+    );
 }
 
 #[test]
@@ -299,10 +382,21 @@ fn start_cleans_interrupted_uploads_and_survives_bad_files() {
 
     let node = start_node(dir.path());
     assert!(!registered.join(".upload-echo-0123.tmp").exists());
-    let names: Vec<Value> = node.get("/handlers").json().as_array().unwrap().iter().map(|h| h["name"].clone()).collect();
+    let names: Vec<Value> = node
+        .get("/handlers")
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["name"].clone())
+        .collect();
     assert_eq!(names, vec![json!("echo")]);
     assert!(node.log().contains("broken"), "{}", node.log());
-    assert_eq!(node.delete("/handlers/broken").status, 204, "an unloadable file can be removed");
+    assert_eq!(
+        node.delete("/handlers/broken").status,
+        204,
+        "an unloadable file can be removed"
+    );
     assert!(!registered.join("broken.wasm").exists());
 }
 

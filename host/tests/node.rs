@@ -23,10 +23,20 @@ fn up_serves_the_embedded_operator_on_wasmatic_port() {
 
     let missing = node.get("/no/such/route");
     assert!(missing.error(404).contains("/no/such/route"));
-    assert!(node.request("PUT", "/health", &[], b"").error(405).contains("PUT"));
+    assert!(node
+        .request("PUT", "/health", &[], b"")
+        .error(405)
+        .contains("PUT"));
 
-    assert!(dir.path().join("registered").is_dir(), "up creates ./registered");
-    assert!(node.log().contains("GET"), "requests are logged:\n{}", node.log());
+    assert!(
+        dir.path().join("registered").is_dir(),
+        "up creates ./registered"
+    );
+    assert!(
+        node.log().contains("GET"),
+        "requests are logged:\n{}",
+        node.log()
+    );
 }
 
 #[test]
@@ -44,7 +54,10 @@ fn up_port_flag_wins_over_wasmatic_port() {
 fn up_runs_the_operator_named_by_wasmatic() {
     let dir = tempfile::tempdir().unwrap();
     let node = NodeBuilder::new(dir.path(), &["up"])
-        .env("WASMATIC", component("custom_operator.wasm").to_str().unwrap())
+        .env(
+            "WASMATIC",
+            component("custom_operator.wasm").to_str().unwrap(),
+        )
         .env("WASMATIC_PORT", "0")
         .start();
     let hello = node.get("/");
@@ -96,21 +109,41 @@ fn wasm_grants_dirs_and_env_to_a_custom_operator() {
 
     assert_eq!(node.get("/env/GREETING").text(), "hello there");
     assert_eq!(node.get("/env/INHERITED").text(), "from the host");
-    assert_eq!(node.get("/env/HOME").status, 404, "the host's environment is not leaked");
+    assert_eq!(
+        node.get("/env/HOME").status,
+        404,
+        "the host's environment is not leaked"
+    );
 }
 
 #[test]
 fn wasm_runs_the_seed_command_as_written() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("registered")).unwrap();
-    std::fs::write(dir.path().join("proxy.wasm"), component_bytes("wasmatic_operator.wasm")).unwrap();
+    std::fs::write(
+        dir.path().join("proxy.wasm"),
+        component_bytes("wasmatic_operator.wasm"),
+    )
+    .unwrap();
     let node = NodeBuilder::new(
         dir.path(),
-        &["wasm", "--dir", "registered::registered", "-S", "common", "-S", "http", "proxy.wasm"],
+        &[
+            "wasm",
+            "--dir",
+            "registered::registered",
+            "-S",
+            "common",
+            "-S",
+            "http",
+            "proxy.wasm",
+        ],
     )
     .env("WASMATIC_PORT", "0")
     .start();
-    assert_eq!(node.get("/health").json(), serde_json::json!({ "ok": true }));
+    assert_eq!(
+        node.get("/health").json(),
+        serde_json::json!({ "ok": true })
+    );
     assert_eq!(node.get("/handlers").json(), serde_json::json!([]));
 }
 
@@ -118,7 +151,10 @@ fn wasm_runs_the_seed_command_as_written() {
 fn wasm_takes_the_operator_from_wasmatic() {
     let dir = tempfile::tempdir().unwrap();
     let node = NodeBuilder::new(dir.path(), &["wasm", "--addr", "127.0.0.1:0"])
-        .env("WASMATIC", component("custom_operator.wasm").to_str().unwrap())
+        .env(
+            "WASMATIC",
+            component("custom_operator.wasm").to_str().unwrap(),
+        )
         .start();
     assert_eq!(node.get("/").status, 200);
 }
@@ -132,20 +168,35 @@ fn bad_operators_fail_with_one_clear_line() {
     let handler = component("echo.wasm");
     let cases: &[(&[&str], &str)] = &[
         (&["wasm"], "no operator given"),
-        (&["wasm", "missing.wasm"], "cannot read the operator missing.wasm"),
+        (
+            &["wasm", "missing.wasm"],
+            "cannot read the operator missing.wasm",
+        ),
         (&["wasm", "random.wasm"], "not a valid component"),
         (&["wasm", "core.wasm"], "core WebAssembly module"),
-        (&["wasm", handler.to_str().unwrap()], "not a wasi:http/proxy component"),
+        (
+            &["wasm", handler.to_str().unwrap()],
+            "not a wasi:http/proxy component",
+        ),
         (&["wasm", "--dir", "nowhere::x", "random.wasm"], "nowhere"),
-        (&["wasm", "-S", "http=n", "random.wasm"], "wasi:http cannot be disabled"),
-        (&["wasm", "-W", "no-such-option", "random.wasm"], "no-such-option"),
+        (
+            &["wasm", "-S", "http=n", "random.wasm"],
+            "wasi:http cannot be disabled",
+        ),
+        (
+            &["wasm", "-W", "no-such-option", "random.wasm"],
+            "no-such-option",
+        ),
     ];
     for (args, expected) in cases {
         let mut all = args.to_vec();
         all.extend(["--addr", "127.0.0.1:0"]);
         let (code, stderr) = NodeBuilder::new(dir.path(), &all).fail();
         assert!(code.is_some_and(|c| c != 0), "{args:?}: exit code {code:?}");
-        assert!(stderr.contains(expected), "{args:?}: expected `{expected}` in:\n{stderr}");
+        assert!(
+            stderr.contains(expected),
+            "{args:?}: expected `{expected}` in:\n{stderr}"
+        );
         assert!(!stderr.contains("panicked"), "{args:?} panicked:\n{stderr}");
         let error_lines = stderr.lines().filter(|l| l.contains("error")).count();
         assert!(error_lines <= 2, "{args:?}: one clear line, not:\n{stderr}");
@@ -156,8 +207,11 @@ fn bad_operators_fail_with_one_clear_line() {
 fn sigterm_lets_in_flight_requests_finish() {
     let dir = tempfile::tempdir().unwrap();
     let operator = component("custom_operator.wasm");
-    let node = NodeBuilder::new(dir.path(), &["wasm", "--addr", "127.0.0.1:0", operator.to_str().unwrap()])
-        .start();
+    let node = NodeBuilder::new(
+        dir.path(),
+        &["wasm", "--addr", "127.0.0.1:0", operator.to_str().unwrap()],
+    )
+    .start();
     let addr = node.addr;
     let slow = std::thread::spawn(move || support::request(addr, "GET", "/sleep/1500", &[], b""));
     std::thread::sleep(Duration::from_millis(400));
@@ -177,7 +231,8 @@ fn sigterm_lets_in_flight_requests_finish() {
 #[test]
 fn embedded_operator_is_current() {
     let built = component_bytes("wasmatic_operator.wasm");
-    let embedded = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/assets/proxy.wasm")).unwrap();
+    let embedded =
+        std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/assets/proxy.wasm")).unwrap();
     assert!(
         built == embedded,
         "host/assets/proxy.wasm is stale against operator/ and wit/: run `make operator` and commit it"

@@ -98,8 +98,14 @@ pub fn percent_decode(s: &str) -> Result<String, Response> {
     while let Some(b) = bytes.next() {
         match b {
             b'%' => {
-                let hi = bytes.next().and_then(|c| (c as char).to_digit(16)).ok_or_else(bad)?;
-                let lo = bytes.next().and_then(|c| (c as char).to_digit(16)).ok_or_else(bad)?;
+                let hi = bytes
+                    .next()
+                    .and_then(|c| (c as char).to_digit(16))
+                    .ok_or_else(bad)?;
+                let lo = bytes
+                    .next()
+                    .and_then(|c| (c as char).to_digit(16))
+                    .ok_or_else(bad)?;
                 out.push((hi * 16 + lo) as u8);
             }
             b'+' => out.push(b' '),

@@ -41,9 +41,16 @@ pub fn route(req: Request) -> Response {
         (Method::Get, ["sched", id, "runs"]) => job_runs(&req, id),
         (_, path) if is_known_path(path) => Err(Response::error(
             405,
-            &format!("{} is not allowed on {}", method_name(&req.method), req.path),
+            &format!(
+                "{} is not allowed on {}",
+                method_name(&req.method),
+                req.path
+            ),
         )),
-        _ => Err(Response::error(404, &format!("no route {} {}", method_name(&req.method), req.path))),
+        _ => Err(Response::error(
+            404,
+            &format!("no route {} {}", method_name(&req.method), req.path),
+        )),
     };
     result.unwrap_or_else(|response| response)
 }
@@ -138,7 +145,10 @@ fn register(req: &Request) -> Result<Response, Response> {
     let name = handler_name(&raw)?;
     let bytes = body(req)?;
     if bytes.is_empty() {
-        return Err(Response::error(400, "the body is empty: send the handler's wasm bytes"));
+        return Err(Response::error(
+            400,
+            "the body is empty: send the handler's wasm bytes",
+        ));
     }
     let random = crate::wasi::random::random::get_random_u64();
     let temp = format!(".upload-{name}-{random:016x}.tmp");
@@ -152,7 +162,10 @@ fn register(req: &Request) -> Result<Response, Response> {
     let final_path = format!("{REGISTERED}/{name}.wasm");
     if let Err(e) = std::fs::rename(&temp_path, &final_path) {
         let _ = std::fs::remove_file(&temp_path);
-        return Err(Response::error(500, &format!("cannot move the upload into place: {e}")));
+        return Err(Response::error(
+            500,
+            &format!("cannot move the upload into place: {e}"),
+        ));
     }
     let info = host::load(&name).map_err(host_error)?;
     Ok(Response::json(201, &HandlerJson::from(info)))
@@ -218,7 +231,10 @@ fn limit(req: &Request) -> Result<u32, Response> {
 fn handler_runs(req: &Request, raw: &str) -> Result<Response, Response> {
     let name = handler_name(raw)?;
     let runs = host::handler_runs(&name, limit(req)?).map_err(host_error)?;
-    Ok(Response::json(200, &runs.into_iter().map(RunJson::from).collect::<Vec<_>>()))
+    Ok(Response::json(
+        200,
+        &runs.into_iter().map(RunJson::from).collect::<Vec<_>>(),
+    ))
 }
 
 #[derive(Deserialize)]
@@ -233,7 +249,10 @@ struct ScheduleRequest {
 /// on as its JSON text.
 fn schedule(req: &Request) -> Result<Response, Response> {
     let request: ScheduleRequest = serde_json::from_slice(body(req)?).map_err(|e| {
-        Response::error(400, &format!("expected {{\"name\", \"cron\", \"input\"?}}: {e}"))
+        Response::error(
+            400,
+            &format!("expected {{\"name\", \"cron\", \"input\"?}}: {e}"),
+        )
     })?;
     let name = handler_name(&request.name)?;
     let input = match request.input {
@@ -259,7 +278,10 @@ fn unschedule(raw: &str) -> Result<Response, Response> {
 fn job_runs(req: &Request, raw: &str) -> Result<Response, Response> {
     let id = percent_decode(raw)?;
     let runs = host::job_runs(&id, limit(req)?).map_err(host_error)?;
-    Ok(Response::json(200, &runs.into_iter().map(RunJson::from).collect::<Vec<_>>()))
+    Ok(Response::json(
+        200,
+        &runs.into_iter().map(RunJson::from).collect::<Vec<_>>(),
+    ))
 }
 
 #[derive(Serialize)]

@@ -59,7 +59,11 @@ impl Guest for CustomOperator {
 }
 
 fn is_plain(name: &str) -> bool {
-    !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-') && !name.starts_with('.')
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
+        && !name.starts_with('.')
 }
 
 fn read_body(request: IncomingRequest) -> Vec<u8> {

@@ -74,7 +74,12 @@ fn price(input: &str) -> Result<String, String> {
         .get(&query.coin)
         .and_then(|c| c.get(&query.vs))
         .and_then(Value::as_f64)
-        .ok_or_else(|| format!("the answer has no {}/{} price: {answer}", query.coin, query.vs))?;
+        .ok_or_else(|| {
+            format!(
+                "the answer has no {}/{} price: {answer}",
+                query.coin, query.vs
+            )
+        })?;
     Ok(serde_json::json!({ "coin": query.coin, "vs": query.vs, "price": price }).to_string())
 }
 
@@ -96,8 +101,12 @@ fn get(url: &str) -> Result<Vec<u8>, String> {
         .append("accept", b"application/json")
         .map_err(|e| format!("bad header: {e:?}"))?;
     let request = OutgoingRequest::new(headers);
-    request.set_method(&Method::Get).map_err(|()| "bad method")?;
-    request.set_scheme(Some(&scheme)).map_err(|()| "bad scheme")?;
+    request
+        .set_method(&Method::Get)
+        .map_err(|()| "bad method")?;
+    request
+        .set_scheme(Some(&scheme))
+        .map_err(|()| "bad scheme")?;
     request
         .set_authority(Some(authority))
         .map_err(|()| format!("bad host `{authority}`"))?;
@@ -114,15 +123,22 @@ fn get(url: &str) -> Result<Vec<u8>, String> {
         .map_err(|()| "the response was already taken")?
         .map_err(|e| format!("request to {authority} failed: {e:?}"))?;
     let status = response.status();
-    let body = response.consume().map_err(|()| "the response has no body")?;
-    let stream = body.stream().map_err(|()| "the response body has no stream")?;
+    let body = response
+        .consume()
+        .map_err(|()| "the response has no body")?;
+    let stream = body
+        .stream()
+        .map_err(|()| "the response body has no stream")?;
     let mut bytes = Vec::new();
     loop {
         match stream.blocking_read(64 * 1024) {
             Ok(chunk) => bytes.extend_from_slice(&chunk),
             Err(StreamError::Closed) => break,
             Err(StreamError::LastOperationFailed(e)) => {
-                return Err(format!("reading the answer failed: {}", e.to_debug_string()))
+                return Err(format!(
+                    "reading the answer failed: {}",
+                    e.to_debug_string()
+                ))
             }
         }
     }

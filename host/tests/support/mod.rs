@@ -148,7 +148,10 @@ impl NodeBuilder {
             std::thread::sleep(Duration::from_millis(20));
         };
         assert!(!status.success(), "wasmatic should have failed");
-        (status.code(), std::fs::read_to_string(&log).unwrap_or_default())
+        (
+            status.code(),
+            std::fs::read_to_string(&log).unwrap_or_default(),
+        )
     }
 }
 
@@ -165,7 +168,13 @@ impl Node {
         self.request("DELETE", path, &[], b"")
     }
 
-    pub fn request(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Response {
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Response {
         request(self.addr, method, path, headers, body)
     }
 
@@ -190,7 +199,10 @@ impl Node {
             if let Some(status) = self.child.try_wait().expect("wait") {
                 return status;
             }
-            assert!(Instant::now() < deadline, "the node did not stop after SIGTERM");
+            assert!(
+                Instant::now() < deadline,
+                "the node did not stop after SIGTERM"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -294,7 +306,11 @@ fn parse_response(raw: &[u8]) -> Response {
     let chunked = headers
         .iter()
         .any(|(n, v)| n == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"));
-    let body = if chunked { dechunk(rest) } else { rest.to_vec() };
+    let body = if chunked {
+        dechunk(rest)
+    } else {
+        rest.to_vec()
+    };
     Response {
         status,
         headers,
@@ -305,7 +321,10 @@ fn parse_response(raw: &[u8]) -> Response {
 fn dechunk(mut raw: &[u8]) -> Vec<u8> {
     let mut body = Vec::new();
     loop {
-        let line_end = raw.windows(2).position(|w| w == b"\r\n").expect("chunk size");
+        let line_end = raw
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .expect("chunk size");
         let size_text = String::from_utf8_lossy(&raw[..line_end]);
         let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
             .expect("chunk size");
@@ -403,7 +422,11 @@ pub fn tree(root: &Path, skip: &[&str]) -> Vec<String> {
     }
     let mut out = Vec::new();
     walk(root, root, &mut out);
-    out.retain(|p| !skip.iter().any(|s| p == s || p.starts_with(&format!("{s}/"))));
+    out.retain(|p| {
+        !skip
+            .iter()
+            .any(|s| p == s || p.starts_with(&format!("{s}/")))
+    });
     out.sort();
     out
 }
