@@ -111,23 +111,63 @@ pub async fn call(pre: &HandlerPre<HandlerState>, input: &str, timeout: Duration
     };
     // The epoch deadline stops a guest that computes; this one stops a guest
     // that waits (on a slow server, say).
-    let result = match tokio::time::timeout(timeout, call).await {
+    let result = tokio::time::timeout(timeout, call).await;
+    let stdout = String::from_utf8_lossy(&stdout.contents()).into_owned();
+    let stderr = String::from_utf8_lossy(&stderr.contents()).into_owned();
+    let result = match result {
         Ok(Ok(output)) => Ok(output),
-        Ok(Err(e)) => Err(describe_trap(e)),
+        Ok(Err(e)) => Err(describe_failure(e, &stderr)),
         Err(_) => Err(CallError::TimedOut(Timeout(timeout).to_string())),
     };
     CallOutcome {
         result,
-        stdout: String::from_utf8_lossy(&stdout.contents()).into_owned(),
-        stderr: String::from_utf8_lossy(&stderr.contents()).into_owned(),
+        stdout,
+        stderr,
         duration: start.elapsed(),
     }
 }
 
-fn describe_trap(e: wasmtime::Error) -> CallError {
+/// One line saying why a call failed: the trap, and what the guest said
+/// about it on stderr (a Rust panic's message, say), not a wasm backtrace.
+fn describe_failure(e: wasmtime::Error, stderr: &str) -> CallError {
     if let Some(timeout) = e.downcast_ref::<Timeout>() {
         return CallError::TimedOut(timeout.to_string());
     }
-    let e = anyhow::Error::from(e);
-    CallError::Trapped(format!("{e:#}"))
+    let cause = match e.downcast_ref::<wasmtime::Trap>() {
+        Some(trap) => trap.to_string(),
+        None => anyhow::Error::from(e)
+            .root_cause()
+            .to_string()
+            .lines()
+            .next()
+            .unwrap_or("unknown error")
+            .to_string(),
+    };
+    match last_words(stderr) {
+        Some(words) => CallError::Trapped(format!("{words} ({cause})")),
+        None => CallError::Trapped(cause),
+    }
+}
+
+/// The guest's last meaningful line on stderr: for a Rust panic, its message.
+fn last_words(stderr: &str) -> Option<&str> {
+    stderr
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("note: run with `RUST_BACKTRACE"))
+        .filter(|l| !(l.starts_with("thread '") && l.contains("panicked at")))
+        .next_back()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::last_words;
+
+    #[test]
+    fn last_words_of_a_rust_panic() {
+        let stderr = "\nthread '<unnamed>' (1) panicked at src/lib.rs:39:23:\ngecko: request failed\nnote: run with `RUST_BACKTRACE=1` environment variable to display a backtrace\n";
+        assert_eq!(last_words(stderr), Some("gecko: request failed"));
+        assert_eq!(last_words("one\ntwo\n\n"), Some("two"));
+        assert_eq!(last_words(""), None);
+    }
 }

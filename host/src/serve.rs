@@ -243,7 +243,7 @@ async fn respond(
         %method,
         %uri,
         status = response.status().as_u16(),
-        ms = start.elapsed().as_secs_f64() * 1000.0,
+        ms = %format_args!("{:.2}", start.elapsed().as_secs_f64() * 1000.0),
         "request"
     );
     response

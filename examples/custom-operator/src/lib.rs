@@ -10,13 +10,12 @@
 //!   reads it back (the guest directory `data` is granted with
 //!   `wasmatic wasm --dir HOST_DIR::data`).
 //!
-//! It uses the `wasip2` crate and Rust's `std::fs`, not the node's WIT:
-//! any `wasi:http/proxy` component can be an operator.
+//! It is built against WASI 0.2.0 with the `wasi` crate and uses Rust's
+//! `std::fs`, not the node's WIT, as the original wasmatic operator did: any
+//! `wasi:http/proxy@0.2.x` component can be an operator.
 
-use std::io::{Read, Write};
-
-use wasip2::exports::http::incoming_handler::Guest;
-use wasip2::http::types::{
+use wasi::exports::http::incoming_handler::Guest;
+use wasi::http::types::{
     Fields, IncomingRequest, Method, OutgoingBody, OutgoingResponse, ResponseOutparam,
 };
 
@@ -30,7 +29,7 @@ impl Guest for CustomOperator {
             (Method::Get, [""]) => (200, "hello from a custom operator\n".to_string()),
             (Method::Get, ["sleep", ms]) => match ms.parse::<u64>() {
                 Ok(ms) => {
-                    wasip2::clocks::monotonic_clock::subscribe_duration(ms * 1_000_000).block();
+                    wasi::clocks::monotonic_clock::subscribe_duration(ms * 1_000_000).block();
                     (200, format!("slept {ms}ms\n"))
                 }
                 Err(_) => (400, format!("`{ms}` is not a number of milliseconds\n")),
@@ -68,9 +67,13 @@ fn is_plain(name: &str) -> bool {
 
 fn read_body(request: IncomingRequest) -> Vec<u8> {
     let mut bytes = Vec::new();
-    if let Ok(body) = request.consume() {
-        if let Ok(mut stream) = body.stream() {
-            let _ = stream.read_to_end(&mut bytes);
+    let Ok(body) = request.consume() else {
+        return bytes;
+    };
+    if let Ok(stream) = body.stream() {
+        // Reads until the stream is closed (the end) or fails.
+        while let Ok(chunk) = stream.blocking_read(16 * 1024) {
+            bytes.extend_from_slice(&chunk);
         }
     }
     bytes
@@ -78,18 +81,21 @@ fn read_body(request: IncomingRequest) -> Vec<u8> {
 
 fn respond(out: ResponseOutparam, status: u16, body: &[u8]) {
     let headers = Fields::new();
-    let _ = headers.append("content-type", b"text/plain");
+    let _ = headers.append(&"content-type".to_string(), &b"text/plain".to_vec());
     let response = OutgoingResponse::new(headers);
     let _ = response.set_status_code(status);
     let Ok(outgoing) = response.body() else {
         return;
     };
     ResponseOutparam::set(out, Ok(response));
-    if let Ok(mut stream) = outgoing.write() {
-        let _ = stream.write_all(body);
-        let _ = stream.flush();
+    if let Ok(stream) = outgoing.write() {
+        for chunk in body.chunks(4096) {
+            if stream.blocking_write_and_flush(chunk).is_err() {
+                break;
+            }
+        }
     }
     let _ = OutgoingBody::finish(outgoing, None);
 }
 
-wasip2::http::proxy::export!(CustomOperator);
+wasi::http::proxy::export!(CustomOperator);

@@ -5,13 +5,21 @@
 //! CoinGecko's, or JSON `{"url"?, "coin"?, "vs"?}`. Whatever the URL, the
 //! answer must have CoinGecko's shape: `{"<coin>": {"<vs>": <price>}}`.
 //! A failure to fetch or to understand the answer fails the run.
+//!
+//! It is built the way the original wasmatic's `example` world was: it
+//! imports `wasi:http/outgoing-handler@0.2.0` (through the `wasi` crate) and
+//! exports `handler: func(input: string) -> string`. The `echo` example shows
+//! the other way, bindings generated from `wit/handler`.
 
 use serde_json::Value;
 
 wit_bindgen::generate!({
-    path: "../../wit/handler",
-    world: "wasmatic:handler/handler",
-    generate_all,
+    inline: "
+        package wasmatic:gecko;
+        world gecko {
+            export handler: func(input: string) -> string;
+        }
+    ",
 });
 
 use wasi::http::outgoing_handler;
@@ -98,7 +106,7 @@ fn get(url: &str) -> Result<Vec<u8>, String> {
     };
     let headers = Fields::new();
     headers
-        .append("accept", b"application/json")
+        .append(&"accept".to_string(), &b"application/json".to_vec())
         .map_err(|e| format!("bad header: {e:?}"))?;
     let request = OutgoingRequest::new(headers);
     request
