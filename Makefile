@@ -14,6 +14,7 @@ COMPONENTS  := wasmatic-operator echo gecko custom-operator
 ## Installs the toolchain pieces the build needs (idempotent).
 setup:
 	@rustup target list --installed | grep -qx $(WASM_TARGET) || rustup target add $(WASM_TARGET)
+	@command -v curl >/dev/null || { apt-get update -q && apt-get install -y -q curl; }  # the README test runs curl
 
 ## Builds the operator and the example components.
 components: setup

@@ -168,7 +168,10 @@ impl Response {
             .into_iter()
             .map(|(n, v)| (n.to_string(), v.into_bytes()))
             .collect();
-        entries.push(("content-length".into(), self.body.len().to_string().into_bytes()));
+        entries.push((
+            "content-length".into(),
+            self.body.len().to_string().into_bytes(),
+        ));
         if !self.content_type.is_empty() {
             entries.push(("content-type".into(), self.content_type.as_bytes().to_vec()));
         }
