@@ -199,6 +199,18 @@ fn bad_input_gets_a_clear_error_and_writes_nothing() {
     }
     assert!(node.get("/handlers/bad").error(404).contains("bad"));
 
+    // Over the handler limit (10 MiB), and over the request limit (12 MiB).
+    let big = vec![0u8; 10 * 1024 * 1024 + 1];
+    assert!(node
+        .post("/register?name=big", &big)
+        .error(413)
+        .contains("at most"));
+    let huge = vec![0u8; 12 * 1024 * 1024 + 1];
+    assert!(node
+        .post("/register?name=huge", &huge)
+        .error(413)
+        .contains("larger than"));
+
     register(&node, "echo", &echo);
     let sched_cases: [(&str, u16); 6] = [
         (r#"{"name": "echo", "cron": "not a cron line"}"#, 400),

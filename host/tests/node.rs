@@ -204,28 +204,31 @@ fn bad_operators_fail_with_one_clear_line() {
 }
 
 #[test]
-fn sigterm_lets_in_flight_requests_finish() {
-    let dir = tempfile::tempdir().unwrap();
-    let operator = component("custom_operator.wasm");
-    let node = NodeBuilder::new(
-        dir.path(),
-        &["wasm", "--addr", "127.0.0.1:0", operator.to_str().unwrap()],
-    )
-    .start();
-    let addr = node.addr;
-    let slow = std::thread::spawn(move || support::request(addr, "GET", "/sleep/1500", &[], b""));
-    std::thread::sleep(Duration::from_millis(400));
-    let start = Instant::now();
-    let status = node.terminate();
-    let response = slow.join().unwrap();
-    assert_eq!(response.status, 200);
-    assert_eq!(response.text(), "slept 1500ms\n");
-    assert!(status.success(), "clean exit, not {status:?}");
-    assert!(start.elapsed() < Duration::from_secs(30));
-    assert!(
-        std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_err(),
-        "no longer listening"
-    );
+fn sigterm_and_ctrl_c_let_in_flight_requests_finish() {
+    for signal in ["TERM", "INT"] {
+        let dir = tempfile::tempdir().unwrap();
+        let operator = component("custom_operator.wasm");
+        let node = NodeBuilder::new(
+            dir.path(),
+            &["wasm", "--addr", "127.0.0.1:0", operator.to_str().unwrap()],
+        )
+        .start();
+        let addr = node.addr;
+        let slow =
+            std::thread::spawn(move || support::request(addr, "GET", "/sleep/1500", &[], b""));
+        std::thread::sleep(Duration::from_millis(400));
+        let start = Instant::now();
+        let status = node.signal(signal);
+        let response = slow.join().unwrap();
+        assert_eq!(response.status, 200, "SIG{signal}");
+        assert_eq!(response.text(), "slept 1500ms\n");
+        assert!(status.success(), "SIG{signal}: clean exit, not {status:?}");
+        assert!(start.elapsed() < Duration::from_secs(30));
+        assert!(
+            std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_err(),
+            "SIG{signal}: no longer listening"
+        );
+    }
 }
 
 #[test]
