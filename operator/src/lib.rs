@@ -13,6 +13,19 @@ wit_bindgen::generate!({
     path: "../wit/operator",
     world: "wasmatic:operator/operator",
     generate_all,
+    // The host's records go out as JSON with their WIT field names; a run's
+    // absent options are left out rather than written as null.
+    additional_type_attributes: {
+        "wasmatic:operator/types@0.1.0/handler-info": [#[derive(serde::Serialize)]],
+        "wasmatic:operator/types@0.1.0/job": [#[derive(serde::Serialize)]],
+        "wasmatic:operator/types@0.1.0/run": [#[derive(serde::Serialize)]],
+    },
+    additional_member_attributes: {
+        "wasmatic:operator/types@0.1.0/run.job-id": [#[serde(skip_serializing_if = "Option::is_none")]],
+        "wasmatic:operator/types@0.1.0/run.scheduled-for": [#[serde(skip_serializing_if = "Option::is_none")]],
+        "wasmatic:operator/types@0.1.0/run.output": [#[serde(skip_serializing_if = "Option::is_none")]],
+        "wasmatic:operator/types@0.1.0/run.error": [#[serde(skip_serializing_if = "Option::is_none")]],
+    },
 });
 
 struct Operator;

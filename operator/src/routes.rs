@@ -12,12 +12,12 @@
 //! | `DELETE /sched/ID`                 | removes a schedule                        |
 //! | `GET /sched/ID/runs?limit=N`       | the schedule's newest runs                |
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use crate::http::{percent_decode, Request, Response};
 use crate::wasi::http::types::Method;
 use crate::wasmatic::operator::host;
-use crate::wasmatic::operator::types::{Error, HandlerInfo, Job, Run};
+use crate::wasmatic::operator::types::Error;
 
 /// Guest path of the preopened directory that holds handler files.
 const REGISTERED: &str = "registered";
@@ -168,7 +168,7 @@ fn register(req: &Request) -> Result<Response, Response> {
         ));
     }
     let info = host::load(&name).map_err(host_error)?;
-    Ok(Response::json(201, &HandlerJson::from(info)))
+    Ok(Response::json(201, &info))
 }
 
 /// `POST /run/NAME`: the body is the input, the answer the output.
@@ -181,15 +181,14 @@ fn run(req: &Request, raw: &str) -> Result<Response, Response> {
 }
 
 fn list_handlers() -> Response {
-    let handlers: Vec<HandlerJson> = host::handlers().into_iter().map(Into::into).collect();
-    Response::json(200, &handlers)
+    Response::json(200, &host::handlers())
 }
 
 fn get_handler(raw: &str) -> Result<Response, Response> {
     let name = handler_name(raw)?;
     let info = host::handler(&name)
         .ok_or_else(|| Response::error(404, &format!("no handler `{name}`")))?;
-    Ok(Response::json(200, &HandlerJson::from(info)))
+    Ok(Response::json(200, &info))
 }
 
 /// `DELETE /handlers/NAME`: the host forgets it and its schedules first, then
@@ -231,10 +230,7 @@ fn limit(req: &Request) -> Result<u32, Response> {
 fn handler_runs(req: &Request, raw: &str) -> Result<Response, Response> {
     let name = handler_name(raw)?;
     let runs = host::handler_runs(&name, limit(req)?).map_err(host_error)?;
-    Ok(Response::json(
-        200,
-        &runs.into_iter().map(RunJson::from).collect::<Vec<_>>(),
-    ))
+    Ok(Response::json(200, &runs))
 }
 
 #[derive(Deserialize)]
@@ -261,12 +257,11 @@ fn schedule(req: &Request) -> Result<Response, Response> {
         Some(other) => other.to_string(),
     };
     let job = host::schedule(&name, &request.cron, &input).map_err(host_error)?;
-    Ok(Response::json(201, &JobJson::from(job)))
+    Ok(Response::json(201, &job))
 }
 
 fn list_jobs() -> Response {
-    let jobs: Vec<JobJson> = host::jobs().into_iter().map(Into::into).collect();
-    Response::json(200, &jobs)
+    Response::json(200, &host::jobs())
 }
 
 fn unschedule(raw: &str) -> Result<Response, Response> {
@@ -278,85 +273,5 @@ fn unschedule(raw: &str) -> Result<Response, Response> {
 fn job_runs(req: &Request, raw: &str) -> Result<Response, Response> {
     let id = percent_decode(raw)?;
     let runs = host::job_runs(&id, limit(req)?).map_err(host_error)?;
-    Ok(Response::json(
-        200,
-        &runs.into_iter().map(RunJson::from).collect::<Vec<_>>(),
-    ))
-}
-
-#[derive(Serialize)]
-struct HandlerJson {
-    name: String,
-    digest: String,
-    size: u64,
-    loaded_at: u64,
-}
-
-impl From<HandlerInfo> for HandlerJson {
-    fn from(h: HandlerInfo) -> Self {
-        HandlerJson {
-            name: h.name,
-            digest: h.digest,
-            size: h.size,
-            loaded_at: h.loaded_at,
-        }
-    }
-}
-
-#[derive(Serialize)]
-struct JobJson {
-    id: String,
-    name: String,
-    cron: String,
-    input: String,
-    next: Option<u64>,
-    created_at: u64,
-}
-
-impl From<Job> for JobJson {
-    fn from(j: Job) -> Self {
-        JobJson {
-            id: j.id,
-            name: j.name,
-            cron: j.cron,
-            input: j.input,
-            next: j.next,
-            created_at: j.created_at,
-        }
-    }
-}
-
-#[derive(Serialize)]
-struct RunJson {
-    name: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    job_id: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    scheduled_for: Option<u64>,
-    started_at: u64,
-    duration_ms: u64,
-    ok: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    output: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    error: Option<String>,
-    stdout: String,
-    stderr: String,
-}
-
-impl From<Run> for RunJson {
-    fn from(r: Run) -> Self {
-        RunJson {
-            name: r.name,
-            job_id: r.job_id,
-            scheduled_for: r.scheduled_for,
-            started_at: r.started_at,
-            duration_ms: r.duration_ms,
-            ok: r.ok,
-            output: r.output,
-            error: r.error,
-            stdout: r.stdout,
-            stderr: r.stderr,
-        }
-    }
+    Ok(Response::json(200, &runs))
 }
