@@ -13,7 +13,8 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use wasmtime_cli_flags::CommonOptions;
 
-use crate::limits::Limits;
+use crate::limits::{parse_size, Limits};
+use crate::outbound::Rule;
 
 /// Environment variable naming the operator component to run.
 pub const OPERATOR_ENV: &str = "WASMATIC";
@@ -21,6 +22,9 @@ pub const OPERATOR_ENV: &str = "WASMATIC";
 pub const PORT_ENV: &str = "WASMATIC_PORT";
 /// Port used when neither a flag nor `$WASMATIC_PORT` gives one.
 pub const DEFAULT_PORT: u16 = 8080;
+/// Environment variable holding the token that mutating routes require;
+/// the host hands it to the operator.
+pub const TOKEN_ENV: &str = "WASMATIC_TOKEN";
 /// Guest path under which the operator sees the handler directory.
 pub const REGISTERED_GUEST_DIR: &str = "registered";
 
@@ -105,13 +109,60 @@ pub struct NodeOptions {
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
     pub request_timeout: Duration,
 
+    /// Largest handler component accepted.
+    #[arg(long, value_name = "SIZE", default_value = "10MiB", value_parser = parse_size)]
+    pub max_handler_size: u64,
+
+    /// Largest request body accepted (larger: 413).
+    #[arg(long, value_name = "SIZE", default_value = "12MiB", value_parser = parse_size)]
+    pub max_request_body: u64,
+
+    /// Linear memory one handler instance may use.
+    #[arg(long, value_name = "SIZE", default_value = "64MiB", value_parser = parse_size)]
+    pub handler_memory: u64,
+
+    /// Linear memory one operator instance may use.
+    #[arg(long, value_name = "SIZE", default_value = "256MiB", value_parser = parse_size)]
+    pub operator_memory: u64,
+
+    /// Bytes of a handler's stdout, and of its stderr, kept per run (the
+    /// rest is dropped and the record says so).
+    #[arg(long, value_name = "SIZE", default_value = "256KiB", value_parser = parse_size)]
+    pub max_captured_output: u64,
+
+    /// Largest output a handler may return (larger: the run fails).
+    #[arg(long, value_name = "SIZE", default_value = "1MiB", value_parser = parse_size)]
+    pub max_result: u64,
+
+    /// Handler calls that may run at once; more are refused with 503.
+    #[arg(long, value_name = "N", default_value_t = 32)]
+    pub max_concurrent_calls: usize,
+
+    /// Hosts handlers may call over HTTP, as `HOST[:PORT]`, `*.DOMAIN[:PORT]`
+    /// or `*` (repeatable). Without it, any public host. Loopback, private
+    /// and link-local addresses need an entry naming that host exactly.
+    #[arg(long = "allow-outbound", value_name = "HOST[:PORT]", value_parser = Rule::parse)]
+    pub allow_outbound: Vec<Rule>,
+
     #[command(flatten)]
     pub wasmtime: CommonOptions,
 }
 
 impl NodeOptions {
     pub fn limits(&self) -> Result<Limits> {
-        Limits::new(self.call_timeout, self.request_timeout)
+        let size = |bytes: u64| usize::try_from(bytes).context("size too large for this platform");
+        Limits {
+            call_timeout: self.call_timeout,
+            request_timeout: self.request_timeout,
+            max_handler_size: self.max_handler_size,
+            max_request_body: self.max_request_body,
+            handler_memory: size(self.handler_memory)?,
+            operator_memory: size(self.operator_memory)?,
+            max_captured_output: size(self.max_captured_output)?,
+            max_result: size(self.max_result)?,
+            max_concurrent_calls: self.max_concurrent_calls,
+        }
+        .validate()
     }
 }
 

@@ -1,18 +1,24 @@
 //! Running one handler call: a fresh, sandboxed `Store` per call.
 //!
 //! Handlers get WASI with nothing of the host's (no preopens, no environment,
-//! no inherited stdio: stdout and stderr are captured into the run record)
-//! and real outgoing HTTP.
+//! no sockets, no inherited stdio: stdout and stderr are captured into the
+//! run record, truncated past a limit) and outgoing HTTP through the node's
+//! outbound policy, under memory and time limits.
 
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use wasmtime::component::{Linker, ResourceTable};
-use wasmtime::{Engine, Store};
-use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime::{Engine, Store, Trap};
+use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use crate::engine::{self, Timeout};
+use crate::limits::{show_size, GuestLimiter, MemoryLimit};
+use crate::outbound::{OutboundHooks, Policy, Rule};
 
 mod bindings {
     wasmtime::component::bindgen!({
@@ -30,14 +36,13 @@ mod bindings {
 
 pub use bindings::HandlerPre;
 
-/// Bytes of stdout and of stderr kept per call.
-pub const CAPTURED_OUTPUT_LIMIT: usize = 256 * 1024;
-
 /// The data of a handler's `Store`.
 pub struct HandlerState {
     wasi: WasiCtx,
     http: WasiHttpCtx,
+    hooks: OutboundHooks,
     table: ResourceTable,
+    limiter: GuestLimiter,
 }
 
 impl WasiView for HandlerState {
@@ -54,7 +59,7 @@ impl WasiHttpView for HandlerState {
         WasiHttpCtxView {
             ctx: &mut self.http,
             table: &mut self.table,
-            hooks: Default::default(),
+            hooks: &mut self.hooks,
         }
     }
 }
@@ -67,6 +72,18 @@ pub fn linker(engine: &Engine) -> wasmtime::Result<Linker<HandlerState>> {
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
     Ok(linker)
+}
+
+/// What a call may use.
+#[derive(Clone)]
+pub struct CallLimits {
+    pub timeout: Duration,
+    pub memory: usize,
+    pub max_captured_output: usize,
+    pub max_result: usize,
+    pub policy: Arc<Policy>,
+    /// The handler's own narrowing of the node's outbound policy.
+    pub rules: Option<Arc<Vec<Rule>>>,
 }
 
 /// What one call produced.
@@ -82,27 +99,36 @@ pub enum CallError {
     #[error("{0}")]
     TimedOut(String),
     #[error("{0}")]
-    Trapped(String),
+    Failed(String),
 }
 
-/// Instantiates the handler in a fresh store and calls `handler(input)`,
-/// stopping it after `timeout`.
-pub async fn call(pre: &HandlerPre<HandlerState>, input: &str, timeout: Duration) -> CallOutcome {
-    let stdout = MemoryOutputPipe::new(CAPTURED_OUTPUT_LIMIT);
-    let stderr = MemoryOutputPipe::new(CAPTURED_OUTPUT_LIMIT);
+/// Instantiates the handler in a fresh store and calls `handler(input)`.
+pub async fn call(pre: &HandlerPre<HandlerState>, input: &str, limits: &CallLimits) -> CallOutcome {
+    let stdout = CapturedOutput::new(limits.max_captured_output);
+    let stderr = CapturedOutput::new(limits.max_captured_output);
     let wasi = WasiCtxBuilder::new()
         .stdout(stdout.clone())
         .stderr(stderr.clone())
+        .allow_tcp(false)
+        .allow_udp(false)
+        .allow_ip_name_lookup(false)
         .build();
     let mut store = Store::new(
         pre.engine(),
         HandlerState {
             wasi,
             http: WasiHttpCtx::new(),
+            hooks: OutboundHooks {
+                policy: limits.policy.clone(),
+                handler_rules: limits.rules.clone(),
+                stderr: stderr.clone(),
+            },
             table: ResourceTable::new(),
+            limiter: GuestLimiter::new(limits.memory),
         },
     );
-    engine::set_deadline(&mut store, timeout);
+    store.limiter(|s| &mut s.limiter);
+    engine::set_deadline(&mut store, limits.timeout);
 
     let start = Instant::now();
     let call = async {
@@ -111,17 +137,21 @@ pub async fn call(pre: &HandlerPre<HandlerState>, input: &str, timeout: Duration
     };
     // The epoch deadline stops a guest that computes; this one stops a guest
     // that waits (on a slow server, say).
-    let result = tokio::time::timeout(timeout, call).await;
-    let stdout = String::from_utf8_lossy(&stdout.contents()).into_owned();
-    let stderr = String::from_utf8_lossy(&stderr.contents()).into_owned();
+    let result = tokio::time::timeout(limits.timeout, call).await;
+    let stderr = stderr.text();
     let result = match result {
+        Ok(Ok(output)) if output.len() > limits.max_result => Err(CallError::Failed(format!(
+            "returned {} bytes; a handler may return at most {}",
+            output.len(),
+            show_size(limits.max_result as u64)
+        ))),
         Ok(Ok(output)) => Ok(output),
         Ok(Err(e)) => Err(describe_failure(e, &stderr)),
-        Err(_) => Err(CallError::TimedOut(Timeout(timeout).to_string())),
+        Err(_) => Err(CallError::TimedOut(Timeout(limits.timeout).to_string())),
     };
     CallOutcome {
         result,
-        stdout,
+        stdout: stdout.text(),
         stderr,
         duration: start.elapsed(),
     }
@@ -133,35 +163,159 @@ fn describe_failure(e: wasmtime::Error, stderr: &str) -> CallError {
     if let Some(timeout) = e.downcast_ref::<Timeout>() {
         return CallError::TimedOut(timeout.to_string());
     }
-    let cause = match e.downcast_ref::<wasmtime::Trap>() {
-        Some(trap) => trap.to_string(),
-        None => anyhow::Error::from(e)
+    let cause = if let Some(limit) = e.downcast_ref::<MemoryLimit>() {
+        limit.to_string()
+    } else if let Some(Trap::StackOverflow) = e.downcast_ref::<Trap>() {
+        "stack overflow: the guest recursed too deep".to_string()
+    } else if let Some(trap) = e.downcast_ref::<Trap>() {
+        trap.to_string()
+    } else {
+        anyhow::Error::from(e)
             .root_cause()
             .to_string()
             .lines()
             .next()
             .unwrap_or("unknown error")
-            .to_string(),
+            .to_string()
     };
     match last_words(stderr) {
-        Some(words) => CallError::Trapped(format!("{words} ({cause})")),
-        None => CallError::Trapped(cause),
+        Some(words) => CallError::Failed(format!("{words} ({cause})")),
+        None => CallError::Failed(cause),
     }
 }
 
 /// The guest's last meaningful line on stderr: for a Rust panic, its message.
 fn last_words(stderr: &str) -> Option<&str> {
-    stderr
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with("note: run with `RUST_BACKTRACE"))
-        .filter(|l| !(l.starts_with("thread '") && l.contains("panicked at")))
-        .next_back()
+    stderr.lines().map(str::trim).rfind(|l| {
+        !l.is_empty()
+            && !l.starts_with("note: run with `RUST_BACKTRACE")
+            && !(l.starts_with("thread '") && l.contains("panicked at"))
+            && !l.starts_with(TRUNCATED_MARK)
+    })
+}
+
+const TRUNCATED_MARK: &str = "[wasmatic: output truncated";
+
+/// A guest's stdout or stderr: keeps the first `limit` bytes, counts the
+/// rest and accepts all of it, so that a chatty guest is neither stopped nor
+/// able to exhaust the host's memory.
+#[derive(Clone)]
+pub struct CapturedOutput(Arc<Mutex<Captured>>);
+
+struct Captured {
+    kept: Vec<u8>,
+    dropped: u64,
+    limit: usize,
+}
+
+impl CapturedOutput {
+    pub fn new(limit: usize) -> Self {
+        CapturedOutput(Arc::new(Mutex::new(Captured {
+            kept: Vec::new(),
+            dropped: 0,
+            limit,
+        })))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Captured> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn push(&self, bytes: &[u8]) {
+        let mut c = self.lock();
+        let room = c.limit.saturating_sub(c.kept.len());
+        let (keep, drop) = bytes.split_at(room.min(bytes.len()));
+        c.kept.extend_from_slice(keep);
+        c.dropped += drop.len() as u64;
+    }
+
+    /// Adds a line of the host's own (an outbound refusal, say).
+    pub fn write_line(&self, line: &str) {
+        self.push(format!("{line}\n").as_bytes());
+    }
+
+    /// What was kept, with a last line saying how much was not.
+    pub fn text(&self) -> String {
+        let c = self.lock();
+        let mut text = String::from_utf8_lossy(&c.kept).into_owned();
+        if c.dropped > 0 {
+            if !text.ends_with('\n') {
+                text.push('\n');
+            }
+            text.push_str(&format!(
+                "{TRUNCATED_MARK} after {}: {} more bytes dropped]\n",
+                show_size(c.limit as u64),
+                c.dropped
+            ));
+        }
+        text
+    }
+}
+
+impl IsTerminal for CapturedOutput {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl StdoutStream for CapturedOutput {
+    fn p2_stream(&self) -> Box<dyn OutputStream> {
+        Box::new(self.clone())
+    }
+
+    fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
+        Box::new(self.clone())
+    }
+}
+
+impl OutputStream for CapturedOutput {
+    fn write(&mut self, bytes: Bytes) -> StreamResult<()> {
+        self.push(&bytes);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> StreamResult<()> {
+        Ok(())
+    }
+
+    fn check_write(&mut self) -> StreamResult<usize> {
+        Ok(64 * 1024)
+    }
+}
+
+#[wasmtime_wasi::async_trait]
+impl Pollable for CapturedOutput {
+    async fn ready(&mut self) {}
+}
+
+impl tokio::io::AsyncWrite for CapturedOutput {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        self.push(buf);
+        std::task::Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::last_words;
+    use super::*;
 
     #[test]
     fn last_words_of_a_rust_panic() {
@@ -169,5 +323,19 @@ mod tests {
         assert_eq!(last_words(stderr), Some("gecko: request failed"));
         assert_eq!(last_words("one\ntwo\n\n"), Some("two"));
         assert_eq!(last_words(""), None);
+    }
+
+    #[test]
+    fn captured_output_keeps_the_first_bytes_and_says_what_it_dropped() {
+        let out = CapturedOutput::new(8);
+        out.push(b"hello, ");
+        out.push(b"world");
+        assert_eq!(
+            out.text(),
+            "hello, w\n[wasmatic: output truncated after 8 bytes: 4 more bytes dropped]\n"
+        );
+        let quiet = CapturedOutput::new(8);
+        quiet.push(b"hi");
+        assert_eq!(quiet.text(), "hi");
     }
 }

@@ -10,6 +10,7 @@ mod handler;
 mod limits;
 mod node;
 mod operator_host;
+mod outbound;
 mod registry;
 mod scheduler;
 mod serve;
@@ -22,7 +23,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 
-use cli::{Cli, Command, DirMapping, NodeOptions, OPERATOR_ENV, REGISTERED_GUEST_DIR};
+use cli::{Cli, Command, DirMapping, NodeOptions, OPERATOR_ENV, REGISTERED_GUEST_DIR, TOKEN_ENV};
 use node::Node;
 use serve::{Operator, OperatorSetup};
 
@@ -130,22 +131,32 @@ async fn start(mut options: NodeOptions, source: OperatorSource, addr: SocketAdd
     {
         Some(registered) => {
             let state_dir = prepare_state_dir(&options.state_dir, &options.dirs)?;
-            Some(
-                Node::start(
-                    engine.clone(),
-                    registered.host.clone(),
-                    state_dir,
-                    limits.clone(),
-                )
-                .await?,
-            )
+            let policy = outbound::Policy::new(options.allow_outbound.clone());
+            let node = Node::start(
+                engine.clone(),
+                registered.host.clone(),
+                state_dir,
+                limits.clone(),
+                policy,
+            );
+            Some(node.await?)
         }
         None => None,
     };
+    let mut env: Vec<(String, String)> = options.envs.iter().filter_map(|e| e.resolve()).collect();
+    // The operator enforces the node's token (so that a custom operator can
+    // do its own auth); the host only hands it over.
+    if let Ok(token) = std::env::var(TOKEN_ENV) {
+        if !token.is_empty() && !env.iter().any(|(name, _)| name == TOKEN_ENV) {
+            env.push((TOKEN_ENV.to_string(), token));
+        }
+    }
     let setup = OperatorSetup {
         dirs: options.dirs.clone(),
-        env: options.envs.iter().filter_map(|e| e.resolve()).collect(),
+        env,
         request_timeout: limits.request_timeout,
+        memory: limits.operator_memory,
+        max_request_body: limits.max_request_body,
         full_wasi,
     };
     let operator = Operator::new(&engine, &bytes, setup, node)

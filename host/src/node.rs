@@ -10,9 +10,10 @@ use anyhow::Context;
 use sha2::{Digest, Sha256};
 use wasmtime::Engine;
 
-use crate::handler::{self, CallError};
+use crate::handler::{self, CallError, CallLimits};
 use crate::limits::Limits;
-use crate::registry::{HandlerInfo, Registry};
+use crate::outbound::{Policy, Rule};
+use crate::registry::{Handler, HandlerInfo, Registry};
 use crate::scheduler::{self, Job, Scheduler};
 use crate::state::{JobRecord, RunRecord, StateDb, StateError};
 
@@ -27,6 +28,10 @@ pub enum NodeError {
     TooLarge(String),
     #[error("{0}")]
     Failed(String),
+    #[error("{0}")]
+    TimedOut(String),
+    #[error("{0}")]
+    Busy(String),
     #[error("{0}")]
     Internal(String),
 }
@@ -57,6 +62,9 @@ pub struct Node {
     scheduler: Scheduler,
     state: Arc<StateDb>,
     limits: Limits,
+    policy: Arc<Policy>,
+    /// One permit per handler call that may run at once.
+    calls: Arc<tokio::sync::Semaphore>,
 }
 
 impl Node {
@@ -67,6 +75,7 @@ impl Node {
         registered_dir: PathBuf,
         state_dir: PathBuf,
         limits: Limits,
+        policy: Policy,
     ) -> anyhow::Result<Arc<Node>> {
         let cache_dir = state_dir.join("compiled");
         std::fs::create_dir_all(&cache_dir)
@@ -74,12 +83,14 @@ impl Node {
         let db_path = state_dir.join("state.db");
         let state = StateDb::open(&db_path)
             .with_context(|| format!("cannot open {}", db_path.display()))?;
-        let registry = Registry::new(engine, registered_dir, cache_dir)?;
+        let registry = Registry::new(engine, registered_dir, cache_dir, limits.max_handler_size)?;
         let node = Arc::new(Node {
             registry,
             scheduler: Scheduler::new(),
             state: Arc::new(state),
+            calls: Arc::new(tokio::sync::Semaphore::new(limits.max_concurrent_calls)),
             limits,
+            policy: Arc::new(policy),
         });
 
         let names = node
@@ -87,7 +98,8 @@ impl Node {
             .scan()
             .with_context(|| format!("cannot read {}", node.registry.dir().display()))?;
         for name in &names {
-            match node.registry.load(name).await {
+            let allow = node.state.handler_outbound(name)?;
+            match node.install(name, allow).await {
                 Ok(info) => tracing::info!(name, digest = %info.digest, "handler loaded"),
                 Err(e) => tracing::error!(name, "handler not loaded: {e}"),
             }
@@ -112,9 +124,42 @@ impl Node {
         self.registry.check(file).await
     }
 
-    pub async fn load(&self, name: &str) -> Result<HandlerInfo, NodeError> {
-        let info = self.registry.load(name).await?;
+    /// Makes `NAME.wasm` the current version of handler `name`, with its own
+    /// outbound allow list (which replaces any earlier one).
+    pub async fn load(
+        &self,
+        name: &str,
+        allow: Option<Vec<String>>,
+    ) -> Result<HandlerInfo, NodeError> {
+        let info = self.install(name, allow.clone()).await?;
+        let state = self.state.clone();
+        let owned = name.to_string();
+        blocking(move || state.set_handler_outbound(&owned, allow.as_deref())).await??;
         tracing::info!(name, digest = %info.digest, "handler registered");
+        Ok(info)
+    }
+
+    async fn install(
+        &self,
+        name: &str,
+        allow: Option<Vec<String>>,
+    ) -> Result<HandlerInfo, NodeError> {
+        let rules = match &allow {
+            Some(list) => Some(Arc::new(
+                list.iter()
+                    .map(|r| Rule::parse(r))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| NodeError::Invalid(format!("bad outbound rule: {e}")))?,
+            )),
+            None => None,
+        };
+        let (mut info, pre) = self.registry.prepare(name).await?;
+        info.allow_outbound = allow;
+        self.registry.install(Handler {
+            info: info.clone(),
+            pre,
+            rules,
+        });
         Ok(info)
     }
 
@@ -122,7 +167,11 @@ impl Node {
     pub async fn unload(&self, name: &str) -> Result<(), NodeError> {
         let state = self.state.clone();
         let owned = name.to_string();
-        let ids = blocking(move || state.delete_jobs_of(&owned)).await??;
+        let ids = blocking(move || {
+            state.set_handler_outbound(&owned, None)?;
+            state.delete_jobs_of(&owned)
+        })
+        .await??;
         for id in &ids {
             self.scheduler.remove(id);
         }
@@ -153,14 +202,32 @@ impl Node {
             .get(name)
             .ok_or_else(|| NodeError::NotFound(format!("no handler `{name}`")))?;
         let started_at = now_ms();
+        let Ok(permit) = self.calls.clone().try_acquire_owned() else {
+            let busy = format!(
+                "the node is running {} handler calls, its most (--max-concurrent-calls); retry shortly",
+                self.limits.max_concurrent_calls
+            );
+            self.record_failure(name, trigger.as_ref(), &busy).await;
+            return Err(NodeError::Busy(busy));
+        };
+        let limits = CallLimits {
+            timeout: self.limits.call_timeout,
+            memory: self.limits.handler_memory,
+            max_captured_output: self.limits.max_captured_output,
+            max_result: self.limits.max_result,
+            policy: self.policy.clone(),
+            rules: handler.rules.clone(),
+        };
         // The call runs in a task of its own so that its fiber is not nested
         // inside the operator's.
-        let pre = handler.pre.clone();
         let input_owned = input.to_string();
-        let timeout = self.limits.call_timeout;
-        let outcome = tokio::spawn(async move { handler::call(&pre, &input_owned, timeout).await })
-            .await
-            .map_err(|e| NodeError::Internal(format!("handler task failed: {e}")))?;
+        let outcome = tokio::spawn(async move {
+            let outcome = handler::call(&handler.pre, &input_owned, &limits).await;
+            drop(permit);
+            outcome
+        })
+        .await
+        .map_err(|e| NodeError::Internal(format!("handler task failed: {e}")))?;
 
         let (output, error) = match &outcome.result {
             Ok(output) => (Some(output.clone()), None),
@@ -188,8 +255,10 @@ impl Node {
         self.record_run(record).await;
         match outcome.result {
             Ok(output) => Ok(output),
-            Err(CallError::TimedOut(m)) => Err(NodeError::Failed(format!("handler `{name}` {m}"))),
-            Err(CallError::Trapped(m)) => {
+            Err(CallError::TimedOut(m)) => {
+                Err(NodeError::TimedOut(format!("handler `{name}` {m}")))
+            }
+            Err(CallError::Failed(m)) => {
                 Err(NodeError::Failed(format!("handler `{name}` failed: {m}")))
             }
         }
@@ -198,19 +267,33 @@ impl Node {
     /// Records a tick that was skipped because the previous run of its job
     /// was still going.
     pub async fn record_skipped(&self, job: &Job, scheduled_for: u64) {
+        tracing::warn!(job = job.id, name = job.name, "tick skipped");
+        let trigger = Trigger {
+            job_id: job.id.clone(),
+            scheduled_for,
+        };
+        self.record_failure(
+            &job.name,
+            Some(&trigger),
+            "skipped: the previous run of this job was still running",
+        )
+        .await;
+    }
+
+    /// Records a run that never started.
+    async fn record_failure(&self, name: &str, trigger: Option<&Trigger>, error: &str) {
         let record = RunRecord {
-            name: job.name.clone(),
-            job_id: Some(job.id.clone()),
-            scheduled_for: Some(scheduled_for),
+            name: name.to_string(),
+            job_id: trigger.map(|t| t.job_id.clone()),
+            scheduled_for: trigger.map(|t| t.scheduled_for),
             started_at: now_ms(),
             duration_ms: 0,
             ok: false,
             output: None,
-            error: Some("skipped: the previous run of this job was still running".into()),
+            error: Some(error.to_string()),
             stdout: String::new(),
             stderr: String::new(),
         };
-        tracing::warn!(job = job.id, name = job.name, "tick skipped");
         self.record_run(record).await;
     }
 

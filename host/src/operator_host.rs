@@ -5,10 +5,11 @@
 use std::sync::Arc;
 
 use wasmtime::component::{HasSelf, Linker, ResourceTable};
-use wasmtime::{Engine, StoreLimits};
+use wasmtime::Engine;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
+use crate::limits::GuestLimiter;
 use crate::node::{Node, NodeError};
 use crate::registry::HandlerInfo;
 use crate::scheduler::Job;
@@ -30,7 +31,7 @@ pub struct OperatorState {
     pub wasi: WasiCtx,
     pub http: WasiHttpCtx,
     pub table: ResourceTable,
-    pub limits: StoreLimits,
+    pub limiter: GuestLimiter,
     /// `None` when no directory is mapped to the guest path `registered`:
     /// the operator is then a plain proxy and host calls fail.
     pub node: Option<Arc<Node>>,
@@ -86,8 +87,16 @@ impl host::Host for OperatorState {
         Ok(self.node()?.check(&file).await?.into())
     }
 
-    async fn load(&mut self, name: String) -> Result<types::HandlerInfo, types::Error> {
-        Ok(self.node()?.load(&name).await?.into())
+    async fn load(
+        &mut self,
+        name: String,
+        options: types::LoadOptions,
+    ) -> Result<types::HandlerInfo, types::Error> {
+        Ok(self
+            .node()?
+            .load(&name, options.allow_outbound)
+            .await?
+            .into())
     }
 
     async fn unload(&mut self, name: String) -> Result<(), types::Error> {
@@ -151,6 +160,8 @@ impl From<NodeError> for types::Error {
             NodeError::Invalid(m) => types::Error::Invalid(m),
             NodeError::TooLarge(m) => types::Error::TooLarge(m),
             NodeError::Failed(m) => types::Error::Failed(m),
+            NodeError::TimedOut(m) => types::Error::TimedOut(m),
+            NodeError::Busy(m) => types::Error::Busy(m),
             NodeError::Internal(m) => types::Error::Internal(m),
         }
     }
@@ -163,6 +174,7 @@ impl From<HandlerInfo> for types::HandlerInfo {
             digest: h.digest,
             size: h.size,
             loaded_at: h.loaded_at,
+            allow_outbound: h.allow_outbound,
         }
     }
 }

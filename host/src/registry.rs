@@ -18,10 +18,9 @@ use wasmtime::component::{Component, Linker};
 use wasmtime::Engine;
 
 use crate::handler::{self, HandlerPre, HandlerState};
+use crate::limits::show_size;
 use crate::node::NodeError;
-
-/// Largest handler component accepted.
-pub const MAX_HANDLER_SIZE: u64 = 10 * 1024 * 1024;
+use crate::outbound::Rule;
 
 /// Suffix of handler files in the registered directory.
 pub const HANDLER_SUFFIX: &str = ".wasm";
@@ -33,12 +32,15 @@ pub struct HandlerInfo {
     pub digest: String,
     pub size: u64,
     pub loaded_at: u64,
+    /// The handler's own narrowing of the node's outbound policy.
+    pub allow_outbound: Option<Vec<String>>,
 }
 
 /// A handler ready to run.
 pub struct Handler {
     pub info: HandlerInfo,
     pub pre: HandlerPre<HandlerState>,
+    pub rules: Option<Arc<Vec<Rule>>>,
 }
 
 pub struct Registry {
@@ -50,6 +52,7 @@ pub struct Registry {
     cache_dir: PathBuf,
     /// Engine compatibility, part of every cache key.
     engine_hash: String,
+    max_size: u64,
     /// Compiled components by content digest.
     compiled: Mutex<HashMap<String, HandlerPre<HandlerState>>>,
     /// The current version of each handler, by name.
@@ -78,7 +81,12 @@ fn is_plain_file_name(file: &str) -> bool {
 }
 
 impl Registry {
-    pub fn new(engine: Engine, dir: PathBuf, cache_dir: PathBuf) -> anyhow::Result<Self> {
+    pub fn new(
+        engine: Engine,
+        dir: PathBuf,
+        cache_dir: PathBuf,
+        max_size: u64,
+    ) -> anyhow::Result<Self> {
         let linker = handler::linker(&engine)?;
         let mut hasher = DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut hasher);
@@ -89,6 +97,7 @@ impl Registry {
             dir,
             cache_dir,
             engine_hash,
+            max_size,
             compiled: Mutex::new(HashMap::new()),
             current: RwLock::new(HashMap::new()),
         })
@@ -108,21 +117,25 @@ impl Registry {
         Ok(info)
     }
 
-    /// Makes `NAME.wasm` the current version of handler `name`.
-    pub async fn load(&self, name: &str) -> Result<HandlerInfo, NodeError> {
+    /// Validates and compiles `NAME.wasm`, to be made current with
+    /// [`Registry::install`].
+    pub async fn prepare(
+        &self,
+        name: &str,
+    ) -> Result<(HandlerInfo, HandlerPre<HandlerState>), NodeError> {
         if !is_valid_name(name) {
             return Err(NodeError::Invalid(format!(
                 "`{name}` is not a handler name: use 1 to 64 of a-z, 0-9, _ and -, starting with a letter or digit"
             )));
         }
-        let file = format!("{name}{HANDLER_SUFFIX}");
-        let (info, pre) = self.compile_file(name, &file).await?;
-        let handler = Arc::new(Handler {
-            info: info.clone(),
-            pre,
-        });
-        self.write_current().insert(name.to_string(), handler);
-        Ok(info)
+        self.compile_file(name, &format!("{name}{HANDLER_SUFFIX}"))
+            .await
+    }
+
+    /// Makes a prepared handler the current version of its name.
+    pub fn install(&self, handler: Handler) {
+        self.write_current()
+            .insert(handler.info.name.clone(), Arc::new(handler));
     }
 
     /// Forgets handler `name`; returns whether it was loaded.
@@ -177,7 +190,7 @@ impl Registry {
         file: &str,
     ) -> Result<(HandlerInfo, HandlerPre<HandlerState>), NodeError> {
         let path = self.dir.join(file);
-        let bytes = read_limited(&path, file).await?;
+        let bytes = read_limited(&path, file, self.max_size).await?;
         let digest = hex::encode(Sha256::digest(&bytes));
         let size = bytes.len() as u64;
         let pre = self.compile(&digest, bytes).await?;
@@ -186,6 +199,7 @@ impl Registry {
             digest,
             size,
             loaded_at: crate::node::now_ms(),
+            allow_outbound: None,
         };
         Ok((info, pre))
     }
@@ -240,7 +254,7 @@ impl Registry {
     }
 }
 
-async fn read_limited(path: &Path, file: &str) -> Result<Vec<u8>, NodeError> {
+async fn read_limited(path: &Path, file: &str, max_size: u64) -> Result<Vec<u8>, NodeError> {
     let meta = match tokio::fs::metadata(path).await {
         Ok(meta) => meta,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -255,10 +269,11 @@ async fn read_limited(path: &Path, file: &str) -> Result<Vec<u8>, NodeError> {
             "`{file}` is not a regular file"
         )));
     }
-    if meta.len() > MAX_HANDLER_SIZE {
+    if meta.len() > max_size {
         return Err(NodeError::TooLarge(format!(
-            "`{file}` has {} bytes; a handler may have at most {MAX_HANDLER_SIZE}",
-            meta.len()
+            "`{file}` has {} bytes; a handler may have at most {}",
+            meta.len(),
+            show_size(max_size)
         )));
     }
     tokio::fs::read(path)

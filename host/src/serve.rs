@@ -10,23 +10,24 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use wasmtime::component::{Component, ResourceTable};
-use wasmtime::{Engine, Store, StoreLimits};
+use wasmtime::{Engine, Store};
 use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 use wasmtime_wasi_http::io::TokioIo;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
-use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpView};
+use wasmtime_wasi_http::{Error as HttpError, WasiHttpCtx, WasiHttpView};
 
 use crate::cli::DirMapping;
 use crate::engine::{self, WasmContext};
+use crate::limits::{show_size, GuestLimiter};
 use crate::node::Node;
 use crate::operator_host::{self, OperatorState};
 
@@ -38,6 +39,10 @@ pub struct OperatorSetup {
     pub dirs: Vec<DirMapping>,
     pub env: Vec<(String, String)>,
     pub request_timeout: Duration,
+    /// Linear memory one operator instance may use.
+    pub memory: usize,
+    /// Largest request body passed to the operator.
+    pub max_request_body: u64,
     pub full_wasi: bool,
 }
 
@@ -106,17 +111,37 @@ impl Operator {
                 wasi: wasi.build(),
                 http: WasiHttpCtx::new(),
                 table: ResourceTable::new(),
-                limits: StoreLimits::default(),
+                limiter: GuestLimiter::new(self.setup.memory),
                 node: self.node.clone(),
             },
         );
-        store.limiter(|s| &mut s.limits);
+        store.limiter(|s| &mut s.limiter);
         engine::set_deadline(&mut store, self.setup.request_timeout);
         Ok(store)
     }
 
     /// Answers one request with a fresh instance of the operator.
     async fn handle(&self, req: Request<Incoming>) -> Result<Response<HyperOutgoingBody>> {
+        let max = self.setup.max_request_body;
+        let declared = req
+            .headers()
+            .get(hyper::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|len| len > max) {
+            return Ok(error_response(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &format!("the request body is larger than {}", show_size(max)),
+            ));
+        }
+        // A body without a declared length is cut off at the limit: the
+        // operator's read then fails with `HTTP-request-body-size`.
+        let req = req.map(|body| {
+            Limited::new(body, max as usize).map_err(move |e| match e.downcast::<hyper::Error>() {
+                Ok(e) => HttpError::Hyper(*e),
+                Err(_) => HttpError::HttpRequestBodySize(Some(max)),
+            })
+        });
         let mut store = self.new_store()?;
         let (sender, receiver) = tokio::sync::oneshot::channel();
         let req = store

@@ -74,6 +74,10 @@ impl StateDb {
                  stdout TEXT NOT NULL,
                  stderr TEXT NOT NULL
              );
+             CREATE TABLE IF NOT EXISTS handler_outbound (
+                 name TEXT PRIMARY KEY,
+                 rules TEXT NOT NULL
+             );
              CREATE INDEX IF NOT EXISTS runs_by_name ON runs (name, id);
              CREATE INDEX IF NOT EXISTS runs_by_job ON runs (job_id, id);",
         )?;
@@ -141,6 +145,36 @@ impl StateDb {
             .query_row("SELECT 1 FROM jobs WHERE id = ?1", [id], |_| Ok(()))
             .optional()?
             .is_some())
+    }
+
+    /// Sets (or, with `None`, clears) a handler's own outbound allow list.
+    pub fn set_handler_outbound(
+        &self,
+        name: &str,
+        rules: Option<&[String]>,
+    ) -> Result<(), StateError> {
+        let conn = self.conn();
+        match rules {
+            Some(rules) => conn.execute(
+                "INSERT INTO handler_outbound (name, rules) VALUES (?1, ?2)
+                 ON CONFLICT (name) DO UPDATE SET rules = excluded.rules",
+                params![name, rules.join("\n")],
+            )?,
+            None => conn.execute("DELETE FROM handler_outbound WHERE name = ?1", [name])?,
+        };
+        Ok(())
+    }
+
+    pub fn handler_outbound(&self, name: &str) -> Result<Option<Vec<String>>, StateError> {
+        let rules: Option<String> = self
+            .conn()
+            .query_row(
+                "SELECT rules FROM handler_outbound WHERE name = ?1",
+                [name],
+                |row| row.get(0),
+            )
+            .optional()?;
+        Ok(rules.map(|r| r.lines().map(str::to_string).collect()))
     }
 
     /// Records a run and drops the handler's oldest runs beyond what is kept.
@@ -252,6 +286,12 @@ mod tests {
         assert_eq!(db.delete_jobs_of("echo").unwrap(), vec!["j1".to_string()]);
         assert!(!db.job_exists("j1").unwrap());
         assert!(!db.delete_job("j1").unwrap());
+
+        let rules = vec!["*.example.com".to_string(), "127.0.0.1:80".to_string()];
+        db.set_handler_outbound("echo", Some(&rules)).unwrap();
+        assert_eq!(db.handler_outbound("echo").unwrap(), Some(rules));
+        db.set_handler_outbound("echo", None).unwrap();
+        assert_eq!(db.handler_outbound("echo").unwrap(), None);
     }
 
     #[test]

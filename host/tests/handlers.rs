@@ -11,8 +11,9 @@ use support::{component_bytes, sha256_hex, tree, wait_for, FakeApi, Node, NodeBu
 
 const PRICE: &str = r#"{"bitcoin":{"usd":12345.67}}"#;
 
+/// A node whose handlers may call the tests' local servers.
 fn start_node(dir: &Path) -> Node {
-    NodeBuilder::new(dir, &["up"])
+    NodeBuilder::new(dir, &["up", "--allow-outbound", "127.0.0.1"])
         .env("WASMATIC_PORT", "0")
         .start()
 }

@@ -2,18 +2,18 @@
 //! read (up to a limit), and a response written in one go.
 
 use crate::wasi::http::types::{
-    Fields, IncomingRequest, Method, OutgoingBody, OutgoingResponse, ResponseOutparam,
+    http_error_code, ErrorCode, Fields, IncomingRequest, Method, OutgoingBody, OutgoingResponse,
+    ResponseOutparam,
 };
 use crate::wasi::io::streams::StreamError;
-
-/// Largest request body accepted.
-pub const MAX_BODY: usize = 12 * 1024 * 1024;
 
 pub struct Request {
     pub method: Method,
     /// The path, percent-encoded as received, without the query.
     pub path: String,
     pub query: String,
+    /// The `authorization` header, if any.
+    pub authorization: Option<Vec<u8>>,
     /// The body, or why it could not be read.
     pub body: Result<Vec<u8>, Response>,
 }
@@ -25,11 +25,13 @@ impl Request {
             Some((path, query)) => (path.to_string(), query.to_string()),
             None => (path_with_query, String::new()),
         };
+        let authorization = request.headers().get("authorization").into_iter().next();
         let body = read_body(&request);
         Request {
             method: request.method(),
             path,
             query,
+            authorization,
             body,
         }
     }
@@ -43,18 +45,9 @@ impl Request {
     }
 }
 
+/// Reads the whole body. The host bounds its size: past the node's limit
+/// the read fails with `HTTP-request-body-size`, answered with 413.
 fn read_body(request: &IncomingRequest) -> Result<Vec<u8>, Response> {
-    let too_large = || {
-        Response::error(
-            413,
-            &format!("the request body is larger than {MAX_BODY} bytes"),
-        )
-    };
-    if let Some(length) = request_content_length(request) {
-        if length > MAX_BODY as u64 {
-            return Err(too_large());
-        }
-    }
     let body = request
         .consume()
         .map_err(|()| Response::error(500, "the request body was already taken"))?;
@@ -64,29 +57,27 @@ fn read_body(request: &IncomingRequest) -> Result<Vec<u8>, Response> {
     let mut bytes = Vec::new();
     loop {
         match stream.blocking_read(64 * 1024) {
-            Ok(chunk) => {
-                if bytes.len() + chunk.len() > MAX_BODY {
-                    return Err(too_large());
-                }
-                bytes.extend_from_slice(&chunk);
-            }
+            Ok(chunk) => bytes.extend_from_slice(&chunk),
             Err(StreamError::Closed) => break,
             Err(StreamError::LastOperationFailed(e)) => {
-                return Err(Response::error(
-                    400,
-                    &format!("cannot read the request body: {}", e.to_debug_string()),
-                ))
+                return Err(match http_error_code(&e) {
+                    Some(ErrorCode::HttpRequestBodySize(limit)) => Response::error(
+                        413,
+                        &format!(
+                            "the request body is larger than the node accepts ({} bytes)",
+                            limit.unwrap_or_default()
+                        ),
+                    ),
+                    _ => Response::error(
+                        400,
+                        &format!("cannot read the request body: {}", e.to_debug_string()),
+                    ),
+                })
             }
         }
     }
     drop(stream);
     Ok(bytes)
-}
-
-fn request_content_length(request: &IncomingRequest) -> Option<u64> {
-    let values = request.headers().get("content-length");
-    let value = values.first()?;
-    std::str::from_utf8(value).ok()?.trim().parse().ok()
 }
 
 /// Decodes `%XX` escapes and `+`; fails on a malformed escape or bytes that

@@ -11,13 +11,16 @@
 //! | `POST /sched`, `GET /sched`        | adds / lists schedules                    |
 //! | `DELETE /sched/ID`                 | removes a schedule                        |
 //! | `GET /sched/ID/runs?limit=N`       | the schedule's newest runs                |
+//!
+//! When the node runner sets `WASMATIC_TOKEN`, every route that changes the
+//! node (POST, PUT, DELETE but `/run`) needs `Authorization: Bearer TOKEN`.
 
 use serde::Deserialize;
 
 use crate::http::{percent_decode, Request, Response};
 use crate::wasi::http::types::Method;
 use crate::wasmatic::operator::host;
-use crate::wasmatic::operator::types::Error;
+use crate::wasmatic::operator::types::{Error, LoadOptions};
 
 /// Guest path of the preopened directory that holds handler files.
 const REGISTERED: &str = "registered";
@@ -27,6 +30,11 @@ const MAX_RUNS: u32 = 1000;
 
 pub fn route(req: Request) -> Response {
     let segments: Vec<&str> = req.path.trim_matches('/').split('/').collect();
+    if is_mutating(&req.method) {
+        if let Err(denied) = authorize(&req) {
+            return denied;
+        }
+    }
     let result = match (&req.method, segments.as_slice()) {
         (Method::Get, ["health"]) => Ok(Response::json(200, &serde_json::json!({ "ok": true }))),
         (Method::Post, ["register"]) => register(&req),
@@ -53,6 +61,50 @@ pub fn route(req: Request) -> Response {
         )),
     };
     result.unwrap_or_else(|response| response)
+}
+
+/// Registering, scheduling and deleting change the node; with a token set
+/// they need it.
+fn is_mutating(method: &Method) -> bool {
+    matches!(
+        method,
+        Method::Post | Method::Put | Method::Delete | Method::Patch
+    )
+}
+
+/// Environment variable with the node's token, handed over by the host.
+const TOKEN_ENV: &str = "WASMATIC_TOKEN";
+
+/// Checks `Authorization: Bearer TOKEN` when the node has a token. `/run`
+/// stays open: running a handler changes nothing but its run history.
+fn authorize(req: &Request) -> Result<(), Response> {
+    let Ok(token) = std::env::var(TOKEN_ENV) else {
+        return Ok(());
+    };
+    if token.is_empty() || req.path.starts_with("/run/") {
+        return Ok(());
+    }
+    let expected = format!("Bearer {token}");
+    let given = req.authorization.as_deref().unwrap_or_default();
+    if constant_time_eq(given, expected.as_bytes()) {
+        Ok(())
+    } else {
+        let message = if given.is_empty() {
+            "this route needs `Authorization: Bearer <token>`"
+        } else {
+            "the bearer token is wrong"
+        };
+        Err(Response::error(401, message).with_header("www-authenticate", "Bearer".into()))
+    }
+}
+
+/// Compares without stopping at the first difference, so that timing does
+/// not reveal how much of a guess was right.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 fn is_known_path(path: &[&str]) -> bool {
@@ -117,6 +169,7 @@ fn host_error(e: Error) -> Response {
         Error::Invalid(m) => Response::error(400, &m),
         Error::TooLarge(m) => Response::error(413, &m),
         Error::Failed(m) => Response::error(500, &m),
+        Error::TimedOut(m) => Response::error(504, &m),
         Error::Busy(m) => Response::error(503, &m).with_header("retry-after", "1".into()),
         Error::Internal(m) => Response::error(500, &m),
     }
@@ -143,6 +196,18 @@ fn register(req: &Request) -> Result<Response, Response> {
         .query_param("name")
         .ok_or_else(|| Response::error(400, "missing query parameter `name`"))??;
     let name = handler_name(&raw)?;
+    // `allow=api.example.com,*.example.org` narrows where it may call out.
+    let allow_outbound = match req.query_param("allow") {
+        None => None,
+        Some(list) => Some(
+            list?
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect::<Vec<_>>(),
+        ),
+    };
     let bytes = body(req)?;
     if bytes.is_empty() {
         return Err(Response::error(
@@ -167,7 +232,7 @@ fn register(req: &Request) -> Result<Response, Response> {
             &format!("cannot move the upload into place: {e}"),
         ));
     }
-    let info = host::load(&name).map_err(host_error)?;
+    let info = host::load(&name, &LoadOptions { allow_outbound }).map_err(host_error)?;
     Ok(Response::json(201, &info))
 }
 

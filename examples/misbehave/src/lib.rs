@@ -1,0 +1,80 @@
+//! A handler that misbehaves on request, so that the node's tests can show
+//! that no handler takes the node down. Its input picks the fault:
+//!
+//! | input       | what it does                                    |
+//! |-------------|-------------------------------------------------|
+//! | `trap`      | executes `unreachable`                          |
+//! | `loop`      | spins forever                                   |
+//! | `grow`      | allocates memory without end                    |
+//! | `recurse`   | recurses without end                            |
+//! | `print`     | writes 4 MiB to stdout and to stderr, returns   |
+//! | `sleep`     | sleeps for a minute                             |
+//! | `big`       | returns 2 MiB                                   |
+//! | `env`       | returns every environment variable it sees      |
+//! | `files`     | lists what it can see of a filesystem           |
+//! | anything else | returns `ok: INPUT`                           |
+
+wit_bindgen::generate!({
+    path: "../../wit/handler",
+    world: "wasmatic:handler/handler",
+    generate_all,
+});
+
+use std::hint::black_box;
+
+struct Misbehave;
+
+impl Guest for Misbehave {
+    fn handler(input: String) -> String {
+        match input.as_str() {
+            "trap" => core::arch::wasm32::unreachable(),
+            "loop" => {
+                let mut n = 0u64;
+                loop {
+                    n = black_box(n.wrapping_add(1));
+                }
+            }
+            "grow" => {
+                let mut hoard: Vec<Vec<u8>> = Vec::new();
+                loop {
+                    hoard.push(black_box(vec![1u8; 1 << 20]));
+                }
+            }
+            "recurse" => format!("{}", recurse(black_box(1))),
+            "print" => {
+                let line = "x".repeat(1023) + "\n";
+                for _ in 0..4096 {
+                    print!("{line}");
+                    eprint!("{line}");
+                }
+                "printed".into()
+            }
+            "sleep" => {
+                std::thread::sleep(std::time::Duration::from_secs(60));
+                "woke".into()
+            }
+            "big" => "y".repeat(2 << 20),
+            "env" => std::env::vars()
+                .map(|(k, v)| format!("{k}={v}\n"))
+                .collect(),
+            "files" => ["/", ".", "registered", "/etc"]
+                .iter()
+                .map(|path| format!("{path}: {}\n", std::fs::read_dir(path).is_ok()))
+                .collect(),
+            other => format!("ok: {other}"),
+        }
+    }
+}
+
+fn recurse(n: u64) -> u64 {
+    // Never true; it only tells the compiler that recursion can end. The
+    // array keeps each frame large and the addition keeps the call from
+    // becoming a loop.
+    if n == u64::MAX {
+        return 0;
+    }
+    let frame = black_box([n; 64]);
+    recurse(black_box(n + 1)) + frame[(n % 64) as usize]
+}
+
+export!(Misbehave);
