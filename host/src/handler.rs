@@ -186,12 +186,13 @@ fn describe_failure(e: wasmtime::Error, stderr: &str) -> CallError {
 
 /// The guest's last meaningful line on stderr: for a Rust panic, its message.
 fn last_words(stderr: &str) -> Option<&str> {
-    stderr.lines().map(str::trim).rfind(|l| {
-        !l.is_empty()
-            && !l.starts_with("note: run with `RUST_BACKTRACE")
-            && !(l.starts_with("thread '") && l.contains("panicked at"))
-            && !l.starts_with(TRUNCATED_MARK)
-    })
+    let noise = |l: &str| {
+        l.is_empty()
+            || l.starts_with("note: run with `RUST_BACKTRACE")
+            || (l.starts_with("thread '") && l.contains("panicked at"))
+            || l.starts_with(TRUNCATED_MARK)
+    };
+    stderr.lines().map(str::trim).rfind(|l| !noise(l))
 }
 
 const TRUNCATED_MARK: &str = "[wasmatic: output truncated";
