@@ -60,19 +60,18 @@ fn read_body(request: &IncomingRequest) -> Result<Vec<u8>, Response> {
             Ok(chunk) => bytes.extend_from_slice(&chunk),
             Err(StreamError::Closed) => break,
             Err(StreamError::LastOperationFailed(e)) => {
-                return Err(match http_error_code(&e) {
-                    Some(ErrorCode::HttpRequestBodySize(limit)) => Response::error(
+                let reason = e.to_debug_string();
+                let too_large =
+                    matches!(http_error_code(&e), Some(ErrorCode::HttpRequestBodySize(_)))
+                        || reason.contains("body size exceeds limit");
+                return Err(if too_large {
+                    Response::error(
                         413,
-                        &format!(
-                            "the request body is larger than the node accepts ({} bytes)",
-                            limit.unwrap_or_default()
-                        ),
-                    ),
-                    _ => Response::error(
-                        400,
-                        &format!("cannot read the request body: {}", e.to_debug_string()),
-                    ),
-                })
+                        &format!("the request body is larger than the node accepts: {reason}"),
+                    )
+                } else {
+                    Response::error(400, &format!("cannot read the request body: {reason}"))
+                });
             }
         }
     }

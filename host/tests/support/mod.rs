@@ -272,9 +272,20 @@ pub fn request(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> Response {
-    let mut stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT).expect("connect");
-    stream.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
-    stream.set_write_timeout(Some(IO_TIMEOUT)).expect("timeout");
+    try_request(addr, method, path, headers, body).expect("HTTP exchange")
+}
+
+/// One HTTP/1.1 exchange, or the I/O error that stopped it (the node died).
+pub fn try_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<Response> {
+    let mut stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT)?;
+    stream.set_read_timeout(Some(IO_TIMEOUT))?;
+    stream.set_write_timeout(Some(IO_TIMEOUT))?;
     let mut head = format!(
         "{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\ncontent-length: {}\r\n",
         body.len()
@@ -283,16 +294,24 @@ pub fn request(
         head.push_str(&format!("{name}: {value}\r\n"));
     }
     head.push_str("\r\n");
-    stream.write_all(head.as_bytes()).expect("write head");
+    stream.write_all(head.as_bytes())?;
     // The server may answer (413, say) before reading the whole body.
     let _ = stream.write_all(body);
     let mut raw = Vec::new();
-    // A server that answers early (413) may reset the connection after its
+    // A server that answers early may reset the connection after its
     // answer; what arrived before the reset is the response.
     if let Err(e) = stream.read_to_end(&mut raw) {
-        assert!(!raw.is_empty(), "read response: {e}");
+        if raw.is_empty() {
+            return Err(e);
+        }
     }
-    parse_response(&raw)
+    if !raw.windows(4).any(|w| w == b"\r\n\r\n") {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "no response",
+        ));
+    }
+    Ok(parse_response(&raw))
 }
 
 fn parse_response(raw: &[u8]) -> Response {
@@ -438,4 +457,64 @@ pub fn tree(root: &Path, skip: &[&str]) -> Vec<String> {
     });
     out.sort();
     out
+}
+
+/// A request whose body is sent chunked, without a declared length.
+pub fn request_chunked(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> Response {
+    let mut stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT).expect("connect");
+    stream.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
+    stream.set_write_timeout(Some(IO_TIMEOUT)).expect("timeout");
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\ntransfer-encoding: chunked\r\n\r\n"
+    );
+    let mut sent = stream.write_all(head.as_bytes());
+    for chunk in body.chunks(64 * 1024) {
+        if sent.is_err() {
+            break; // answered early; the rest is not wanted
+        }
+        sent = stream
+            .write_all(format!("{:x}\r\n", chunk.len()).as_bytes())
+            .and_then(|()| stream.write_all(chunk))
+            .and_then(|()| stream.write_all(b"\r\n"));
+    }
+    let _ = stream.write_all(b"0\r\n\r\n");
+    let mut raw = Vec::new();
+    if let Err(e) = stream.read_to_end(&mut raw) {
+        assert!(!raw.is_empty(), "read response: {e}");
+    }
+    parse_response(&raw)
+}
+
+/// Keeps calling `POST /run/echo` until stopped; counts the answers that
+/// were right and those that were not.
+pub struct Heartbeat {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<(usize, Vec<String>)>,
+}
+
+impl Heartbeat {
+    pub fn start(addr: SocketAddr) -> Heartbeat {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let (mut ok, mut bad) = (0, Vec::new());
+            while !flag.load(std::sync::atomic::Ordering::SeqCst) {
+                let r = request(addr, "POST", "/run/echo", &[], b"alive");
+                if r.status == 200 && r.body == b"alive" {
+                    ok += 1;
+                } else {
+                    bad.push(format!("{} {}", r.status, r.text()));
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            (ok, bad)
+        });
+        Heartbeat { stop, thread }
+    }
+
+    /// Stops; returns how many calls succeeded, and the failures.
+    pub fn stop(self) -> (usize, Vec<String>) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.thread.join().expect("heartbeat thread")
+    }
 }
