@@ -164,7 +164,7 @@ impl Operator {
             };
             match tokio::time::timeout(timeout, call).await {
                 Ok(result) => result.map_err(anyhow::Error::from),
-                Err(_) => Err(anyhow::anyhow!("{}", engine::Timeout(timeout))),
+                Err(_) => Err(anyhow::Error::new(engine::Timeout(timeout))),
             }
         });
 
@@ -259,7 +259,13 @@ async fn respond(
         Ok(response) => response,
         Err(e) => {
             tracing::error!(id, %method, %uri, "{e:#}");
-            error_response(StatusCode::INTERNAL_SERVER_ERROR, &format!("{e:#}"))
+            let timed_out = e.chain().any(|cause| cause.is::<engine::Timeout>());
+            let status = if timed_out {
+                StatusCode::GATEWAY_TIMEOUT
+            } else {
+                StatusCode::INTERNAL_SERVER_ERROR
+            };
+            error_response(status, &format!("{e:#}"))
         }
     };
     tracing::info!(

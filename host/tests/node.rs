@@ -232,6 +232,27 @@ fn sigterm_and_ctrl_c_let_in_flight_requests_finish() {
 }
 
 #[test]
+fn an_operator_past_its_time_limit_gets_504_and_the_node_keeps_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let operator = component("custom_operator.wasm");
+    let node = NodeBuilder::new(
+        dir.path(),
+        &[
+            "wasm",
+            "--request-timeout",
+            "500ms",
+            "--addr",
+            "127.0.0.1:0",
+            operator.to_str().unwrap(),
+        ],
+    )
+    .start();
+    let message = node.get("/sleep/3000").error(504);
+    assert!(message.contains("timed out after 500ms"), "{message}");
+    assert_eq!(node.get("/sleep/10").status, 200);
+}
+
+#[test]
 fn embedded_operator_is_current() {
     let built = component_bytes("wasmatic_operator.wasm");
     let embedded =
