@@ -144,6 +144,15 @@ pub struct NodeOptions {
     #[arg(long = "allow-outbound", value_name = "HOST[:PORT]", value_parser = Rule::parse)]
     pub allow_outbound: Vec<Rule>,
 
+    /// Requests one operator instance may answer (as `wasmtime serve`);
+    /// 1, the default, gives every request a fresh instance.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub max_instance_reuse_count: usize,
+
+    /// How long an idle operator instance is kept for reuse.
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
+    pub idle_instance_timeout: Duration,
+
     #[command(flatten)]
     pub wasmtime: CommonOptions,
 }

@@ -103,10 +103,17 @@ pub enum CallError {
 }
 
 /// Instantiates the handler in a fresh store and calls `handler(input)`.
-pub async fn call(pre: &HandlerPre<HandlerState>, input: &str, limits: &CallLimits) -> CallOutcome {
+/// `env` is all the environment it sees (for a scheduled run, its tick).
+pub async fn call(
+    pre: &HandlerPre<HandlerState>,
+    input: &str,
+    env: &[(&str, String)],
+    limits: &CallLimits,
+) -> CallOutcome {
     let stdout = CapturedOutput::new(limits.max_captured_output);
     let stderr = CapturedOutput::new(limits.max_captured_output);
     let wasi = WasiCtxBuilder::new()
+        .envs(env)
         .stdout(stdout.clone())
         .stderr(stderr.clone())
         .allow_tcp(false)

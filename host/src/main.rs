@@ -158,6 +158,10 @@ async fn start(mut options: NodeOptions, source: OperatorSource, addr: SocketAdd
         memory: limits.operator_memory,
         max_request_body: limits.max_request_body,
         full_wasi,
+        reuse: serve::Reuse {
+            max_uses: options.max_instance_reuse_count.max(1),
+            idle_timeout: options.idle_instance_timeout,
+        },
     };
     let operator = Operator::new(&engine, &bytes, setup, node)
         .with_context(|| format!("cannot run {name}"))?;

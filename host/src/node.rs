@@ -221,8 +221,16 @@ impl Node {
         // The call runs in a task of its own so that its fiber is not nested
         // inside the operator's.
         let input_owned = input.to_string();
+        // A scheduled run learns which tick it is for.
+        let env: Vec<(&str, String)> = match &trigger {
+            Some(t) => vec![
+                ("WASMATIC_JOB_ID", t.job_id.clone()),
+                ("WASMATIC_SCHEDULED_FOR", t.scheduled_for.to_string()),
+            ],
+            None => Vec::new(),
+        };
         let outcome = tokio::spawn(async move {
-            let outcome = handler::call(&handler.pre, &input_owned, &limits).await;
+            let outcome = handler::call(&handler.pre, &input_owned, &env, &limits).await;
             drop(permit);
             outcome
         })

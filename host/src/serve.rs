@@ -1,11 +1,12 @@
 //! Serving HTTP by running the operator: a fresh instance of the
-//! pre-instantiated operator component for every request.
+//! pre-instantiated operator component for every request, or, when asked
+//! (`--max-instance-reuse-count`), an instance that answered before.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
@@ -21,7 +22,7 @@ use wasmtime::{Engine, Store};
 use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 use wasmtime_wasi_http::io::TokioIo;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
-use wasmtime_wasi_http::p2::bindings::ProxyPre;
+use wasmtime_wasi_http::p2::bindings::{Proxy, ProxyPre};
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use wasmtime_wasi_http::{Error as HttpError, WasiHttpCtx, WasiHttpView};
 
@@ -34,6 +35,51 @@ use crate::operator_host::{self, OperatorState};
 /// How long in-flight requests may take to finish once shutdown begins.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
+/// When an operator instance may answer more than one request, as with
+/// `wasmtime serve --max-instance-reuse-count`.
+#[derive(Clone, Copy, Debug)]
+pub struct Reuse {
+    /// Requests one instance answers at most; 1 means a fresh instance each.
+    pub max_uses: usize,
+    /// How long an idle instance is kept for the next request.
+    pub idle_timeout: Duration,
+}
+
+/// An operator instance that answered cleanly and may answer again.
+struct Warm {
+    store: Store<OperatorState>,
+    proxy: Proxy,
+    uses: usize,
+    idle_since: Instant,
+}
+
+/// Idle instances, newest last.
+struct WarmPool {
+    reuse: Reuse,
+    idle: Mutex<Vec<Warm>>,
+}
+
+impl WarmPool {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Warm>> {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn take(&self) -> Option<Warm> {
+        if self.reuse.max_uses <= 1 {
+            return None;
+        }
+        let mut idle = self.lock();
+        idle.retain(|w| w.idle_since.elapsed() < self.reuse.idle_timeout);
+        idle.pop()
+    }
+
+    fn give_back(&self, warm: Warm) {
+        if warm.uses < self.reuse.max_uses {
+            self.lock().push(warm);
+        }
+    }
+}
+
 /// What every operator instance is given.
 pub struct OperatorSetup {
     pub dirs: Vec<DirMapping>,
@@ -44,6 +90,7 @@ pub struct OperatorSetup {
     /// Largest request body passed to the operator.
     pub max_request_body: u64,
     pub full_wasi: bool,
+    pub reuse: Reuse,
 }
 
 /// The operator, compiled and pre-instantiated once, and what each of its
@@ -53,6 +100,7 @@ pub struct Operator {
     setup: OperatorSetup,
     node: Option<Arc<Node>>,
     next_request: AtomicU64,
+    warm: Arc<WarmPool>,
 }
 
 impl Operator {
@@ -90,14 +138,21 @@ impl Operator {
         let pre = ProxyPre::new(pre).wasm_context(
             "the operator is not a wasi:http/proxy component (it must export wasi:http/incoming-handler@0.2.x)",
         )?;
+        let warm = Arc::new(WarmPool {
+            reuse: setup.reuse,
+            idle: Mutex::new(Vec::new()),
+        });
         Ok(Operator {
             pre,
             setup,
             node,
             next_request: AtomicU64::new(0),
+            warm,
         })
     }
 
+    /// A store with everything the operator is granted; its deadline is set
+    /// per request.
     fn new_store(&self) -> Result<Store<OperatorState>> {
         let mut wasi = WasiCtxBuilder::new();
         wasi.inherit_stdout().inherit_stderr().envs(&self.setup.env);
@@ -116,7 +171,6 @@ impl Operator {
             },
         );
         store.limiter(|s| &mut s.limiter);
-        engine::set_deadline(&mut store, self.setup.request_timeout);
         Ok(store)
     }
 
@@ -142,7 +196,12 @@ impl Operator {
                 Err(_) => HttpError::HttpRequestBodySize(Some(max)),
             })
         });
-        let mut store = self.new_store()?;
+        let timeout = self.setup.request_timeout;
+        let (mut store, warm) = match self.warm.take() {
+            Some(warm) => (warm.store, Some((warm.proxy, warm.uses))),
+            None => (self.new_store()?, None),
+        };
+        engine::set_deadline(&mut store, timeout);
         let (sender, receiver) = tokio::sync::oneshot::channel();
         let req = store
             .data_mut()
@@ -150,20 +209,34 @@ impl Operator {
             .new_incoming_request(Scheme::Http, req)?;
         let out = store.data_mut().http().new_response_outparam(sender)?;
         let pre = self.pre.clone();
-        let timeout = self.setup.request_timeout;
+        let pool = self.warm.clone();
 
         // The guest runs in its own task: it may go on streaming the body
         // after it has handed over the response head.
         let task = tokio::spawn(async move {
             let call = async {
-                let proxy = pre.instantiate_async(&mut store).await?;
+                let (proxy, uses) = match warm {
+                    Some(warm) => warm,
+                    None => (pre.instantiate_async(&mut store).await?, 0),
+                };
                 proxy
                     .wasi_http_incoming_handler()
                     .call_handle(&mut store, req, out)
-                    .await
+                    .await?;
+                Ok::<_, wasmtime::Error>((proxy, uses + 1))
             };
             match tokio::time::timeout(timeout, call).await {
-                Ok(result) => result.map_err(anyhow::Error::from),
+                Ok(Ok((proxy, uses))) => {
+                    // Only an instance that answered cleanly is used again.
+                    pool.give_back(Warm {
+                        store,
+                        proxy,
+                        uses,
+                        idle_since: Instant::now(),
+                    });
+                    Ok(())
+                }
+                Ok(Err(e)) => Err(anyhow::Error::from(e)),
                 Err(_) => Err(anyhow::Error::new(engine::Timeout(timeout))),
             }
         });

@@ -152,6 +152,31 @@ fn now_ms() -> u64 {
 }
 
 #[test]
+fn a_scheduled_run_is_told_its_tick() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start_node(dir.path());
+    register(&node, "misbehave", &component_bytes("misbehave.wasm"));
+    let job = schedule(
+        &node,
+        json!({ "name": "misbehave", "cron": "* * * * * *", "input": "env" }),
+    );
+    let id = job["id"].as_str().unwrap().to_string();
+    let run = wait_for(Duration::from_secs(10), "a scheduled run", || {
+        runs(&node, &format!("/sched/{id}/runs")).into_iter().next()
+    });
+    let output = run["output"].as_str().unwrap();
+    assert!(
+        output.contains(&format!("WASMATIC_JOB_ID={id}\n")),
+        "{output}"
+    );
+    let tick = run["scheduled_for"].as_u64().unwrap();
+    assert!(
+        output.contains(&format!("WASMATIC_SCHEDULED_FOR={tick}\n")),
+        "{output}"
+    );
+}
+
+#[test]
 fn five_field_cron_lines_are_accepted() {
     let dir = tempfile::tempdir().unwrap();
     let node = start_node(dir.path());

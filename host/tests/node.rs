@@ -253,6 +253,93 @@ fn an_operator_past_its_time_limit_gets_504_and_the_node_keeps_serving() {
 }
 
 #[test]
+fn instances_are_reused_only_when_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let operator = component("custom_operator.wasm");
+    let counts = |flags: &[&str], pause: Duration| {
+        let mut args = vec!["wasm", "--addr", "127.0.0.1:0"];
+        args.extend_from_slice(flags);
+        args.push(operator.to_str().unwrap());
+        let node = NodeBuilder::new(dir.path(), &args).start();
+        (0..7)
+            .map(|_| {
+                std::thread::sleep(pause);
+                node.get("/count").text()
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        counts(&[], Duration::ZERO),
+        vec!["1"; 7],
+        "a fresh instance per request by default"
+    );
+    assert_eq!(
+        counts(&["--max-instance-reuse-count", "3"], Duration::ZERO),
+        vec!["1", "2", "3", "1", "2", "3", "1"],
+        "an instance answers at most 3 requests"
+    );
+    let idle = counts(
+        &[
+            "--max-instance-reuse-count",
+            "100",
+            "--idle-instance-timeout",
+            "50ms",
+        ],
+        Duration::from_millis(120),
+    );
+    assert_eq!(idle, vec!["1"; 7], "idle instances expire");
+}
+
+#[test]
+fn the_default_operator_answers_the_same_with_instance_reuse() {
+    let echo = component_bytes("echo.wasm");
+    let script = |flags: &[&str]| {
+        let dir = tempfile::tempdir().unwrap();
+        let mut args = vec!["up"];
+        args.extend_from_slice(flags);
+        let node = NodeBuilder::new(dir.path(), &args)
+            .env("WASMATIC_PORT", "0")
+            .start();
+        let requests: Vec<(&str, &str, &[u8])> = vec![
+            ("GET", "/health", b""),
+            ("POST", "/register?name=echo", &echo),
+            ("POST", "/register?name=Bad", b"x"),
+            ("POST", "/register?name=junk", b"not wasm"),
+            ("POST", "/run/echo", b"first"),
+            ("GET", "/handlers/junk", b""),
+            ("POST", "/sched", b"{broken"),
+            ("POST", "/run/echo", b"second"),
+            ("GET", "/no/route", b""),
+            ("DELETE", "/handlers/echo", b""),
+            ("POST", "/run/echo", b"third"),
+        ];
+        requests
+            .into_iter()
+            .map(|(method, path, body)| {
+                let r = node.request(method, path, &[], body);
+                let mut json: serde_json::Value =
+                    serde_json::from_slice(&r.body).unwrap_or_default();
+                if let Some(o) = json.as_object_mut() {
+                    o.remove("loaded_at");
+                }
+                (
+                    r.status,
+                    if json.is_null() {
+                        r.text()
+                    } else {
+                        json.to_string()
+                    },
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    let fresh = script(&[]);
+    let reused = script(&["--max-instance-reuse-count", "4"]);
+    assert_eq!(fresh, reused);
+    assert_eq!(fresh[4], (200, "first".to_string()));
+}
+
+#[test]
 fn embedded_operator_is_current() {
     let built = component_bytes("wasmatic_operator.wasm");
     let embedded =

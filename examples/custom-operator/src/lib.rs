@@ -2,6 +2,9 @@
 //! default operator without touching the host. It knows three routes:
 //!
 //! - `GET /` greets;
+//! - `GET /count` counts the requests this instance has answered: 1 on a
+//!   fresh instance, more when the node reuses instances
+//!   (`--max-instance-reuse-count`);
 //! - `GET /sleep/MS` answers after MS milliseconds (to show that a node
 //!   finishes in-flight requests when it stops);
 //! - `GET /env/NAME` answers the value of environment variable NAME (set with
@@ -14,6 +17,8 @@
 //! `std::fs`, not the node's WIT, as the original wasmatic operator did: any
 //! `wasi:http/proxy@0.2.x` component can be an operator.
 
+use std::sync::atomic::{AtomicU32, Ordering};
+
 use wasi::exports::http::incoming_handler::Guest;
 use wasi::http::types::{
     Fields, IncomingRequest, Method, OutgoingBody, OutgoingResponse, ResponseOutparam,
@@ -21,12 +26,19 @@ use wasi::http::types::{
 
 struct CustomOperator;
 
+/// Requests answered by this instance.
+static COUNT: AtomicU32 = AtomicU32::new(0);
+
 impl Guest for CustomOperator {
     fn handle(request: IncomingRequest, response_out: ResponseOutparam) {
         let path = request.path_with_query().unwrap_or_default();
         let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
         let (status, text) = match (request.method(), segments.as_slice()) {
             (Method::Get, [""]) => (200, "hello from a custom operator\n".to_string()),
+            (Method::Get, ["count"]) => (
+                200,
+                format!("{}", COUNT.fetch_add(1, Ordering::Relaxed) + 1),
+            ),
             (Method::Get, ["sleep", ms]) => match ms.parse::<u64>() {
                 Ok(ms) => {
                     wasi::clocks::monotonic_clock::subscribe_duration(ms * 1_000_000).block();
