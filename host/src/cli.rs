@@ -138,6 +138,10 @@ pub struct NodeOptions {
     #[arg(long, value_name = "N", default_value_t = 32)]
     pub max_concurrent_calls: usize,
 
+    /// Runs kept per handler in the run history; older ones are dropped.
+    #[arg(long, value_name = "N", default_value_t = 1000)]
+    pub runs_kept: u32,
+
     /// Hosts handlers may call over HTTP, as `HOST[:PORT]`, `*.DOMAIN[:PORT]`
     /// or `*` (repeatable). Without it, any public host. Loopback, private
     /// and link-local addresses need an entry naming that host exactly.
@@ -170,6 +174,7 @@ impl NodeOptions {
             max_captured_output: size(self.max_captured_output)?,
             max_result: size(self.max_result)?,
             max_concurrent_calls: self.max_concurrent_calls,
+            runs_kept: self.runs_kept,
         }
         .validate()
     }

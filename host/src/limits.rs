@@ -36,6 +36,8 @@ pub struct Limits {
     pub max_result: usize,
     /// Handler calls that may run at once; more are refused with 503.
     pub max_concurrent_calls: usize,
+    /// Runs kept per handler in the run history.
+    pub runs_kept: u32,
 }
 
 impl Limits {

@@ -12,6 +12,7 @@ mod node;
 mod operator_host;
 mod outbound;
 mod registry;
+mod run_log;
 mod scheduler;
 mod serve;
 mod state;

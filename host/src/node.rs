@@ -14,6 +14,7 @@ use crate::handler::{self, CallError, CallLimits};
 use crate::limits::Limits;
 use crate::outbound::{Policy, Rule};
 use crate::registry::{Handler, HandlerInfo, Registry};
+use crate::run_log::RunLog;
 use crate::scheduler::{self, Job, Scheduler};
 use crate::state::{JobRecord, RunRecord, StateDb, StateError};
 
@@ -63,6 +64,7 @@ pub struct Node {
     state: Arc<StateDb>,
     limits: Limits,
     policy: Arc<Policy>,
+    runs: RunLog,
     /// One permit per handler call that may run at once.
     calls: Arc<tokio::sync::Semaphore>,
 }
@@ -84,10 +86,14 @@ impl Node {
         let state = StateDb::open(&db_path)
             .with_context(|| format!("cannot open {}", db_path.display()))?;
         let registry = Registry::new(engine, registered_dir, cache_dir, limits.max_handler_size)?;
+        let state = Arc::new(state);
+        let runs =
+            RunLog::start(state.clone(), limits.runs_kept).context("cannot start the run log")?;
         let node = Arc::new(Node {
             registry,
             scheduler: Scheduler::new(),
-            state: Arc::new(state),
+            state,
+            runs,
             calls: Arc::new(tokio::sync::Semaphore::new(limits.max_concurrent_calls)),
             limits,
             policy: Arc::new(policy),
@@ -201,8 +207,13 @@ impl Node {
             .registry
             .get(name)
             .ok_or_else(|| NodeError::NotFound(format!("no handler `{name}`")))?;
-        let started_at = now_ms();
-        let Ok(permit) = self.calls.clone().try_acquire_owned() else {
+        // A client beyond the limit is told to come back; a cron tick waits
+        // its turn (there is at most one per job).
+        let permit = match trigger {
+            Some(_) => self.calls.clone().acquire_owned().await.ok(),
+            None => self.calls.clone().try_acquire_owned().ok(),
+        };
+        let Some(permit) = permit else {
             let busy = format!(
                 "the node is running {} handler calls, its most (--max-concurrent-calls); retry shortly",
                 self.limits.max_concurrent_calls
@@ -210,6 +221,7 @@ impl Node {
             self.record_failure(name, trigger.as_ref(), &busy).await;
             return Err(NodeError::Busy(busy));
         };
+        let started_at = now_ms();
         let limits = CallLimits {
             timeout: self.limits.call_timeout,
             memory: self.limits.handler_memory,
@@ -306,12 +318,7 @@ impl Node {
     }
 
     async fn record_run(&self, record: RunRecord) {
-        let state = self.state.clone();
-        match blocking(move || state.insert_run(&record)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::error!("cannot record a run: {e}"),
-            Err(e) => tracing::error!("cannot record a run: {e}"),
-        }
+        self.runs.record(record);
     }
 
     pub async fn schedule(&self, name: &str, cron: &str, input: &str) -> Result<Job, NodeError> {
@@ -352,6 +359,7 @@ impl Node {
     }
 
     pub async fn handler_runs(&self, name: &str, limit: u32) -> Result<Vec<RunRecord>, NodeError> {
+        self.runs.flushed().await;
         let state = self.state.clone();
         let owned = name.to_string();
         let runs = blocking(move || state.runs_of_handler(&owned, limit)).await??;
@@ -362,6 +370,7 @@ impl Node {
     }
 
     pub async fn job_runs(&self, id: &str, limit: u32) -> Result<Vec<RunRecord>, NodeError> {
+        self.runs.flushed().await;
         let state = self.state.clone();
         let owned = id.to_string();
         let (exists, runs) = blocking(move || {

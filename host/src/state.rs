@@ -11,9 +11,6 @@ use std::sync::Mutex;
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-/// How many runs are kept per handler; older ones are dropped.
-const RUNS_KEPT_PER_HANDLER: u32 = 1000;
-
 #[derive(Debug, thiserror::Error)]
 #[error("state database: {0}")]
 pub struct StateError(#[from] rusqlite::Error);
@@ -177,30 +174,42 @@ impl StateDb {
         Ok(rules.map(|r| r.lines().map(str::to_string).collect()))
     }
 
-    /// Records a run and drops the handler's oldest runs beyond what is kept.
-    pub fn insert_run(&self, run: &RunRecord) -> Result<(), StateError> {
-        let conn = self.conn();
-        conn.execute(
-            "INSERT INTO runs (name, job_id, scheduled_for, started_at, duration_ms, ok, output, error, stdout, stderr)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-            params![
-                run.name,
-                run.job_id,
-                run.scheduled_for.map(|t| t as i64),
-                run.started_at as i64,
-                run.duration_ms as i64,
-                run.ok,
-                run.output,
-                run.error,
-                run.stdout,
-                run.stderr,
-            ],
-        )?;
-        conn.execute(
-            "DELETE FROM runs WHERE name = ?1 AND id <= (
-                 SELECT id FROM runs WHERE name = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)",
-            params![run.name, RUNS_KEPT_PER_HANDLER],
-        )?;
+    /// Records runs in one transaction, then drops each handler's oldest
+    /// runs beyond the newest `keep`.
+    pub fn insert_runs(&self, runs: &[RunRecord], keep: u32) -> Result<(), StateError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        {
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO runs (name, job_id, scheduled_for, started_at, duration_ms, ok, output, error, stdout, stderr)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            )?;
+            for run in runs {
+                insert.execute(params![
+                    run.name,
+                    run.job_id,
+                    run.scheduled_for.map(|t| t as i64),
+                    run.started_at as i64,
+                    run.duration_ms as i64,
+                    run.ok,
+                    run.output,
+                    run.error,
+                    run.stdout,
+                    run.stderr,
+                ])?;
+            }
+            let mut names: Vec<&str> = runs.iter().map(|r| r.name.as_str()).collect();
+            names.sort_unstable();
+            names.dedup();
+            let mut prune = tx.prepare_cached(
+                "DELETE FROM runs WHERE name = ?1 AND id <= (
+                     SELECT id FROM runs WHERE name = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)",
+            )?;
+            for name in names {
+                prune.execute(params![name, keep])?;
+            }
+        }
+        tx.commit()?;
         Ok(())
     }
 
@@ -271,9 +280,9 @@ mod tests {
                 created_at: 5,
             };
             db.insert_job(&job).unwrap();
-            db.insert_run(&run("echo", None, 1)).unwrap();
-            db.insert_run(&run("echo", Some("j1"), 2)).unwrap();
-            db.insert_run(&run("other", None, 3)).unwrap();
+            db.insert_runs(&[run("echo", None, 1), run("echo", Some("j1"), 2)], 10)
+                .unwrap();
+            db.insert_runs(&[run("other", None, 3)], 10).unwrap();
         }
         let db = StateDb::open(&path).unwrap();
         let jobs = db.jobs().unwrap();
@@ -298,11 +307,13 @@ mod tests {
     fn old_runs_are_pruned() {
         let dir = tempfile::tempdir().unwrap();
         let db = StateDb::open(&dir.path().join("state.db")).unwrap();
-        for i in 0..(RUNS_KEPT_PER_HANDLER as u64 + 5) {
-            db.insert_run(&run("echo", None, i)).unwrap();
+        for i in 0..25 {
+            db.insert_runs(&[run("echo", None, i), run("other", None, i)], 20)
+                .unwrap();
         }
         let runs = db.runs_of_handler("echo", 5000).unwrap();
-        assert_eq!(runs.len(), RUNS_KEPT_PER_HANDLER as usize);
-        assert_eq!(runs[0].started_at, RUNS_KEPT_PER_HANDLER as u64 + 4);
+        assert_eq!(runs.len(), 20);
+        assert_eq!(runs[0].started_at, 24);
+        assert_eq!(db.runs_of_handler("other", 5000).unwrap().len(), 20);
     }
 }
