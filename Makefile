@@ -2,14 +2,14 @@
 #
 #   make up      build everything and start a node on :$WASMATIC_PORT (8080)
 #   make test    build the components and run every test, lints included
-#   make bench   (see BENCHMARKS.md once it exists)
+#   make bench   the node beside `wasmtime serve`, on loopback: BENCHMARKS.md
 
 CARGO       ?= cargo
 WASM_TARGET := wasm32-wasip2
 WASM_OUT    := target/$(WASM_TARGET)/release
 COMPONENTS  := wasmatic-operator echo gecko custom-operator misbehave hello-proxy
 
-.PHONY: setup components operator build up test lint fmt clean
+.PHONY: setup components operator build up test lint fmt bench clean
 
 ## Installs the toolchain pieces the build needs (idempotent).
 setup:
@@ -42,6 +42,11 @@ lint:
 
 fmt:
 	$(CARGO) fmt --all
+
+## Installs its own tools (wrk, wasmtime-cli of our wasmtime version) once;
+## BENCH_SECONDS, BENCH_ROUNDS set the length; `bench/bench.py a b` runs some.
+bench: build
+	python3 bench/bench.py
 
 clean:
 	$(CARGO) clean

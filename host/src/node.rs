@@ -126,6 +126,10 @@ impl Node {
         &self.scheduler
     }
 
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
     pub async fn check(&self, file: &str) -> Result<HandlerInfo, NodeError> {
         self.registry.check(file).await
     }

@@ -107,6 +107,18 @@ impl Registry {
         &self.dir
     }
 
+    /// Compiles any component through the node's compiled-code cache (the
+    /// operator uses it, so that a restart does not recompile it either).
+    pub fn compile_component(&self, bytes: &[u8]) -> Result<Component, NodeError> {
+        let digest = hex::encode(Sha256::digest(bytes));
+        compile_cached(&self.engine, bytes, &self.cache_path(&digest))
+    }
+
+    fn cache_path(&self, digest: &str) -> PathBuf {
+        self.cache_dir
+            .join(format!("{digest}-{}.cwasm", self.engine_hash))
+    }
+
     /// Validates and compiles `file` in the registered directory without
     /// making it current.
     pub async fn check(&self, file: &str) -> Result<HandlerInfo, NodeError> {
@@ -216,9 +228,7 @@ impl Registry {
         }
         describe_kind(&bytes)?;
         let engine = self.engine.clone();
-        let cache_path = self
-            .cache_dir
-            .join(format!("{digest}-{}.cwasm", self.engine_hash));
+        let cache_path = self.cache_path(digest);
         let component =
             tokio::task::spawn_blocking(move || compile_cached(&engine, &bytes, &cache_path))
                 .await

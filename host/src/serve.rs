@@ -129,8 +129,15 @@ impl Operator {
                 bail!("the operator is not a valid component: neither WebAssembly binary nor text")
             }
         }
-        let component =
-            Component::new(engine, bytes).wasm_context("the operator is not a valid component")?;
+        // A node caches the operator's compiled code with its handlers'.
+        let component = match &node {
+            Some(node) => node
+                .registry()
+                .compile_component(bytes)
+                .map_err(|e| anyhow::anyhow!("the operator is {e}"))?,
+            None => Component::new(engine, bytes)
+                .wasm_context("the operator is not a valid component")?,
+        };
         let linker = operator_host::linker(engine, setup.full_wasi)?;
         let pre = linker
             .instantiate_pre(&component)

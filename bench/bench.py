@@ -1,0 +1,406 @@
+#!/usr/bin/env python3
+"""The benchmark behind `make bench`: wasmatic beside `wasmtime serve`.
+
+Everything runs on loopback and stops by itself. Peer and ours are run
+alternately, with the same component, concurrency and duration, so that the
+ratios hold on a noisy machine even when the absolute numbers drift. Results
+go to bench/results.json and BENCHMARKS.md.
+
+Scenarios (see BENCHMARKS.md for what each one means):
+  a  hello-world proxy: `wasmatic wasm` vs `wasmtime serve`, pooling on/off, reuse
+  b  the operator's GET /health vs (a)'s peer
+  c  POST /run/echo through the operator vs `wasmtime serve` of an echo proxy
+  d  registering a ~2 MiB handler: first time, and the same bytes again
+  e  node start with 200 registered handlers: cold vs warm compiled cache
+  f  cron: 1000 jobs every second for 30 s: lateness and missed ticks
+  g  peak RSS of the node in c and e
+"""
+
+import http.client
+import json
+import os
+import platform
+import re
+import shutil
+import socket
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+TOOLS = ROOT / "target" / "bench-tools"
+WASMATIC = ROOT / "target" / "release" / "wasmatic"
+COMPONENTS = ROOT / "target" / "wasm32-wasip2" / "release"
+HELLO = COMPONENTS / "hello_proxy.wasm"
+ECHO = COMPONENTS / "echo.wasm"
+
+SECONDS = int(os.environ.get("BENCH_SECONDS", "10"))  # per load run
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "2"))  # peer/ours alternations
+CONNECTIONS, THREADS = 32, 2
+CRON_JOBS = int(os.environ.get("BENCH_CRON_JOBS", "1000"))
+CRON_SECONDS = int(os.environ.get("BENCH_CRON_SECONDS", "30"))
+START_HANDLERS = 200
+
+
+def log(*args):
+    print(*args, file=sys.stderr, flush=True)
+
+
+def wasmtime_version():
+    lock = (ROOT / "Cargo.lock").read_text()
+    m = re.search(r'name = "wasmtime"\nversion = "([^"]+)"', lock)
+    if not m:
+        sys.exit("cannot find the wasmtime version in Cargo.lock")
+    return m.group(1)
+
+
+def ensure_tools():
+    """wrk from Debian's packages; wasmtime-cli of our wasmtime version."""
+    if shutil.which("wrk") is None:
+        log("installing wrk")
+        subprocess.run(["apt-get", "update", "-q"], check=True)
+        subprocess.run(["apt-get", "install", "-y", "-q", "wrk"], check=True)
+    version = wasmtime_version()
+    wasmtime = TOOLS / "bin" / "wasmtime"
+    have = subprocess.run([wasmtime, "--version"], capture_output=True, text=True).stdout if wasmtime.exists() else ""
+    if version not in have:
+        log(f"installing wasmtime-cli {version} (about 12 minutes, once)")
+        subprocess.run(
+            ["cargo", "install", "wasmtime-cli", "--version", version, "--locked", "--root", str(TOOLS)],
+            check=True,
+        )
+    return wasmtime
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, proc, timeout=120):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.005)
+    raise RuntimeError(f"nothing listens on {port}")
+
+
+class Server:
+    """A server process on a loopback port, stopped on exit."""
+
+    def __init__(self, cmd, cwd=None, env=None, port=None):
+        self.port = port or free_port()
+        self.cmd = [str(c).replace("{port}", str(self.port)) for c in cmd]
+        self.cwd, self.env = cwd, env
+
+    def __enter__(self):
+        env = dict(os.environ, RUST_LOG="warn", WASMATIC_PORT=str(self.port))
+        env.update(self.env or {})
+        self.log = tempfile.TemporaryFile()
+        started = time.monotonic()
+        self.proc = subprocess.Popen(self.cmd, cwd=self.cwd, env=env, stdout=subprocess.DEVNULL, stderr=self.log)
+        wait_port(self.port, self.proc)
+        self.start_seconds = time.monotonic() - started
+        return self
+
+    def peak_rss_mib(self):
+        status = Path(f"/proc/{self.proc.pid}/status").read_text()
+        kib = int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1))
+        return kib / 1024
+
+    def __exit__(self, *exc):
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def request(port, method, path, body=b"", timeout=60):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    conn.request(method, path, body=body)
+    response = conn.getresponse()
+    data = response.read()
+    conn.close()
+    return response.status, data
+
+
+def to_ms(text):
+    value, unit = float(re.match(r"[\d.]+", text).group()), re.search(r"[a-z]+", text).group()
+    return value * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def wrk(port, path, post_body=None, seconds=SECONDS):
+    """Load for `seconds`; returns req/s and latency percentiles (ms)."""
+    cmd = ["wrk", "-t", str(THREADS), "-c", str(CONNECTIONS), "-d", f"{seconds}s", "--latency"]
+    with tempfile.NamedTemporaryFile("w", suffix=".lua") as script:
+        if post_body is not None:
+            script.write(f'wrk.method = "POST"\nwrk.body = "{post_body}"\n')
+            script.flush()
+            cmd += ["-s", script.name]
+        out = subprocess.run(cmd + [f"http://127.0.0.1:{port}{path}"], capture_output=True, text=True, check=True).stdout
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    socket_errors = re.search(r"Socket errors: (.*)", out)
+    return {
+        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
+        "p50_ms": to_ms(re.search(r"\s50%\s+(\S+)", out).group(1)),
+        "p99_ms": to_ms(re.search(r"\s99%\s+(\S+)", out).group(1)),
+        "non_2xx": int(errors.group(1)) if errors else 0,
+        "socket_errors": socket_errors.group(1) if socket_errors else "",
+    }
+
+
+def measure(server, path, post_body=None):
+    """A short warm-up, then the measured run."""
+    wrk(server.port, path, post_body, seconds=1)
+    return wrk(server.port, path, post_body)
+
+
+def mean_of(runs):
+    return {k: statistics.mean(r[k] for r in runs) for k in ("rps", "p50_ms", "p99_ms")} | {
+        "runs": runs
+    }
+
+
+def side_by_side(name, peer, ours):
+    """Alternates peer and ours ROUNDS times; each is (Server factory, path, body)."""
+    results = {"peer": [], "ours": []}
+    for round_ in range(ROUNDS):
+        for side, (factory, path, body) in (("peer", peer), ("ours", ours)):
+            with factory() as server:
+                result = measure(server, path, body)
+                result["peak_rss_mib"] = server.peak_rss_mib()
+            log(f"{name} round {round_ + 1} {side}: {result['rps']:.0f} req/s, p50 {result['p50_ms']:.2f} ms, p99 {result['p99_ms']:.2f} ms")
+            results[side].append(result)
+    peer_mean, ours_mean = mean_of(results["peer"]), mean_of(results["ours"])
+    return {"peer": peer_mean, "ours": ours_mean, "ratio": ours_mean["rps"] / peer_mean["rps"]}
+
+
+def padded(component: bytes, payload: bytes) -> bytes:
+    """The component with a custom section appended: same behavior, new digest."""
+    name = b"wasmatic-bench"
+
+    def leb(n):
+        out = bytearray()
+        while True:
+            byte, n = n & 0x7F, n >> 7
+            out.append(byte | (0x80 if n else 0))
+            if not n:
+                return bytes(out)
+
+    content = leb(len(name)) + name + payload
+    return component + b"\x00" + leb(len(content)) + content
+
+
+def node_dir():
+    d = Path(tempfile.mkdtemp(prefix="wasmatic-bench-"))
+    (d / "registered").mkdir()
+    return d
+
+
+def wasmatic_up(directory, *flags):
+    return Server([WASMATIC, "up", *flags], cwd=directory)
+
+
+def scenario_a(wasmtime):
+    modes = {
+        "pooling": ["-O", "pooling-allocator=y"],
+        "no pooling": ["-O", "pooling-allocator=n"],
+        "reuse 128": ["--max-instance-reuse-count", "128"],
+    }
+    results = {}
+    for mode, flags in modes.items():
+        peer = (lambda f=flags: Server([wasmtime, "serve", "-S", "cli", *f, "--addr", "127.0.0.1:{port}", HELLO]), "/", None)
+        ours = (lambda f=flags: Server([WASMATIC, "wasm", "-S", "cli", *f, "--addr", "127.0.0.1:{port}", HELLO]), "/", None)
+        results[mode] = side_by_side(f"a/{mode}", peer, ours)
+    return results
+
+
+def scenario_b(wasmtime):
+    peer = (lambda: Server([wasmtime, "serve", "-S", "cli", "--addr", "127.0.0.1:{port}", HELLO]), "/", None)
+    results = {}
+    for label, flags in {"fresh instance": [], "reuse 128": ["--max-instance-reuse-count", "128"]}.items():
+        d = node_dir()
+        ours = (lambda f=flags: wasmatic_up(d, *f), "/health", None)
+        peer_mode = peer if not flags else (
+            lambda: Server([wasmtime, "serve", "-S", "cli", "--max-instance-reuse-count", "128", "--addr", "127.0.0.1:{port}", HELLO]),
+            "/",
+            None,
+        )
+        results[label] = side_by_side(f"b/{label}", peer_mode, ours)
+        shutil.rmtree(d)
+    return results
+
+
+def scenario_c(wasmtime):
+    d = node_dir()
+    with wasmatic_up(d) as server:
+        status, body = request(server.port, "POST", "/register?name=echo", ECHO.read_bytes())
+        assert status == 201, body
+    peer = (lambda: Server([wasmtime, "serve", "-S", "cli", "--addr", "127.0.0.1:{port}", HELLO]), "/", "hello")
+    results = {}
+    for label, flags in {"fresh instance": [], "reuse 128": ["--max-instance-reuse-count", "128"]}.items():
+        ours = (lambda f=flags: wasmatic_up(d, *f), "/run/echo", "hello")
+        results[label] = side_by_side(f"c/{label}", peer, ours)
+    shutil.rmtree(d)
+    return results
+
+
+def scenario_d():
+    d = node_dir()
+    echo = ECHO.read_bytes()
+    first, again = [], []
+    with wasmatic_up(d) as server:
+        for i in range(5):
+            handler = padded(echo, os.urandom(2 * 1024 * 1024))
+            started = time.perf_counter()
+            status, body = request(server.port, "POST", f"/register?name=big{i}", handler)
+            first.append((time.perf_counter() - started) * 1000)
+            assert status == 201, body
+            for _ in range(4):
+                started = time.perf_counter()
+                status, body = request(server.port, "POST", f"/register?name=big{i}", handler)
+                again.append((time.perf_counter() - started) * 1000)
+                assert status == 201, body
+    shutil.rmtree(d)
+    size = len(padded(echo, b"x" * 2 * 1024 * 1024))
+    result = {"size_bytes": size, "first_ms": statistics.median(first), "again_ms": statistics.median(again)}
+    log(f"d: register {size} bytes: first {result['first_ms']:.1f} ms, same bytes again {result['again_ms']:.1f} ms")
+    return result
+
+
+def scenario_e():
+    echo = ECHO.read_bytes()
+    results = {}
+    for count in (50, START_HANDLERS):
+        d = node_dir()
+        for i in range(count):
+            (d / "registered" / f"h{i}.wasm").write_bytes(padded(echo, f"handler {i}".encode()))
+        with wasmatic_up(d) as cold:
+            cold_s, cold_rss = cold.start_seconds, cold.peak_rss_mib()
+            status, body = request(cold.port, "GET", "/handlers")
+            assert status == 200 and len(json.loads(body)) == count, body
+        with wasmatic_up(d) as warm:
+            warm_s, warm_rss = warm.start_seconds, warm.peak_rss_mib()
+            status, body = request(warm.port, "POST", f"/run/h{count - 1}", b"still here")
+            assert (status, body) == (200, b"still here"), body
+        shutil.rmtree(d)
+        results[count] = {
+            "cold_s": cold_s,
+            "warm_s": warm_s,
+            "speedup": cold_s / warm_s,
+            "cold_peak_rss_mib": cold_rss,
+            "warm_peak_rss_mib": warm_rss,
+        }
+        log(f"e/{count}: cold {cold_s:.2f} s, warm {warm_s:.3f} s ({cold_s / warm_s:.0f}x); peak RSS cold {cold_rss:.0f} MiB, warm {warm_rss:.0f} MiB")
+    return results
+
+
+def scenario_f():
+    d = node_dir()
+    with wasmatic_up(d, "--runs-kept", str(CRON_JOBS * (CRON_SECONDS + 10))) as server:
+        status, body = request(server.port, "POST", "/register?name=echo", ECHO.read_bytes())
+        assert status == 201, body
+        job = json.dumps({"name": "echo", "cron": "* * * * * *", "input": "tick"}).encode()
+        for _ in range(CRON_JOBS):
+            status, body = request(server.port, "POST", "/sched", job)
+            assert status == 201, body
+        scheduled_at = time.time()
+        time.sleep(CRON_SECONDS)
+        ended_at = time.time()
+        rss = server.peak_rss_mib()
+    db = sqlite3.connect(d / ".wasmatic" / "state.db")
+    jobs = dict(db.execute("SELECT id, created_at FROM jobs"))
+    # Every whole second after all jobs exist and before the end, less the
+    # last one (it may still be running when the node stops).
+    first_tick = (int(max(jobs.values()) / 1000) + 1) * 1000
+    last_tick = (int(ended_at) - 1) * 1000
+    expected = {t for t in range(first_tick, last_tick + 1, 1000)}
+    runs = db.execute(
+        "SELECT job_id, scheduled_for, started_at, ok, error FROM runs WHERE job_id IS NOT NULL AND scheduled_for BETWEEN ? AND ?",
+        (first_tick, last_tick),
+    ).fetchall()
+    db.close()
+    shutil.rmtree(d)
+    seen = {}
+    lateness, skipped, failed = [], 0, 0
+    for job_id, scheduled_for, started_at, ok, error in runs:
+        seen.setdefault(job_id, set()).add(scheduled_for)
+        if ok:
+            lateness.append(started_at - scheduled_for)
+        elif error and error.startswith("skipped"):
+            skipped += 1
+        else:
+            failed += 1
+    missed = sum(len(expected - seen.get(job_id, set())) for job_id in jobs)
+    lateness.sort()
+    result = {
+        "jobs": len(jobs),
+        "ticks_expected": len(expected) * len(jobs),
+        "runs": len(runs),
+        "missed": missed,
+        "skipped": skipped,
+        "failed": failed,
+        "lateness_p50_ms": lateness[len(lateness) // 2],
+        "lateness_p99_ms": lateness[int(len(lateness) * 0.99)],
+        "lateness_max_ms": lateness[-1],
+        "peak_rss_mib": rss,
+        "seconds": ended_at - scheduled_at,
+    }
+    log(f"f: {result}")
+    return result
+
+
+def machine():
+    cpu = re.search(r"model name\s*:\s*(.*)", Path("/proc/cpuinfo").read_text())
+    git = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    return {
+        "nproc": os.cpu_count(),
+        "cpu": cpu.group(1) if cpu else platform.processor(),
+        "kernel": platform.release(),
+        "wasmatic": git,
+    }
+
+
+def main():
+    wasmtime = ensure_tools()
+    results = {
+        "machine": machine(),
+        "versions": {
+            "wasmtime": subprocess.run([wasmtime, "--version"], capture_output=True, text=True).stdout.strip(),
+            "rustc": subprocess.run(["rustc", "--version"], capture_output=True, text=True).stdout.strip(),
+            "wrk": subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout.splitlines()[0],
+        },
+        "settings": {"seconds": SECONDS, "rounds": ROUNDS, "connections": CONNECTIONS, "threads": THREADS},
+        "command": "make bench",
+    }
+    only = set(sys.argv[1:]) or set("abcdef")
+    for key, run in [
+        ("a", lambda: scenario_a(wasmtime)),
+        ("b", lambda: scenario_b(wasmtime)),
+        ("c", lambda: scenario_c(wasmtime)),
+        ("d", scenario_d),
+        ("e", scenario_e),
+        ("f", scenario_f),
+    ]:
+        if key in only:
+            results[key] = run()
+    out = ROOT / "bench" / "results.json"
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    log(f"wrote {out}")
+    subprocess.run([sys.executable, ROOT / "bench" / "report.py"], check=True)
+
+
+if __name__ == "__main__":
+    main()
