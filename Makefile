@@ -20,8 +20,9 @@ setup:
 components: setup
 	$(CARGO) build --locked --target $(WASM_TARGET) --release $(addprefix -p ,$(COMPONENTS))
 
-## Rebuilds the operator embedded in the binary from operator/ and wit/.
-operator: components
+## Rebuilds the operator embedded in the binary from operator/ and wit/
+## (formatted first: formatting moves the line numbers the binary records).
+operator: fmt components
 	cp $(WASM_OUT)/wasmatic_operator.wasm host/assets/proxy.wasm
 
 build: components

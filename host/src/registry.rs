@@ -60,6 +60,7 @@ pub struct Registry {
 }
 
 /// Whether `name` is a valid handler name: `[a-z0-9][a-z0-9_-]{0,63}`.
+/// The default operator checks too; the host does not rely on it.
 pub fn is_valid_name(name: &str) -> bool {
     let bytes = name.as_bytes();
     !bytes.is_empty()

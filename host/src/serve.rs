@@ -181,7 +181,8 @@ impl Operator {
         Ok(store)
     }
 
-    /// Answers one request with a fresh instance of the operator.
+    /// Answers one request with a fresh instance of the operator, or a warm
+    /// one when reuse is on.
     async fn handle(&self, req: Request<Incoming>) -> Result<Response<HyperOutgoingBody>> {
         let max = self.setup.max_request_body;
         let declared = req

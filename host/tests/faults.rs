@@ -401,12 +401,7 @@ fn kill_9_during_registration_and_scheduling_loses_nothing_acknowledged() {
             "schedule {id} was lost"
         );
     }
-    let leftovers: Vec<_> = std::fs::read_dir(dir.path().join("registered"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.ends_with(".tmp"))
-        .collect();
-    assert!(leftovers.is_empty(), "{leftovers:?}");
+    support::assert_no_uploads_left(dir.path());
     let first_echo = &acked.iter().find(|(n, _)| n.ends_with("-0")).unwrap().0;
     assert_eq!(
         node.post(&format!("/run/{first_echo}"), b"after").text(),

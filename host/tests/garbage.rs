@@ -115,10 +115,5 @@ fn garbage_registrations_never_crash_the_node() {
     }
     eprintln!("{} cases, {accepted} still loadable", cases.len());
     assert_eq!(node.post("/run/echo", b"still here").text(), "still here");
-    let leftovers: Vec<_> = std::fs::read_dir(dir.path().join("registered"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.ends_with(".tmp"))
-        .collect();
-    assert!(leftovers.is_empty(), "{leftovers:?}");
+    support::assert_no_uploads_left(dir.path());
 }

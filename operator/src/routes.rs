@@ -138,6 +138,8 @@ fn method_name(method: &Method) -> String {
 }
 
 /// Whether `name` is a valid handler name: `[a-z0-9][a-z0-9_-]{0,63}`.
+/// Checked here so that nothing is written for a bad name; the host checks
+/// again, as it trusts no operator.
 fn is_valid_name(name: &str) -> bool {
     let bytes = name.as_bytes();
     !bytes.is_empty()

@@ -518,3 +518,13 @@ impl Heartbeat {
         self.thread.join().expect("heartbeat thread")
     }
 }
+
+/// Fails if an upload's temporary file is left in `DIR/registered`.
+pub fn assert_no_uploads_left(dir: &Path) {
+    let leftovers: Vec<_> = std::fs::read_dir(dir.join("registered"))
+        .expect("read registered/")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "uploads left behind: {leftovers:?}");
+}
