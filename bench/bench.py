@@ -230,10 +230,10 @@ def scenario_a(wasmtime):
 def scenario_b(wasmtime):
     peer = (lambda: Server([wasmtime, "serve", "-S", "cli", "--addr", "127.0.0.1:{port}", HELLO]), "/", None)
     results = {}
-    for label, flags in {"fresh instance": [], "reuse 128": ["--max-instance-reuse-count", "128"]}.items():
+    for label, flags in {"fresh instance": ["--max-instance-reuse-count", "1"], "reuse 128": ["--max-instance-reuse-count", "128"]}.items():
         d = node_dir()
         ours = (lambda f=flags: wasmatic_up(d, *f), "/health", None)
-        peer_mode = peer if not flags else (
+        peer_mode = peer if label == "fresh instance" else (
             lambda: Server([wasmtime, "serve", "-S", "cli", "--max-instance-reuse-count", "128", "--addr", "127.0.0.1:{port}", HELLO]),
             "/",
             None,
@@ -250,7 +250,7 @@ def scenario_c(wasmtime):
         assert status == 201, body
     peer = (lambda: Server([wasmtime, "serve", "-S", "cli", "--addr", "127.0.0.1:{port}", HELLO]), "/", "hello")
     results = {}
-    for label, flags in {"fresh instance": [], "reuse 128": ["--max-instance-reuse-count", "128"]}.items():
+    for label, flags in {"fresh instance": ["--max-instance-reuse-count", "1"], "reuse 128 (default of up)": []}.items():
         ours = (lambda f=flags: wasmatic_up(d, *f), "/run/echo", "hello")
         results[label] = side_by_side(f"c/{label}", peer, ours)
     shutil.rmtree(d)

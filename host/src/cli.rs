@@ -22,6 +22,9 @@ pub const OPERATOR_ENV: &str = "WASMATIC";
 pub const PORT_ENV: &str = "WASMATIC_PORT";
 /// Port used when neither a flag nor `$WASMATIC_PORT` gives one.
 pub const DEFAULT_PORT: u16 = 8080;
+/// Operator instance reuse of `up` when not given: chosen from the
+/// benchmark (BENCHMARKS.md), safe because the default operator is stateless.
+pub const UP_INSTANCE_REUSE: usize = 128;
 /// Environment variable holding the token that mutating routes require;
 /// the host hands it to the operator.
 pub const TOKEN_ENV: &str = "WASMATIC_TOKEN";
@@ -148,10 +151,12 @@ pub struct NodeOptions {
     #[arg(long = "allow-outbound", value_name = "HOST[:PORT]", value_parser = Rule::parse)]
     pub allow_outbound: Vec<Rule>,
 
-    /// Requests one operator instance may answer (as `wasmtime serve`);
-    /// 1, the default, gives every request a fresh instance.
-    #[arg(long, value_name = "N", default_value_t = 1)]
-    pub max_instance_reuse_count: usize,
+    /// Requests one operator instance may answer (as `wasmtime serve`); 1
+    /// gives every request a fresh instance. Default: 1 for `wasm`, as
+    /// `wasmtime serve`; 128 for `up`, whose operator keeps no state across
+    /// requests (see the README on the trade-off).
+    #[arg(long, value_name = "N")]
+    pub max_instance_reuse_count: Option<usize>,
 
     /// How long an idle operator instance is kept for reuse.
     #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]

@@ -61,6 +61,9 @@ fn run(cli: Cli) -> Result<()> {
             std::fs::create_dir_all(&up.registered)
                 .with_context(|| format!("cannot create {}", up.registered.display()))?;
             let mut node = up.node;
+            node.max_instance_reuse_count = node
+                .max_instance_reuse_count
+                .or(Some(cli::UP_INSTANCE_REUSE));
             node.dirs.insert(
                 0,
                 DirMapping {
@@ -160,7 +163,7 @@ async fn start(mut options: NodeOptions, source: OperatorSource, addr: SocketAdd
         max_request_body: limits.max_request_body,
         full_wasi,
         reuse: serve::Reuse {
-            max_uses: options.max_instance_reuse_count.max(1),
+            max_uses: options.max_instance_reuse_count.unwrap_or(1).max(1),
             idle_timeout: options.idle_instance_timeout,
         },
     };

@@ -57,6 +57,38 @@ pub struct Registry {
     compiled: Mutex<HashMap<String, HandlerPre<HandlerState>>>,
     /// The current version of each handler, by name.
     current: RwLock<HashMap<String, Arc<Handler>>>,
+    /// The file last read and hashed, and its digest.
+    last_checked: Mutex<Option<(FileKey, String)>>,
+}
+
+/// What identifies a file's content without reading it, as long as nobody
+/// rewrites it in place with the same size and times: a registration writes
+/// a new temporary file for every upload, and renames it.
+#[derive(Clone, Debug, PartialEq)]
+struct FileKey {
+    device: u64,
+    inode: u64,
+    size: u64,
+    modified: Option<std::time::SystemTime>,
+}
+
+impl FileKey {
+    #[cfg(unix)]
+    async fn of(path: &Path) -> Option<FileKey> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = tokio::fs::metadata(path).await.ok()?;
+        Some(FileKey {
+            device: meta.dev(),
+            inode: meta.ino(),
+            size: meta.len(),
+            modified: meta.modified().ok(),
+        })
+    }
+
+    #[cfg(not(unix))]
+    async fn of(_path: &Path) -> Option<FileKey> {
+        None
+    }
 }
 
 /// Whether `name` is a valid handler name: `[a-z0-9][a-z0-9_-]{0,63}`.
@@ -101,6 +133,7 @@ impl Registry {
             max_size,
             compiled: Mutex::new(HashMap::new()),
             current: RwLock::new(HashMap::new()),
+            last_checked: Mutex::new(None),
         })
     }
 
@@ -202,11 +235,32 @@ impl Registry {
         name: &str,
         file: &str,
     ) -> Result<(HandlerInfo, HandlerPre<HandlerState>), NodeError> {
+        let started = std::time::Instant::now();
         let path = self.dir.join(file);
-        let bytes = read_limited(&path, file, self.max_size).await?;
-        let digest = hex::encode(Sha256::digest(&bytes));
-        let size = bytes.len() as u64;
-        let pre = self.compile(&digest, bytes).await?;
+        let key = FileKey::of(&path).await;
+        // `load` right after `check` (the file renamed in between, which
+        // keeps its inode and times): no second read and hash.
+        let remembered = key.as_ref().and_then(|key| {
+            let last = self.last_checked.lock().unwrap_or_else(|p| p.into_inner());
+            let (last_key, digest) = last.as_ref()?;
+            let pre = self.lock_compiled().get(digest)?.clone();
+            (last_key == key).then(|| (digest.clone(), pre))
+        });
+        let (digest, size, pre) = match remembered {
+            Some((digest, pre)) => (digest, key.as_ref().map_or(0, |k| k.size), pre),
+            None => {
+                let bytes = read_limited(&path, file, self.max_size).await?;
+                let digest = hex::encode(Sha256::digest(&bytes));
+                let size = bytes.len() as u64;
+                let pre = self.compile(&digest, bytes).await?;
+                if let Some(key) = key {
+                    *self.last_checked.lock().unwrap_or_else(|p| p.into_inner()) =
+                        Some((key, digest.clone()));
+                }
+                (digest, size, pre)
+            }
+        };
+        tracing::debug!(file, elapsed = ?started.elapsed(), "handler file compiled");
         let info = HandlerInfo {
             name: name.to_string(),
             digest,

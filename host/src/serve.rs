@@ -182,6 +182,7 @@ impl Operator {
     }
 
     /// Answers one request with a fresh instance of the operator, or a warm
+    /// one when reuse is on. or a warm
     /// one when reuse is on.
     async fn handle(&self, req: Request<Incoming>) -> Result<Response<HyperOutgoingBody>> {
         let max = self.setup.max_request_body;

@@ -333,8 +333,10 @@ fn the_default_operator_answers_the_same_with_instance_reuse() {
             })
             .collect::<Vec<_>>()
     };
-    let fresh = script(&[]);
-    let reused = script(&["--max-instance-reuse-count", "4"]);
+    let fresh = script(&["--max-instance-reuse-count", "1"]);
+    let reused = script(&[]); // `up` reuses instances by default
+    let reused_often = script(&["--max-instance-reuse-count", "4"]);
+    assert_eq!(reused, reused_often);
     assert_eq!(fresh, reused);
     assert_eq!(fresh[4], (200, "first".to_string()));
 }

@@ -26,9 +26,14 @@ impl Request {
             None => (path_with_query, String::new()),
         };
         let authorization = request.headers().get("authorization").into_iter().next();
-        let body = read_body(&request);
+        let method = request.method();
+        // Only these carry a body the API reads; skipping it saves host calls.
+        let body = match method {
+            Method::Post | Method::Put | Method::Patch => read_body(&request),
+            _ => Ok(Vec::new()),
+        };
         Request {
-            method: request.method(),
+            method,
             path,
             query,
             authorization,
@@ -54,9 +59,15 @@ fn read_body(request: &IncomingRequest) -> Result<Vec<u8>, Response> {
     let stream = body
         .stream()
         .map_err(|()| Response::error(500, "the request body has no stream"))?;
-    let mut bytes = Vec::new();
+    // Sized once from the declared length (the host has checked it).
+    let declared = request
+        .headers()
+        .get("content-length")
+        .first()
+        .and_then(|v| std::str::from_utf8(v).ok()?.trim().parse::<usize>().ok());
+    let mut bytes = Vec::with_capacity(declared.unwrap_or(0));
     loop {
-        match stream.blocking_read(64 * 1024) {
+        match stream.blocking_read(1024 * 1024) {
             Ok(chunk) => bytes.extend_from_slice(&chunk),
             Err(StreamError::Closed) => break,
             Err(StreamError::LastOperationFailed(e)) => {

@@ -6,6 +6,7 @@
 //! scheduling, run history) it asks of the host through
 //! `wasmatic:operator/host`.
 
+mod files;
 mod http;
 mod routes;
 

@@ -17,13 +17,12 @@
 
 use serde::Deserialize;
 
+use crate::files::Registered;
 use crate::http::{percent_decode, Request, Response};
 use crate::wasi::http::types::Method;
 use crate::wasmatic::operator::host;
 use crate::wasmatic::operator::types::{Error, LoadOptions};
 
-/// Guest path of the preopened directory that holds handler files.
-const REGISTERED: &str = "registered";
 /// Runs listed when no `limit` is given, and the most that may be asked for.
 const DEFAULT_RUNS: u32 = 20;
 const MAX_RUNS: u32 = 1000;
@@ -217,22 +216,18 @@ fn register(req: &Request) -> Result<Response, Response> {
             "the body is empty: send the handler's wasm bytes",
         ));
     }
+    let dir = Registered::open().map_err(|e| Response::error(500, &e))?;
     let random = crate::wasi::random::random::get_random_u64();
     let temp = format!(".upload-{name}-{random:016x}.tmp");
-    let temp_path = format!("{REGISTERED}/{temp}");
-    std::fs::write(&temp_path, bytes)
-        .map_err(|e| Response::error(500, &format!("cannot write {temp_path}: {e}")))?;
+    dir.write(&temp, bytes)
+        .map_err(|e| Response::error(500, &e))?;
     if let Err(e) = host::check(&temp) {
-        let _ = std::fs::remove_file(&temp_path);
+        dir.remove(&temp);
         return Err(host_error(e));
     }
-    let final_path = format!("{REGISTERED}/{name}.wasm");
-    if let Err(e) = std::fs::rename(&temp_path, &final_path) {
-        let _ = std::fs::remove_file(&temp_path);
-        return Err(Response::error(
-            500,
-            &format!("cannot move the upload into place: {e}"),
-        ));
+    if let Err(e) = dir.rename(&temp, &format!("{name}.wasm")) {
+        dir.remove(&temp);
+        return Err(Response::error(500, &e));
     }
     let info = host::load(&name, &LoadOptions { allow_outbound }).map_err(host_error)?;
     Ok(Response::json(201, &info))
@@ -263,17 +258,16 @@ fn get_handler(raw: &str) -> Result<Response, Response> {
 /// handler.
 fn delete_handler(raw: &str) -> Result<Response, Response> {
     let name = handler_name(raw)?;
-    let file = format!("{REGISTERED}/{name}.wasm");
+    let dir = Registered::open().map_err(|e| Response::error(500, &e))?;
+    let file = format!("{name}.wasm");
     match host::unload(&name) {
         Ok(()) => {
-            let _ = std::fs::remove_file(&file);
+            dir.remove(&file);
             Ok(Response::no_content())
         }
         // A file the host could not load is still removed.
-        Err(Error::NotFound(m)) => match std::fs::remove_file(&file) {
-            Ok(()) => Ok(Response::no_content()),
-            Err(_) => Err(Response::error(404, &m)),
-        },
+        Err(Error::NotFound(_)) if dir.remove(&file) => Ok(Response::no_content()),
+        Err(Error::NotFound(m)) => Err(Response::error(404, &m)),
         Err(e) => Err(host_error(e)),
     }
 }
