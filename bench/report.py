@@ -103,6 +103,9 @@ def main():
         rss.append(f"f: {r['f']['peak_rss_mib']:.0f} MiB")
     if rss:
         out += ["## Memory", "", "g. Peak RSS of the node: " + "; ".join(rss) + ".", ""]
+    notes = ROOT / "bench" / "notes.md"
+    if notes.exists():
+        out += [notes.read_text()]
     (ROOT / "BENCHMARKS.md").write_text("\n".join(out))
 
 

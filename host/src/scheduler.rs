@@ -142,6 +142,10 @@ impl Scheduler {
     fn take_due(&self, now: u64) -> (Vec<Due>, Option<u64>) {
         let mut timers = self.lock();
         let mut due = Vec::new();
+        // Jobs with the same cron line due at the same tick share their next
+        // tick: compute it once per line, not once per job (a thousand jobs
+        // every second is a thousand of the same computation).
+        let mut next_ticks: HashMap<(String, u64), Option<u64>> = HashMap::new();
         while let Some(Reverse((at, id))) = timers.heap.peek().cloned() {
             if at > now {
                 break;
@@ -155,10 +159,13 @@ impl Scheduler {
             }
             // The next tick follows this one; if the node fell behind by
             // more than a period, resume from now rather than replay.
-            let mut next = next_after(&entry.cron, at);
-            if next.is_some_and(|n| n <= now) {
-                next = next_after(&entry.cron, now);
-            }
+            let cron = &entry.cron;
+            let next = *next_ticks
+                .entry((entry.record.cron.clone(), at))
+                .or_insert_with(|| match next_after(cron, at) {
+                    Some(n) if n <= now => next_after(cron, now),
+                    next => next,
+                });
             entry.next = next;
             due.push(Due {
                 job: entry.job(),
