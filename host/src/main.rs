@@ -8,6 +8,7 @@ mod cli;
 mod engine;
 mod handler;
 mod limits;
+mod modules;
 mod node;
 mod operator_host;
 mod outbound;

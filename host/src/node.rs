@@ -12,6 +12,7 @@ use wasmtime::Engine;
 
 use crate::handler::{self, CallError, CallLimits};
 use crate::limits::Limits;
+use crate::modules::{Modules, RegisteredModule};
 use crate::outbound::{Policy, Rule};
 use crate::registry::{Handler, HandlerInfo, Registry};
 use crate::run_log::RunLog;
@@ -51,6 +52,15 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// A registered core module.
+#[derive(Clone, Debug)]
+pub struct ModuleInfo {
+    pub name: String,
+    pub digest: String,
+    pub size: u64,
+    pub exports: Vec<String>,
+}
+
 /// Why a handler runs: a client's request or a schedule's tick.
 #[derive(Clone, Debug)]
 pub struct Trigger {
@@ -65,6 +75,7 @@ pub struct Node {
     limits: Limits,
     policy: Arc<Policy>,
     runs: RunLog,
+    modules: Modules,
     /// One permit per handler call that may run at once.
     calls: Arc<tokio::sync::Semaphore>,
 }
@@ -85,6 +96,7 @@ impl Node {
         let db_path = state_dir.join("state.db");
         let state = StateDb::open(&db_path)
             .with_context(|| format!("cannot open {}", db_path.display()))?;
+        let modules = Modules::new(engine.clone());
         let registry = Registry::new(engine, registered_dir, cache_dir, limits.max_handler_size)?;
         let state = Arc::new(state);
         let runs =
@@ -94,6 +106,7 @@ impl Node {
             scheduler: Scheduler::new(),
             state,
             runs,
+            modules,
             calls: Arc::new(tokio::sync::Semaphore::new(limits.max_concurrent_calls)),
             limits,
             policy: Arc::new(policy),
@@ -110,6 +123,7 @@ impl Node {
                 Err(e) => tracing::error!(name, "handler not loaded: {e}"),
             }
         }
+        node.restore_modules()?;
         for record in node.state.jobs()? {
             match scheduler::parse_cron(&record.cron) {
                 Ok(cron) => {
@@ -120,6 +134,142 @@ impl Node {
         }
         tokio::spawn(scheduler::run(node.clone()));
         Ok(node)
+    }
+
+    /// Loads every stored module, each after the modules it links against.
+    fn restore_modules(&self) -> anyhow::Result<()> {
+        let mut pending = self.state.modules()?;
+        while !pending.is_empty() {
+            let before = pending.len();
+            pending.retain(|m| match self.modules.compile(&m.wasm, &m.host_modules) {
+                Ok(module) => {
+                    let host_modules = m.host_modules.clone();
+                    let registered = RegisteredModule {
+                        module,
+                        host_modules,
+                    };
+                    self.modules.insert(&m.name, registered);
+                    false
+                }
+                Err(_) => true,
+            });
+            if pending.len() == before {
+                for m in &pending {
+                    if let Err(e) = self.modules.compile(&m.wasm, &m.host_modules) {
+                        tracing::error!(name = m.name, "module not restored: {e}");
+                    }
+                }
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Registers a core module under `name`, for `host_modules` lists and
+    /// calls by name.
+    pub async fn register_module(
+        &self,
+        name: &str,
+        wasm: Vec<u8>,
+        host_modules: Vec<String>,
+    ) -> Result<ModuleInfo, NodeError> {
+        if !crate::registry::is_valid_name(name) {
+            return Err(NodeError::Invalid(format!(
+                "`{name}` is not a module name: use 1 to 64 of a-z, 0-9, _ and -, starting with a letter or digit"
+            )));
+        }
+        if wasm.len() as u64 > self.limits.max_handler_size {
+            return Err(NodeError::TooLarge(format!(
+                "the module has {} bytes",
+                wasm.len()
+            )));
+        }
+        let module = self.modules.compile(&wasm, &host_modules)?;
+        let exports = module.exports().map(|e| e.name().to_string()).collect();
+        let info = ModuleInfo {
+            name: name.to_string(),
+            digest: hex::encode(Sha256::digest(&wasm)),
+            size: wasm.len() as u64,
+            exports,
+        };
+        let state = self.state.clone();
+        let (owned, links) = (name.to_string(), host_modules.clone());
+        blocking(move || state.put_module(&owned, &wasm, &links)).await??;
+        self.modules.insert(
+            name,
+            RegisteredModule {
+                module,
+                host_modules,
+            },
+        );
+        tracing::info!(name, "module registered");
+        Ok(info)
+    }
+
+    /// Compiles `wasm` and calls `function` with the JSON array `params`.
+    pub async fn run_module(
+        &self,
+        wasm: &[u8],
+        function: &str,
+        params: &str,
+        host_modules: Vec<String>,
+    ) -> Result<String, NodeError> {
+        if wasm.len() as u64 > self.limits.max_handler_size {
+            return Err(NodeError::TooLarge(format!(
+                "the module has {} bytes",
+                wasm.len()
+            )));
+        }
+        let module = self.modules.compile(wasm, &host_modules)?;
+        self.call_registered(
+            &RegisteredModule {
+                module,
+                host_modules,
+            },
+            function,
+            params,
+        )
+        .await
+    }
+
+    /// Calls `function` of the registered module `name`.
+    pub async fn call_module(
+        &self,
+        name: &str,
+        function: &str,
+        params: &str,
+    ) -> Result<String, NodeError> {
+        let module = self
+            .modules
+            .get(name)
+            .ok_or_else(|| NodeError::NotFound(format!("no module `{name}`")))?;
+        self.call_registered(&module, function, params).await
+    }
+
+    async fn call_registered(
+        &self,
+        module: &RegisteredModule,
+        function: &str,
+        params: &str,
+    ) -> Result<String, NodeError> {
+        let params: Vec<serde_json::Value> = serde_json::from_str(params)
+            .map_err(|e| NodeError::Invalid(format!("params must be a JSON array: {e}")))?;
+        let Ok(_permit) = self.calls.clone().try_acquire_owned() else {
+            return Err(NodeError::Busy(
+                "the node is running its most calls (--max-concurrent-calls); retry shortly".into(),
+            ));
+        };
+        let results = self
+            .modules
+            .call(
+                module,
+                function,
+                &params,
+                self.limits.call_timeout,
+                self.limits.handler_memory,
+            )
+            .await?;
+        Ok(serde_json::Value::from(results).to_string())
     }
 
     pub fn scheduler(&self) -> &Scheduler {

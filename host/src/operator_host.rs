@@ -147,9 +147,55 @@ impl host::Host for OperatorState {
         Ok(runs.into_iter().map(Into::into).collect())
     }
 
+    async fn register_module(
+        &mut self,
+        name: String,
+        wasm: Vec<u8>,
+        host_modules: Vec<String>,
+    ) -> Result<types::ModuleInfo, types::Error> {
+        Ok(self
+            .node()?
+            .register_module(&name, wasm, host_modules)
+            .await?
+            .into())
+    }
+
+    async fn run_module(
+        &mut self,
+        wasm: Vec<u8>,
+        function: String,
+        params: String,
+        host_modules: Vec<String>,
+    ) -> Result<String, types::Error> {
+        Ok(self
+            .node()?
+            .run_module(&wasm, &function, &params, host_modules)
+            .await?)
+    }
+
+    async fn call_module(
+        &mut self,
+        name: String,
+        function: String,
+        params: String,
+    ) -> Result<String, types::Error> {
+        Ok(self.node()?.call_module(&name, &function, &params).await?)
+    }
+
     async fn job_runs(&mut self, id: String, limit: u32) -> Result<Vec<types::Run>, types::Error> {
         let runs = self.node()?.job_runs(&id, limit).await?;
         Ok(runs.into_iter().map(Into::into).collect())
+    }
+}
+
+impl From<crate::node::ModuleInfo> for types::ModuleInfo {
+    fn from(m: crate::node::ModuleInfo) -> Self {
+        types::ModuleInfo {
+            name: m.name,
+            digest: m.digest,
+            size: m.size,
+            exports: m.exports,
+        }
     }
 }
 

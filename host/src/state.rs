@@ -25,6 +25,13 @@ pub struct JobRecord {
     pub created_at: u64,
 }
 
+/// A stored core module.
+pub struct ModuleRecord {
+    pub name: String,
+    pub wasm: Vec<u8>,
+    pub host_modules: Vec<String>,
+}
+
 /// A stored run of a handler.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RunRecord {
@@ -70,6 +77,11 @@ impl StateDb {
                  error TEXT,
                  stdout TEXT NOT NULL,
                  stderr TEXT NOT NULL
+             );
+             CREATE TABLE IF NOT EXISTS modules (
+                 name TEXT PRIMARY KEY,
+                 wasm BLOB NOT NULL,
+                 host_modules TEXT NOT NULL
              );
              CREATE TABLE IF NOT EXISTS handler_outbound (
                  name TEXT PRIMARY KEY,
@@ -142,6 +154,39 @@ impl StateDb {
             .query_row("SELECT 1 FROM jobs WHERE id = ?1", [id], |_| Ok(()))
             .optional()?
             .is_some())
+    }
+
+    /// Stores (or replaces) a core module registered by name.
+    pub fn put_module(
+        &self,
+        name: &str,
+        wasm: &[u8],
+        host_modules: &[String],
+    ) -> Result<(), StateError> {
+        self.conn().execute(
+            "INSERT INTO modules (name, wasm, host_modules) VALUES (?1, ?2, ?3)
+             ON CONFLICT (name) DO UPDATE SET wasm = excluded.wasm, host_modules = excluded.host_modules",
+            params![name, wasm, host_modules.join("\n")],
+        )?;
+        Ok(())
+    }
+
+    /// Every stored module.
+    pub fn modules(&self) -> Result<Vec<ModuleRecord>, StateError> {
+        let conn = self.conn();
+        let mut stmt =
+            conn.prepare("SELECT name, wasm, host_modules FROM modules ORDER BY name")?;
+        let rows = stmt
+            .query_map([], |row| {
+                let links: String = row.get(2)?;
+                Ok(ModuleRecord {
+                    name: row.get(0)?,
+                    wasm: row.get(1)?,
+                    host_modules: links.lines().map(str::to_string).collect(),
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
     }
 
     /// Sets (or, with `None`, clears) a handler's own outbound allow list.

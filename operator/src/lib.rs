@@ -20,6 +20,7 @@ wit_bindgen::generate!({
         "wasmatic:operator/types@0.1.0/handler-info": [#[derive(serde::Serialize)]],
         "wasmatic:operator/types@0.1.0/job": [#[derive(serde::Serialize)]],
         "wasmatic:operator/types@0.1.0/run": [#[derive(serde::Serialize)]],
+        "wasmatic:operator/types@0.1.0/module-info": [#[derive(serde::Serialize)]],
     },
     additional_member_attributes: {
         "wasmatic:operator/types@0.1.0/run.job-id": [#[serde(skip_serializing_if = "Option::is_none")]],

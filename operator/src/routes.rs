@@ -11,6 +11,9 @@
 //! | `POST /sched`, `GET /sched`        | adds / lists schedules                    |
 //! | `DELETE /sched/ID`                 | removes a schedule                        |
 //! | `GET /sched/ID/runs?limit=N`       | the schedule's newest runs                |
+//! | `POST /` `{"wasm_hex", "function_name", "params", "host_modules"?}` | calls a core module |
+//! | `POST /register` `{"module_name", "wasm_hex", "host_modules"?}` | keeps a core module by name |
+//! | `POST /call/NAME/FUNC` (JSON array) | calls a registered core module           |
 //!
 //! When the node runner sets `WASMATIC_TOKEN`, every route that changes the
 //! node (POST, PUT, DELETE but `/run`) needs `Authorization: Bearer TOKEN`.
@@ -36,7 +39,11 @@ pub fn route(req: Request) -> Response {
     }
     let result = match (&req.method, segments.as_slice()) {
         (Method::Get, ["health"]) => Ok(Response::json(200, &serde_json::json!({ "ok": true }))),
+        (Method::Post, [""]) => run_module(&req),
+        // JSON names a core module; `?name=` with wasm bytes, a handler.
+        (Method::Post, ["register"]) if req.query_param("name").is_none() => register_module(&req),
         (Method::Post, ["register"]) => register(&req),
+        (Method::Post, ["call", name, function]) => call_module(&req, name, function),
         (Method::Post, ["run", name]) => run(&req, name),
         (Method::Get, ["handlers"]) => Ok(list_handlers()),
         (Method::Get, ["handlers", name]) => get_handler(name),
@@ -110,6 +117,8 @@ fn is_known_path(path: &[&str]) -> bool {
     matches!(
         path,
         ["health"]
+            | [""]
+            | ["call", _, _]
             | ["register"]
             | ["run", _]
             | ["handlers"]
@@ -292,6 +301,89 @@ fn handler_runs(req: &Request, raw: &str) -> Result<Response, Response> {
     let name = handler_name(raw)?;
     let runs = host::handler_runs(&name, limit(req)?).map_err(host_error)?;
     Ok(Response::json(200, &runs))
+}
+
+/// `POST /` of the wasm-exec-api: a core module and one call of it.
+#[derive(Deserialize)]
+struct RunModuleRequest {
+    wasm_hex: String,
+    function_name: String,
+    #[serde(default)]
+    params: Vec<serde_json::Value>,
+    #[serde(default)]
+    host_modules: Vec<String>,
+}
+
+/// `POST /register` with JSON: a core module to keep under a name.
+#[derive(Deserialize)]
+struct RegisterModuleRequest {
+    module_name: String,
+    wasm_hex: String,
+    #[serde(default)]
+    host_modules: Vec<String>,
+}
+
+fn json_body<T: serde::de::DeserializeOwned>(req: &Request, shape: &str) -> Result<T, Response> {
+    serde_json::from_slice(body(req)?)
+        .map_err(|e| Response::error(400, &format!("expected {shape}: {e}")))
+}
+
+fn decode_hex(hex: &str) -> Result<Vec<u8>, Response> {
+    let hex = hex.trim();
+    let bad = || Response::error(400, "wasm_hex is not an even number of hex digits");
+    if !hex.len().is_multiple_of(2) {
+        return Err(bad());
+    }
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(hex.get(i..i + 2).ok_or_else(bad)?, 16).map_err(|_| bad()))
+        .collect()
+}
+
+/// A call's JSON results, as `{"results": [...]}`.
+fn results(json: String) -> Result<Response, Response> {
+    let results: serde_json::Value = serde_json::from_str(&json)
+        .map_err(|e| Response::error(500, &format!("the host answered bad JSON: {e}")))?;
+    Ok(Response::json(
+        200,
+        &serde_json::json!({ "results": results }),
+    ))
+}
+
+fn run_module(req: &Request) -> Result<Response, Response> {
+    let request: RunModuleRequest = json_body(
+        req,
+        r#"{"wasm_hex", "function_name", "params"?, "host_modules"?}"#,
+    )?;
+    let wasm = decode_hex(&request.wasm_hex)?;
+    let params = serde_json::Value::from(request.params).to_string();
+    let json = host::run_module(
+        &wasm,
+        &request.function_name,
+        &params,
+        &request.host_modules,
+    )
+    .map_err(host_error)?;
+    results(json)
+}
+
+fn register_module(req: &Request) -> Result<Response, Response> {
+    let request: RegisterModuleRequest =
+        json_body(req, r#"{"module_name", "wasm_hex", "host_modules"?}"#)?;
+    let wasm = decode_hex(&request.wasm_hex)?;
+    let info = host::register_module(&request.module_name, &wasm, &request.host_modules)
+        .map_err(host_error)?;
+    Ok(Response::json(201, &info))
+}
+
+/// `POST /call/NAME/FUNC` with a JSON array of parameters.
+fn call_module(req: &Request, name: &str, function: &str) -> Result<Response, Response> {
+    let name = handler_name(name)?;
+    let function = percent_decode(function)?;
+    let params: Vec<serde_json::Value> = json_body(req, "a JSON array of parameters")?;
+    let params = serde_json::Value::from(params).to_string();
+    let json = host::call_module(&name, &function, &params).map_err(host_error)?;
+    results(json)
 }
 
 #[derive(Deserialize)]
