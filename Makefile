@@ -7,18 +7,20 @@
 CARGO       ?= cargo
 WASM_TARGET := wasm32-wasip2
 WASM_OUT    := target/$(WASM_TARGET)/release
-COMPONENTS  := wasmatic-operator echo gecko custom-operator misbehave hello-proxy
+COMPONENTS  := wasmatic-operator echo gecko custom-operator misbehave hello-proxy json-job
 
 .PHONY: setup components operator build up test lint fmt bench clean
 
 ## Installs the toolchain pieces the build needs (idempotent).
 setup:
 	@rustup target list --installed | grep -qx $(WASM_TARGET) || rustup target add $(WASM_TARGET)
+	@rustup target list --installed | grep -qx wasm32-wasip1 || rustup target add wasm32-wasip1
 	@command -v curl >/dev/null || { apt-get update -q && apt-get install -y -q curl; }  # the README test runs curl
 
 ## Builds the operator and the example components.
 components: setup
 	$(CARGO) build --locked --target $(WASM_TARGET) --release $(addprefix -p ,$(COMPONENTS))
+	$(CARGO) build --locked --target wasm32-wasip1 --release -p json-job  # the same job as a core module
 
 ## Rebuilds the operator embedded in the binary from operator/ and wit/
 ## (formatted first: formatting moves the line numbers the binary records).

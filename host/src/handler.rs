@@ -242,6 +242,11 @@ impl CapturedOutput {
         self.push(format!("{line}\n").as_bytes());
     }
 
+    /// Whether anything was dropped.
+    pub fn truncated(&self) -> bool {
+        self.lock().dropped > 0
+    }
+
     /// What was kept, with a last line saying how much was not.
     pub fn text(&self) -> String {
         let c = self.lock();

@@ -7,6 +7,7 @@
 mod cli;
 mod engine;
 mod handler;
+mod jobs;
 mod limits;
 mod modules;
 mod node;

@@ -11,6 +11,7 @@ use sha2::{Digest, Sha256};
 use wasmtime::Engine;
 
 use crate::handler::{self, CallError, CallLimits};
+use crate::jobs::{JobRequest, JobResult, Jobs};
 use crate::limits::Limits;
 use crate::modules::{Modules, RegisteredModule};
 use crate::outbound::{Policy, Rule};
@@ -76,6 +77,7 @@ pub struct Node {
     policy: Arc<Policy>,
     runs: RunLog,
     modules: Modules,
+    jobs: Jobs,
     /// One permit per handler call that may run at once.
     calls: Arc<tokio::sync::Semaphore>,
 }
@@ -97,6 +99,7 @@ impl Node {
         let state = StateDb::open(&db_path)
             .with_context(|| format!("cannot open {}", db_path.display()))?;
         let modules = Modules::new(engine.clone());
+        let jobs = Jobs::new(engine.clone());
         let registry = Registry::new(engine, registered_dir, cache_dir, limits.max_handler_size)?;
         let state = Arc::new(state);
         let runs =
@@ -107,6 +110,7 @@ impl Node {
             state,
             runs,
             modules,
+            jobs,
             calls: Arc::new(tokio::sync::Semaphore::new(limits.max_concurrent_calls)),
             limits,
             policy: Arc::new(policy),
@@ -204,6 +208,25 @@ impl Node {
         );
         tracing::info!(name, "module registered");
         Ok(info)
+    }
+
+    /// Runs a WASI command job.
+    pub async fn run_job(&self, request: JobRequest) -> Result<JobResult, NodeError> {
+        if request
+            .wasm
+            .as_ref()
+            .is_some_and(|w| w.len() as u64 > self.limits.max_handler_size)
+        {
+            return Err(NodeError::TooLarge(
+                "the job's module is larger than --max-handler-size".into(),
+            ));
+        }
+        let Ok(_permit) = self.calls.clone().try_acquire_owned() else {
+            return Err(NodeError::Busy(
+                "the node is running its most calls (--max-concurrent-calls); retry shortly".into(),
+            ));
+        };
+        self.jobs.run(request, self.limits.handler_memory).await
     }
 
     /// Compiles `wasm` and calls `function` with the JSON array `params`.

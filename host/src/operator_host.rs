@@ -182,6 +182,29 @@ impl host::Host for OperatorState {
         Ok(self.node()?.call_module(&name, &function, &params).await?)
     }
 
+    async fn run_job(&mut self, job: types::JobRequest) -> Result<types::JobResult, types::Error> {
+        /// Bytes of stdout and of stderr a job may write unless it says.
+        const DEFAULT_OUTPUT: u32 = 1 << 20;
+        let request = crate::jobs::JobRequest {
+            job_id: job.job_id,
+            wasm: job.wasm,
+            wasm_hash: job.wasm_hash,
+            timeout: std::time::Duration::from_millis(u64::from(job.timeout_ms.max(1))),
+            input: job.input,
+            max_stdout: job.max_stdout_bytes.unwrap_or(DEFAULT_OUTPUT) as usize,
+            max_stderr: job.max_stderr_bytes.unwrap_or(DEFAULT_OUTPUT) as usize,
+        };
+        let result = self.node()?.run_job(request).await?;
+        Ok(types::JobResult {
+            job_id: result.job_id,
+            ok: result.ok,
+            result: result.result,
+            error: result.error,
+            stderr: result.stderr,
+            duration_ms: result.duration_ms,
+        })
+    }
+
     async fn job_runs(&mut self, id: String, limit: u32) -> Result<Vec<types::Run>, types::Error> {
         let runs = self.node()?.job_runs(&id, limit).await?;
         Ok(runs.into_iter().map(Into::into).collect())

@@ -1,6 +1,7 @@
 //! The README's curl examples, run as written against a real node.
 //!
-//! Every `curl` line in a `sh` block of README.md that ends in a comment
+//! Every `curl` line (or `… | curl` pipeline) in a `sh` block of README.md
+//! that ends in a comment
 //! `# STATUS [TEXT]` is run, in order, with `localhost:8080` pointed at the
 //! test's node; its status must be STATUS and its body must contain TEXT.
 //! `$ID` is the last `"id"` a response carried. Lines without such a
@@ -27,7 +28,8 @@ fn examples(readme: &str) -> Vec<Example> {
             in_sh = line == "```sh";
             continue;
         }
-        if !in_sh || !line.starts_with("curl ") {
+        // `curl …`, or a body piped into `curl` (too large for an argument).
+        if !in_sh || !(line.starts_with("curl ") || line.contains("| curl ")) {
             continue;
         }
         let Some((command, comment)) = line.rsplit_once("   # ") else {

@@ -14,6 +14,7 @@
 //! | `POST /` `{"wasm_hex", "function_name", "params", "host_modules"?}` | calls a core module |
 //! | `POST /register` `{"module_name", "wasm_hex", "host_modules"?}` | keeps a core module by name |
 //! | `POST /call/NAME/FUNC` (JSON array) | calls a registered core module           |
+//! | `POST /wasm/run`, `GET /wasm/health` | WASI command jobs ("WASM system" API)   |
 //!
 //! When the node runner sets `WASMATIC_TOKEN`, every route that changes the
 //! node (POST, PUT, DELETE but `/run`) needs `Authorization: Bearer TOKEN`.
@@ -24,7 +25,7 @@ use crate::files::Registered;
 use crate::http::{percent_decode, Request, Response};
 use crate::wasi::http::types::Method;
 use crate::wasmatic::operator::host;
-use crate::wasmatic::operator::types::{Error, LoadOptions};
+use crate::wasmatic::operator::types::{Error, JobRequest, LoadOptions};
 
 /// Runs listed when no `limit` is given, and the most that may be asked for.
 const DEFAULT_RUNS: u32 = 20;
@@ -44,6 +45,10 @@ pub fn route(req: Request) -> Response {
         (Method::Post, ["register"]) if req.query_param("name").is_none() => register_module(&req),
         (Method::Post, ["register"]) => register(&req),
         (Method::Post, ["call", name, function]) => call_module(&req, name, function),
+        (Method::Post, ["wasm", "run"]) => run_job(&req),
+        (Method::Get, ["wasm", "health"]) => {
+            Ok(Response::json(200, &serde_json::json!({ "ok": true })))
+        }
         (Method::Post, ["run", name]) => run(&req, name),
         (Method::Get, ["handlers"]) => Ok(list_handlers()),
         (Method::Get, ["handlers", name]) => get_handler(name),
@@ -81,13 +86,14 @@ fn is_mutating(method: &Method) -> bool {
 /// Environment variable with the node's token, handed over by the host.
 const TOKEN_ENV: &str = "WASMATIC_TOKEN";
 
-/// Checks `Authorization: Bearer TOKEN` when the node has a token. `/run`
-/// stays open: running a handler changes nothing but its run history.
+/// Checks `Authorization: Bearer TOKEN` when the node has a token. Running
+/// what is registered (`/run/NAME`, `/call/NAME/FUNC`) stays open; running
+/// code sent with the request (`POST /`, `/wasm/run`) does not.
 fn authorize(req: &Request) -> Result<(), Response> {
     let Ok(token) = std::env::var(TOKEN_ENV) else {
         return Ok(());
     };
-    if token.is_empty() || req.path.starts_with("/run/") {
+    if token.is_empty() || req.path.starts_with("/run/") || req.path.starts_with("/call/") {
         return Ok(());
     }
     let expected = format!("Bearer {token}");
@@ -119,6 +125,8 @@ fn is_known_path(path: &[&str]) -> bool {
         ["health"]
             | [""]
             | ["call", _, _]
+            | ["wasm", "run"]
+            | ["wasm", "health"]
             | ["register"]
             | ["run", _]
             | ["handlers"]
@@ -384,6 +392,86 @@ fn call_module(req: &Request, name: &str, function: &str) -> Result<Response, Re
     let params = serde_json::Value::from(params).to_string();
     let json = host::call_module(&name, &function, &params).map_err(host_error)?;
     results(json)
+}
+
+/// `POST /wasm/run` of the "WASM system" job API.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct JobBody {
+    job_id: String,
+    wasm_b64: Option<String>,
+    wasm_hash: Option<String>,
+    timeout_ms: u32,
+    #[serde(default)]
+    input: serde_json::Value,
+    max_stdout_bytes: Option<u32>,
+    max_stderr_bytes: Option<u32>,
+}
+
+fn run_job(req: &Request) -> Result<Response, Response> {
+    let job: JobBody = json_body(
+        req,
+        r#"{"jobId", "wasmB64" or "wasmHash", "timeoutMs", "input", "maxStdoutBytes"?, "maxStderrBytes"?}"#,
+    )?;
+    let wasm = match &job.wasm_b64 {
+        Some(b64) => {
+            Some(decode_base64(b64).ok_or_else(|| Response::error(400, "wasmB64 is not base64"))?)
+        }
+        None => None,
+    };
+    let request = JobRequest {
+        job_id: job.job_id,
+        wasm,
+        wasm_hash: job.wasm_hash,
+        timeout_ms: job.timeout_ms,
+        input: job.input.to_string(),
+        max_stdout_bytes: job.max_stdout_bytes,
+        max_stderr_bytes: job.max_stderr_bytes,
+    };
+    let result = host::run_job(&request).map_err(host_error)?;
+    let mut answer = serde_json::json!({
+        "jobId": result.job_id,
+        "ok": result.ok,
+        "stderr": result.stderr,
+        "durationMs": result.duration_ms,
+    });
+    if let Some(result) = result.result {
+        answer["result"] =
+            serde_json::from_str(&result).unwrap_or(serde_json::Value::String(result));
+    }
+    if let Some(error) = result.error {
+        answer["error"] = serde_json::Value::String(error);
+    }
+    Ok(Response::json(200, &answer))
+}
+
+/// Standard base64 (padding optional, whitespace ignored).
+fn decode_base64(text: &str) -> Option<Vec<u8>> {
+    let value = |c: u8| match c {
+        b'A'..=b'Z' => Some(c - b'A'),
+        b'a'..=b'z' => Some(c - b'a' + 26),
+        b'0'..=b'9' => Some(c - b'0' + 52),
+        b'+' => Some(62),
+        b'/' => Some(63),
+        _ => None,
+    };
+    let digits: Vec<u8> = text
+        .bytes()
+        .filter(|c| !c.is_ascii_whitespace() && *c != b'=')
+        .map(value)
+        .collect::<Option<_>>()?;
+    if digits.len() % 4 == 1 {
+        return None;
+    }
+    let mut out = Vec::with_capacity(digits.len() * 3 / 4);
+    for chunk in digits.chunks(4) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, d)| n | (u32::from(*d) << (18 - 6 * i)));
+        out.extend_from_slice(&n.to_be_bytes()[1..chunk.len()]);
+    }
+    Some(out)
 }
 
 #[derive(Deserialize)]

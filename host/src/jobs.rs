@@ -1,0 +1,307 @@
+//! WASI command jobs (the "WASM system" job API): a `wasm32-wasip1` core
+//! module exporting `run` or `_start`, or a wasip2 command component, gets
+//! its input as one JSON line on stdin and must write one JSON object,
+//! `{"ok": true, "result": …}` or `{"ok": false, "error": "…"}`, to stdout.
+//! No network, no filesystem, no host environment.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, ResourceTable};
+use wasmtime::{Engine, Linker, Module, Store};
+use wasmtime_wasi::p1::WasiP1Ctx;
+use wasmtime_wasi::p2::bindings::CommandPre;
+use wasmtime_wasi::p2::pipe::MemoryInputPipe;
+use wasmtime_wasi::{I32Exit, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+use crate::engine;
+use crate::handler::CapturedOutput;
+use crate::limits::GuestLimiter;
+use crate::node::NodeError;
+
+/// Longest a job may run, whatever it asks for.
+pub const MAX_JOB_TIMEOUT: Duration = Duration::from_secs(30);
+/// Compiled jobs kept for `wasmHash`-only requests.
+const CACHED_JOBS: usize = 128;
+
+pub struct JobRequest {
+    pub job_id: String,
+    pub wasm: Option<Vec<u8>>,
+    pub wasm_hash: Option<String>,
+    pub timeout: Duration,
+    pub input: String,
+    pub max_stdout: usize,
+    pub max_stderr: usize,
+}
+
+pub struct JobResult {
+    pub job_id: String,
+    pub ok: bool,
+    /// The JSON text of the job's `result`, when `ok`.
+    pub result: Option<String>,
+    pub error: Option<String>,
+    pub stderr: String,
+    pub duration_ms: u64,
+}
+
+/// The store data of a component job.
+struct ComponentJob {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limiter: GuestLimiter,
+}
+
+impl WasiView for ComponentJob {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// The store data of a core-module job.
+struct ModuleJob {
+    wasi: WasiP1Ctx,
+    limiter: GuestLimiter,
+}
+
+#[derive(Clone)]
+enum Compiled {
+    Component(CommandPre<ComponentJob>),
+    Module(wasmtime::InstancePre<ModuleJob>),
+}
+
+pub struct Jobs {
+    engine: Engine,
+    cache: Mutex<HashMap<String, Compiled>>,
+}
+
+impl Jobs {
+    pub fn new(engine: Engine) -> Self {
+        Jobs {
+            engine,
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Compiled>> {
+        self.cache.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The job's code: compiled now from its bytes, or from the cache by hash.
+    fn compiled(&self, request: &JobRequest) -> Result<Compiled, NodeError> {
+        let wanted = request
+            .wasm_hash
+            .as_ref()
+            .map(|h| h.trim().to_ascii_lowercase());
+        let Some(wasm) = &request.wasm else {
+            let hash = wanted.ok_or_else(|| {
+                NodeError::Invalid("send wasmB64, or the wasmHash of an earlier job".into())
+            })?;
+            return self.lock().get(&hash).cloned().ok_or_else(|| {
+                NodeError::NotFound(format!(
+                    "no job with wasmHash {hash} is cached; send wasmB64 once"
+                ))
+            });
+        };
+        let digest = hex::encode(Sha256::digest(wasm));
+        if let Some(hash) = wanted {
+            if hash != digest {
+                return Err(NodeError::Invalid(format!(
+                    "wasmHash is {hash}, but the sha256 of wasmB64 is {digest}"
+                )));
+            }
+        }
+        if let Some(compiled) = self.lock().get(&digest) {
+            return Ok(compiled.clone());
+        }
+        let compiled = self.compile(wasm)?;
+        let mut cache = self.lock();
+        if cache.len() >= CACHED_JOBS {
+            if let Some(old) = cache.keys().next().cloned() {
+                cache.remove(&old);
+            }
+        }
+        cache.insert(digest, compiled.clone());
+        Ok(compiled)
+    }
+
+    fn compile(&self, wasm: &[u8]) -> Result<Compiled, NodeError> {
+        let invalid = |what: &str, e: wasmtime::Error| {
+            NodeError::Invalid(format!("{what}: {:#}", anyhow::Error::from(e)))
+        };
+        match wasm.get(..8) {
+            Some(b"\0asm\x01\0\0\0") => {
+                let module = Module::new(&self.engine, wasm)
+                    .map_err(|e| invalid("not a valid module", e))?;
+                if module.get_export("run").is_none() && module.get_export("_start").is_none() {
+                    return Err(NodeError::Invalid(
+                        "the module exports neither `run` nor `_start`".into(),
+                    ));
+                }
+                let mut linker: Linker<ModuleJob> = Linker::new(&self.engine);
+                wasmtime_wasi::p1::add_to_linker_async(&mut linker, |job| &mut job.wasi)
+                    .map_err(|e| invalid("cannot link WASI", e))?;
+                let pre = linker
+                    .instantiate_pre(&module)
+                    .map_err(|e| invalid("the module imports what a job does not get", e))?;
+                Ok(Compiled::Module(pre))
+            }
+            Some([0, b'a', b's', b'm', ..]) => {
+                let component = Component::new(&self.engine, wasm)
+                    .map_err(|e| invalid("not a valid component", e))?;
+                let mut linker = wasmtime::component::Linker::new(&self.engine);
+                wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+                    .map_err(|e| invalid("cannot link WASI", e))?;
+                let pre = linker
+                    .instantiate_pre(&component)
+                    .map_err(|e| invalid("the component imports what a job does not get", e))?;
+                let pre = CommandPre::new(pre).map_err(|e| {
+                    invalid("not a command component (it must export wasi:cli/run)", e)
+                })?;
+                Ok(Compiled::Component(pre))
+            }
+            _ => Err(NodeError::Invalid(
+                "not WebAssembly (no `\\0asm` header)".into(),
+            )),
+        }
+    }
+
+    /// Runs one job; a job that fails is an answer with `ok: false`, a
+    /// request the node cannot run is an error.
+    pub async fn run(&self, request: JobRequest, memory: usize) -> Result<JobResult, NodeError> {
+        let compiled = self.compiled(&request)?;
+        let timeout = request.timeout.min(MAX_JOB_TIMEOUT);
+        let stdout = CapturedOutput::new(request.max_stdout);
+        let stderr = CapturedOutput::new(request.max_stderr);
+        let mut wasi = WasiCtxBuilder::new();
+        wasi.stdin(MemoryInputPipe::new(format!("{}\n", request.input)))
+            .stdout(stdout.clone())
+            .stderr(stderr.clone())
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false);
+        let started = Instant::now();
+        let exit = match compiled {
+            Compiled::Component(pre) => {
+                let job = ComponentJob {
+                    wasi: wasi.build(),
+                    table: ResourceTable::new(),
+                    limiter: GuestLimiter::new(memory),
+                };
+                let mut store = Store::new(&self.engine, job);
+                store.limiter(|j| &mut j.limiter);
+                engine::set_deadline(&mut store, timeout);
+                let run = async {
+                    let command = pre.instantiate_async(&mut store).await?;
+                    command.wasi_cli_run().call_run(&mut store).await
+                };
+                match tokio::time::timeout(timeout, run).await {
+                    Ok(Ok(Ok(()))) => Ok(()),
+                    Ok(Ok(Err(()))) => Err("the job's run returned an error".to_string()),
+                    Ok(Err(e)) => Err(describe(e)),
+                    Err(_) => Err(engine::Timeout(timeout).to_string()),
+                }
+            }
+            Compiled::Module(pre) => {
+                let job = ModuleJob {
+                    wasi: wasi.build_p1(),
+                    limiter: GuestLimiter::new(memory),
+                };
+                let mut store = Store::new(&self.engine, job);
+                store.limiter(|j| &mut j.limiter);
+                engine::set_deadline(&mut store, timeout);
+                let run = async {
+                    let instance = pre.instantiate_async(&mut store).await?;
+                    let entry = match instance.get_typed_func::<(), ()>(&mut store, "run") {
+                        Ok(run) => run,
+                        Err(_) => instance.get_typed_func::<(), ()>(&mut store, "_start")?,
+                    };
+                    entry.call_async(&mut store, ()).await
+                };
+                match tokio::time::timeout(timeout, run).await {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(e)) => match e.downcast_ref::<I32Exit>() {
+                        Some(I32Exit(0)) => Ok(()),
+                        Some(I32Exit(code)) => Err(format!("the job exited with code {code}")),
+                        None => Err(describe(e)),
+                    },
+                    Err(_) => Err(engine::Timeout(timeout).to_string()),
+                }
+            }
+        };
+        let (ok, result, error) = match exit {
+            Ok(()) => verdict(&stdout, request.max_stdout),
+            Err(why) => (false, None, Some(why)),
+        };
+        Ok(JobResult {
+            job_id: request.job_id,
+            ok,
+            result,
+            error,
+            stderr: stderr.text(),
+            duration_ms: started.elapsed().as_millis() as u64,
+        })
+    }
+}
+
+fn describe(e: wasmtime::Error) -> String {
+    if let Some(timeout) = e.downcast_ref::<engine::Timeout>() {
+        return timeout.to_string();
+    }
+    if let Some(limit) = e.downcast_ref::<crate::limits::MemoryLimit>() {
+        return limit.to_string();
+    }
+    if let Some(trap) = e.downcast_ref::<wasmtime::Trap>() {
+        return format!("the job trapped: {trap}");
+    }
+    format!("the job failed: {}", anyhow::Error::from(e).root_cause())
+}
+
+/// Reads the job's answer from its stdout.
+fn verdict(stdout: &CapturedOutput, max: usize) -> (bool, Option<String>, Option<String>) {
+    if stdout.truncated() {
+        return (
+            false,
+            None,
+            Some(format!(
+                "the job wrote more than maxStdoutBytes ({max}) to stdout"
+            )),
+        );
+    }
+    let text = stdout.text();
+    let answer: Value = match serde_json::from_str(text.trim()) {
+        Ok(answer) => answer,
+        Err(e) => {
+            let start: String = text.chars().take(80).collect();
+            return (
+                false,
+                None,
+                Some(format!("stdout is not one JSON object ({e}): {start:?}")),
+            );
+        }
+    };
+    match answer.get("ok").and_then(Value::as_bool) {
+        Some(true) => {
+            let result = answer.get("result").cloned().unwrap_or(Value::Null);
+            (true, Some(result.to_string()), None)
+        }
+        Some(false) => {
+            let error = match answer.get("error") {
+                Some(Value::String(s)) => s.clone(),
+                Some(other) => other.to_string(),
+                None => "the job failed without saying why".into(),
+            };
+            (false, None, Some(error))
+        }
+        None => (
+            false,
+            None,
+            Some(format!("stdout has no boolean \"ok\": {answer}")),
+        ),
+    }
+}
