@@ -128,3 +128,49 @@ impl<T> WasmContext<T> for wasmtime::Result<T> {
         self.map_err(|e| anyhow::Error::from(e).context(context()))
     }
 }
+
+/// What a binary is, from its 8-byte header.
+#[derive(Debug, PartialEq)]
+pub enum WasmKind {
+    CoreModule,
+    Component,
+    /// No `\0asm` header: WebAssembly text at best.
+    NotBinary,
+}
+
+pub fn wasm_kind(bytes: &[u8]) -> WasmKind {
+    match bytes.get(..8) {
+        Some([0, b'a', b's', b'm', 1, 0, 0, 0]) => WasmKind::CoreModule,
+        Some([0, b'a', b's', b'm', ..]) => WasmKind::Component,
+        _ => WasmKind::NotBinary,
+    }
+}
+
+/// Why a guest call failed, in one line: a deadline, or a trap or error
+/// named by its cause rather than by a wasm backtrace.
+pub enum GuestFailure {
+    TimedOut(String),
+    Failed(String),
+}
+
+pub fn guest_failure(e: wasmtime::Error) -> GuestFailure {
+    if let Some(timeout) = e.downcast_ref::<Timeout>() {
+        return GuestFailure::TimedOut(timeout.to_string());
+    }
+    let cause = if let Some(limit) = e.downcast_ref::<crate::limits::MemoryLimit>() {
+        limit.to_string()
+    } else if let Some(wasmtime::Trap::StackOverflow) = e.downcast_ref::<wasmtime::Trap>() {
+        "stack overflow: the guest recursed too deep".to_string()
+    } else if let Some(trap) = e.downcast_ref::<wasmtime::Trap>() {
+        trap.to_string()
+    } else {
+        anyhow::Error::from(e)
+            .root_cause()
+            .to_string()
+            .lines()
+            .next()
+            .unwrap_or("unknown error")
+            .to_string()
+    };
+    GuestFailure::Failed(cause)
+}

@@ -10,14 +10,14 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use wasmtime::component::{Linker, ResourceTable};
-use wasmtime::{Engine, Store, Trap};
+use wasmtime::{Engine, Store};
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
-use crate::engine::{self, Timeout};
-use crate::limits::{show_size, GuestLimiter, MemoryLimit};
+use crate::engine::{self, GuestFailure, Timeout};
+use crate::limits::{show_size, GuestLimiter};
 use crate::outbound::{OutboundHooks, Policy, Rule};
 
 mod bindings {
@@ -164,30 +164,15 @@ pub async fn call(
     }
 }
 
-/// One line saying why a call failed: the trap, and what the guest said
-/// about it on stderr (a Rust panic's message, say), not a wasm backtrace.
+/// Why a call failed, with what the guest said about it on stderr (a Rust
+/// panic's message, say).
 fn describe_failure(e: wasmtime::Error, stderr: &str) -> CallError {
-    if let Some(timeout) = e.downcast_ref::<Timeout>() {
-        return CallError::TimedOut(timeout.to_string());
-    }
-    let cause = if let Some(limit) = e.downcast_ref::<MemoryLimit>() {
-        limit.to_string()
-    } else if let Some(Trap::StackOverflow) = e.downcast_ref::<Trap>() {
-        "stack overflow: the guest recursed too deep".to_string()
-    } else if let Some(trap) = e.downcast_ref::<Trap>() {
-        trap.to_string()
-    } else {
-        anyhow::Error::from(e)
-            .root_cause()
-            .to_string()
-            .lines()
-            .next()
-            .unwrap_or("unknown error")
-            .to_string()
-    };
-    match last_words(stderr) {
-        Some(words) => CallError::Failed(format!("{words} ({cause})")),
-        None => CallError::Failed(cause),
+    match engine::guest_failure(e) {
+        GuestFailure::TimedOut(m) => CallError::TimedOut(m),
+        GuestFailure::Failed(cause) => match last_words(stderr) {
+            Some(words) => CallError::Failed(format!("{words} ({cause})")),
+            None => CallError::Failed(cause),
+        },
     }
 }
 

@@ -17,7 +17,7 @@ use wasmtime_wasi::p2::bindings::CommandPre;
 use wasmtime_wasi::p2::pipe::MemoryInputPipe;
 use wasmtime_wasi::{I32Exit, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
-use crate::engine;
+use crate::engine::{self, GuestFailure, WasmKind};
 use crate::handler::CapturedOutput;
 use crate::limits::GuestLimiter;
 use crate::node::NodeError;
@@ -134,8 +134,8 @@ impl Jobs {
         let invalid = |what: &str, e: wasmtime::Error| {
             NodeError::Invalid(format!("{what}: {:#}", anyhow::Error::from(e)))
         };
-        match wasm.get(..8) {
-            Some(b"\0asm\x01\0\0\0") => {
+        match engine::wasm_kind(wasm) {
+            WasmKind::CoreModule => {
                 let module = Module::new(&self.engine, wasm)
                     .map_err(|e| invalid("not a valid module", e))?;
                 if module.get_export("run").is_none() && module.get_export("_start").is_none() {
@@ -151,7 +151,7 @@ impl Jobs {
                     .map_err(|e| invalid("the module imports what a job does not get", e))?;
                 Ok(Compiled::Module(pre))
             }
-            Some([0, b'a', b's', b'm', ..]) => {
+            WasmKind::Component => {
                 let component = Component::new(&self.engine, wasm)
                     .map_err(|e| invalid("not a valid component", e))?;
                 let mut linker = wasmtime::component::Linker::new(&self.engine);
@@ -250,16 +250,10 @@ impl Jobs {
 }
 
 fn describe(e: wasmtime::Error) -> String {
-    if let Some(timeout) = e.downcast_ref::<engine::Timeout>() {
-        return timeout.to_string();
+    match engine::guest_failure(e) {
+        GuestFailure::TimedOut(m) => m,
+        GuestFailure::Failed(m) => format!("the job failed: {m}"),
     }
-    if let Some(limit) = e.downcast_ref::<crate::limits::MemoryLimit>() {
-        return limit.to_string();
-    }
-    if let Some(trap) = e.downcast_ref::<wasmtime::Trap>() {
-        return format!("the job trapped: {trap}");
-    }
-    format!("the job failed: {}", anyhow::Error::from(e).root_cause())
 }
 
 /// Reads the job's answer from its stdout.

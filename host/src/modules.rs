@@ -6,13 +6,15 @@
 //! for an i32 or i64, `1.5` for an f32 or f64.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::RwLock;
+use std::sync::{Mutex, RwLock};
+
+use sha2::{Digest, Sha256};
 use std::time::Duration;
 
 use serde_json::Value;
 use wasmtime::{Engine, Func, Instance, Linker, Module, Store, Val, ValType};
 
-use crate::engine;
+use crate::engine::{self, GuestFailure, WasmKind};
 use crate::limits::GuestLimiter;
 use crate::node::NodeError;
 
@@ -23,9 +25,14 @@ pub struct RegisteredModule {
     pub host_modules: Vec<String>,
 }
 
+/// Compiled modules kept by digest: a client of `POST /` sends the same
+/// module with every call.
+const CACHED_MODULES: usize = 256;
+
 pub struct Modules {
     engine: Engine,
     registered: RwLock<HashMap<String, RegisteredModule>>,
+    compiled: Mutex<HashMap<String, Module>>,
 }
 
 impl Modules {
@@ -33,19 +40,38 @@ impl Modules {
         Modules {
             engine,
             registered: RwLock::new(HashMap::new()),
+            compiled: Mutex::new(HashMap::new()),
         }
     }
 
     /// Compiles `wasm` and checks that its imports can be linked.
     pub fn compile(&self, wasm: &[u8], host_modules: &[String]) -> Result<Module, NodeError> {
-        if wasm.get(..8) != Some(b"\0asm\x01\0\0\0") {
+        if engine::wasm_kind(wasm) != WasmKind::CoreModule {
             return Err(NodeError::Invalid(
                 "not a core WebAssembly module (no `\\0asm` version 1 header)".into(),
             ));
         }
-        let module = Module::new(&self.engine, wasm).map_err(|e| {
-            NodeError::Invalid(format!("not a valid module: {:#}", anyhow::Error::from(e)))
-        })?;
+        let digest = hex::encode(Sha256::digest(wasm));
+        let cached = self
+            .compiled
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&digest)
+            .cloned();
+        let module = match cached {
+            Some(module) => module,
+            None => {
+                let module = Module::new(&self.engine, wasm).map_err(|e| {
+                    NodeError::Invalid(format!("not a valid module: {:#}", anyhow::Error::from(e)))
+                })?;
+                let mut compiled = self.compiled.lock().unwrap_or_else(|p| p.into_inner());
+                if compiled.len() >= CACHED_MODULES {
+                    compiled.clear();
+                }
+                compiled.insert(digest, module.clone());
+                module
+            }
+        };
         let registered = self.read();
         for import in module.imports() {
             let from = import.module();
@@ -228,14 +254,8 @@ fn to_json(value: &Val) -> Result<Value, NodeError> {
 }
 
 fn failure(e: wasmtime::Error, function: &str) -> NodeError {
-    if let Some(timeout) = e.downcast_ref::<engine::Timeout>() {
-        return NodeError::TimedOut(format!("`{function}` {timeout}"));
+    match engine::guest_failure(e) {
+        GuestFailure::TimedOut(m) => NodeError::TimedOut(format!("`{function}` {m}")),
+        GuestFailure::Failed(m) => NodeError::Failed(format!("`{function}` failed: {m}")),
     }
-    if let Some(trap) = e.downcast_ref::<wasmtime::Trap>() {
-        return NodeError::Failed(format!("`{function}` trapped: {trap}"));
-    }
-    NodeError::Failed(format!(
-        "`{function}` failed: {}",
-        anyhow::Error::from(e).root_cause()
-    ))
 }

@@ -395,7 +395,7 @@ impl Node {
                 "the node is running {} handler calls, its most (--max-concurrent-calls); retry shortly",
                 self.limits.max_concurrent_calls
             );
-            self.record_failure(name, trigger.as_ref(), &busy).await;
+            self.record_failure(name, trigger.as_ref(), &busy);
             return Err(NodeError::Busy(busy));
         };
         let started_at = now_ms();
@@ -449,7 +449,7 @@ impl Node {
             job = trigger.as_ref().map(|t| t.job_id.as_str()),
             "handler ran"
         );
-        self.record_run(record).await;
+        self.runs.record(record);
         match outcome.result {
             Ok(output) => Ok(output),
             Err(CallError::TimedOut(m)) => {
@@ -463,7 +463,7 @@ impl Node {
 
     /// Records a tick that was skipped because the previous run of its job
     /// was still going.
-    pub async fn record_skipped(&self, job: &Job, scheduled_for: u64) {
+    pub fn record_skipped(&self, job: &Job, scheduled_for: u64) {
         tracing::warn!(job = job.id, name = job.name, "tick skipped");
         let trigger = Trigger {
             job_id: job.id.clone(),
@@ -473,12 +473,11 @@ impl Node {
             &job.name,
             Some(&trigger),
             "skipped: the previous run of this job was still running",
-        )
-        .await;
+        );
     }
 
     /// Records a run that never started.
-    async fn record_failure(&self, name: &str, trigger: Option<&Trigger>, error: &str) {
+    fn record_failure(&self, name: &str, trigger: Option<&Trigger>, error: &str) {
         let record = RunRecord {
             name: name.to_string(),
             job_id: trigger.map(|t| t.job_id.clone()),
@@ -491,10 +490,6 @@ impl Node {
             stdout: String::new(),
             stderr: String::new(),
         };
-        self.record_run(record).await;
-    }
-
-    async fn record_run(&self, record: RunRecord) {
         self.runs.record(record);
     }
 

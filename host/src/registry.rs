@@ -17,6 +17,7 @@ use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, Linker};
 use wasmtime::Engine;
 
+use crate::engine::{self, WasmKind};
 use crate::handler::{self, HandlerPre, HandlerState};
 use crate::limits::show_size;
 use crate::node::NodeError;
@@ -348,19 +349,15 @@ async fn read_limited(path: &Path, file: &str, max_size: u64) -> Result<Vec<u8>,
 
 /// Rejects bytes that are not a component with a message saying what they are.
 fn describe_kind(bytes: &[u8]) -> Result<(), NodeError> {
-    const MAGIC: &[u8] = b"\0asm";
-    const CORE_VERSION: &[u8] = &[1, 0, 0, 0];
-    if bytes.len() < 8 || &bytes[..4] != MAGIC {
-        return Err(NodeError::Invalid(
-            "not a WebAssembly binary (no `\\0asm` header)".into(),
-        ));
-    }
-    if &bytes[4..8] == CORE_VERSION {
-        return Err(NodeError::Invalid(
+    match engine::wasm_kind(bytes) {
+        WasmKind::Component => Ok(()),
+        WasmKind::CoreModule => Err(NodeError::Invalid(
             "a core WebAssembly module, not a component: build the handler for wasm32-wasip2 (or with cargo component)".into(),
-        ));
+        )),
+        WasmKind::NotBinary => Err(NodeError::Invalid(
+            "not a WebAssembly binary (no `\\0asm` header)".into(),
+        )),
     }
-    Ok(())
 }
 
 fn compile_cached(

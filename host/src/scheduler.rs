@@ -211,7 +211,7 @@ fn fire(node: Arc<Node>, due: Due) {
     } = due;
     tokio::spawn(async move {
         if running.swap(true, Ordering::AcqRel) {
-            node.record_skipped(&job, scheduled_for).await;
+            node.record_skipped(&job, scheduled_for);
             return;
         }
         let trigger = Trigger {

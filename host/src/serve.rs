@@ -27,7 +27,7 @@ use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use wasmtime_wasi_http::{Error as HttpError, WasiHttpCtx, WasiHttpView};
 
 use crate::cli::DirMapping;
-use crate::engine::{self, WasmContext};
+use crate::engine::{self, WasmContext, WasmKind};
 use crate::limits::{show_size, GuestLimiter};
 use crate::node::Node;
 use crate::operator_host::{self, OperatorState};
@@ -118,11 +118,11 @@ impl Operator {
                 .preopened_dir(&dir.host, &dir.guest, FsPerms::ReadWrite)
                 .with_wasm_context(|| format!("cannot open --dir {}", dir.host.display()))?;
         }
-        match bytes.get(..8) {
-            Some([0, b'a', b's', b'm', 1, 0, 0, 0]) => {
+        match engine::wasm_kind(bytes) {
+            WasmKind::CoreModule => {
                 bail!("the operator is a core WebAssembly module; it must be a wasi:http/proxy component")
             }
-            Some([0, b'a', b's', b'm', ..]) => {}
+            WasmKind::Component => {}
             // WebAssembly text is accepted too, as by wasmtime.
             _ if std::str::from_utf8(bytes).is_ok_and(|t| t.trim_start().starts_with('(')) => {}
             _ => {

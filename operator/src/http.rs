@@ -116,6 +116,7 @@ pub fn percent_decode(s: &str) -> Result<String, Response> {
     String::from_utf8(out).map_err(|_| bad())
 }
 
+#[derive(Clone)]
 pub struct Response {
     pub status: u16,
     pub content_type: &'static str,

@@ -194,15 +194,7 @@ fn host_error(e: Error) -> Response {
 }
 
 fn body(req: &Request) -> Result<&[u8], Response> {
-    match &req.body {
-        Ok(body) => Ok(body),
-        Err(e) => Err(Response {
-            status: e.status,
-            content_type: e.content_type,
-            headers: e.headers.clone(),
-            body: e.body.clone(),
-        }),
-    }
+    req.body.as_deref().map_err(Clone::clone)
 }
 
 /// `POST /register?name=NAME`: writes the body to a temporary file in
