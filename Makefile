@@ -7,7 +7,7 @@
 CARGO       ?= cargo
 WASM_TARGET := wasm32-wasip2
 WASM_OUT    := target/$(WASM_TARGET)/release
-COMPONENTS  := wasmatic-operator echo gecko custom-operator misbehave hello-proxy json-job
+COMPONENTS  := wasmatic-operator echo gecko custom-operator misbehave hello-proxy json-job caesar typed
 
 .PHONY: setup components operator build up test lint fmt bench clean
 

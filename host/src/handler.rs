@@ -1,15 +1,18 @@
-//! Running one handler call: a fresh, sandboxed `Store` per call.
+//! Running one call of a registered component: a fresh, sandboxed `Store`
+//! per call, whether it runs a handler or calls an export by name.
 //!
-//! Handlers get WASI with nothing of the host's (no preopens, no environment,
-//! no sockets, no inherited stdio: stdout and stderr are captured into the
-//! run record, truncated past a limit) and outgoing HTTP through the node's
-//! outbound policy, under memory and time limits.
+//! Guests get WASI with nothing of the host's (no preopens, no sockets, no
+//! inherited stdio: stdout and stderr are captured into the run record,
+//! truncated past a limit; the environment is their own configuration),
+//! outgoing HTTP through the node's outbound policy, and the node's own
+//! capabilities (`wasmatic:guest`: audit log, configuration), under memory
+//! and time limits.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use wasmtime::component::{Linker, ResourceTable};
+use wasmtime::component::{ComponentExportIndex, HasSelf, InstancePre, Linker, ResourceTable, Val};
 use wasmtime::{Engine, Store};
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
@@ -34,15 +37,133 @@ mod bindings {
     });
 }
 
+use bindings::wasmatic::guest::{audit, config};
 pub use bindings::HandlerPre;
 
-/// The data of a handler's `Store`.
+/// The data of a guest's `Store`.
 pub struct HandlerState {
     wasi: WasiCtx,
     http: WasiHttpCtx,
     hooks: OutboundHooks,
     table: ResourceTable,
     limiter: GuestLimiter,
+    guest: Arc<Guest>,
+    audit: AuditLog,
+}
+
+/// Who a call runs as: the registered name and its configuration.
+#[derive(Debug, Default)]
+pub struct Guest {
+    pub name: String,
+    /// Sorted by key.
+    pub config: Vec<(String, String)>,
+}
+
+/// A component compiled and linked, ready to instantiate.
+#[derive(Clone)]
+pub struct Compiled {
+    pub pre: InstancePre<HandlerState>,
+    /// Set when the component is of the handler world.
+    pub handler: Option<HandlerPre<HandlerState>>,
+    /// The functions it exports.
+    pub exports: Vec<crate::values::ExportInfo>,
+}
+
+/// What a call runs.
+pub enum Entry {
+    /// The handler world's `handler(input)`.
+    Handler(String),
+    /// An exported function, with its arguments; `results` is how many
+    /// values it returns.
+    Export {
+        index: ComponentExportIndex,
+        args: Vec<Val>,
+        results: usize,
+    },
+}
+
+/// One entry of a guest's audit log.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct AuditEntry {
+    pub level: String,
+    pub message: String,
+}
+
+/// Most audit entries, and most bytes of their messages, kept per call;
+/// the rest are counted and logged by the node.
+const MAX_AUDIT_ENTRIES: usize = 1000;
+const MAX_AUDIT_BYTES: usize = 256 * 1024;
+
+#[derive(Default)]
+struct AuditLog {
+    entries: Vec<AuditEntry>,
+    bytes: usize,
+    dropped: u64,
+}
+
+impl AuditLog {
+    fn push(&mut self, entry: AuditEntry) {
+        if self.entries.len() >= MAX_AUDIT_ENTRIES
+            || self.bytes + entry.message.len() > MAX_AUDIT_BYTES
+        {
+            self.dropped += 1;
+            return;
+        }
+        self.bytes += entry.message.len();
+        self.entries.push(entry);
+    }
+
+    fn into_entries(mut self) -> Vec<AuditEntry> {
+        if self.dropped > 0 {
+            self.entries.push(AuditEntry {
+                level: "warn".into(),
+                message: format!(
+                    "[wasmatic: {} more audit entries dropped past {MAX_AUDIT_ENTRIES} entries or {}]",
+                    self.dropped,
+                    show_size(MAX_AUDIT_BYTES as u64)
+                ),
+            });
+        }
+        self.entries
+    }
+}
+
+impl audit::Host for HandlerState {
+    async fn log(&mut self, level: audit::Level, message: String) -> wasmtime::Result<()> {
+        let level = match level {
+            audit::Level::Debug => "debug",
+            audit::Level::Info => "info",
+            audit::Level::Warn => "warn",
+            audit::Level::Error => "error",
+        };
+        let name = &self.guest.name;
+        match level {
+            "error" => tracing::error!(target: "wasmatic::audit", guest = %name, "{message}"),
+            "warn" => tracing::warn!(target: "wasmatic::audit", guest = %name, "{message}"),
+            "debug" => tracing::debug!(target: "wasmatic::audit", guest = %name, "{message}"),
+            _ => tracing::info!(target: "wasmatic::audit", guest = %name, "{message}"),
+        }
+        self.audit.push(AuditEntry {
+            level: level.to_string(),
+            message,
+        });
+        Ok(())
+    }
+}
+
+impl config::Host for HandlerState {
+    async fn get(&mut self, key: String) -> wasmtime::Result<Option<String>> {
+        Ok(self
+            .guest
+            .config
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| v.clone()))
+    }
+
+    async fn get_all(&mut self) -> wasmtime::Result<Vec<(String, String)>> {
+        Ok(self.guest.config.clone())
+    }
 }
 
 impl WasiView for HandlerState {
@@ -64,13 +185,15 @@ impl WasiHttpView for HandlerState {
     }
 }
 
-/// The linker for handlers: every WASI 0.2 interface, sandboxed, plus
-/// `wasi:http`. Interfaces are linked for every 0.2.x version, so components
-/// built against older WASI 0.2 releases link too.
+/// The linker for registered components: every WASI 0.2 interface,
+/// sandboxed, `wasi:http`, and `wasmatic:guest`. WASI is linked for every
+/// 0.2.x version, so components built against older releases link too.
 pub fn linker(engine: &Engine) -> wasmtime::Result<Linker<HandlerState>> {
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
+    audit::add_to_linker::<HandlerState, HasSelf<HandlerState>>(&mut linker, |s| s)?;
+    config::add_to_linker::<HandlerState, HasSelf<HandlerState>>(&mut linker, |s| s)?;
     Ok(linker)
 }
 
@@ -86,11 +209,13 @@ pub struct CallLimits {
     pub rules: Option<Arc<Vec<Rule>>>,
 }
 
-/// What one call produced.
+/// What one call produced. The result is the handler's output, or the JSON
+/// text of an export's result.
 pub struct CallOutcome {
     pub result: Result<String, CallError>,
     pub stdout: String,
     pub stderr: String,
+    pub audit: Vec<AuditEntry>,
     pub duration: Duration,
 }
 
@@ -102,17 +227,20 @@ pub enum CallError {
     Failed(String),
 }
 
-/// Instantiates the handler in a fresh store and calls `handler(input)`.
-/// `env` is all the environment it sees (for a scheduled run, its tick).
+/// Instantiates the component in a fresh store and runs `entry`. The guest's
+/// environment is its configuration plus `env` (for a scheduled run, its
+/// tick).
 pub async fn call(
-    pre: &HandlerPre<HandlerState>,
-    input: &str,
+    compiled: &Compiled,
+    entry: Entry,
+    guest: Arc<Guest>,
     env: &[(&str, String)],
     limits: &CallLimits,
 ) -> CallOutcome {
     let stdout = CapturedOutput::new(limits.max_captured_output);
     let stderr = CapturedOutput::new(limits.max_captured_output);
     let wasi = WasiCtxBuilder::new()
+        .envs(&guest.config)
         .envs(env)
         .stdout(stdout.clone())
         .stderr(stderr.clone())
@@ -121,7 +249,7 @@ pub async fn call(
         .allow_ip_name_lookup(false)
         .build();
     let mut store = Store::new(
-        pre.engine(),
+        compiled.pre.engine(),
         HandlerState {
             wasi,
             http: WasiHttpCtx::new(),
@@ -132,6 +260,8 @@ pub async fn call(
             },
             table: ResourceTable::new(),
             limiter: GuestLimiter::new(limits.memory),
+            guest,
+            audit: AuditLog::default(),
         },
     );
     store.limiter(|s| &mut s.limiter);
@@ -139,20 +269,45 @@ pub async fn call(
 
     let start = Instant::now();
     let call = async {
-        let instance = pre.instantiate_async(&mut store).await?;
-        instance.call_handler(&mut store, input).await
+        match entry {
+            Entry::Handler(input) => {
+                let Some(pre) = &compiled.handler else {
+                    return Ok(Err("not a handler".to_string()));
+                };
+                let instance = pre.instantiate_async(&mut store).await?;
+                Ok(Ok(instance.call_handler(&mut store, &input).await?))
+            }
+            Entry::Export {
+                index,
+                args,
+                results,
+            } => {
+                let instance = compiled.pre.instantiate_async(&mut store).await?;
+                let Some(func) = instance.get_func(&mut store, index) else {
+                    return Ok(Err("the export is not a function".to_string()));
+                };
+                let mut values = vec![Val::Bool(false); results];
+                func.call_async(&mut store, &args, &mut values).await?;
+                Ok(match values.first() {
+                    None => Ok("null".to_string()),
+                    Some(value) => crate::values::to_json(value).map(|json| json.to_string()),
+                })
+            }
+        }
     };
     // The epoch deadline stops a guest that computes; this one stops a guest
     // that waits (on a slow server, say).
-    let result = tokio::time::timeout(limits.timeout, call).await;
+    let result: Result<wasmtime::Result<Result<String, String>>, _> =
+        tokio::time::timeout(limits.timeout, call).await;
     let stderr = stderr.text();
     let result = match result {
-        Ok(Ok(output)) if output.len() > limits.max_result => Err(CallError::Failed(format!(
-            "returned {} bytes; a handler may return at most {}",
+        Ok(Ok(Ok(output))) if output.len() > limits.max_result => Err(CallError::Failed(format!(
+            "returned {} bytes; a call may return at most {}",
             output.len(),
             show_size(limits.max_result as u64)
         ))),
-        Ok(Ok(output)) => Ok(output),
+        Ok(Ok(Ok(output))) => Ok(output),
+        Ok(Ok(Err(unusable))) => Err(CallError::Failed(unusable)),
         Ok(Err(e)) => Err(describe_failure(e, &stderr)),
         Err(_) => Err(CallError::TimedOut(Timeout(limits.timeout).to_string())),
     };
@@ -160,6 +315,7 @@ pub async fn call(
         result,
         stdout: stdout.text(),
         stderr,
+        audit: std::mem::take(&mut store.data_mut().audit).into_entries(),
         duration: start.elapsed(),
     }
 }

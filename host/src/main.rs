@@ -18,6 +18,7 @@ mod run_log;
 mod scheduler;
 mod serve;
 mod state;
+mod values;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};

@@ -10,7 +10,7 @@ use anyhow::Context;
 use sha2::{Digest, Sha256};
 use wasmtime::Engine;
 
-use crate::handler::{self, CallError, CallLimits};
+use crate::handler::{self, CallError, CallLimits, Entry, Guest};
 use crate::jobs::{JobRequest, JobResult, Jobs};
 use crate::limits::Limits;
 use crate::modules::{Modules, RegisteredModule};
@@ -122,7 +122,8 @@ impl Node {
             .with_context(|| format!("cannot read {}", node.registry.dir().display()))?;
         for name in &names {
             let allow = node.state.handler_outbound(name)?;
-            match node.install(name, allow).await {
+            let config = node.state.handler_config(name)?;
+            match node.install(name, allow, config).await {
                 Ok(info) => tracing::info!(name, digest = %info.digest, "handler loaded"),
                 Err(e) => tracing::error!(name, "handler not loaded: {e}"),
             }
@@ -265,7 +266,7 @@ impl Node {
         let module = self
             .modules
             .get(name)
-            .ok_or_else(|| NodeError::NotFound(format!("no module `{name}`")))?;
+            .ok_or_else(|| NodeError::NotFound(format!("no component or core module `{name}`")))?;
         self.call_registered(&module, function, params).await
     }
 
@@ -303,22 +304,40 @@ impl Node {
         &self.registry
     }
 
-    pub async fn check(&self, file: &str) -> Result<HandlerInfo, NodeError> {
-        self.registry.check(file).await
+    /// Validates and compiles `file`, and the options it would be loaded
+    /// with, without making anything current.
+    pub async fn check(
+        &self,
+        file: &str,
+        allow: Option<Vec<String>>,
+        config: Vec<(String, String)>,
+    ) -> Result<HandlerInfo, NodeError> {
+        parse_rules(allow.as_deref())?;
+        let config = check_config(config)?;
+        let mut info = self.registry.check(file).await?;
+        info.allow_outbound = allow;
+        info.config_keys = config.into_iter().map(|(k, _)| k).collect();
+        Ok(info)
     }
 
-    /// Makes `NAME.wasm` the current version of handler `name`, with its own
-    /// outbound allow list (which replaces any earlier one).
+    /// Makes `NAME.wasm` the current version of `name`, with its own outbound
+    /// allow list and configuration (which replace any earlier ones).
     pub async fn load(
         &self,
         name: &str,
         allow: Option<Vec<String>>,
+        config: Vec<(String, String)>,
     ) -> Result<HandlerInfo, NodeError> {
-        let info = self.install(name, allow.clone()).await?;
+        let config = check_config(config)?;
+        let info = self.install(name, allow.clone(), config.clone()).await?;
         let state = self.state.clone();
         let owned = name.to_string();
-        blocking(move || state.set_handler_outbound(&owned, allow.as_deref())).await??;
-        tracing::info!(name, digest = %info.digest, "handler registered");
+        blocking(move || {
+            state.set_handler_outbound(&owned, allow.as_deref())?;
+            state.set_handler_config(&owned, &config)
+        })
+        .await??;
+        tracing::info!(name, digest = %info.digest, handler = info.is_handler, "component registered");
         Ok(info)
     }
 
@@ -326,22 +345,20 @@ impl Node {
         &self,
         name: &str,
         allow: Option<Vec<String>>,
+        config: Vec<(String, String)>,
     ) -> Result<HandlerInfo, NodeError> {
-        let rules = match &allow {
-            Some(list) => Some(Arc::new(
-                list.iter()
-                    .map(|r| Rule::parse(r))
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(|e| NodeError::Invalid(format!("bad outbound rule: {e}")))?,
-            )),
-            None => None,
-        };
-        let (mut info, pre) = self.registry.prepare(name).await?;
+        let rules = parse_rules(allow.as_deref())?.map(Arc::new);
+        let (mut info, compiled) = self.registry.prepare(name).await?;
         info.allow_outbound = allow;
+        info.config_keys = config.iter().map(|(k, _)| k.clone()).collect();
         self.registry.install(Handler {
             info: info.clone(),
-            pre,
+            compiled,
             rules,
+            guest: Arc::new(Guest {
+                name: name.to_string(),
+                config,
+            }),
         });
         Ok(info)
     }
@@ -352,6 +369,7 @@ impl Node {
         let owned = name.to_string();
         let ids = blocking(move || {
             state.set_handler_outbound(&owned, None)?;
+            state.set_handler_config(&owned, &[])?;
             state.delete_jobs_of(&owned)
         })
         .await??;
@@ -384,6 +402,41 @@ impl Node {
             .registry
             .get(name)
             .ok_or_else(|| NodeError::NotFound(format!("no handler `{name}`")))?;
+        if handler.compiled.handler.is_none() {
+            return Err(not_a_handler(&handler.info));
+        }
+        self.run(handler, Entry::Handler(input.to_string()), trigger, None)
+            .await
+    }
+
+    /// Calls the function `export` of component `name` with the JSON array
+    /// `args`, and records the run; answers the result as JSON text.
+    pub async fn call_component(
+        &self,
+        name: &str,
+        export: &str,
+        args: &str,
+    ) -> Result<String, NodeError> {
+        let handler = self
+            .registry
+            .get(name)
+            .ok_or_else(|| NodeError::NotFound(format!("no component `{name}`")))?;
+        let entry = resolve_export(&handler, export, args)?;
+        self.run(handler, entry, None, Some(export.to_string()))
+            .await
+    }
+
+    /// Runs a call of a registered component and records it; `function` is
+    /// the export called by name, if any.
+    async fn run(
+        &self,
+        handler: Arc<Handler>,
+        entry: Entry,
+        trigger: Option<Trigger>,
+        function: Option<String>,
+    ) -> Result<String, NodeError> {
+        let name = handler.info.name.clone();
+        let name = name.as_str();
         // A client beyond the limit is told to come back; a cron tick waits
         // its turn (there is at most one per job).
         let permit = match trigger {
@@ -395,7 +448,7 @@ impl Node {
                 "the node is running {} handler calls, its most (--max-concurrent-calls); retry shortly",
                 self.limits.max_concurrent_calls
             );
-            self.record_failure(name, trigger.as_ref(), &busy);
+            self.record_failure(name, trigger.as_ref(), function, &busy);
             return Err(NodeError::Busy(busy));
         };
         let started_at = now_ms();
@@ -409,7 +462,6 @@ impl Node {
         };
         // The call runs in a task of its own so that its fiber is not nested
         // inside the operator's.
-        let input_owned = input.to_string();
         // A scheduled run learns which tick it is for.
         let env: Vec<(&str, String)> = match &trigger {
             Some(t) => vec![
@@ -419,7 +471,14 @@ impl Node {
             None => Vec::new(),
         };
         let outcome = tokio::spawn(async move {
-            let outcome = handler::call(&handler.pre, &input_owned, &env, &limits).await;
+            let outcome = handler::call(
+                &handler.compiled,
+                entry,
+                handler.guest.clone(),
+                &env,
+                &limits,
+            )
+            .await;
             drop(permit);
             outcome
         })
@@ -432,6 +491,7 @@ impl Node {
         };
         let record = RunRecord {
             name: name.to_string(),
+            function,
             job_id: trigger.as_ref().map(|t| t.job_id.clone()),
             scheduled_for: trigger.as_ref().map(|t| t.scheduled_for),
             started_at,
@@ -441,6 +501,7 @@ impl Node {
             error,
             stdout: outcome.stdout,
             stderr: outcome.stderr,
+            audit: outcome.audit,
         };
         tracing::info!(
             name,
@@ -452,12 +513,8 @@ impl Node {
         self.runs.record(record);
         match outcome.result {
             Ok(output) => Ok(output),
-            Err(CallError::TimedOut(m)) => {
-                Err(NodeError::TimedOut(format!("handler `{name}` {m}")))
-            }
-            Err(CallError::Failed(m)) => {
-                Err(NodeError::Failed(format!("handler `{name}` failed: {m}")))
-            }
+            Err(CallError::TimedOut(m)) => Err(NodeError::TimedOut(format!("`{name}` {m}"))),
+            Err(CallError::Failed(m)) => Err(NodeError::Failed(format!("`{name}` failed: {m}"))),
         }
     }
 
@@ -472,14 +529,22 @@ impl Node {
         self.record_failure(
             &job.name,
             Some(&trigger),
+            None,
             "skipped: the previous run of this job was still running",
         );
     }
 
     /// Records a run that never started.
-    fn record_failure(&self, name: &str, trigger: Option<&Trigger>, error: &str) {
+    fn record_failure(
+        &self,
+        name: &str,
+        trigger: Option<&Trigger>,
+        function: Option<String>,
+        error: &str,
+    ) {
         let record = RunRecord {
             name: name.to_string(),
+            function,
             job_id: trigger.map(|t| t.job_id.clone()),
             scheduled_for: trigger.map(|t| t.scheduled_for),
             started_at: now_ms(),
@@ -489,13 +554,16 @@ impl Node {
             error: Some(error.to_string()),
             stdout: String::new(),
             stderr: String::new(),
+            audit: Vec::new(),
         };
         self.runs.record(record);
     }
 
     pub async fn schedule(&self, name: &str, cron: &str, input: &str) -> Result<Job, NodeError> {
-        if self.registry.get(name).is_none() {
-            return Err(NodeError::NotFound(format!("no handler `{name}`")));
+        match self.registry.get(name) {
+            None => return Err(NodeError::NotFound(format!("no handler `{name}`"))),
+            Some(h) if h.compiled.handler.is_none() => return Err(not_a_handler(&h.info)),
+            Some(_) => {}
         }
         let parsed = scheduler::parse_cron(cron).map_err(NodeError::Invalid)?;
         let created_at = now_ms();
@@ -554,6 +622,131 @@ impl Node {
         }
         Ok(runs)
     }
+}
+
+/// A component's own outbound allow list, parsed.
+fn parse_rules(allow: Option<&[String]>) -> Result<Option<Vec<Rule>>, NodeError> {
+    allow
+        .map(|list| {
+            list.iter()
+                .map(|r| Rule::parse(r))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| NodeError::Invalid(format!("bad outbound rule: {e}")))
+        })
+        .transpose()
+}
+
+/// Most configuration pairs a component may have, and most bytes in all.
+const MAX_CONFIG_PAIRS: usize = 64;
+const MAX_CONFIG_BYTES: usize = 64 * 1024;
+
+/// Checks a configuration and sorts it by key.
+fn check_config(mut config: Vec<(String, String)>) -> Result<Vec<(String, String)>, NodeError> {
+    if config.len() > MAX_CONFIG_PAIRS {
+        return Err(NodeError::Invalid(format!(
+            "{} configuration pairs; at most {MAX_CONFIG_PAIRS} are allowed",
+            config.len()
+        )));
+    }
+    let bytes: usize = config.iter().map(|(k, v)| k.len() + v.len()).sum();
+    if bytes > MAX_CONFIG_BYTES {
+        return Err(NodeError::TooLarge(format!(
+            "the configuration has {bytes} bytes; at most {MAX_CONFIG_BYTES} are allowed"
+        )));
+    }
+    for (key, value) in &config {
+        if key.is_empty() || key.contains(['=', '\0']) || value.contains('\0') {
+            return Err(NodeError::Invalid(format!(
+                "`{key}={value}` is not a configuration pair: use KEY=VALUE, with a key that is not empty and holds no `=`"
+            )));
+        }
+    }
+    config.sort_by(|a, b| a.0.cmp(&b.0));
+    if let Some(pair) = config.windows(2).find(|w| w[0].0 == w[1].0) {
+        return Err(NodeError::Invalid(format!(
+            "configuration key `{}` is given twice",
+            pair[0].0
+        )));
+    }
+    Ok(config)
+}
+
+/// The error for running or scheduling a component of another world.
+fn not_a_handler(info: &HandlerInfo) -> NodeError {
+    let exports: Vec<&str> = info.exports.iter().map(|e| e.name.as_str()).collect();
+    NodeError::Invalid(format!(
+        "`{}` is not of the handler world (it does not export `handler: func(input: string) -> string`): call its exports with POST /call/{}/FUNC; it exports {}",
+        info.name,
+        info.name,
+        if exports.is_empty() {
+            "no functions".to_string()
+        } else {
+            exports.join(", ")
+        }
+    ))
+}
+
+/// Finds the function `export` of a component (`func`, `interface.func`, or
+/// `short.func` where `short` is the interface's name without its package
+/// and version) and converts the JSON array `args` to its parameters.
+fn resolve_export(handler: &Handler, export: &str, args: &str) -> Result<Entry, NodeError> {
+    let component = handler.compiled.pre.component();
+    let name = &handler.info.name;
+    let known: Vec<&str> = handler
+        .info
+        .exports
+        .iter()
+        .map(|e| e.name.as_str())
+        .collect();
+    let not_found = || {
+        NodeError::NotFound(format!(
+            "`{name}` has no exported function `{export}`; it exports {}",
+            if known.is_empty() {
+                "none".to_string()
+            } else {
+                known.join(", ")
+            }
+        ))
+    };
+    // Function names hold no dots; interface names may (versions do).
+    let (found, func_name) = match export.rsplit_once('.') {
+        None => (component.get_export(None, export), export),
+        Some((interface, func)) => {
+            let full = handler
+                .info
+                .exports
+                .iter()
+                .filter_map(|e| e.name.rsplit_once('.').map(|(i, _)| i))
+                .find(|i| *i == interface || short_interface_name(i) == interface)
+                .ok_or_else(not_found)?;
+            let (_, instance) = component.get_export(None, full).ok_or_else(not_found)?;
+            (component.get_export(Some(&instance), func), func)
+        }
+    };
+    let Some((wasmtime::component::types::ComponentItem::ComponentFunc(func), index)) = found
+    else {
+        return Err(not_found());
+    };
+    let signature = crate::values::signature(func_name, &func);
+    let args: Vec<serde_json::Value> = serde_json::from_str(args).map_err(|e| {
+        NodeError::Invalid(format!(
+            "the arguments must be a JSON array ({e}); `{export}` is `{signature}`"
+        ))
+    })?;
+    let args = crate::values::args_from_json(&func, &args)
+        .map_err(|e| NodeError::Invalid(format!("`{signature}`: {e}")))?;
+    let results = func.results().len();
+    Ok(Entry::Export {
+        index,
+        args,
+        results,
+    })
+}
+
+/// `cipher` for `example:caesar/cipher@0.1.0`.
+fn short_interface_name(full: &str) -> &str {
+    let path = full.rsplit_once('/').map_or(full, |(_, p)| p);
+    path.split_once('@').map_or(path, |(p, _)| p)
 }
 
 /// Runs blocking work (SQLite) off the async workers.

@@ -83,8 +83,16 @@ impl OperatorState {
 impl types::Host for OperatorState {}
 
 impl host::Host for OperatorState {
-    async fn check(&mut self, file: String) -> Result<types::HandlerInfo, types::Error> {
-        Ok(self.node()?.check(&file).await?.into())
+    async fn check(
+        &mut self,
+        file: String,
+        options: types::LoadOptions,
+    ) -> Result<types::HandlerInfo, types::Error> {
+        Ok(self
+            .node()?
+            .check(&file, options.allow_outbound, options.config)
+            .await?
+            .into())
     }
 
     async fn load(
@@ -94,7 +102,7 @@ impl host::Host for OperatorState {
     ) -> Result<types::HandlerInfo, types::Error> {
         Ok(self
             .node()?
-            .load(&name, options.allow_outbound)
+            .load(&name, options.allow_outbound, options.config)
             .await?
             .into())
     }
@@ -116,6 +124,15 @@ impl host::Host for OperatorState {
 
     async fn invoke(&mut self, name: String, input: String) -> Result<String, types::Error> {
         Ok(self.node()?.invoke(&name, &input, None).await?)
+    }
+
+    async fn call(
+        &mut self,
+        name: String,
+        export: String,
+        args: String,
+    ) -> Result<String, types::Error> {
+        Ok(self.node()?.call_component(&name, &export, &args).await?)
     }
 
     async fn schedule(
@@ -244,6 +261,20 @@ impl From<HandlerInfo> for types::HandlerInfo {
             size: h.size,
             loaded_at: h.loaded_at,
             allow_outbound: h.allow_outbound,
+            kind: if h.is_handler {
+                types::ComponentKind::Handler
+            } else {
+                types::ComponentKind::Component
+            },
+            exports: h
+                .exports
+                .into_iter()
+                .map(|e| types::ExportInfo {
+                    name: e.name,
+                    signature: e.signature,
+                })
+                .collect(),
+            config_keys: h.config_keys,
         }
     }
 }
@@ -265,6 +296,7 @@ impl From<RunRecord> for types::Run {
     fn from(r: RunRecord) -> Self {
         types::Run {
             name: r.name,
+            function: r.function,
             job_id: r.job_id,
             scheduled_for: r.scheduled_for,
             started_at: r.started_at,
@@ -274,6 +306,14 @@ impl From<RunRecord> for types::Run {
             error: r.error,
             stdout: r.stdout,
             stderr: r.stderr,
+            audit: r
+                .audit
+                .into_iter()
+                .map(|a| types::AuditEntry {
+                    level: a.level,
+                    message: a.message,
+                })
+                .collect(),
         }
     }
 }

@@ -1,5 +1,6 @@
-//! Handlers the node knows: validated, compiled once per content digest and
-//! kept ready to instantiate.
+//! Components the node knows (handlers, and components of any other world):
+//! validated, compiled once per content digest and kept ready to
+//! instantiate.
 //!
 //! The files in the host directory behind the operator's `registered`
 //! preopen are the source of truth for what is registered; this is the
@@ -18,7 +19,7 @@ use wasmtime::component::{Component, Linker};
 use wasmtime::Engine;
 
 use crate::engine::{self, WasmKind};
-use crate::handler::{self, HandlerPre, HandlerState};
+use crate::handler::{self, Compiled, Guest, HandlerPre, HandlerState};
 use crate::limits::show_size;
 use crate::node::NodeError;
 use crate::outbound::Rule;
@@ -26,7 +27,7 @@ use crate::outbound::Rule;
 /// Suffix of handler files in the registered directory.
 pub const HANDLER_SUFFIX: &str = ".wasm";
 
-/// What the node shows of a handler.
+/// What the node shows of a registered component.
 #[derive(Clone, Debug)]
 pub struct HandlerInfo {
     pub name: String,
@@ -35,13 +36,18 @@ pub struct HandlerInfo {
     pub loaded_at: u64,
     /// The handler's own narrowing of the node's outbound policy.
     pub allow_outbound: Option<Vec<String>>,
+    /// Whether it is of the handler world (else: any other world).
+    pub is_handler: bool,
+    pub exports: Vec<crate::values::ExportInfo>,
+    pub config_keys: Vec<String>,
 }
 
-/// A handler ready to run.
+/// A registered component ready to run.
 pub struct Handler {
     pub info: HandlerInfo,
-    pub pre: HandlerPre<HandlerState>,
+    pub compiled: Compiled,
     pub rules: Option<Arc<Vec<Rule>>>,
+    pub guest: Arc<Guest>,
 }
 
 pub struct Registry {
@@ -55,7 +61,7 @@ pub struct Registry {
     engine_hash: String,
     max_size: u64,
     /// Compiled components by content digest.
-    compiled: Mutex<HashMap<String, HandlerPre<HandlerState>>>,
+    compiled: Mutex<HashMap<String, Compiled>>,
     /// The current version of each handler, by name.
     current: RwLock<HashMap<String, Arc<Handler>>>,
     /// The file last read and hashed, and its digest.
@@ -166,10 +172,7 @@ impl Registry {
 
     /// Validates and compiles `NAME.wasm`, to be made current with
     /// [`Registry::install`].
-    pub async fn prepare(
-        &self,
-        name: &str,
-    ) -> Result<(HandlerInfo, HandlerPre<HandlerState>), NodeError> {
+    pub async fn prepare(&self, name: &str) -> Result<(HandlerInfo, Compiled), NodeError> {
         if !is_valid_name(name) {
             return Err(NodeError::Invalid(format!(
                 "`{name}` is not a handler name: use 1 to 64 of a-z, 0-9, _ and -, starting with a letter or digit"
@@ -235,7 +238,7 @@ impl Registry {
         &self,
         name: &str,
         file: &str,
-    ) -> Result<(HandlerInfo, HandlerPre<HandlerState>), NodeError> {
+    ) -> Result<(HandlerInfo, Compiled), NodeError> {
         let started = std::time::Instant::now();
         let path = self.dir.join(file);
         let key = FileKey::of(&path).await;
@@ -268,17 +271,16 @@ impl Registry {
             size,
             loaded_at: crate::node::now_ms(),
             allow_outbound: None,
+            is_handler: pre.handler.is_some(),
+            exports: pre.exports.clone(),
+            config_keys: Vec::new(),
         };
         Ok((info, pre))
     }
 
-    /// The compiled handler for `bytes`, from memory, from the disk cache, or
-    /// compiled now.
-    async fn compile(
-        &self,
-        digest: &str,
-        bytes: Vec<u8>,
-    ) -> Result<HandlerPre<HandlerState>, NodeError> {
+    /// The compiled component for `bytes`, from memory, from the disk cache,
+    /// or compiled now.
+    async fn compile(&self, digest: &str, bytes: Vec<u8>) -> Result<Compiled, NodeError> {
         if let Some(pre) = self.lock_compiled().get(digest) {
             return Ok(pre.clone());
         }
@@ -291,23 +293,21 @@ impl Registry {
                 .map_err(|e| NodeError::Internal(format!("compilation task failed: {e}")))??;
         let pre = self.linker.instantiate_pre(&component).map_err(|e| {
             NodeError::Invalid(format!(
-                "not a handler: it imports what the node does not provide: {:#}",
+                "the node does not offer what the component imports (it offers WASI 0.2, wasi:http and wasmatic:guest): {:#}",
                 anyhow::Error::from(e)
             ))
         })?;
-        let pre = HandlerPre::new(pre).map_err(|e| {
-            NodeError::Invalid(format!(
-                "not a handler: it must export `handler: func(input: string) -> string` (world wasmatic:handler/handler): {:#}",
-                anyhow::Error::from(e)
-            ))
-        })?;
-        self.lock_compiled().insert(digest.to_string(), pre.clone());
-        Ok(pre)
+        let compiled = Compiled {
+            handler: HandlerPre::new(pre.clone()).ok(),
+            exports: crate::values::exports(&self.engine, &component),
+            pre,
+        };
+        self.lock_compiled()
+            .insert(digest.to_string(), compiled.clone());
+        Ok(compiled)
     }
 
-    fn lock_compiled(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<String, HandlerPre<HandlerState>>> {
+    fn lock_compiled(&self) -> std::sync::MutexGuard<'_, HashMap<String, Compiled>> {
         self.compiled.lock().unwrap_or_else(|p| p.into_inner())
     }
 

@@ -81,6 +81,7 @@ mod tests {
         for i in 0..250 {
             log.record(RunRecord {
                 name: "echo".into(),
+                function: None,
                 job_id: None,
                 scheduled_for: None,
                 started_at: i,
@@ -90,6 +91,7 @@ mod tests {
                 error: None,
                 stdout: String::new(),
                 stderr: String::new(),
+                audit: Vec::new(),
             });
         }
         log.flushed().await;

@@ -11,6 +11,8 @@ use std::sync::Mutex;
 
 use rusqlite::{params, Connection, OptionalExtension};
 
+use crate::handler::AuditEntry;
+
 #[derive(Debug, thiserror::Error)]
 #[error("state database: {0}")]
 pub struct StateError(#[from] rusqlite::Error);
@@ -36,6 +38,8 @@ pub struct ModuleRecord {
 #[derive(Clone, Debug, PartialEq)]
 pub struct RunRecord {
     pub name: String,
+    /// The export called, for a call by export name.
+    pub function: Option<String>,
     pub job_id: Option<String>,
     pub scheduled_for: Option<u64>,
     pub started_at: u64,
@@ -45,6 +49,8 @@ pub struct RunRecord {
     pub error: Option<String>,
     pub stdout: String,
     pub stderr: String,
+    /// What the guest wrote to its audit log.
+    pub audit: Vec<AuditEntry>,
 }
 
 pub struct StateDb {
@@ -76,7 +82,9 @@ impl StateDb {
                  output TEXT,
                  error TEXT,
                  stdout TEXT NOT NULL,
-                 stderr TEXT NOT NULL
+                 stderr TEXT NOT NULL,
+                 audit TEXT NOT NULL DEFAULT '[]',
+                 function TEXT
              );
              CREATE TABLE IF NOT EXISTS modules (
                  name TEXT PRIMARY KEY,
@@ -87,9 +95,27 @@ impl StateDb {
                  name TEXT PRIMARY KEY,
                  rules TEXT NOT NULL
              );
+             CREATE TABLE IF NOT EXISTS handler_config (
+                 name TEXT PRIMARY KEY,
+                 pairs TEXT NOT NULL
+             );
              CREATE INDEX IF NOT EXISTS runs_by_name ON runs (name, id);
              CREATE INDEX IF NOT EXISTS runs_by_job ON runs (job_id, id);",
         )?;
+        // Columns added since the first release of the table.
+        for (column, definition) in [
+            ("audit", "TEXT NOT NULL DEFAULT '[]'"),
+            ("function", "TEXT"),
+        ] {
+            let present = conn
+                .prepare("SELECT 1 FROM pragma_table_info('runs') WHERE name = ?1")?
+                .exists([column])?;
+            if !present {
+                conn.execute_batch(&format!(
+                    "ALTER TABLE runs ADD COLUMN {column} {definition}"
+                ))?;
+            }
+        }
         Ok(StateDb {
             conn: Mutex::new(conn),
         })
@@ -219,6 +245,40 @@ impl StateDb {
         Ok(rules.map(|r| r.lines().map(str::to_string).collect()))
     }
 
+    /// Sets a component's configuration (empty: none).
+    pub fn set_handler_config(
+        &self,
+        name: &str,
+        pairs: &[(String, String)],
+    ) -> Result<(), StateError> {
+        let conn = self.conn();
+        if pairs.is_empty() {
+            conn.execute("DELETE FROM handler_config WHERE name = ?1", [name])?;
+        } else {
+            conn.execute(
+                "INSERT INTO handler_config (name, pairs) VALUES (?1, ?2)
+                 ON CONFLICT (name) DO UPDATE SET pairs = excluded.pairs",
+                params![name, to_json(&pairs)],
+            )?;
+        }
+        Ok(())
+    }
+
+    pub fn handler_config(&self, name: &str) -> Result<Vec<(String, String)>, StateError> {
+        let pairs: Option<String> = self
+            .conn()
+            .query_row(
+                "SELECT pairs FROM handler_config WHERE name = ?1",
+                [name],
+                |row| row.get(0),
+            )
+            .optional()?;
+        Ok(pairs
+            .map(|p| from_json(&p))
+            .transpose()?
+            .unwrap_or_default())
+    }
+
     /// Records runs in one transaction, then drops each handler's oldest
     /// runs beyond the newest `keep`.
     pub fn insert_runs(&self, runs: &[RunRecord], keep: u32) -> Result<(), StateError> {
@@ -226,8 +286,8 @@ impl StateDb {
         let tx = conn.transaction()?;
         {
             let mut insert = tx.prepare_cached(
-                "INSERT INTO runs (name, job_id, scheduled_for, started_at, duration_ms, ok, output, error, stdout, stderr)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                "INSERT INTO runs (name, job_id, scheduled_for, started_at, duration_ms, ok, output, error, stdout, stderr, audit, function)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
             )?;
             for run in runs {
                 insert.execute(params![
@@ -241,6 +301,8 @@ impl StateDb {
                     run.error,
                     run.stdout,
                     run.stderr,
+                    to_json(&run.audit),
+                    run.function,
                 ])?;
             }
             let mut names: Vec<&str> = runs.iter().map(|r| r.name.as_str()).collect();
@@ -269,7 +331,7 @@ impl StateDb {
     fn runs(&self, column: &str, value: &str, limit: u32) -> Result<Vec<RunRecord>, StateError> {
         let conn = self.conn();
         let mut stmt = conn.prepare(&format!(
-            "SELECT name, job_id, scheduled_for, started_at, duration_ms, ok, output, error, stdout, stderr
+            "SELECT name, job_id, scheduled_for, started_at, duration_ms, ok, output, error, stdout, stderr, audit, function
              FROM runs WHERE {column} = ?1 ORDER BY id DESC LIMIT ?2"
         ))?;
         let runs = stmt
@@ -285,11 +347,24 @@ impl StateDb {
                     error: row.get(7)?,
                     stdout: row.get(8)?,
                     stderr: row.get(9)?,
+                    audit: from_json(&row.get::<_, String>(10)?)?,
+                    function: row.get(11)?,
                 })
             })?
             .collect::<Result<Vec<_>, _>>()?;
         Ok(runs)
     }
+}
+
+fn to_json<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_string(value).unwrap_or_else(|_| "[]".into())
+}
+
+/// Reads a JSON column; a malformed one is an error naming the column's text.
+fn from_json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, rusqlite::Error> {
+    serde_json::from_str(text).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
+    })
 }
 
 #[cfg(test)]
@@ -299,6 +374,7 @@ mod tests {
     fn run(name: &str, job: Option<&str>, started_at: u64) -> RunRecord {
         RunRecord {
             name: name.into(),
+            function: None,
             job_id: job.map(Into::into),
             scheduled_for: job.map(|_| started_at),
             started_at,
@@ -308,6 +384,10 @@ mod tests {
             error: None,
             stdout: String::new(),
             stderr: String::new(),
+            audit: vec![AuditEntry {
+                level: "info".into(),
+                message: format!("ran at {started_at}"),
+            }],
         }
     }
 

@@ -48,6 +48,17 @@ impl Request {
             (k == key).then(|| percent_decode(v))
         })
     }
+
+    /// Every value of a query parameter that may repeat, in order.
+    pub fn query_params(&self, key: &str) -> Result<Vec<String>, Response> {
+        self.query
+            .split('&')
+            .filter_map(|pair| {
+                let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+                (k == key).then(|| percent_decode(v))
+            })
+            .collect()
+    }
 }
 
 /// Reads the whole body. The host bounds its size: past the node's limit

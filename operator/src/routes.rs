@@ -3,7 +3,7 @@
 //! | route                              | what it does                              |
 //! |------------------------------------|-------------------------------------------|
 //! | `GET /health`                      | `{"ok": true}`                            |
-//! | `POST /register?name=NAME`         | registers the body as handler NAME        |
+//! | `POST /register?name=NAME`         | registers the body (a component) as NAME  |
 //! | `POST /run/NAME`                   | runs NAME with the body as input          |
 //! | `GET /handlers`, `/handlers/NAME`  | registered handlers                       |
 //! | `DELETE /handlers/NAME`            | unregisters NAME and its schedules        |
@@ -13,7 +13,7 @@
 //! | `GET /sched/ID/runs?limit=N`       | the schedule's newest runs                |
 //! | `POST /` `{"wasm_hex", "function_name", "params", "host_modules"?}` | calls a core module |
 //! | `POST /register` `{"module_name", "wasm_hex", "host_modules"?}` | keeps a core module by name |
-//! | `POST /call/NAME/FUNC` (JSON array) | calls a registered core module           |
+//! | `POST /call/NAME/FUNC` (JSON array) | calls an export of a component or module |
 //! | `POST /wasm/run`, `GET /wasm/health` | WASI command jobs ("WASM system" API)   |
 //!
 //! When the node runner sets `WASMATIC_TOKEN`, every route that changes the
@@ -44,7 +44,7 @@ pub fn route(req: Request) -> Response {
         // JSON names a core module; `?name=` with wasm bytes, a handler.
         (Method::Post, ["register"]) if req.query_param("name").is_none() => register_module(&req),
         (Method::Post, ["register"]) => register(&req),
-        (Method::Post, ["call", name, function]) => call_module(&req, name, function),
+        (Method::Post, ["call", name, function]) => call(&req, name, function),
         (Method::Post, ["wasm", "run"]) => run_job(&req),
         (Method::Get, ["wasm", "health"]) => {
             Ok(Response::json(200, &serde_json::json!({ "ok": true })))
@@ -218,11 +218,23 @@ fn register(req: &Request) -> Result<Response, Response> {
                 .collect::<Vec<_>>(),
         ),
     };
+    // `env=KEY=VALUE`, repeated: its configuration and environment.
+    let config = req
+        .query_params("env")?
+        .into_iter()
+        .map(|pair| match pair.split_once('=') {
+            Some((key, value)) if !key.is_empty() => Ok((key.to_string(), value.to_string())),
+            _ => Err(Response::error(
+                400,
+                &format!("env={pair:?} is not KEY=VALUE"),
+            )),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     let bytes = body(req)?;
     if bytes.is_empty() {
         return Err(Response::error(
             400,
-            "the body is empty: send the handler's wasm bytes",
+            "the body is empty: send the component's wasm bytes",
         ));
     }
     let dir = Registered::open().map_err(|e| Response::error(500, &e))?;
@@ -230,7 +242,11 @@ fn register(req: &Request) -> Result<Response, Response> {
     let temp = format!(".upload-{name}-{random:016x}.tmp");
     dir.write(&temp, bytes)
         .map_err(|e| Response::error(500, &e))?;
-    if let Err(e) = host::check(&temp) {
+    let options = LoadOptions {
+        allow_outbound,
+        config,
+    };
+    if let Err(e) = host::check(&temp, &options) {
         dir.remove(&temp);
         return Err(host_error(e));
     }
@@ -238,7 +254,7 @@ fn register(req: &Request) -> Result<Response, Response> {
         dir.remove(&temp);
         return Err(Response::error(500, &e));
     }
-    let info = host::load(&name, &LoadOptions { allow_outbound }).map_err(host_error)?;
+    let info = host::load(&name, &options).map_err(host_error)?;
     Ok(Response::json(201, &info))
 }
 
@@ -376,14 +392,25 @@ fn register_module(req: &Request) -> Result<Response, Response> {
     Ok(Response::json(201, &info))
 }
 
-/// `POST /call/NAME/FUNC` with a JSON array of parameters.
-fn call_module(req: &Request, name: &str, function: &str) -> Result<Response, Response> {
+/// `POST /call/NAME/FUNC` with a JSON array of arguments: a registered
+/// component's export answers `{"result": …}`; a core module's function,
+/// as in wasm-exec-api, `{"results": […]}`.
+fn call(req: &Request, name: &str, function: &str) -> Result<Response, Response> {
     let name = handler_name(name)?;
     let function = percent_decode(function)?;
-    let params: Vec<serde_json::Value> = json_body(req, "a JSON array of parameters")?;
-    let params = serde_json::Value::from(params).to_string();
-    let json = host::call_module(&name, &function, &params).map_err(host_error)?;
-    results(json)
+    let args: Vec<serde_json::Value> = json_body(req, "a JSON array of arguments")?;
+    let args = serde_json::Value::from(args).to_string();
+    if host::handler(&name).is_none() {
+        let json = host::call_module(&name, &function, &args).map_err(host_error)?;
+        return results(json);
+    }
+    let json = host::call(&name, &function, &args).map_err(host_error)?;
+    let result: serde_json::Value = serde_json::from_str(&json)
+        .map_err(|e| Response::error(500, &format!("the host answered bad JSON: {e}")))?;
+    Ok(Response::json(
+        200,
+        &serde_json::json!({ "result": result }),
+    ))
 }
 
 /// `POST /wasm/run` of the "WASM system" job API.
