@@ -350,3 +350,24 @@ fn a_guest_importing_what_the_node_does_not_offer_is_refused() {
     support::assert_no_uploads_left(dir.path());
     assert_eq!(node.get("/health").status, 200);
 }
+
+#[test]
+fn a_handlers_configuration_is_its_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(dir.path());
+    let misbehave = component_bytes("misbehave.wasm");
+    let info = register(
+        &node,
+        "name=misbehave&env=GREETING=hello%20there&env=MODE=a%3Db",
+        &misbehave,
+    );
+    assert_eq!(info["kind"], "handler");
+    assert_eq!(info["config_keys"], json!(["GREETING", "MODE"]));
+    let env = node.post("/run/misbehave", b"env");
+    assert_eq!(env.status, 200, "{}", env.text());
+    assert_eq!(env.text(), "GREETING=hello there\nMODE=a=b\n");
+
+    // Registering without configuration clears it.
+    register(&node, "name=misbehave", &misbehave);
+    assert_eq!(node.post("/run/misbehave", b"env").text(), "");
+}
