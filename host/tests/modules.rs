@@ -155,6 +155,16 @@ fn params_are_typed_from_the_signature() {
         json!({ "wasm_hex": wide, "function_name": "add", "params": [4000000000u64, 2] }),
     );
     assert_eq!(r.json(), json!({ "results": [4000000002u64] }));
+    // Two i32 parameters and an i32 result, as the "WASM executor" sends.
+    let sub = hex(
+        r#"(module (func (export "sub") (param i32 i32) (result i32) local.get 0 local.get 1 i32.sub))"#,
+    );
+    let r = post_json(
+        &node,
+        "/",
+        json!({ "wasm_hex": sub, "function_name": "sub", "params": [7, 10] }),
+    );
+    assert_eq!(r.json(), json!({ "results": [-3] }));
 }
 
 #[test]
