@@ -158,7 +158,8 @@ pub struct NodeOptions {
     #[arg(long, value_name = "N")]
     pub max_instance_reuse_count: Option<usize>,
 
-    /// How long an idle operator instance is kept for reuse.
+    /// How long an idle operator instance, or an idle instance of a handler
+    /// registered with `reuse=N`, is kept for reuse.
     #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
     pub idle_instance_timeout: Duration,
 
@@ -180,6 +181,7 @@ impl NodeOptions {
             max_result: size(self.max_result)?,
             max_concurrent_calls: self.max_concurrent_calls,
             runs_kept: self.runs_kept,
+            idle_instance_timeout: self.idle_instance_timeout,
         }
         .validate()
     }

@@ -12,7 +12,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use wasmtime::component::{ComponentExportIndex, HasSelf, InstancePre, Linker, ResourceTable, Val};
+use wasmtime::component::{
+    ComponentExportIndex, HasSelf, Instance, InstancePre, Linker, ResourceTable, Val,
+};
 use wasmtime::{Engine, Store};
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
@@ -38,7 +40,7 @@ mod bindings {
 }
 
 use bindings::wasmatic::guest::{audit, config};
-pub use bindings::HandlerPre;
+pub use bindings::HandlerIndices;
 
 /// The data of a guest's `Store`.
 pub struct HandlerState {
@@ -48,6 +50,8 @@ pub struct HandlerState {
     table: ResourceTable,
     limiter: GuestLimiter,
     guest: Arc<Guest>,
+    /// What this call adds to the configuration: a scheduled run's tick.
+    call_env: Vec<(String, String)>,
     audit: AuditLog,
 }
 
@@ -64,7 +68,7 @@ pub struct Guest {
 pub struct Compiled {
     pub pre: InstancePre<HandlerState>,
     /// Set when the component is of the handler world.
-    pub handler: Option<HandlerPre<HandlerState>>,
+    pub handler: Option<HandlerIndices>,
     /// The functions it exports.
     pub exports: Vec<crate::values::ExportInfo>,
 }
@@ -154,15 +158,18 @@ impl audit::Host for HandlerState {
 impl config::Host for HandlerState {
     async fn get(&mut self, key: String) -> wasmtime::Result<Option<String>> {
         Ok(self
-            .guest
-            .config
+            .call_env
             .iter()
+            .chain(&self.guest.config)
             .find(|(k, _)| *k == key)
             .map(|(_, v)| v.clone()))
     }
 
     async fn get_all(&mut self) -> wasmtime::Result<Vec<(String, String)>> {
-        Ok(self.guest.config.clone())
+        let mut all = self.call_env.clone();
+        all.extend(self.guest.config.iter().cloned());
+        all.sort();
+        Ok(all)
     }
 }
 
@@ -227,16 +234,67 @@ pub enum CallError {
     Failed(String),
 }
 
-/// Instantiates the component in a fresh store and runs `entry`. The guest's
-/// environment is its configuration plus `env` (for a scheduled run, its
-/// tick).
-pub async fn call(
+/// An instance with its store, ready for a call: fresh, or one that served
+/// calls before (for components registered with `reuse=N`).
+struct Ready {
+    store: Store<HandlerState>,
+    /// Set once instantiated.
+    instance: Option<Instance>,
+    /// The handler world's exports of `instance`, once looked up.
+    handler: Option<bindings::Handler>,
+    stdout: CapturedOutput,
+    stderr: CapturedOutput,
+    uses: usize,
+}
+
+/// Idle instances of one component, newest last. A component that did not
+/// opt in to reuse (`max_uses` 1) never keeps any.
+pub struct InstancePool {
+    max_uses: usize,
+    idle_timeout: Duration,
+    idle: Mutex<Vec<(Ready, Instant)>>,
+}
+
+impl InstancePool {
+    pub fn new(max_uses: usize, idle_timeout: Duration) -> Self {
+        InstancePool {
+            max_uses: max_uses.max(1),
+            idle_timeout,
+            idle: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn reuses(&self) -> bool {
+        self.max_uses > 1
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(Ready, Instant)>> {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn take(&self) -> Option<Ready> {
+        if !self.reuses() {
+            return None;
+        }
+        let mut idle = self.lock();
+        idle.retain(|(_, since)| since.elapsed() < self.idle_timeout);
+        idle.pop().map(|(ready, _)| ready)
+    }
+
+    fn give_back(&self, ready: Ready) {
+        if ready.uses < self.max_uses {
+            self.lock().push((ready, Instant::now()));
+        }
+    }
+}
+
+/// A store for one call, or for the calls of one reused instance.
+fn new_store(
     compiled: &Compiled,
-    entry: Entry,
     guest: Arc<Guest>,
     env: &[(&str, String)],
     limits: &CallLimits,
-) -> CallOutcome {
+) -> Ready {
     let stdout = CapturedOutput::new(limits.max_captured_output);
     let stderr = CapturedOutput::new(limits.max_captured_output);
     let wasi = WasiCtxBuilder::new()
@@ -261,45 +319,55 @@ pub async fn call(
             table: ResourceTable::new(),
             limiter: GuestLimiter::new(limits.memory),
             guest,
+            call_env: Vec::new(),
             audit: AuditLog::default(),
         },
     );
     store.limiter(|s| &mut s.limiter);
-    engine::set_deadline(&mut store, limits.timeout);
+    Ready {
+        store,
+        instance: None,
+        handler: None,
+        stdout,
+        stderr,
+        uses: 0,
+    }
+}
+
+/// Runs `entry` in a fresh instance, or in an idle one from `pool`. The
+/// guest's environment is its configuration plus `env` (for a scheduled run,
+/// its tick); a reused instance keeps the environment it started with, so
+/// it reads `env` through `wasmatic:guest/config` instead.
+pub async fn call(
+    compiled: &Compiled,
+    pool: &InstancePool,
+    entry: Entry,
+    guest: Arc<Guest>,
+    env: &[(&str, String)],
+    limits: &CallLimits,
+) -> CallOutcome {
+    let mut ready = match pool.take() {
+        Some(ready) => ready,
+        None if pool.reuses() => new_store(compiled, guest, &[], limits),
+        None => new_store(compiled, guest, env, limits),
+    };
+    ready.store.data_mut().call_env = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect();
+    engine::set_deadline(&mut ready.store, limits.timeout);
 
     let start = Instant::now();
-    let call = async {
-        match entry {
-            Entry::Handler(input) => {
-                let Some(pre) = &compiled.handler else {
-                    return Ok(Err("not a handler".to_string()));
-                };
-                let instance = pre.instantiate_async(&mut store).await?;
-                Ok(Ok(instance.call_handler(&mut store, &input).await?))
-            }
-            Entry::Export {
-                index,
-                args,
-                results,
-            } => {
-                let instance = compiled.pre.instantiate_async(&mut store).await?;
-                let Some(func) = instance.get_func(&mut store, index) else {
-                    return Ok(Err("the export is not a function".to_string()));
-                };
-                let mut values = vec![Val::Bool(false); results];
-                func.call_async(&mut store, &args, &mut values).await?;
-                Ok(match values.first() {
-                    None => Ok("null".to_string()),
-                    Some(value) => crate::values::to_json(value).map(|json| json.to_string()),
-                })
-            }
-        }
-    };
     // The epoch deadline stops a guest that computes; this one stops a guest
     // that waits (on a slow server, say).
-    let result: Result<wasmtime::Result<Result<String, String>>, _> =
-        tokio::time::timeout(limits.timeout, call).await;
-    let stderr = stderr.text();
+    let result = tokio::time::timeout(limits.timeout, run_entry(&mut ready, compiled, entry)).await;
+    let stderr = ready.stderr.take_text();
+    let stdout = ready.stdout.take_text();
+    let audit = std::mem::take(&mut ready.store.data_mut().audit).into_entries();
+    let duration = start.elapsed();
+    // An instance that trapped or was stopped may be in any state: only one
+    // whose guest returned is used again.
+    let returned = matches!(result, Ok(Ok(_)));
     let result = match result {
         Ok(Ok(Ok(output))) if output.len() > limits.max_result => Err(CallError::Failed(format!(
             "returned {} bytes; a call may return at most {}",
@@ -311,12 +379,62 @@ pub async fn call(
         Ok(Err(e)) => Err(describe_failure(e, &stderr)),
         Err(_) => Err(CallError::TimedOut(Timeout(limits.timeout).to_string())),
     };
+    if returned && pool.reuses() {
+        ready.uses += 1;
+        pool.give_back(ready);
+    }
     CallOutcome {
         result,
-        stdout: stdout.text(),
+        stdout,
         stderr,
-        audit: std::mem::take(&mut store.data_mut().audit).into_entries(),
-        duration: start.elapsed(),
+        audit,
+        duration,
+    }
+}
+
+/// Instantiates (unless the instance is reused) and runs `entry`. The inner
+/// error is a result the guest gave that cannot be answered.
+async fn run_entry(
+    ready: &mut Ready,
+    compiled: &Compiled,
+    entry: Entry,
+) -> wasmtime::Result<Result<String, String>> {
+    let instance = match ready.instance {
+        Some(instance) => instance,
+        None => {
+            let instance = compiled.pre.instantiate_async(&mut ready.store).await?;
+            *ready.instance.insert(instance)
+        }
+    };
+    match entry {
+        Entry::Handler(input) => {
+            let Some(indices) = &compiled.handler else {
+                return Ok(Err("not a handler".to_string()));
+            };
+            let handler = match &ready.handler {
+                Some(handler) => handler,
+                None => ready
+                    .handler
+                    .insert(indices.load(&mut ready.store, &instance)?),
+            };
+            Ok(Ok(handler.call_handler(&mut ready.store, &input).await?))
+        }
+        Entry::Export {
+            index,
+            args,
+            results,
+        } => {
+            let Some(func) = instance.get_func(&mut ready.store, index) else {
+                return Ok(Err("the export is not a function".to_string()));
+            };
+            let mut values = vec![Val::Bool(false); results];
+            func.call_async(&mut ready.store, &args, &mut values)
+                .await?;
+            Ok(match values.first() {
+                None => Ok("null".to_string()),
+                Some(value) => crate::values::to_json(value).map(|json| json.to_string()),
+            })
+        }
     }
 }
 
@@ -386,6 +504,16 @@ impl CapturedOutput {
     /// Whether anything was dropped.
     pub fn truncated(&self) -> bool {
         self.lock().dropped > 0
+    }
+
+    /// What was kept, with a last line saying how much was not; empties it
+    /// for the next call.
+    pub fn take_text(&self) -> String {
+        let text = self.text();
+        let mut c = self.lock();
+        c.kept.clear();
+        c.dropped = 0;
+        text
     }
 
     /// What was kept, with a last line saying how much was not.

@@ -38,6 +38,9 @@ pub struct Limits {
     pub max_concurrent_calls: usize,
     /// Runs kept per handler in the run history.
     pub runs_kept: u32,
+    /// How long an idle instance of a component that opted in to reuse is
+    /// kept for its next call.
+    pub idle_instance_timeout: Duration,
 }
 
 impl Limits {

@@ -10,7 +10,7 @@ use anyhow::Context;
 use sha2::{Digest, Sha256};
 use wasmtime::Engine;
 
-use crate::handler::{self, CallError, CallLimits, Entry, Guest};
+use crate::handler::{self, CallError, CallLimits, Entry, Guest, InstancePool};
 use crate::jobs::{JobRequest, JobResult, Jobs};
 use crate::limits::Limits;
 use crate::modules::{Modules, RegisteredModule};
@@ -18,7 +18,7 @@ use crate::outbound::{Policy, Rule};
 use crate::registry::{Handler, HandlerInfo, Registry};
 use crate::run_log::RunLog;
 use crate::scheduler::{self, Job, Scheduler};
-use crate::state::{JobRecord, RunRecord, StateDb, StateError};
+use crate::state::{HandlerSettings, JobRecord, RunRecord, StateDb, StateError};
 
 /// Why a request to the node failed; each case is one HTTP status.
 #[derive(Debug, thiserror::Error)]
@@ -121,9 +121,8 @@ impl Node {
             .scan()
             .with_context(|| format!("cannot read {}", node.registry.dir().display()))?;
         for name in &names {
-            let allow = node.state.handler_outbound(name)?;
-            let config = node.state.handler_config(name)?;
-            match node.install(name, allow, config).await {
+            let settings = node.state.handler_settings(name)?;
+            match node.install(name, settings).await {
                 Ok(info) => tracing::info!(name, digest = %info.digest, "handler loaded"),
                 Err(e) => tracing::error!(name, "handler not loaded: {e}"),
             }
@@ -309,34 +308,26 @@ impl Node {
     pub async fn check(
         &self,
         file: &str,
-        allow: Option<Vec<String>>,
-        config: Vec<(String, String)>,
+        settings: HandlerSettings,
     ) -> Result<HandlerInfo, NodeError> {
-        parse_rules(allow.as_deref())?;
-        let config = check_config(config)?;
+        let settings = check_settings(settings)?;
         let mut info = self.registry.check(file).await?;
-        info.allow_outbound = allow;
-        info.config_keys = config.into_iter().map(|(k, _)| k).collect();
+        info.apply(&settings);
         Ok(info)
     }
 
-    /// Makes `NAME.wasm` the current version of `name`, with its own outbound
-    /// allow list and configuration (which replace any earlier ones).
+    /// Makes `NAME.wasm` the current version of `name`, with its settings
+    /// (which replace any earlier ones).
     pub async fn load(
         &self,
         name: &str,
-        allow: Option<Vec<String>>,
-        config: Vec<(String, String)>,
+        settings: HandlerSettings,
     ) -> Result<HandlerInfo, NodeError> {
-        let config = check_config(config)?;
-        let info = self.install(name, allow.clone(), config.clone()).await?;
+        let settings = check_settings(settings)?;
+        let info = self.install(name, settings.clone()).await?;
         let state = self.state.clone();
         let owned = name.to_string();
-        blocking(move || {
-            state.set_handler_outbound(&owned, allow.as_deref())?;
-            state.set_handler_config(&owned, &config)
-        })
-        .await??;
+        blocking(move || state.set_handler_settings(&owned, &settings)).await??;
         tracing::info!(name, digest = %info.digest, handler = info.is_handler, "component registered");
         Ok(info)
     }
@@ -344,20 +335,19 @@ impl Node {
     async fn install(
         &self,
         name: &str,
-        allow: Option<Vec<String>>,
-        config: Vec<(String, String)>,
+        settings: HandlerSettings,
     ) -> Result<HandlerInfo, NodeError> {
-        let rules = parse_rules(allow.as_deref())?.map(Arc::new);
+        let rules = parse_rules(settings.allow.as_deref())?.map(Arc::new);
         let (mut info, compiled) = self.registry.prepare(name).await?;
-        info.allow_outbound = allow;
-        info.config_keys = config.iter().map(|(k, _)| k.clone()).collect();
+        info.apply(&settings);
         self.registry.install(Handler {
             info: info.clone(),
             compiled,
             rules,
+            pool: InstancePool::new(settings.reuse as usize, self.limits.idle_instance_timeout),
             guest: Arc::new(Guest {
                 name: name.to_string(),
-                config,
+                config: settings.config,
             }),
         });
         Ok(info)
@@ -368,8 +358,7 @@ impl Node {
         let state = self.state.clone();
         let owned = name.to_string();
         let ids = blocking(move || {
-            state.set_handler_outbound(&owned, None)?;
-            state.set_handler_config(&owned, &[])?;
+            state.set_handler_settings(&owned, &HandlerSettings::default())?;
             state.delete_jobs_of(&owned)
         })
         .await??;
@@ -473,6 +462,7 @@ impl Node {
         let outcome = tokio::spawn(async move {
             let outcome = handler::call(
                 &handler.compiled,
+                &handler.pool,
                 entry,
                 handler.guest.clone(),
                 &env,
@@ -639,6 +629,22 @@ fn parse_rules(allow: Option<&[String]>) -> Result<Option<Vec<Rule>>, NodeError>
 /// Most configuration pairs a component may have, and most bytes in all.
 const MAX_CONFIG_PAIRS: usize = 64;
 const MAX_CONFIG_BYTES: usize = 64 * 1024;
+
+/// Most calls one instance of a component may serve.
+pub const MAX_REUSE: u32 = 10_000;
+
+/// Checks a component's settings; sorts its configuration by key.
+fn check_settings(mut settings: HandlerSettings) -> Result<HandlerSettings, NodeError> {
+    parse_rules(settings.allow.as_deref())?;
+    if !(1..=MAX_REUSE).contains(&settings.reuse) {
+        return Err(NodeError::Invalid(format!(
+            "reuse must be from 1 (a fresh instance for every call) to {MAX_REUSE}, not {}",
+            settings.reuse
+        )));
+    }
+    settings.config = check_config(settings.config)?;
+    Ok(settings)
+}
 
 /// Checks a configuration and sorts it by key.
 fn check_config(mut config: Vec<(String, String)>) -> Result<Vec<(String, String)>, NodeError> {

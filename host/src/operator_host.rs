@@ -13,7 +13,7 @@ use crate::limits::GuestLimiter;
 use crate::node::{Node, NodeError};
 use crate::registry::HandlerInfo;
 use crate::scheduler::Job;
-use crate::state::RunRecord;
+use crate::state::{HandlerSettings, RunRecord};
 
 mod bindings {
     wasmtime::component::bindgen!({
@@ -88,11 +88,7 @@ impl host::Host for OperatorState {
         file: String,
         options: types::LoadOptions,
     ) -> Result<types::HandlerInfo, types::Error> {
-        Ok(self
-            .node()?
-            .check(&file, options.allow_outbound, options.config)
-            .await?
-            .into())
+        Ok(self.node()?.check(&file, options.into()).await?.into())
     }
 
     async fn load(
@@ -100,11 +96,7 @@ impl host::Host for OperatorState {
         name: String,
         options: types::LoadOptions,
     ) -> Result<types::HandlerInfo, types::Error> {
-        Ok(self
-            .node()?
-            .load(&name, options.allow_outbound, options.config)
-            .await?
-            .into())
+        Ok(self.node()?.load(&name, options.into()).await?.into())
     }
 
     async fn unload(&mut self, name: String) -> Result<(), types::Error> {
@@ -239,6 +231,16 @@ impl From<crate::node::ModuleInfo> for types::ModuleInfo {
     }
 }
 
+impl From<types::LoadOptions> for HandlerSettings {
+    fn from(options: types::LoadOptions) -> Self {
+        HandlerSettings {
+            allow: options.allow_outbound,
+            config: options.config,
+            reuse: options.reuse.unwrap_or(1),
+        }
+    }
+}
+
 impl From<NodeError> for types::Error {
     fn from(e: NodeError) -> Self {
         match e {
@@ -275,6 +277,7 @@ impl From<HandlerInfo> for types::HandlerInfo {
                 })
                 .collect(),
             config_keys: h.config_keys,
+            reuse: h.reuse,
         }
     }
 }

@@ -19,10 +19,11 @@ use wasmtime::component::{Component, Linker};
 use wasmtime::Engine;
 
 use crate::engine::{self, WasmKind};
-use crate::handler::{self, Compiled, Guest, HandlerPre, HandlerState};
+use crate::handler::{self, Compiled, Guest, HandlerIndices, HandlerState, InstancePool};
 use crate::limits::show_size;
 use crate::node::NodeError;
 use crate::outbound::Rule;
+use crate::state::HandlerSettings;
 
 /// Suffix of handler files in the registered directory.
 pub const HANDLER_SUFFIX: &str = ".wasm";
@@ -40,6 +41,17 @@ pub struct HandlerInfo {
     pub is_handler: bool,
     pub exports: Vec<crate::values::ExportInfo>,
     pub config_keys: Vec<String>,
+    /// Calls one instance may serve.
+    pub reuse: u32,
+}
+
+impl HandlerInfo {
+    /// Shows the settings it is (or would be) loaded with.
+    pub fn apply(&mut self, settings: &HandlerSettings) {
+        self.allow_outbound = settings.allow.clone();
+        self.config_keys = settings.config.iter().map(|(k, _)| k.clone()).collect();
+        self.reuse = settings.reuse;
+    }
 }
 
 /// A registered component ready to run.
@@ -48,6 +60,8 @@ pub struct Handler {
     pub compiled: Compiled,
     pub rules: Option<Arc<Vec<Rule>>>,
     pub guest: Arc<Guest>,
+    /// Its idle instances, when it opted in to reuse.
+    pub pool: InstancePool,
 }
 
 pub struct Registry {
@@ -274,6 +288,7 @@ impl Registry {
             is_handler: pre.handler.is_some(),
             exports: pre.exports.clone(),
             config_keys: Vec::new(),
+            reuse: 1,
         };
         Ok((info, pre))
     }
@@ -298,7 +313,7 @@ impl Registry {
             ))
         })?;
         let compiled = Compiled {
-            handler: HandlerPre::new(pre.clone()).ok(),
+            handler: HandlerIndices::new(&pre).ok(),
             exports: crate::values::exports(&self.engine, &component),
             pre,
         };

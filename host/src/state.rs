@@ -27,6 +27,27 @@ pub struct JobRecord {
     pub created_at: u64,
 }
 
+/// How a registered component runs, as given at registration.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HandlerSettings {
+    /// Its own narrowing of the node's outbound policy.
+    pub allow: Option<Vec<String>>,
+    /// Its configuration, sorted by key.
+    pub config: Vec<(String, String)>,
+    /// Calls one instance may serve; 1 gives every call a fresh instance.
+    pub reuse: u32,
+}
+
+impl Default for HandlerSettings {
+    fn default() -> Self {
+        HandlerSettings {
+            allow: None,
+            config: Vec::new(),
+            reuse: 1,
+        }
+    }
+}
+
 /// A stored core module.
 pub struct ModuleRecord {
     pub name: String,
@@ -91,17 +112,29 @@ impl StateDb {
                  wasm BLOB NOT NULL,
                  host_modules TEXT NOT NULL
              );
-             CREATE TABLE IF NOT EXISTS handler_outbound (
+             CREATE TABLE IF NOT EXISTS handler_settings (
                  name TEXT PRIMARY KEY,
-                 rules TEXT NOT NULL
-             );
-             CREATE TABLE IF NOT EXISTS handler_config (
-                 name TEXT PRIMARY KEY,
-                 pairs TEXT NOT NULL
+                 allow TEXT,
+                 config TEXT NOT NULL DEFAULT '[]',
+                 reuse INTEGER NOT NULL DEFAULT 1
              );
              CREATE INDEX IF NOT EXISTS runs_by_name ON runs (name, id);
              CREATE INDEX IF NOT EXISTS runs_by_job ON runs (job_id, id);",
         )?;
+        // Outbound lists kept before the other settings existed.
+        let old_outbound = conn
+            .prepare(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'handler_outbound'",
+            )?
+            .exists([])?;
+        if old_outbound {
+            conn.execute_batch(
+                "BEGIN;
+                 INSERT OR IGNORE INTO handler_settings (name, allow) SELECT name, rules FROM handler_outbound;
+                 DROP TABLE handler_outbound;
+                 COMMIT;",
+            )?;
+        }
         // Columns added since the first release of the table.
         for (column, definition) in [
             ("audit", "TEXT NOT NULL DEFAULT '[]'"),
@@ -215,68 +248,49 @@ impl StateDb {
         Ok(rows)
     }
 
-    /// Sets (or, with `None`, clears) a handler's own outbound allow list.
-    pub fn set_handler_outbound(
+    /// Sets a component's settings; the defaults remove its row.
+    pub fn set_handler_settings(
         &self,
         name: &str,
-        rules: Option<&[String]>,
+        settings: &HandlerSettings,
     ) -> Result<(), StateError> {
         let conn = self.conn();
-        match rules {
-            Some(rules) => conn.execute(
-                "INSERT INTO handler_outbound (name, rules) VALUES (?1, ?2)
-                 ON CONFLICT (name) DO UPDATE SET rules = excluded.rules",
-                params![name, rules.join("\n")],
-            )?,
-            None => conn.execute("DELETE FROM handler_outbound WHERE name = ?1", [name])?,
-        };
-        Ok(())
-    }
-
-    pub fn handler_outbound(&self, name: &str) -> Result<Option<Vec<String>>, StateError> {
-        let rules: Option<String> = self
-            .conn()
-            .query_row(
-                "SELECT rules FROM handler_outbound WHERE name = ?1",
-                [name],
-                |row| row.get(0),
-            )
-            .optional()?;
-        Ok(rules.map(|r| r.lines().map(str::to_string).collect()))
-    }
-
-    /// Sets a component's configuration (empty: none).
-    pub fn set_handler_config(
-        &self,
-        name: &str,
-        pairs: &[(String, String)],
-    ) -> Result<(), StateError> {
-        let conn = self.conn();
-        if pairs.is_empty() {
-            conn.execute("DELETE FROM handler_config WHERE name = ?1", [name])?;
+        if *settings == HandlerSettings::default() {
+            conn.execute("DELETE FROM handler_settings WHERE name = ?1", [name])?;
         } else {
             conn.execute(
-                "INSERT INTO handler_config (name, pairs) VALUES (?1, ?2)
-                 ON CONFLICT (name) DO UPDATE SET pairs = excluded.pairs",
-                params![name, to_json(&pairs)],
+                "INSERT INTO handler_settings (name, allow, config, reuse) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (name) DO UPDATE SET
+                     allow = excluded.allow, config = excluded.config, reuse = excluded.reuse",
+                params![
+                    name,
+                    settings.allow.as_ref().map(|rules| rules.join("\n")),
+                    to_json(&settings.config),
+                    settings.reuse,
+                ],
             )?;
         }
         Ok(())
     }
 
-    pub fn handler_config(&self, name: &str) -> Result<Vec<(String, String)>, StateError> {
-        let pairs: Option<String> = self
+    /// A component's settings (the defaults when none were stored).
+    pub fn handler_settings(&self, name: &str) -> Result<HandlerSettings, StateError> {
+        let row: Option<(Option<String>, String, u32)> = self
             .conn()
             .query_row(
-                "SELECT pairs FROM handler_config WHERE name = ?1",
+                "SELECT allow, config, reuse FROM handler_settings WHERE name = ?1",
                 [name],
-                |row| row.get(0),
+                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
             )
             .optional()?;
-        Ok(pairs
-            .map(|p| from_json(&p))
-            .transpose()?
-            .unwrap_or_default())
+        let Some((allow, config, reuse)) = row else {
+            return Ok(HandlerSettings::default());
+        };
+        Ok(HandlerSettings {
+            allow: allow.map(|r| r.lines().map(str::to_string).collect()),
+            config: from_json(&config)?,
+            reuse,
+        })
     }
 
     /// Records runs in one transaction, then drops each handler's oldest
@@ -421,11 +435,49 @@ mod tests {
         assert!(!db.job_exists("j1").unwrap());
         assert!(!db.delete_job("j1").unwrap());
 
-        let rules = vec!["*.example.com".to_string(), "127.0.0.1:80".to_string()];
-        db.set_handler_outbound("echo", Some(&rules)).unwrap();
-        assert_eq!(db.handler_outbound("echo").unwrap(), Some(rules));
-        db.set_handler_outbound("echo", None).unwrap();
-        assert_eq!(db.handler_outbound("echo").unwrap(), None);
+        let settings = HandlerSettings {
+            allow: Some(vec!["*.example.com".into(), "127.0.0.1:80".into()]),
+            config: vec![("A".into(), "1".into()), ("B".into(), "x=y".into())],
+            reuse: 16,
+        };
+        db.set_handler_settings("echo", &settings).unwrap();
+        drop(db);
+        let db = StateDb::open(&path).unwrap();
+        assert_eq!(db.handler_settings("echo").unwrap(), settings);
+        db.set_handler_settings("echo", &HandlerSettings::default())
+            .unwrap();
+        assert_eq!(
+            db.handler_settings("echo").unwrap(),
+            HandlerSettings::default()
+        );
+    }
+
+    #[test]
+    fn outbound_lists_of_older_databases_are_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE handler_outbound (name TEXT PRIMARY KEY, rules TEXT NOT NULL);
+                 INSERT INTO handler_outbound VALUES ('gecko', 'api.example.com\n*.example.org');
+                 CREATE TABLE runs (id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL,
+                     job_id TEXT, scheduled_for INTEGER, started_at INTEGER NOT NULL,
+                     duration_ms INTEGER NOT NULL, ok INTEGER NOT NULL, output TEXT, error TEXT,
+                     stdout TEXT NOT NULL, stderr TEXT NOT NULL);
+                 INSERT INTO runs (name, started_at, duration_ms, ok, stdout, stderr)
+                     VALUES ('gecko', 1, 0, 1, '', '');",
+            )
+            .unwrap();
+        }
+        let db = StateDb::open(&path).unwrap();
+        assert_eq!(
+            db.handler_settings("gecko").unwrap().allow,
+            Some(vec!["api.example.com".into(), "*.example.org".into()])
+        );
+        let runs = db.runs_of_handler("gecko", 10).unwrap();
+        assert_eq!(runs.len(), 1);
+        assert!(runs[0].audit.is_empty() && runs[0].function.is_none());
     }
 
     #[test]

@@ -371,3 +371,109 @@ fn a_handlers_configuration_is_its_environment() {
     register(&node, "name=misbehave", &misbehave);
     assert_eq!(node.post("/run/misbehave", b"env").text(), "");
 }
+
+#[test]
+fn handlers_may_opt_in_to_instance_reuse() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeBuilder::new(
+        dir.path(),
+        &[
+            "up",
+            "--call-timeout",
+            "2s",
+            "--idle-instance-timeout",
+            "300ms",
+        ],
+    )
+    .env("WASMATIC_PORT", "0")
+    .start();
+    let misbehave = component_bytes("misbehave.wasm");
+    let count = || {
+        let r = node.post("/run/misbehave", b"count");
+        assert_eq!(r.status, 200, "{}", r.text());
+        r.text()
+    };
+
+    // By default every call gets a fresh instance.
+    let info = register(&node, "name=misbehave", &misbehave);
+    assert_eq!(info["reuse"], 1);
+    assert_eq!([count(), count(), count()], ["1", "1", "1"]);
+
+    // With reuse=3 an instance serves three calls, then a fresh one comes.
+    let info = register(&node, "name=misbehave&reuse=3", &misbehave);
+    assert_eq!(info["reuse"], 3);
+    let counts: Vec<String> = (0..5).map(|_| count()).collect();
+    assert_eq!(counts, ["1", "2", "3", "1", "2"]);
+
+    // Output is captured per call, not carried over.
+    let printed = node.post("/run/misbehave", b"print");
+    assert_eq!(printed.status, 200);
+    assert_eq!(count(), "1", "rotated after three uses");
+    let runs = runs(&node, "misbehave");
+    assert_eq!(runs[0]["output"], "1");
+    assert_eq!(runs[0]["stdout"], "");
+    assert!(runs[1]["stdout"].as_str().unwrap().len() > 200_000);
+
+    // An instance that trapped is never used again (it had served one call:
+    // reused, it would answer 3).
+    node.post("/run/misbehave", b"trap").error(500);
+    assert_eq!(count(), "1");
+
+    // Idle instances expire.
+    std::thread::sleep(std::time::Duration::from_millis(600));
+    assert_eq!(count(), "1");
+
+    // The setting survives a restart.
+    assert!(node.terminate().success());
+    let node = start(dir.path());
+    assert_eq!(node.get("/handlers/misbehave").json()["reuse"], 3);
+    let again: Vec<String> = (0..2)
+        .map(|_| node.post("/run/misbehave", b"count").text())
+        .collect();
+    assert_eq!(again, ["1", "2"]);
+
+    for bad in ["0", "10001", "many", "-1"] {
+        let message = node
+            .post(&format!("/register?name=misbehave&reuse={bad}"), &misbehave)
+            .error(400);
+        assert!(message.contains("reuse"), "{bad}: {message}");
+    }
+    assert_eq!(node.get("/handlers/misbehave").json()["reuse"], 3);
+}
+
+#[test]
+fn scheduled_runs_of_a_reused_handler_read_their_tick_from_the_configuration() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(dir.path());
+    let misbehave = component_bytes("misbehave.wasm");
+    register(&node, "name=fresh", &misbehave);
+    register(&node, "name=reused&reuse=100", &misbehave);
+    for name in ["fresh", "reused"] {
+        let r = node.post(
+            "/sched",
+            json!({ "name": name, "cron": "* * * * * *", "input": "tick" })
+                .to_string()
+                .as_bytes(),
+        );
+        assert_eq!(r.status, 201, "{}", r.text());
+    }
+    let enough = |name: &str| {
+        support::wait_for(std::time::Duration::from_secs(10), "two ticks", || {
+            let done = runs(&node, name);
+            (done.len() >= 2).then_some(done)
+        })
+    };
+    for run in enough("fresh") {
+        let tick = run["scheduled_for"].as_u64().unwrap();
+        assert_eq!(
+            run["output"],
+            format!("config Some(\"{tick}\"), env Some(\"{tick}\")")
+        );
+    }
+    // A reused instance keeps the environment it started with, which holds
+    // no tick; its configuration always has the current one.
+    for run in enough("reused") {
+        let tick = run["scheduled_for"].as_u64().unwrap();
+        assert_eq!(run["output"], format!("config Some(\"{tick}\"), env None"));
+    }
+}

@@ -230,6 +230,19 @@ fn register(req: &Request) -> Result<Response, Response> {
             )),
         })
         .collect::<Result<Vec<_>, _>>()?;
+    // `reuse=N`: calls one instance may serve (the host checks the range).
+    let reuse = match req.query_param("reuse") {
+        None => None,
+        Some(raw) => {
+            let raw = raw?;
+            Some(raw.parse::<u32>().map_err(|_| {
+                Response::error(
+                    400,
+                    &format!("reuse must be a number of calls, not `{raw}`"),
+                )
+            })?)
+        }
+    };
     let bytes = body(req)?;
     if bytes.is_empty() {
         return Err(Response::error(
@@ -245,6 +258,7 @@ fn register(req: &Request) -> Result<Response, Response> {
     let options = LoadOptions {
         allow_outbound,
         config,
+        reuse,
     };
     if let Err(e) = host::check(&temp, &options) {
         dir.remove(&temp);

@@ -12,6 +12,8 @@
 //! | `big`       | returns 2 MiB                                   |
 //! | `env`       | returns every environment variable it sees      |
 //! | `files`     | lists what it can see of a filesystem           |
+//! | `count`     | returns how many calls this instance has served |
+//! | `tick`      | returns `WASMATIC_SCHEDULED_FOR` from its configuration and from its environment |
 //! | anything else | returns `ok: INPUT`                           |
 
 wit_bindgen::generate!({
@@ -21,12 +23,23 @@ wit_bindgen::generate!({
 });
 
 use std::hint::black_box;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Calls this instance has served: state that only a reused instance keeps.
+static CALLS: AtomicU64 = AtomicU64::new(0);
 
 struct Misbehave;
 
 impl Guest for Misbehave {
     fn handler(input: String) -> String {
+        let calls = CALLS.fetch_add(1, Ordering::Relaxed) + 1;
         match input.as_str() {
+            "count" => calls.to_string(),
+            "tick" => format!(
+                "config {:?}, env {:?}",
+                wasmatic::guest::config::get("WASMATIC_SCHEDULED_FOR"),
+                std::env::var("WASMATIC_SCHEDULED_FOR").ok()
+            ),
             "trap" => core::arch::wasm32::unreachable(),
             "loop" => {
                 let mut n = 0u64;
