@@ -324,10 +324,18 @@ impl Node {
         settings: HandlerSettings,
     ) -> Result<HandlerInfo, NodeError> {
         let settings = check_settings(settings)?;
+        // Registering again with the same settings (the common case) need
+        // not wait for a durable write.
+        let unchanged = self
+            .registry
+            .get(name)
+            .is_some_and(|current| current.settings == settings);
         let info = self.install(name, settings.clone()).await?;
-        let state = self.state.clone();
-        let owned = name.to_string();
-        blocking(move || state.set_handler_settings(&owned, &settings)).await??;
+        if !unchanged {
+            let state = self.state.clone();
+            let owned = name.to_string();
+            blocking(move || state.set_handler_settings(&owned, &settings)).await??;
+        }
         tracing::info!(name, digest = %info.digest, handler = info.is_handler, "component registered");
         Ok(info)
     }
@@ -347,8 +355,9 @@ impl Node {
             pool: InstancePool::new(settings.reuse as usize, self.limits.idle_instance_timeout),
             guest: Arc::new(Guest {
                 name: name.to_string(),
-                config: settings.config,
+                config: settings.config.clone(),
             }),
+            settings,
         });
         Ok(info)
     }

@@ -62,6 +62,8 @@ pub struct Handler {
     pub guest: Arc<Guest>,
     /// Its idle instances, when it opted in to reuse.
     pub pool: InstancePool,
+    /// What it was registered with.
+    pub settings: HandlerSettings,
 }
 
 pub struct Registry {
@@ -78,14 +80,19 @@ pub struct Registry {
     compiled: Mutex<HashMap<String, Compiled>>,
     /// The current version of each handler, by name.
     current: RwLock<HashMap<String, Arc<Handler>>>,
-    /// The file last read and hashed, and its digest.
-    last_checked: Mutex<Option<(FileKey, String)>>,
+    /// Files read and hashed, and their digests: a file that keeps its key
+    /// (renamed into place after `check`, or loaded again unchanged) is not
+    /// read twice.
+    known_files: Mutex<HashMap<FileKey, String>>,
 }
+
+/// Most files remembered in `known_files`; past it the memory starts over.
+const MAX_KNOWN_FILES: usize = 4096;
 
 /// What identifies a file's content without reading it, as long as nobody
 /// rewrites it in place with the same size and times: a registration writes
 /// a new temporary file for every upload, and renames it.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct FileKey {
     device: u64,
     inode: u64,
@@ -154,7 +161,7 @@ impl Registry {
             max_size,
             compiled: Mutex::new(HashMap::new()),
             current: RwLock::new(HashMap::new()),
-            last_checked: Mutex::new(None),
+            known_files: Mutex::new(HashMap::new()),
         })
     }
 
@@ -256,13 +263,10 @@ impl Registry {
         let started = std::time::Instant::now();
         let path = self.dir.join(file);
         let key = FileKey::of(&path).await;
-        // `load` right after `check` (the file renamed in between, which
-        // keeps its inode and times): no second read and hash.
         let remembered = key.as_ref().and_then(|key| {
-            let last = self.last_checked.lock().unwrap_or_else(|p| p.into_inner());
-            let (last_key, digest) = last.as_ref()?;
-            let pre = self.lock_compiled().get(digest)?.clone();
-            (last_key == key).then(|| (digest.clone(), pre))
+            let digest = self.lock_known_files().get(key)?.clone();
+            let pre = self.lock_compiled().get(&digest)?.clone();
+            Some((digest, pre))
         });
         let (digest, size, pre) = match remembered {
             Some((digest, pre)) => (digest, key.as_ref().map_or(0, |k| k.size), pre),
@@ -272,8 +276,11 @@ impl Registry {
                 let size = bytes.len() as u64;
                 let pre = self.compile(&digest, bytes).await?;
                 if let Some(key) = key {
-                    *self.last_checked.lock().unwrap_or_else(|p| p.into_inner()) =
-                        Some((key, digest.clone()));
+                    let mut known = self.lock_known_files();
+                    if known.len() >= MAX_KNOWN_FILES {
+                        known.clear();
+                    }
+                    known.insert(key, digest.clone());
                 }
                 (digest, size, pre)
             }
@@ -320,6 +327,10 @@ impl Registry {
         self.lock_compiled()
             .insert(digest.to_string(), compiled.clone());
         Ok(compiled)
+    }
+
+    fn lock_known_files(&self) -> std::sync::MutexGuard<'_, HashMap<FileKey, String>> {
+        self.known_files.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn lock_compiled(&self) -> std::sync::MutexGuard<'_, HashMap<String, Compiled>> {

@@ -260,11 +260,18 @@ fn register(req: &Request) -> Result<Response, Response> {
         config,
         reuse,
     };
-    if let Err(e) = host::check(&temp, &options) {
+    let checked = match host::check(&temp, &options) {
+        Ok(checked) => checked,
+        Err(e) => {
+            dir.remove(&temp);
+            return Err(host_error(e));
+        }
+    };
+    // The same bytes as the current version: the file in place stays.
+    let same = host::handler(&name).is_some_and(|current| current.digest == checked.digest);
+    if same {
         dir.remove(&temp);
-        return Err(host_error(e));
-    }
-    if let Err(e) = dir.rename(&temp, &format!("{name}.wasm")) {
+    } else if let Err(e) = dir.rename(&temp, &format!("{name}.wasm")) {
         dir.remove(&temp);
         return Err(Response::error(500, &e));
     }
