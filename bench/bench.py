@@ -10,9 +10,11 @@ Scenarios (see BENCHMARKS.md for what each one means):
   a  hello-world proxy: `wasmatic wasm` vs `wasmtime serve`, pooling on/off, reuse
   b  the operator's GET /health vs (a)'s peer
   c  POST /run/echo through the operator vs `wasmtime serve` of an echo proxy
+     (fresh instances, operator reuse, operator and handler reuse)
   d  registering a ~2 MiB handler: first time, and the same bytes again
   e  node start with 200 registered handlers: cold vs warm compiled cache
-  f  cron: 1000 jobs every second for 30 s: lateness and missed ticks
+  f  cron: 1000 jobs every second for 30 s: lateness and missed ticks, with a
+     fresh handler instance per run and with handler reuse
   g  peak RSS of the node in c and e
 """
 
@@ -248,10 +250,17 @@ def scenario_c(wasmtime):
     with wasmatic_up(d) as server:
         status, body = request(server.port, "POST", "/register?name=echo", ECHO.read_bytes())
         assert status == 201, body
+        # The same handler, opted in to instance reuse at registration.
+        status, body = request(server.port, "POST", "/register?name=echo-warm&reuse=128", ECHO.read_bytes())
+        assert status == 201, body
     peer = (lambda: Server([wasmtime, "serve", "-S", "cli", "--addr", "127.0.0.1:{port}", HELLO]), "/", "hello")
     results = {}
-    for label, flags in {"fresh instance": ["--max-instance-reuse-count", "1"], "reuse 128 (default of up)": []}.items():
-        ours = (lambda f=flags: wasmatic_up(d, *f), "/run/echo", "hello")
+    for label, flags, path in [
+        ("fresh operator, fresh handler", ["--max-instance-reuse-count", "1"], "/run/echo"),
+        ("operator reuse 128 (default of up), fresh handler", [], "/run/echo"),
+        ("operator reuse 128, handler reuse 128", [], "/run/echo-warm"),
+    ]:
+        ours = (lambda f=flags: wasmatic_up(d, *f), path, "hello")
         results[label] = side_by_side(f"c/{label}", peer, ours)
     shutil.rmtree(d)
     return results
@@ -308,9 +317,16 @@ def scenario_e():
 
 
 def scenario_f():
+    results = {}
+    for label, query in [("fresh handler instance", ""), ("handler reuse 128", "&reuse=128")]:
+        results[label] = cron_run(label, query)
+    return results
+
+
+def cron_run(label, query):
     d = node_dir()
     with wasmatic_up(d, "--runs-kept", str(CRON_JOBS * (CRON_SECONDS + 10))) as server:
-        status, body = request(server.port, "POST", "/register?name=echo", ECHO.read_bytes())
+        status, body = request(server.port, "POST", f"/register?name=echo{query}", ECHO.read_bytes())
         assert status == 201, body
         job = json.dumps({"name": "echo", "cron": "* * * * * *", "input": "tick"}).encode()
         for _ in range(CRON_JOBS):
@@ -358,7 +374,7 @@ def scenario_f():
         "peak_rss_mib": rss,
         "seconds": ended_at - scheduled_at,
     }
-    log(f"f: {result}")
+    log(f"f/{label}: {result}")
     return result
 
 
