@@ -3,9 +3,9 @@
 //! | route                              | what it does                              |
 //! |------------------------------------|-------------------------------------------|
 //! | `GET /health`                      | `{"ok": true}`                            |
-//! | `POST /register?name=NAME`         | registers the body (a component) as NAME  |
+//! | `POST /register?name=NAME` (`&env=K=V`…, `&allow=…`, `&reuse=N`) | registers the body, a component of any world |
 //! | `POST /run/NAME`                   | runs NAME with the body as input          |
-//! | `GET /handlers`, `/handlers/NAME`  | registered handlers                       |
+//! | `GET /handlers`, `/handlers/NAME`  | registered components, with their exports |
 //! | `DELETE /handlers/NAME`            | unregisters NAME and its schedules        |
 //! | `GET /handlers/NAME/runs?limit=N`  | NAME's newest runs                        |
 //! | `POST /sched`, `GET /sched`        | adds / lists schedules                    |
@@ -17,7 +17,8 @@
 //! | `POST /wasm/run`, `GET /wasm/health` | WASI command jobs ("WASM system" API)   |
 //!
 //! When the node runner sets `WASMATIC_TOKEN`, every route that changes the
-//! node (POST, PUT, DELETE but `/run`) needs `Authorization: Bearer TOKEN`.
+//! node or runs code sent with the request (POST, PUT, DELETE but `/run` and
+//! `/call`) needs `Authorization: Bearer TOKEN`.
 
 use serde::Deserialize;
 
