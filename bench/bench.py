@@ -218,6 +218,8 @@ def wasmatic_up(directory, *flags):
 def scenario_a(wasmtime):
     modes = {
         "pooling": ["-O", "pooling-allocator=y"],
+        # Our default decommit batch, given to the peer too.
+        "pooling, decommit batch 64 on both": ["-O", "pooling-allocator=y,pooling-decommit-batch-size=64"],
         "no pooling": ["-O", "pooling-allocator=n"],
         "reuse 128": ["--max-instance-reuse-count", "128"],
     }

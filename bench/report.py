@@ -46,7 +46,7 @@ def main():
             "| scenario | peer req/s | peer p50 / p99 ms | ours req/s | ours p50 / p99 ms | ours / peer | target |",
             "|---|---:|---:|---:|---:|---:|---|",
         ]
-        targets = {"pooling": 1.0, "reuse 128": 1.0}
+        targets = {"pooling": 1.0, "pooling, decommit batch 64 on both": 1.0, "reuse 128": 1.0}
         for mode, res in r.get("a", {}).items():
             out.append(load_row(f"a. hello proxy, {mode}: `wasmatic wasm` vs `wasmtime serve`", res, targets.get(mode)))
         for mode, res in r.get("b", {}).items():
