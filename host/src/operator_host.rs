@@ -18,7 +18,7 @@ use crate::state::{HandlerSettings, RunRecord};
 mod bindings {
     wasmtime::component::bindgen!({
         path: "../wit/operator",
-        interfaces: "import wasmatic:operator/host@0.1.0;",
+        interfaces: "import wasmatic:operator/host@0.2.0;",
         imports: { default: async },
     });
 }

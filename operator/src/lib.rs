@@ -17,20 +17,20 @@ wit_bindgen::generate!({
     // The host's records go out as JSON with their WIT field names; a run's
     // absent options are left out rather than written as null.
     additional_type_attributes: {
-        "wasmatic:operator/types@0.1.0/handler-info": [#[derive(serde::Serialize)]],
-        "wasmatic:operator/types@0.1.0/job": [#[derive(serde::Serialize)]],
-        "wasmatic:operator/types@0.1.0/run": [#[derive(serde::Serialize)]],
-        "wasmatic:operator/types@0.1.0/module-info": [#[derive(serde::Serialize)]],
-        "wasmatic:operator/types@0.1.0/export-info": [#[derive(serde::Serialize)]],
-        "wasmatic:operator/types@0.1.0/audit-entry": [#[derive(serde::Serialize)]],
-        "wasmatic:operator/types@0.1.0/component-kind": [#[derive(serde::Serialize)] #[serde(rename_all = "lowercase")]],
+        "wasmatic:operator/types@0.2.0/handler-info": [#[derive(serde::Serialize)]],
+        "wasmatic:operator/types@0.2.0/job": [#[derive(serde::Serialize)]],
+        "wasmatic:operator/types@0.2.0/run": [#[derive(serde::Serialize)]],
+        "wasmatic:operator/types@0.2.0/module-info": [#[derive(serde::Serialize)]],
+        "wasmatic:operator/types@0.2.0/export-info": [#[derive(serde::Serialize)]],
+        "wasmatic:operator/types@0.2.0/audit-entry": [#[derive(serde::Serialize)]],
+        "wasmatic:operator/types@0.2.0/component-kind": [#[derive(serde::Serialize)] #[serde(rename_all = "lowercase")]],
     },
     additional_member_attributes: {
-        "wasmatic:operator/types@0.1.0/run.function": [#[serde(skip_serializing_if = "Option::is_none")]],
-        "wasmatic:operator/types@0.1.0/run.job-id": [#[serde(skip_serializing_if = "Option::is_none")]],
-        "wasmatic:operator/types@0.1.0/run.scheduled-for": [#[serde(skip_serializing_if = "Option::is_none")]],
-        "wasmatic:operator/types@0.1.0/run.output": [#[serde(skip_serializing_if = "Option::is_none")]],
-        "wasmatic:operator/types@0.1.0/run.error": [#[serde(skip_serializing_if = "Option::is_none")]],
+        "wasmatic:operator/types@0.2.0/run.function": [#[serde(skip_serializing_if = "Option::is_none")]],
+        "wasmatic:operator/types@0.2.0/run.job-id": [#[serde(skip_serializing_if = "Option::is_none")]],
+        "wasmatic:operator/types@0.2.0/run.scheduled-for": [#[serde(skip_serializing_if = "Option::is_none")]],
+        "wasmatic:operator/types@0.2.0/run.output": [#[serde(skip_serializing_if = "Option::is_none")]],
+        "wasmatic:operator/types@0.2.0/run.error": [#[serde(skip_serializing_if = "Option::is_none")]],
     },
 });
 
