@@ -24,6 +24,7 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 use crate::engine::{self, GuestFailure, Timeout};
 use crate::limits::{show_size, GuestLimiter};
 use crate::outbound::{OutboundHooks, Policy, Rule};
+use crate::pool::WarmPool;
 
 mod bindings {
     wasmtime::component::bindgen!({
@@ -236,7 +237,7 @@ pub enum CallError {
 
 /// An instance with its store, ready for a call: fresh, or one that served
 /// calls before (for components registered with `reuse=N`).
-struct Ready {
+pub struct Ready {
     store: Store<HandlerState>,
     /// Set once instantiated.
     instance: Option<Instance>,
@@ -244,49 +245,11 @@ struct Ready {
     handler: Option<bindings::Handler>,
     stdout: CapturedOutput,
     stderr: CapturedOutput,
-    uses: usize,
 }
 
-/// Idle instances of one component, newest last. A component that did not
-/// opt in to reuse (`max_uses` 1) never keeps any.
-pub struct InstancePool {
-    max_uses: usize,
-    idle_timeout: Duration,
-    idle: Mutex<Vec<(Ready, Instant)>>,
-}
-
-impl InstancePool {
-    pub fn new(max_uses: usize, idle_timeout: Duration) -> Self {
-        InstancePool {
-            max_uses: max_uses.max(1),
-            idle_timeout,
-            idle: Mutex::new(Vec::new()),
-        }
-    }
-
-    fn reuses(&self) -> bool {
-        self.max_uses > 1
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(Ready, Instant)>> {
-        self.idle.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn take(&self) -> Option<Ready> {
-        if !self.reuses() {
-            return None;
-        }
-        let mut idle = self.lock();
-        idle.retain(|(_, since)| since.elapsed() < self.idle_timeout);
-        idle.pop().map(|(ready, _)| ready)
-    }
-
-    fn give_back(&self, ready: Ready) {
-        if ready.uses < self.max_uses {
-            self.lock().push((ready, Instant::now()));
-        }
-    }
-}
+/// Idle instances of one component; it keeps none unless it opted in to
+/// reuse.
+pub type InstancePool = WarmPool<Ready>;
 
 /// A store for one call, or for the calls of one reused instance.
 fn new_store(
@@ -330,7 +293,6 @@ fn new_store(
         handler: None,
         stdout,
         stderr,
-        uses: 0,
     }
 }
 
@@ -346,10 +308,10 @@ pub async fn call(
     env: &[(&str, String)],
     limits: &CallLimits,
 ) -> CallOutcome {
-    let mut ready = match pool.take() {
-        Some(ready) => ready,
-        None if pool.reuses() => new_store(compiled, guest, &[], limits),
-        None => new_store(compiled, guest, env, limits),
+    let (mut ready, uses) = match pool.take() {
+        Some(warm) => warm,
+        None if pool.reuses() => (new_store(compiled, guest, &[], limits), 0),
+        None => (new_store(compiled, guest, env, limits), 0),
     };
     ready.store.data_mut().call_env = env
         .iter()
@@ -380,8 +342,7 @@ pub async fn call(
         Err(_) => Err(CallError::TimedOut(Timeout(limits.timeout).to_string())),
     };
     if returned && pool.reuses() {
-        ready.uses += 1;
-        pool.give_back(ready);
+        pool.give_back(ready, uses + 1);
     }
     CallOutcome {
         result,

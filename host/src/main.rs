@@ -13,6 +13,7 @@ mod modules;
 mod node;
 mod operator_host;
 mod outbound;
+mod pool;
 mod registry;
 mod run_log;
 mod scheduler;
@@ -165,7 +166,7 @@ async fn start(mut options: NodeOptions, source: OperatorSource, addr: SocketAdd
         memory: limits.operator_memory,
         max_request_body: limits.max_request_body,
         full_wasi,
-        reuse: serve::Reuse {
+        reuse: pool::Reuse {
             max_uses: options.max_instance_reuse_count.unwrap_or(1).max(1),
             idle_timeout: options.idle_instance_timeout,
         },

@@ -15,6 +15,7 @@ use crate::jobs::{JobRequest, JobResult, Jobs};
 use crate::limits::Limits;
 use crate::modules::{Modules, RegisteredModule};
 use crate::outbound::{Policy, Rule};
+use crate::pool::Reuse;
 use crate::registry::{Handler, HandlerInfo, Registry};
 use crate::run_log::RunLog;
 use crate::scheduler::{self, Job, Scheduler};
@@ -123,7 +124,7 @@ impl Node {
         for name in &names {
             let settings = node.state.handler_settings(name)?;
             match node.install(name, settings).await {
-                Ok(info) => tracing::info!(name, digest = %info.digest, "handler loaded"),
+                Ok(h) => tracing::info!(name, digest = %h.info.digest, "handler loaded"),
                 Err(e) => tracing::error!(name, "handler not loaded: {e}"),
             }
         }
@@ -310,7 +311,7 @@ impl Node {
         file: &str,
         settings: HandlerSettings,
     ) -> Result<HandlerInfo, NodeError> {
-        let settings = check_settings(settings)?;
+        let (settings, _) = check_settings(settings)?;
         let mut info = self.registry.check(file).await?;
         info.apply(&settings);
         Ok(info)
@@ -323,19 +324,17 @@ impl Node {
         name: &str,
         settings: HandlerSettings,
     ) -> Result<HandlerInfo, NodeError> {
-        let settings = check_settings(settings)?;
+        let previous = self.registry.get(name).map(|h| h.settings.clone());
+        let handler = self.install(name, settings).await?;
         // Registering again with the same settings (the common case) need
         // not wait for a durable write.
-        let unchanged = self
-            .registry
-            .get(name)
-            .is_some_and(|current| current.settings == settings);
-        let info = self.install(name, settings.clone()).await?;
-        if !unchanged {
+        if previous.as_ref() != Some(&handler.settings) {
             let state = self.state.clone();
             let owned = name.to_string();
+            let settings = handler.settings.clone();
             blocking(move || state.set_handler_settings(&owned, &settings)).await??;
         }
+        let info = handler.info.clone();
         tracing::info!(name, digest = %info.digest, handler = info.is_handler, "component registered");
         Ok(info)
     }
@@ -344,22 +343,24 @@ impl Node {
         &self,
         name: &str,
         settings: HandlerSettings,
-    ) -> Result<HandlerInfo, NodeError> {
-        let rules = parse_rules(settings.allow.as_deref())?.map(Arc::new);
+    ) -> Result<Arc<Handler>, NodeError> {
+        let (settings, rules) = check_settings(settings)?;
         let (mut info, compiled) = self.registry.prepare(name).await?;
         info.apply(&settings);
-        self.registry.install(Handler {
-            info: info.clone(),
+        Ok(self.registry.install(Handler {
+            info,
             compiled,
-            rules,
-            pool: InstancePool::new(settings.reuse as usize, self.limits.idle_instance_timeout),
+            rules: rules.map(Arc::new),
+            pool: InstancePool::new(Reuse {
+                max_uses: settings.reuse as usize,
+                idle_timeout: self.limits.idle_instance_timeout,
+            }),
             guest: Arc::new(Guest {
                 name: name.to_string(),
                 config: settings.config.clone(),
             }),
             settings,
-        });
-        Ok(info)
+        }))
     }
 
     /// Forgets a handler and deletes its schedules.
@@ -643,8 +644,11 @@ const MAX_CONFIG_BYTES: usize = 64 * 1024;
 pub const MAX_REUSE: u32 = 10_000;
 
 /// Checks a component's settings; sorts its configuration by key.
-fn check_settings(mut settings: HandlerSettings) -> Result<HandlerSettings, NodeError> {
-    parse_rules(settings.allow.as_deref())?;
+/// Answers them with the parsed outbound rules.
+fn check_settings(
+    mut settings: HandlerSettings,
+) -> Result<(HandlerSettings, Option<Vec<Rule>>), NodeError> {
+    let rules = parse_rules(settings.allow.as_deref())?;
     if !(1..=MAX_REUSE).contains(&settings.reuse) {
         return Err(NodeError::Invalid(format!(
             "reuse must be from 1 (a fresh instance for every call) to {MAX_REUSE}, not {}",
@@ -652,7 +656,7 @@ fn check_settings(mut settings: HandlerSettings) -> Result<HandlerSettings, Node
         )));
     }
     settings.config = check_config(settings.config)?;
-    Ok(settings)
+    Ok((settings, rules))
 }
 
 /// Checks a configuration and sorts it by key.

@@ -203,10 +203,12 @@ impl Registry {
             .await
     }
 
-    /// Makes a prepared handler the current version of its name.
-    pub fn install(&self, handler: Handler) {
+    /// Makes a prepared handler the current version of its name; answers it.
+    pub fn install(&self, handler: Handler) -> Arc<Handler> {
+        let handler = Arc::new(handler);
         self.write_current()
-            .insert(handler.info.name.clone(), Arc::new(handler));
+            .insert(handler.info.name.clone(), handler.clone());
+        handler
     }
 
     /// Forgets handler `name`; returns whether it was loaded.

@@ -6,7 +6,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
@@ -31,54 +31,10 @@ use crate::engine::{self, WasmContext, WasmKind};
 use crate::limits::{show_size, GuestLimiter};
 use crate::node::Node;
 use crate::operator_host::{self, OperatorState};
+use crate::pool::{Reuse, WarmPool};
 
 /// How long in-flight requests may take to finish once shutdown begins.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
-
-/// When an operator instance may answer more than one request, as with
-/// `wasmtime serve --max-instance-reuse-count`.
-#[derive(Clone, Copy, Debug)]
-pub struct Reuse {
-    /// Requests one instance answers at most; 1 means a fresh instance each.
-    pub max_uses: usize,
-    /// How long an idle instance is kept for the next request.
-    pub idle_timeout: Duration,
-}
-
-/// An operator instance that answered cleanly and may answer again.
-struct Warm {
-    store: Store<OperatorState>,
-    proxy: Proxy,
-    uses: usize,
-    idle_since: Instant,
-}
-
-/// Idle instances, newest last.
-struct WarmPool {
-    reuse: Reuse,
-    idle: Mutex<Vec<Warm>>,
-}
-
-impl WarmPool {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Warm>> {
-        self.idle.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn take(&self) -> Option<Warm> {
-        if self.reuse.max_uses <= 1 {
-            return None;
-        }
-        let mut idle = self.lock();
-        idle.retain(|w| w.idle_since.elapsed() < self.reuse.idle_timeout);
-        idle.pop()
-    }
-
-    fn give_back(&self, warm: Warm) {
-        if warm.uses < self.reuse.max_uses {
-            self.lock().push(warm);
-        }
-    }
-}
 
 /// What every operator instance is given.
 pub struct OperatorSetup {
@@ -93,6 +49,9 @@ pub struct OperatorSetup {
     pub reuse: Reuse,
 }
 
+/// An operator instance that answered cleanly and may answer again.
+type Warm = (Store<OperatorState>, Proxy);
+
 /// The operator, compiled and pre-instantiated once, and what each of its
 /// instances is given.
 pub struct Operator {
@@ -100,7 +59,7 @@ pub struct Operator {
     setup: OperatorSetup,
     node: Option<Arc<Node>>,
     next_request: AtomicU64,
-    warm: Arc<WarmPool>,
+    warm: Arc<WarmPool<Warm>>,
 }
 
 impl Operator {
@@ -145,10 +104,7 @@ impl Operator {
         let pre = ProxyPre::new(pre).wasm_context(
             "the operator is not a wasi:http/proxy component (it must export wasi:http/incoming-handler@0.2.x)",
         )?;
-        let warm = Arc::new(WarmPool {
-            reuse: setup.reuse,
-            idle: Mutex::new(Vec::new()),
-        });
+        let warm = Arc::new(WarmPool::new(setup.reuse));
         Ok(Operator {
             pre,
             setup,
@@ -182,7 +138,6 @@ impl Operator {
     }
 
     /// Answers one request with a fresh instance of the operator, or a warm
-    /// one when reuse is on. or a warm
     /// one when reuse is on.
     async fn handle(&self, req: Request<Incoming>) -> Result<Response<HyperOutgoingBody>> {
         let max = self.setup.max_request_body;
@@ -207,7 +162,7 @@ impl Operator {
         });
         let timeout = self.setup.request_timeout;
         let (mut store, warm) = match self.warm.take() {
-            Some(warm) => (warm.store, Some((warm.proxy, warm.uses))),
+            Some(((store, proxy), uses)) => (store, Some((proxy, uses))),
             None => (self.new_store()?, None),
         };
         engine::set_deadline(&mut store, timeout);
@@ -237,12 +192,7 @@ impl Operator {
             match tokio::time::timeout(timeout, call).await {
                 Ok(Ok((proxy, uses))) => {
                     // Only an instance that answered cleanly is used again.
-                    pool.give_back(Warm {
-                        store,
-                        proxy,
-                        uses,
-                        idle_since: Instant::now(),
-                    });
+                    pool.give_back((store, proxy), uses);
                     Ok(())
                 }
                 Ok(Err(e)) => Err(anyhow::Error::from(e)),

@@ -173,12 +173,6 @@ pub fn from_json(ty: &Type, value: &Value, path: &str) -> Result<Val, Mismatch> 
                 .ok_or_else(mismatch)
         };
     }
-    let items = |value: &Value| -> Option<Vec<Value>> {
-        match value {
-            Value::Array(items) => Some(items.clone()),
-            _ => None,
-        }
-    };
     match ty {
         Type::Bool => value.as_bool().map(Val::Bool).ok_or_else(mismatch),
         Type::S8 => integer!(S8, i8),
@@ -207,36 +201,24 @@ pub fn from_json(ty: &Type, value: &Value, path: &str) -> Result<Val, Mismatch> 
             .map(|s| Val::String(s.to_string()))
             .ok_or_else(mismatch),
         Type::List(list) => {
-            let element = list.ty();
-            let items = items(value).ok_or_else(mismatch)?;
-            items
-                .iter()
-                .enumerate()
-                .map(|(i, item)| from_json(&element, item, &format!("{path}[{i}]")))
-                .collect::<Result<_, _>>()
-                .map(Val::List)
+            let items = value.as_array().ok_or_else(mismatch)?;
+            elements(&list.ty(), items, path).map(Val::List)
         }
         Type::FixedLengthList(list) => {
-            let element = list.ty();
-            let items = items(value).ok_or_else(mismatch)?;
+            let items = value.as_array().ok_or_else(mismatch)?;
             if items.len() != list.len() as usize {
                 return Err(mismatch());
             }
-            items
-                .iter()
-                .enumerate()
-                .map(|(i, item)| from_json(&element, item, &format!("{path}[{i}]")))
-                .collect::<Result<_, _>>()
-                .map(Val::FixedLengthList)
+            elements(&list.ty(), items, path).map(Val::FixedLengthList)
         }
         Type::Tuple(tuple) => {
-            let items = items(value).ok_or_else(mismatch)?;
+            let items = value.as_array().ok_or_else(mismatch)?;
             if items.len() != tuple.types().len() {
                 return Err(mismatch());
             }
             tuple
                 .types()
-                .zip(&items)
+                .zip(items)
                 .enumerate()
                 .map(|(i, (ty, item))| from_json(&ty, item, &format!("{path}[{i}]")))
                 .collect::<Result<_, _>>()
@@ -334,7 +316,7 @@ pub fn from_json(ty: &Type, value: &Value, path: &str) -> Result<Val, Mismatch> 
             }))
         }
         Type::Flags(flags) => {
-            let items = items(value).ok_or_else(mismatch)?;
+            let items = value.as_array().ok_or_else(mismatch)?;
             items
                 .iter()
                 .map(|item| match item.as_str() {
@@ -379,6 +361,15 @@ pub fn from_json(ty: &Type, value: &Value, path: &str) -> Result<Val, Mismatch> 
             })
         }
     }
+}
+
+/// The elements of a list, each of type `element`.
+fn elements(element: &Type, items: &[Value], path: &str) -> Result<Vec<Val>, Mismatch> {
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| from_json(element, item, &format!("{path}[{i}]")))
+        .collect()
 }
 
 /// `"name"` or `{"name": payload}`, the JSON of a variant case.

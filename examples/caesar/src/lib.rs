@@ -18,28 +18,25 @@ struct Caesar;
 
 impl Guest for Caesar {
     fn encrypt(text: String) -> String {
-        let shift = shift();
-        audit::log(
-            audit::Level::Info,
-            &format!(
-                "encrypt: {} characters, shift {shift}",
-                text.chars().count()
-            ),
-        );
-        rotate(&text, shift)
+        rotate(&text, audited_shift("encrypt", &text))
     }
 
     fn decrypt(text: String) -> String {
-        let shift = shift();
-        audit::log(
-            audit::Level::Info,
-            &format!(
-                "decrypt: {} characters, shift {shift}",
-                text.chars().count()
-            ),
-        );
-        rotate(&text, 26 - shift)
+        rotate(&text, 26 - audited_shift("decrypt", &text))
     }
+}
+
+/// The configured shift, after writing the call to the audit log.
+fn audited_shift(operation: &str, text: &str) -> u8 {
+    let shift = shift();
+    audit::log(
+        audit::Level::Info,
+        &format!(
+            "{operation}: {} characters, shift {shift}",
+            text.chars().count()
+        ),
+    );
+    shift
 }
 
 /// The configured shift. A bad value is the node runner's mistake: the call
