@@ -14,7 +14,9 @@ use clap::{Args, Parser, Subcommand};
 use wasmtime_cli_flags::CommonOptions;
 
 use crate::limits::{parse_size, Limits};
+use crate::node::StateLimits;
 use crate::outbound::Rule;
+use crate::state::RunBounds;
 
 /// Environment variable naming the operator component to run.
 pub const OPERATOR_ENV: &str = "WASMATIC";
@@ -141,9 +143,27 @@ pub struct NodeOptions {
     #[arg(long, value_name = "N", default_value_t = 32)]
     pub max_concurrent_calls: usize,
 
-    /// Runs kept per handler in the run history; older ones are dropped.
+    /// Runs kept per component in the run history; older ones are dropped.
     #[arg(long, value_name = "N", default_value_t = 1000)]
     pub runs_kept: u32,
+
+    /// Runs kept in the run history in all; the oldest go first.
+    #[arg(long, value_name = "N", default_value_t = 100_000)]
+    pub runs_total: u64,
+
+    /// Bytes of run history kept in all (outputs, stdout, stderr, audit);
+    /// the oldest runs go first.
+    #[arg(long, value_name = "SIZE", default_value = "256MiB", value_parser = parse_size)]
+    pub runs_bytes: u64,
+
+    /// Schedules the node holds at most; more are refused with 503.
+    #[arg(long, value_name = "N", default_value_t = 10_000)]
+    pub max_schedules: usize,
+
+    /// Scheduled runs that may run at once, beside the clients' calls; a
+    /// tick that finds none free for a second is recorded as failed.
+    #[arg(long, value_name = "N", default_value_t = 16)]
+    pub max_concurrent_ticks: usize,
 
     /// Hosts handlers may call over HTTP, as `HOST[:PORT]`, `*.DOMAIN[:PORT]`
     /// or `*` (repeatable). Without it, any public host. Loopback, private
@@ -180,10 +200,23 @@ impl NodeOptions {
             max_captured_output: size(self.max_captured_output)?,
             max_result: size(self.max_result)?,
             max_concurrent_calls: self.max_concurrent_calls,
-            runs_kept: self.runs_kept,
             idle_instance_timeout: self.idle_instance_timeout,
         }
         .validate()
+    }
+}
+
+impl NodeOptions {
+    pub fn state_limits(&self) -> StateLimits {
+        StateLimits {
+            max_schedules: self.max_schedules,
+            max_concurrent_ticks: self.max_concurrent_ticks.max(1),
+            runs: RunBounds {
+                per_name: self.runs_kept.max(1),
+                total: self.runs_total.max(1),
+                total_bytes: self.runs_bytes,
+            },
+        }
     }
 }
 

@@ -18,9 +18,9 @@ use wasmtime_wasi::p2::pipe::MemoryInputPipe;
 use wasmtime_wasi::{I32Exit, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use crate::engine::{self, GuestFailure, WasmKind};
+use crate::error::NodeError;
 use crate::handler::CapturedOutput;
 use crate::limits::GuestLimiter;
-use crate::node::NodeError;
 
 /// Longest a job may run, whatever it asks for.
 pub const MAX_JOB_TIMEOUT: Duration = Duration::from_secs(30);

@@ -36,8 +36,6 @@ pub struct Limits {
     pub max_result: usize,
     /// Handler calls that may run at once; more are refused with 503.
     pub max_concurrent_calls: usize,
-    /// Runs kept per handler in the run history.
-    pub runs_kept: u32,
     /// How long an idle instance of a component that opted in to reuse is
     /// kept for its next call.
     pub idle_instance_timeout: Duration,

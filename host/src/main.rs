@@ -5,13 +5,14 @@
 //! cannot: compile, run and schedule handler components.
 
 mod cli;
+mod contract;
 mod engine;
+mod error;
 mod handler;
 mod jobs;
 mod limits;
 mod modules;
 mod node;
-mod operator_host;
 mod outbound;
 mod pool;
 mod registry;
@@ -145,6 +146,7 @@ async fn start(mut options: NodeOptions, source: OperatorSource, addr: SocketAdd
                 registered.host.clone(),
                 state_dir,
                 limits.clone(),
+                options.state_limits(),
                 policy,
             );
             Some(node.await?)

@@ -15,8 +15,8 @@ use serde_json::Value;
 use wasmtime::{Engine, Func, Instance, Linker, Module, Store, Val, ValType};
 
 use crate::engine::{self, GuestFailure, WasmKind};
+use crate::error::NodeError;
 use crate::limits::GuestLimiter;
-use crate::node::NodeError;
 
 /// A registered module: compiled, with the modules it links against.
 #[derive(Clone)]
@@ -99,6 +99,26 @@ impl Modules {
 
     pub fn get(&self, name: &str) -> Option<RegisteredModule> {
         self.read().get(name).cloned()
+    }
+
+    /// Forgets module `name`.
+    pub fn remove(&self, name: &str) {
+        self.registered
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name);
+    }
+
+    /// The registered modules that link to `name`, sorted.
+    pub fn dependents(&self, name: &str) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .read()
+            .iter()
+            .filter(|(_, m)| m.host_modules.iter().any(|h| h == name))
+            .map(|(n, _)| n.clone())
+            .collect();
+        names.sort();
+        names
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, RegisteredModule>> {

@@ -2,11 +2,12 @@
 //! validated, compiled once per content digest and kept ready to
 //! instantiate.
 //!
-//! The files in the host directory behind the operator's `registered`
-//! preopen are the source of truth for what is registered; this is the
-//! compiled, in-memory view of them. Compiled code is also serialized into
-//! the node's cache directory, keyed by digest and engine compatibility, so
-//! a restart loads it instead of compiling again.
+//! The node's state (`state::components`) is the source of truth for what
+//! is registered; this is the compiled, in-memory view of it, plus the
+//! components staged for a commit (read from the operator's `registered`
+//! directory, kept here by digest until committed). Compiled code is also
+//! serialized into the node's cache directory, keyed by digest and engine
+//! compatibility, so a restart loads it instead of compiling again.
 
 use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;
@@ -19,14 +20,20 @@ use wasmtime::component::{Component, Linker};
 use wasmtime::Engine;
 
 use crate::engine::{self, WasmKind};
+use crate::error::NodeError;
 use crate::handler::{self, Compiled, Guest, HandlerIndices, HandlerState, InstancePool};
 use crate::limits::show_size;
-use crate::node::NodeError;
 use crate::outbound::Rule;
 use crate::state::HandlerSettings;
 
-/// Suffix of handler files in the registered directory.
-pub const HANDLER_SUFFIX: &str = ".wasm";
+/// Suffix of the component files an older node kept in the registered
+/// directory (imported into the state at start).
+pub const LEGACY_SUFFIX: &str = ".wasm";
+
+/// Staged components kept at most, and their bytes at most: staging is
+/// followed by a commit within the same request, so few are ever waiting.
+const MAX_STAGED: usize = 64;
+const MAX_STAGED_BYTES: usize = 256 << 20;
 
 /// What the node shows of a registered component.
 #[derive(Clone, Debug)]
@@ -46,11 +53,20 @@ pub struct HandlerInfo {
 }
 
 impl HandlerInfo {
-    /// Shows the settings it is (or would be) loaded with.
-    pub fn apply(&mut self, settings: &HandlerSettings) {
-        self.allow_outbound = settings.allow.clone();
-        self.config_keys = settings.config.iter().map(|(k, _)| k.clone()).collect();
-        self.reuse = settings.reuse;
+    /// What the node shows of `staged` registered under `name` with
+    /// `settings` (an empty name: not registered yet).
+    pub fn new(name: &str, staged: &Staged, settings: &HandlerSettings, loaded_at: u64) -> Self {
+        HandlerInfo {
+            name: name.to_string(),
+            digest: staged.digest.clone(),
+            size: staged.bytes.len() as u64,
+            loaded_at,
+            allow_outbound: settings.allow.clone(),
+            is_handler: staged.compiled.handler.is_some(),
+            exports: staged.compiled.exports.clone(),
+            config_keys: settings.config.iter().map(|(k, _)| k.clone()).collect(),
+            reuse: settings.reuse,
+        }
     }
 }
 
@@ -78,45 +94,18 @@ pub struct Registry {
     max_size: u64,
     /// Compiled components by content digest.
     compiled: Mutex<HashMap<String, Compiled>>,
-    /// The current version of each handler, by name.
+    /// The current version of each component, by name.
     current: RwLock<HashMap<String, Arc<Handler>>>,
-    /// Files read and hashed, and their digests: a file that keeps its key
-    /// (renamed into place after `check`, or loaded again unchanged) is not
-    /// read twice.
-    known_files: Mutex<HashMap<FileKey, String>>,
+    /// Bytes checked by `stage`, by digest, oldest first, for `commit`.
+    staged: Mutex<Vec<Staged>>,
 }
 
-/// Most files remembered in `known_files`; past it the memory starts over.
-const MAX_KNOWN_FILES: usize = 4096;
-
-/// What identifies a file's content without reading it, as long as nobody
-/// rewrites it in place with the same size and times: a registration writes
-/// a new temporary file for every upload, and renames it.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-struct FileKey {
-    device: u64,
-    inode: u64,
-    size: u64,
-    modified: Option<std::time::SystemTime>,
-}
-
-impl FileKey {
-    #[cfg(unix)]
-    async fn of(path: &Path) -> Option<FileKey> {
-        use std::os::unix::fs::MetadataExt;
-        let meta = tokio::fs::metadata(path).await.ok()?;
-        Some(FileKey {
-            device: meta.dev(),
-            inode: meta.ino(),
-            size: meta.len(),
-            modified: meta.modified().ok(),
-        })
-    }
-
-    #[cfg(not(unix))]
-    async fn of(_path: &Path) -> Option<FileKey> {
-        None
-    }
+/// A component checked and compiled, waiting to be committed.
+#[derive(Clone)]
+pub struct Staged {
+    pub digest: String,
+    pub bytes: Arc<Vec<u8>>,
+    pub compiled: Compiled,
 }
 
 /// Whether `name` is a valid handler name: `[a-z0-9][a-z0-9_-]{0,63}`.
@@ -161,7 +150,7 @@ impl Registry {
             max_size,
             compiled: Mutex::new(HashMap::new()),
             current: RwLock::new(HashMap::new()),
-            known_files: Mutex::new(HashMap::new()),
+            staged: Mutex::new(Vec::new()),
         })
     }
 
@@ -181,26 +170,56 @@ impl Registry {
             .join(format!("{digest}-{}.cwasm", self.engine_hash))
     }
 
-    /// Validates and compiles `file` in the registered directory without
-    /// making it current.
-    pub async fn check(&self, file: &str) -> Result<HandlerInfo, NodeError> {
+    /// Reads `file` from the registered directory, validates and compiles
+    /// it, and keeps its bytes by digest for [`Registry::staged`].
+    pub async fn stage(&self, file: &str) -> Result<Staged, NodeError> {
         if !is_plain_file_name(file) {
             return Err(NodeError::Invalid(format!("`{file}` is not a file name")));
         }
-        let (info, _) = self.compile_file(file, file).await?;
-        Ok(info)
+        let bytes = read_limited(&self.dir.join(file), file, self.max_size).await?;
+        let staged = self.compile_bytes(bytes).await?;
+        let mut all = self.lock_staged();
+        all.retain(|s| s.digest != staged.digest);
+        all.push(staged.clone());
+        // Oldest first out, past the count or the bytes.
+        while all.len() > MAX_STAGED
+            || all.iter().map(|s| s.bytes.len()).sum::<usize>() > MAX_STAGED_BYTES
+        {
+            all.remove(0);
+        }
+        Ok(staged)
     }
 
-    /// Validates and compiles `NAME.wasm`, to be made current with
-    /// [`Registry::install`].
-    pub async fn prepare(&self, name: &str) -> Result<(HandlerInfo, Compiled), NodeError> {
-        if !is_valid_name(name) {
-            return Err(NodeError::Invalid(format!(
-                "`{name}` is not a handler name: use 1 to 64 of a-z, 0-9, _ and -, starting with a letter or digit"
+    /// The staged component of `digest`, if it is still staged.
+    pub fn staged(&self, digest: &str) -> Option<Staged> {
+        self.lock_staged()
+            .iter()
+            .find(|s| s.digest == digest)
+            .cloned()
+    }
+
+    /// Forgets a staged component once it is committed.
+    pub fn unstage(&self, digest: &str) {
+        self.lock_staged().retain(|s| s.digest != digest);
+    }
+
+    /// Validates and compiles `bytes` (or finds them compiled).
+    pub async fn compile_bytes(&self, bytes: Vec<u8>) -> Result<Staged, NodeError> {
+        if bytes.len() as u64 > self.max_size {
+            return Err(NodeError::TooLarge(format!(
+                "the component has {} bytes; a component may have at most {}",
+                bytes.len(),
+                show_size(self.max_size)
             )));
         }
-        self.compile_file(name, &format!("{name}{HANDLER_SUFFIX}"))
-            .await
+        let digest = hex::encode(Sha256::digest(&bytes));
+        let bytes = Arc::new(bytes);
+        let compiled = self.compile(&digest, bytes.clone()).await?;
+        Ok(Staged {
+            digest,
+            bytes,
+            compiled,
+        })
     }
 
     /// Makes a prepared handler the current version of its name; answers it.
@@ -230,9 +249,10 @@ impl Registry {
         infos
     }
 
-    /// Names of the handler files in the registered directory, and removes
-    /// temporary files that an interrupted upload left behind.
-    pub fn scan(&self) -> std::io::Result<Vec<String>> {
+    /// Names of the component files an older node kept in the registered
+    /// directory, and removes temporary files that an interrupted upload
+    /// left behind.
+    pub fn scan_legacy(&self) -> std::io::Result<Vec<String>> {
         let mut names = Vec::new();
         for entry in std::fs::read_dir(&self.dir)? {
             let entry = entry?;
@@ -247,7 +267,7 @@ impl Registry {
                 }
                 continue;
             }
-            if let Some(name) = file_name.strip_suffix(HANDLER_SUFFIX) {
+            if let Some(name) = file_name.strip_suffix(LEGACY_SUFFIX) {
                 if is_valid_name(name) {
                     names.push(name.to_string());
                 }
@@ -257,54 +277,15 @@ impl Registry {
         Ok(names)
     }
 
-    async fn compile_file(
-        &self,
-        name: &str,
-        file: &str,
-    ) -> Result<(HandlerInfo, Compiled), NodeError> {
-        let started = std::time::Instant::now();
-        let path = self.dir.join(file);
-        let key = FileKey::of(&path).await;
-        let remembered = key.as_ref().and_then(|key| {
-            let digest = self.lock_known_files().get(key)?.clone();
-            let pre = self.lock_compiled().get(&digest)?.clone();
-            Some((digest, pre))
-        });
-        let (digest, size, pre) = match remembered {
-            Some((digest, pre)) => (digest, key.as_ref().map_or(0, |k| k.size), pre),
-            None => {
-                let bytes = read_limited(&path, file, self.max_size).await?;
-                let digest = hex::encode(Sha256::digest(&bytes));
-                let size = bytes.len() as u64;
-                let pre = self.compile(&digest, bytes).await?;
-                if let Some(key) = key {
-                    let mut known = self.lock_known_files();
-                    if known.len() >= MAX_KNOWN_FILES {
-                        known.clear();
-                    }
-                    known.insert(key, digest.clone());
-                }
-                (digest, size, pre)
-            }
-        };
-        tracing::debug!(file, elapsed = ?started.elapsed(), "handler file compiled");
-        let info = HandlerInfo {
-            name: name.to_string(),
-            digest,
-            size,
-            loaded_at: crate::node::now_ms(),
-            allow_outbound: None,
-            is_handler: pre.handler.is_some(),
-            exports: pre.exports.clone(),
-            config_keys: Vec::new(),
-            reuse: 1,
-        };
-        Ok((info, pre))
+    /// The bytes of an older node's component file, bounded.
+    pub async fn read_legacy(&self, name: &str) -> Result<Vec<u8>, NodeError> {
+        let file = format!("{name}{LEGACY_SUFFIX}");
+        read_limited(&self.dir.join(&file), &file, self.max_size).await
     }
 
     /// The compiled component for `bytes`, from memory, from the disk cache,
     /// or compiled now.
-    async fn compile(&self, digest: &str, bytes: Vec<u8>) -> Result<Compiled, NodeError> {
+    async fn compile(&self, digest: &str, bytes: Arc<Vec<u8>>) -> Result<Compiled, NodeError> {
         if let Some(pre) = self.lock_compiled().get(digest) {
             return Ok(pre.clone());
         }
@@ -331,8 +312,8 @@ impl Registry {
         Ok(compiled)
     }
 
-    fn lock_known_files(&self) -> std::sync::MutexGuard<'_, HashMap<FileKey, String>> {
-        self.known_files.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock_staged(&self) -> std::sync::MutexGuard<'_, Vec<Staged>> {
+        self.staged.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn lock_compiled(&self) -> std::sync::MutexGuard<'_, HashMap<String, Compiled>> {

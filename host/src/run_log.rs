@@ -1,20 +1,23 @@
 //! The run history's writer: one thread that writes run records in batches.
 //!
-//! A busy node records a run per handler call and per cron tick, a thousand a
+//! A busy node records a run per guest call and per cron tick, a thousand a
 //! second or more; one transaction (and one fsync) per batch instead of per
-//! run keeps that cheap. Run records are history, not acknowledged state, so
-//! they need not be durable before a call returns; but a reader must see the
-//! runs that finished before it asked, which [`RunLog::flushed`] provides.
+//! run keeps that cheap. The queue to the writer is bounded: when the disk
+//! falls behind, callers wait for room rather than the node buffering
+//! without end. Run records are history, not acknowledged state, so they
+//! need not be durable before a call returns; but a reader must see the runs
+//! that finished before it asked, which [`RunLog::flushed`] provides.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::Arc;
 
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
-use crate::state::{RunRecord, StateDb};
+use crate::state::{RunBounds, RunRecord, StateDb};
 
-/// Most runs written in one transaction.
-const BATCH: usize = 1000;
+/// Runs waiting for the writer at most (each is at most a few MiB: the
+/// output, stdout, stderr and audit caps).
+const QUEUE: usize = 64;
 
 pub struct RunLog {
     sender: mpsc::Sender<RunRecord>,
@@ -26,21 +29,21 @@ pub struct RunLog {
 
 impl RunLog {
     /// Starts the writer thread; it ends when the log is dropped.
-    pub fn start(state: Arc<StateDb>, keep_per_handler: u32) -> std::io::Result<RunLog> {
-        let (sender, receiver) = mpsc::channel::<RunRecord>();
+    pub fn start(state: Arc<StateDb>, bounds: RunBounds) -> std::io::Result<RunLog> {
+        let (sender, mut receiver) = mpsc::channel::<RunRecord>(QUEUE);
         let (done, written) = watch::channel(0u64);
         std::thread::Builder::new()
             .name("run-log".into())
             .spawn(move || {
-                while let Ok(first) = receiver.recv() {
+                while let Some(first) = receiver.blocking_recv() {
                     let mut batch = vec![first];
-                    while batch.len() < BATCH {
+                    while batch.len() < QUEUE {
                         match receiver.try_recv() {
                             Ok(run) => batch.push(run),
                             Err(_) => break,
                         }
                     }
-                    if let Err(e) = state.insert_runs(&batch, keep_per_handler) {
+                    if let Err(e) = state.insert_runs(&batch, bounds) {
                         tracing::error!("cannot record {} runs: {e}", batch.len());
                     }
                     done.send_modify(|n| *n += batch.len() as u64);
@@ -53,9 +56,10 @@ impl RunLog {
         })
     }
 
-    pub fn record(&self, run: RunRecord) {
+    /// Queues a run for the writer, waiting while the queue is full.
+    pub async fn record(&self, run: RunRecord) {
         self.sent.fetch_add(1, Ordering::SeqCst);
-        if self.sender.send(run).is_err() {
+        if self.sender.send(run).await.is_err() {
             tracing::error!("the run log has stopped; a run was not recorded");
         }
     }
@@ -72,14 +76,28 @@ impl RunLog {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state::{ComponentRecord, HandlerSettings};
 
     #[tokio::test]
     async fn recorded_runs_are_readable_once_flushed() {
         let dir = tempfile::tempdir().unwrap();
         let state = Arc::new(StateDb::open(&dir.path().join("state.db")).unwrap());
-        let log = RunLog::start(state.clone(), 100).unwrap();
+        let record = ComponentRecord {
+            name: "echo".into(),
+            digest: "d".into(),
+            settings: HandlerSettings::default(),
+            loaded_at: 0,
+        };
+        state.commit_component(&record, b"x").unwrap();
+        let bounds = RunBounds {
+            per_name: 100,
+            total: 10_000,
+            total_bytes: 1 << 30,
+        };
+        let log = RunLog::start(state.clone(), bounds).unwrap();
         for i in 0..250 {
             log.record(RunRecord {
+                id: 0,
                 name: "echo".into(),
                 function: None,
                 job_id: None,
@@ -92,10 +110,11 @@ mod tests {
                 stdout: String::new(),
                 stderr: String::new(),
                 audit: Vec::new(),
-            });
+            })
+            .await;
         }
         log.flushed().await;
-        let runs = state.runs_of_handler("echo", 1000).unwrap();
+        let runs = state.runs_of_handler("echo", 1000, None).unwrap().runs;
         assert_eq!(runs.len(), 100, "only the newest 100 are kept");
         assert_eq!(runs[0].output.as_deref(), Some("249"));
     }

@@ -1,9 +1,10 @@
 //! Cron schedules: one timer for all jobs.
 //!
 //! Jobs sit in a min-heap keyed by their next fire time; a single task sleeps
-//! until the earliest one (or until the set of jobs changes), fires every job
-//! that is due and computes each job's next time from its schedule, not from
-//! when it happened to wake, so fire times do not drift.
+//! until the earliest one (or until the set of jobs changes), hands every
+//! tick that is due to the node (a [`Tick`]) and computes each job's next
+//! time from its schedule, not from when it happened to wake, so fire times
+//! do not drift. The scheduler knows nothing of what a tick runs.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -16,7 +17,7 @@ use croner::parser::{CronParser, Seconds, Year};
 use croner::Cron;
 use tokio::sync::Notify;
 
-use crate::node::{now_ms, Node, Trigger};
+use crate::error::now_ms;
 use crate::state::JobRecord;
 
 /// A schedule as the node shows it.
@@ -181,15 +182,60 @@ impl Scheduler {
     }
 }
 
-/// The scheduler's one task: sleeps until the earliest tick, fires what is
-/// due, repeats. Runs for the life of the node.
-pub async fn run(node: Arc<Node>) {
+/// A tick that has come, for the node to run, or to record as skipped when
+/// the job's previous run is still going.
+pub enum Tick {
+    Due {
+        job: Job,
+        scheduled_for: u64,
+        /// Clears the job's running mark when dropped, after its run.
+        running: RunningGuard,
+    },
+    Skipped {
+        job: Job,
+        scheduled_for: u64,
+    },
+}
+
+/// Marks a job as running until dropped.
+pub struct RunningGuard(Arc<AtomicBool>);
+
+impl Drop for RunningGuard {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
+}
+
+impl Scheduler {
+    /// How many schedules there are.
+    pub fn count(&self) -> usize {
+        self.lock().jobs.len()
+    }
+}
+
+/// The scheduler's one task: sleeps until the earliest tick, hands what is
+/// due to `fire`, repeats. Runs for the life of the node.
+pub async fn run(scheduler: Arc<Scheduler>, fire: impl Fn(Tick)) {
     loop {
-        let (due, earliest) = node.scheduler().take_due(now_ms());
-        for due in due {
-            fire(node.clone(), due);
+        let (due, earliest) = scheduler.take_due(now_ms());
+        for Due {
+            job,
+            scheduled_for,
+            running,
+        } in due
+        {
+            let tick = if running.swap(true, Ordering::AcqRel) {
+                Tick::Skipped { job, scheduled_for }
+            } else {
+                Tick::Due {
+                    job,
+                    scheduled_for,
+                    running: RunningGuard(running),
+                }
+            };
+            fire(tick);
         }
-        let changed = node.scheduler().changed.notified();
+        let changed = scheduler.changed.notified();
         match earliest {
             Some(at) => {
                 let wait = Duration::from_millis(at.saturating_sub(now_ms()));
@@ -201,28 +247,6 @@ pub async fn run(node: Arc<Node>) {
             None => changed.await,
         }
     }
-}
-
-fn fire(node: Arc<Node>, due: Due) {
-    let Due {
-        job,
-        scheduled_for,
-        running,
-    } = due;
-    tokio::spawn(async move {
-        if running.swap(true, Ordering::AcqRel) {
-            node.record_skipped(&job, scheduled_for);
-            return;
-        }
-        let trigger = Trigger {
-            job_id: job.id.clone(),
-            scheduled_for,
-        };
-        if let Err(e) = node.invoke(&job.name, &job.input, Some(trigger)).await {
-            tracing::warn!(job = job.id, name = job.name, "scheduled run failed: {e}");
-        }
-        running.store(false, Ordering::Release);
-    });
 }
 
 #[cfg(test)]

@@ -27,10 +27,10 @@ use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use wasmtime_wasi_http::{Error as HttpError, WasiHttpCtx, WasiHttpView};
 
 use crate::cli::DirMapping;
+use crate::contract::{self, OperatorState};
 use crate::engine::{self, WasmContext, WasmKind};
 use crate::limits::{show_size, GuestLimiter};
 use crate::node::Node;
-use crate::operator_host::{self, OperatorState};
 use crate::pool::{Reuse, WarmPool};
 
 /// How long in-flight requests may take to finish once shutdown begins.
@@ -97,7 +97,7 @@ impl Operator {
             None => Component::new(engine, bytes)
                 .wasm_context("the operator is not a valid component")?,
         };
-        let linker = operator_host::linker(engine, setup.full_wasi)?;
+        let linker = contract::linker(engine, setup.full_wasi)?;
         let pre = linker
             .instantiate_pre(&component)
             .wasm_context("the operator imports what this host does not provide")?;

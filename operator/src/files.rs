@@ -46,13 +46,6 @@ impl Registered {
         Ok(())
     }
 
-    /// Renames `from` to `to`, replacing `to` atomically.
-    pub fn rename(&self, from: &str, to: &str) -> Result<(), String> {
-        self.0
-            .rename_at(from, &self.0, to)
-            .map_err(|e| format!("cannot rename {REGISTERED}/{from}: {e:?}"))
-    }
-
     /// Removes `file`; whether it was there.
     pub fn remove(&self, file: &str) -> bool {
         self.0.unlink_file_at(file).is_ok()

@@ -4,11 +4,15 @@
 //! per request, so it keeps no state of its own. Handler files live in its
 //! preopened `registered` directory; everything else (compiling, running,
 //! scheduling, run history) it asks of the host through
-//! `wasmatic:operator/host`.
+//! the `wasmatic:operator` interfaces.
 
 mod files;
+mod handlers;
 mod http;
+mod jobs;
+mod modules;
 mod routes;
+mod schedules;
 
 wit_bindgen::generate!({
     path: "../wit/operator",
@@ -17,20 +21,21 @@ wit_bindgen::generate!({
     // The host's records go out as JSON with their WIT field names; a run's
     // absent options are left out rather than written as null.
     additional_type_attributes: {
-        "wasmatic:operator/types@0.2.0/handler-info": [#[derive(serde::Serialize)]],
-        "wasmatic:operator/types@0.2.0/job": [#[derive(serde::Serialize)]],
-        "wasmatic:operator/types@0.2.0/run": [#[derive(serde::Serialize)]],
-        "wasmatic:operator/types@0.2.0/module-info": [#[derive(serde::Serialize)]],
-        "wasmatic:operator/types@0.2.0/export-info": [#[derive(serde::Serialize)]],
-        "wasmatic:operator/types@0.2.0/audit-entry": [#[derive(serde::Serialize)]],
-        "wasmatic:operator/types@0.2.0/component-kind": [#[derive(serde::Serialize)] #[serde(rename_all = "lowercase")]],
+        "wasmatic:operator/handlers@0.3.0/handler-info": [#[derive(serde::Serialize)]],
+        "wasmatic:operator/handlers@0.3.0/export-info": [#[derive(serde::Serialize)]],
+        "wasmatic:operator/handlers@0.3.0/component-kind": [#[derive(serde::Serialize)] #[serde(rename_all = "lowercase")]],
+        "wasmatic:operator/schedules@0.3.0/schedule": [#[derive(serde::Serialize)]],
+        "wasmatic:operator/runs@0.3.0/run": [#[derive(serde::Serialize)]],
+        "wasmatic:operator/modules@0.3.0/module-info": [#[derive(serde::Serialize)]],
+        "wasmatic:operator/types@0.3.0/audit-entry": [#[derive(serde::Serialize)]],
+        "wasmatic:operator/types@0.3.0/audit-level": [#[derive(serde::Serialize)] #[serde(rename_all = "lowercase")]],
     },
     additional_member_attributes: {
-        "wasmatic:operator/types@0.2.0/run.function": [#[serde(skip_serializing_if = "Option::is_none")]],
-        "wasmatic:operator/types@0.2.0/run.job-id": [#[serde(skip_serializing_if = "Option::is_none")]],
-        "wasmatic:operator/types@0.2.0/run.scheduled-for": [#[serde(skip_serializing_if = "Option::is_none")]],
-        "wasmatic:operator/types@0.2.0/run.output": [#[serde(skip_serializing_if = "Option::is_none")]],
-        "wasmatic:operator/types@0.2.0/run.error": [#[serde(skip_serializing_if = "Option::is_none")]],
+        "wasmatic:operator/runs@0.3.0/run.function": [#[serde(skip_serializing_if = "Option::is_none")]],
+        "wasmatic:operator/runs@0.3.0/run.job-id": [#[serde(skip_serializing_if = "Option::is_none")]],
+        "wasmatic:operator/runs@0.3.0/run.scheduled-for": [#[serde(skip_serializing_if = "Option::is_none")]],
+        "wasmatic:operator/runs@0.3.0/run.output": [#[serde(skip_serializing_if = "Option::is_none")]],
+        "wasmatic:operator/runs@0.3.0/run.error": [#[serde(skip_serializing_if = "Option::is_none")]],
     },
 });
 

@@ -1,0 +1,402 @@
+//! Registered components: staging and committing them, running them, and
+//! recording every run.
+//!
+//! The path of `POST /run/NAME`, after the operator: `invoke` finds the
+//! component, `run` takes a call slot, runs it in a task of its own
+//! (`handler::call`: a store, an instance, the call, all under one budget),
+//! records the run and maps the outcome to a `NodeError`.
+
+use std::sync::Arc;
+
+use anyhow::Context as _;
+
+use super::settings::{check_settings, not_a_handler, resolve_export};
+use super::{blocking, Node, Trigger};
+use crate::error::{now_ms, NodeError};
+use crate::handler::{self, CallError, CallLimits, Entry, Guest, InstancePool};
+use crate::pool::Reuse;
+use crate::registry::{is_valid_name, Handler, HandlerInfo, Staged};
+use crate::state::{ComponentRecord, HandlerSettings, RunPage, RunRecord};
+
+/// Most runs one page may ask for.
+pub const MAX_PAGE: u32 = 1000;
+
+impl Node {
+    /// Reads, validates and compiles `file` from the registered directory
+    /// and checks `settings`, without making anything current. The bytes
+    /// stay staged by digest for [`Node::commit`].
+    pub async fn stage(
+        &self,
+        file: &str,
+        settings: HandlerSettings,
+    ) -> Result<HandlerInfo, NodeError> {
+        let (settings, _) = check_settings(settings)?;
+        let staged = self.registry.stage(file).await?;
+        Ok(HandlerInfo::new("", &staged, &settings, now_ms()))
+    }
+
+    /// Makes the staged (or already stored) component `digest` current
+    /// under `name` with `settings`: durably first, then in memory.
+    pub async fn commit(
+        &self,
+        name: &str,
+        digest: &str,
+        settings: HandlerSettings,
+    ) -> Result<HandlerInfo, NodeError> {
+        check_name(name)?;
+        let (settings, _) = check_settings(settings)?;
+        let _changes = self.changes.lock().await;
+        if self.modules.get(name).is_some() {
+            return Err(NodeError::Conflict(format!(
+                "`{name}` is a core module; remove it (DELETE /modules/{name}) or choose another name"
+            )));
+        }
+        let current = self.registry.get(name);
+        if let Some(current) = &current {
+            if current.info.digest == digest && current.settings == settings {
+                return Ok(current.info.clone());
+            }
+        }
+        let staged = match self.registry.staged(digest) {
+            Some(staged) => staged,
+            None => self.stored(digest).await?,
+        };
+        let record = ComponentRecord {
+            name: name.to_string(),
+            digest: digest.to_string(),
+            settings,
+            loaded_at: now_ms(),
+        };
+        let state = self.state.clone();
+        let (stored, bytes) = (record.clone(), staged.bytes.clone());
+        blocking(move || state.commit_component(&stored, &bytes)).await??;
+        self.registry.unstage(digest);
+        let handler = self.install(&record, &staged)?;
+        tracing::info!(
+            name,
+            digest,
+            handler = handler.info.is_handler,
+            "component registered"
+        );
+        Ok(handler.info.clone())
+    }
+
+    /// A component that is not staged but already stored (registered under
+    /// another name, say), compiled.
+    async fn stored(&self, digest: &str) -> Result<Staged, NodeError> {
+        let state = self.state.clone();
+        let owned = digest.to_string();
+        let bytes = blocking(move || state.blob(&owned))
+            .await??
+            .ok_or_else(|| {
+                NodeError::NotFound(format!(
+                    "no staged component has digest `{digest}`: stage it first"
+                ))
+            })?;
+        self.registry.compile_bytes(bytes).await
+    }
+
+    /// Makes a stored version current in memory.
+    fn install(
+        &self,
+        record: &ComponentRecord,
+        staged: &Staged,
+    ) -> Result<Arc<Handler>, NodeError> {
+        let (settings, rules) = check_settings(record.settings.clone())?;
+        let info = HandlerInfo::new(&record.name, staged, &settings, record.loaded_at);
+        Ok(self.registry.install(Handler {
+            info,
+            compiled: staged.compiled.clone(),
+            rules: rules.map(Arc::new),
+            pool: InstancePool::new(Reuse {
+                max_uses: settings.reuse as usize,
+                idle_timeout: self.limits.idle_instance_timeout,
+            }),
+            guest: Arc::new(Guest {
+                name: record.name.clone(),
+                config: settings.config.clone(),
+            }),
+            settings,
+        }))
+    }
+
+    /// Forgets a component, its schedules and its runs.
+    pub async fn remove(&self, name: &str) -> Result<(), NodeError> {
+        check_name(name)?;
+        let _changes = self.changes.lock().await;
+        let state = self.state.clone();
+        let owned = name.to_string();
+        let (existed, jobs) = blocking(move || state.remove_component(&owned)).await??;
+        for id in &jobs {
+            self.scheduler.remove(id);
+        }
+        if !self.registry.unload(name) && !existed {
+            return Err(NodeError::NotFound(format!("no handler `{name}`")));
+        }
+        tracing::info!(name, "component removed");
+        Ok(())
+    }
+
+    /// Loads every stored component; one that cannot be loaded is logged
+    /// and skipped (it stays stored).
+    pub(super) async fn restore_components(&self) -> anyhow::Result<()> {
+        for record in self.state.components()? {
+            let loaded = match self.stored(&record.digest).await {
+                Ok(staged) => self.install(&record, &staged).map(|_| ()),
+                Err(e) => Err(e),
+            };
+            match loaded {
+                Ok(()) => tracing::info!(
+                    name = record.name,
+                    digest = record.digest,
+                    "component loaded"
+                ),
+                Err(e) => tracing::error!(name = record.name, "component not loaded: {e}"),
+            }
+        }
+        Ok(())
+    }
+
+    /// Imports the component files an older node kept in the registered
+    /// directory (with the settings it kept for them) and removes each file
+    /// once its component is stored.
+    pub(super) async fn import_legacy_files(&self) -> anyhow::Result<()> {
+        let names = self
+            .registry
+            .scan_legacy()
+            .with_context(|| format!("cannot read {}", self.registry.dir().display()))?;
+        for name in names {
+            let imported = async {
+                let bytes = self.registry.read_legacy(&name).await?;
+                let staged = self.registry.compile_bytes(bytes).await?;
+                let record = ComponentRecord {
+                    name: name.clone(),
+                    digest: staged.digest.clone(),
+                    settings: self.state.legacy_settings(&name)?,
+                    loaded_at: now_ms(),
+                };
+                self.state.commit_component(&record, &staged.bytes)?;
+                Ok::<_, NodeError>(())
+            };
+            match imported.await {
+                Ok(()) => {
+                    let file = self.registry.dir().join(format!("{name}.wasm"));
+                    if let Err(e) = std::fs::remove_file(&file) {
+                        tracing::warn!(name, "imported, but cannot remove the old file: {e}");
+                    }
+                    tracing::info!(name, "component imported from the registered directory");
+                }
+                Err(e) => tracing::error!(name, "component file not imported: {e}"),
+            }
+        }
+        Ok(())
+    }
+
+    pub fn handlers(&self) -> Vec<HandlerInfo> {
+        self.registry.list()
+    }
+
+    pub fn handler(&self, name: &str) -> Option<HandlerInfo> {
+        self.registry.get(name).map(|h| h.info.clone())
+    }
+
+    /// Runs a handler for a client and records the run.
+    pub async fn invoke(&self, name: &str, input: &str) -> Result<String, NodeError> {
+        let handler = self.runnable_handler(name)?;
+        let permit = self.call_slot(name, None).await?;
+        self.run(
+            handler,
+            Entry::Handler(input.to_string()),
+            None,
+            None,
+            permit,
+        )
+        .await
+    }
+
+    /// The registered handler `name`, if it is of the handler world.
+    pub(super) fn runnable_handler(&self, name: &str) -> Result<Arc<Handler>, NodeError> {
+        let handler = self
+            .registry
+            .get(name)
+            .ok_or_else(|| NodeError::NotFound(format!("no handler `{name}`")))?;
+        if handler.compiled.handler.is_none() {
+            return Err(not_a_handler(&handler.info));
+        }
+        Ok(handler)
+    }
+
+    /// Calls the function `export` of component `name` with the JSON array
+    /// `args`, and records the run; answers the result as JSON text.
+    pub async fn call_component(
+        &self,
+        name: &str,
+        export: &str,
+        args: &str,
+    ) -> Result<String, NodeError> {
+        let handler = self
+            .registry
+            .get(name)
+            .ok_or_else(|| NodeError::NotFound(format!("no component `{name}`")))?;
+        let entry = resolve_export(&handler, export, args)?;
+        let permit = self.call_slot(name, Some(export)).await?;
+        self.run(handler, entry, None, Some(export.to_string()), permit)
+            .await
+    }
+
+    /// A client's call slot, or `Busy` (recorded as a failed run) when the
+    /// node is running its most calls: a client beyond the limit is told to
+    /// come back, never queued.
+    async fn call_slot(
+        &self,
+        name: &str,
+        function: Option<&str>,
+    ) -> Result<tokio::sync::OwnedSemaphorePermit, NodeError> {
+        match self.calls.clone().try_acquire_owned() {
+            Ok(permit) => Ok(permit),
+            Err(_) => {
+                let busy = format!(
+                    "the node is running {} calls, its most (--max-concurrent-calls); retry shortly",
+                    self.limits.max_concurrent_calls
+                );
+                self.record_failure(name, None, function.map(str::to_string), &busy)
+                    .await;
+                Err(NodeError::Busy(busy))
+            }
+        }
+    }
+
+    /// Runs one call of a registered component in a task of its own (so
+    /// that its fiber is not nested inside the operator's) and records it;
+    /// `function` is the export called by name, if any. `permit` is the
+    /// call's slot (a client's or a tick's), held until the guest is done.
+    pub(super) async fn run(
+        &self,
+        handler: Arc<Handler>,
+        entry: Entry,
+        trigger: Option<Trigger>,
+        function: Option<String>,
+        permit: tokio::sync::OwnedSemaphorePermit,
+    ) -> Result<String, NodeError> {
+        let name = handler.info.name.clone();
+        let started_at = now_ms();
+        let limits = CallLimits {
+            timeout: self.limits.call_timeout,
+            memory: self.limits.handler_memory,
+            max_captured_output: self.limits.max_captured_output,
+            max_result: self.limits.max_result,
+            policy: self.policy.clone(),
+            rules: handler.rules.clone(),
+        };
+        // A scheduled run learns which tick it is for.
+        let env: Vec<(&str, String)> = match &trigger {
+            Some(t) => vec![
+                ("WASMATIC_JOB_ID", t.job_id.clone()),
+                ("WASMATIC_SCHEDULED_FOR", t.scheduled_for.to_string()),
+            ],
+            None => Vec::new(),
+        };
+        let outcome = tokio::spawn(async move {
+            let outcome = handler::call(
+                &handler.compiled,
+                &handler.pool,
+                entry,
+                handler.guest.clone(),
+                &env,
+                &limits,
+            )
+            .await;
+            drop(permit);
+            outcome
+        })
+        .await
+        .map_err(|e| NodeError::Internal(format!("the call's task failed: {e}")))?;
+
+        let (output, error) = match &outcome.result {
+            Ok(output) => (Some(output.clone()), None),
+            Err(e) => (None, Some(e.to_string())),
+        };
+        let record = RunRecord {
+            id: 0,
+            name: name.clone(),
+            function,
+            job_id: trigger.as_ref().map(|t| t.job_id.clone()),
+            scheduled_for: trigger.as_ref().map(|t| t.scheduled_for),
+            started_at,
+            duration_ms: outcome.duration.as_millis() as u64,
+            ok: outcome.result.is_ok(),
+            output,
+            error,
+            stdout: outcome.stdout,
+            stderr: outcome.stderr,
+            audit: outcome.audit,
+        };
+        tracing::info!(
+            name,
+            ok = record.ok,
+            duration_ms = record.duration_ms,
+            job = trigger.as_ref().map(|t| t.job_id.as_str()),
+            "guest ran"
+        );
+        self.runs.record(record).await;
+        match outcome.result {
+            Ok(output) => Ok(output),
+            Err(CallError::TimedOut(m)) => Err(NodeError::TimedOut(format!("`{name}` {m}"))),
+            Err(CallError::Failed(m)) => Err(NodeError::Failed(format!("`{name}` failed: {m}"))),
+        }
+    }
+
+    /// Records a run that never started.
+    pub(super) async fn record_failure(
+        &self,
+        name: &str,
+        trigger: Option<&Trigger>,
+        function: Option<String>,
+        error: &str,
+    ) {
+        let record = RunRecord {
+            id: 0,
+            name: name.to_string(),
+            function,
+            job_id: trigger.map(|t| t.job_id.clone()),
+            scheduled_for: trigger.map(|t| t.scheduled_for),
+            started_at: now_ms(),
+            duration_ms: 0,
+            ok: false,
+            output: None,
+            error: Some(error.to_string()),
+            stdout: String::new(),
+            stderr: String::new(),
+            audit: Vec::new(),
+        };
+        self.runs.record(record).await;
+    }
+
+    /// A page of the runs of component `name`.
+    pub async fn handler_runs(
+        &self,
+        name: &str,
+        limit: u32,
+        before: Option<u64>,
+    ) -> Result<RunPage, NodeError> {
+        self.runs.flushed().await;
+        let state = self.state.clone();
+        let owned = name.to_string();
+        let limit = limit.clamp(1, MAX_PAGE);
+        let page = blocking(move || state.runs_of_handler(&owned, limit, before)).await??;
+        if page.runs.is_empty() && self.registry.get(name).is_none() {
+            return Err(NodeError::NotFound(format!("no handler `{name}`")));
+        }
+        Ok(page)
+    }
+}
+
+fn check_name(name: &str) -> Result<(), NodeError> {
+    if is_valid_name(name) {
+        Ok(())
+    } else {
+        Err(NodeError::Invalid(format!(
+            "`{name}` is not a name: use 1 to 64 of a-z, 0-9, _ and -, starting with a letter or digit"
+        )))
+    }
+}

@@ -1,0 +1,136 @@
+//! What the host does for its operator: registered components and their
+//! runs, schedules, core modules and WASI jobs, behind one API with typed
+//! errors. The operator's interfaces (`contract`) are a thin translation of
+//! this into WIT; one file here per concern.
+//!
+//! Every change of registered state goes through the node's state first
+//! (durable, one transaction) and only then into memory, under one
+//! registration lock, so memory never shows what a restart would not.
+
+mod components;
+mod modules;
+mod schedules;
+mod settings;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use wasmtime::Engine;
+
+use crate::error::NodeError;
+use crate::jobs::Jobs;
+use crate::limits::Limits;
+use crate::modules::Modules;
+use crate::outbound::Policy;
+use crate::registry::Registry;
+use crate::run_log::RunLog;
+use crate::scheduler::{self, Scheduler};
+use crate::state::{RunBounds, StateDb};
+
+pub use modules::ModuleInfo;
+
+/// Bounds of the node's stored state and of scheduled work.
+#[derive(Clone, Copy, Debug)]
+pub struct StateLimits {
+    /// Schedules the node holds at most.
+    pub max_schedules: usize,
+    /// Scheduled runs that may run at once, beside the clients' calls.
+    pub max_concurrent_ticks: usize,
+    /// How much run history is kept.
+    pub runs: RunBounds,
+}
+
+/// Why a component runs: a client's request or a schedule's tick.
+#[derive(Clone, Debug)]
+pub struct Trigger {
+    pub job_id: String,
+    pub scheduled_for: u64,
+}
+
+pub struct Node {
+    registry: Registry,
+    scheduler: Arc<Scheduler>,
+    state: Arc<StateDb>,
+    limits: Limits,
+    state_limits: StateLimits,
+    policy: Arc<Policy>,
+    runs: RunLog,
+    modules: Modules,
+    jobs: Jobs,
+    /// One permit per client call that may run at once.
+    calls: Arc<tokio::sync::Semaphore>,
+    /// One permit per scheduled run that may run at once: ticks never take
+    /// the clients' permits, nor the other way round.
+    ticks: Arc<tokio::sync::Semaphore>,
+    /// Held while registered state changes (state first, then memory), so
+    /// that two registrations of one name cannot interleave.
+    changes: tokio::sync::Mutex<()>,
+}
+
+impl Node {
+    /// Opens the node's state in `state_dir`, loads every registered
+    /// component and module (and imports the component files an older node
+    /// kept in `registered_dir`), restores every schedule and starts the
+    /// scheduler.
+    pub async fn start(
+        engine: Engine,
+        registered_dir: PathBuf,
+        state_dir: PathBuf,
+        limits: Limits,
+        state_limits: StateLimits,
+        policy: Policy,
+    ) -> anyhow::Result<Arc<Node>> {
+        let cache_dir = state_dir.join("compiled");
+        std::fs::create_dir_all(&cache_dir)
+            .with_context(|| format!("cannot create {}", cache_dir.display()))?;
+        let db_path = state_dir.join("state.db");
+        let state = Arc::new(
+            StateDb::open(&db_path)
+                .with_context(|| format!("cannot open {}", db_path.display()))?,
+        );
+        let runs =
+            RunLog::start(state.clone(), state_limits.runs).context("cannot start the run log")?;
+        let node = Arc::new(Node {
+            modules: Modules::new(engine.clone()),
+            jobs: Jobs::new(engine.clone()),
+            registry: Registry::new(engine, registered_dir, cache_dir, limits.max_handler_size)?,
+            scheduler: Arc::new(Scheduler::new()),
+            state,
+            runs,
+            calls: Arc::new(tokio::sync::Semaphore::new(limits.max_concurrent_calls)),
+            ticks: Arc::new(tokio::sync::Semaphore::new(
+                state_limits.max_concurrent_ticks,
+            )),
+            changes: tokio::sync::Mutex::new(()),
+            limits,
+            state_limits,
+            policy: Arc::new(policy),
+        });
+        node.import_legacy_files().await?;
+        node.restore_components().await?;
+        node.restore_modules()?;
+        node.restore_schedules()?;
+        let scheduler = node.scheduler.clone();
+        let weak = Arc::downgrade(&node);
+        tokio::spawn(scheduler::run(scheduler, move |tick| {
+            if let Some(node) = weak.upgrade() {
+                tokio::spawn(async move { node.tick(tick).await });
+            }
+        }));
+        Ok(node)
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+}
+
+/// Runs blocking work (SQLite) off the async workers.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, NodeError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| NodeError::Internal(format!("state task failed: {e}")))
+}

@@ -1,0 +1,205 @@
+//! Core modules (called by export name) and WASI command jobs: guests
+//! sent with the request or kept by name, whose calls are not recorded as
+//! runs.
+
+use sha2::{Digest, Sha256};
+
+use super::{blocking, Node};
+use crate::error::NodeError;
+use crate::jobs::{JobRequest, JobResult};
+use crate::modules::RegisteredModule;
+
+/// A registered core module.
+#[derive(Clone, Debug)]
+pub struct ModuleInfo {
+    pub name: String,
+    pub digest: String,
+    pub size: u64,
+    pub exports: Vec<String>,
+}
+
+impl Node {
+    /// Loads every stored module, each after the modules it links against.
+    pub(super) fn restore_modules(&self) -> anyhow::Result<()> {
+        let mut pending = self.state.modules()?;
+        while !pending.is_empty() {
+            let before = pending.len();
+            pending.retain(|m| match self.modules.compile(&m.wasm, &m.host_modules) {
+                Ok(module) => {
+                    let host_modules = m.host_modules.clone();
+                    let registered = RegisteredModule {
+                        module,
+                        host_modules,
+                    };
+                    self.modules.insert(&m.name, registered);
+                    false
+                }
+                Err(_) => true,
+            });
+            if pending.len() == before {
+                for m in &pending {
+                    if let Err(e) = self.modules.compile(&m.wasm, &m.host_modules) {
+                        tracing::error!(name = m.name, "module not restored: {e}");
+                    }
+                }
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Registers a core module under `name`, for `host_modules` lists and
+    /// calls by name.
+    pub async fn register_module(
+        &self,
+        name: &str,
+        wasm: Vec<u8>,
+        host_modules: Vec<String>,
+    ) -> Result<ModuleInfo, NodeError> {
+        if !crate::registry::is_valid_name(name) {
+            return Err(NodeError::Invalid(format!(
+                "`{name}` is not a module name: use 1 to 64 of a-z, 0-9, _ and -, starting with a letter or digit"
+            )));
+        }
+        if wasm.len() as u64 > self.limits.max_handler_size {
+            return Err(NodeError::TooLarge(format!(
+                "the module has {} bytes",
+                wasm.len()
+            )));
+        }
+        let _changes = self.changes.lock().await;
+        if self.registry.get(name).is_some() {
+            return Err(NodeError::Conflict(format!(
+                "`{name}` is a registered component; remove it (DELETE /handlers/{name}) or choose another name"
+            )));
+        }
+        let module = self.modules.compile(&wasm, &host_modules)?;
+        let exports = module.exports().map(|e| e.name().to_string()).collect();
+        let info = ModuleInfo {
+            name: name.to_string(),
+            digest: hex::encode(Sha256::digest(&wasm)),
+            size: wasm.len() as u64,
+            exports,
+        };
+        let state = self.state.clone();
+        let (owned, links) = (name.to_string(), host_modules.clone());
+        blocking(move || state.put_module(&owned, &wasm, &links)).await??;
+        self.modules.insert(
+            name,
+            RegisteredModule {
+                module,
+                host_modules,
+            },
+        );
+        tracing::info!(name, "module registered");
+        Ok(info)
+    }
+
+    /// Runs a WASI command job.
+    pub async fn run_job(&self, request: JobRequest) -> Result<JobResult, NodeError> {
+        if request
+            .wasm
+            .as_ref()
+            .is_some_and(|w| w.len() as u64 > self.limits.max_handler_size)
+        {
+            return Err(NodeError::TooLarge(
+                "the job's module is larger than --max-handler-size".into(),
+            ));
+        }
+        let _permit = self.busy_or_slot()?;
+        self.jobs.run(request, self.limits.handler_memory).await
+    }
+
+    /// Compiles `wasm` and calls `function` with the JSON array `params`.
+    pub async fn run_module(
+        &self,
+        wasm: &[u8],
+        function: &str,
+        params: &str,
+        host_modules: Vec<String>,
+    ) -> Result<String, NodeError> {
+        if wasm.len() as u64 > self.limits.max_handler_size {
+            return Err(NodeError::TooLarge(format!(
+                "the module has {} bytes",
+                wasm.len()
+            )));
+        }
+        let module = self.modules.compile(wasm, &host_modules)?;
+        self.call_registered(
+            &RegisteredModule {
+                module,
+                host_modules,
+            },
+            function,
+            params,
+        )
+        .await
+    }
+
+    /// Calls `function` of the registered module `name`.
+    pub async fn call_module(
+        &self,
+        name: &str,
+        function: &str,
+        params: &str,
+    ) -> Result<String, NodeError> {
+        let module = self
+            .modules
+            .get(name)
+            .ok_or_else(|| NodeError::NotFound(format!("no component or core module `{name}`")))?;
+        self.call_registered(&module, function, params).await
+    }
+
+    async fn call_registered(
+        &self,
+        module: &RegisteredModule,
+        function: &str,
+        params: &str,
+    ) -> Result<String, NodeError> {
+        let params: Vec<serde_json::Value> = serde_json::from_str(params)
+            .map_err(|e| NodeError::Invalid(format!("params must be a JSON array: {e}")))?;
+        let _permit = self.busy_or_slot()?;
+        let results = self
+            .modules
+            .call(
+                module,
+                function,
+                &params,
+                self.limits.call_timeout,
+                self.limits.handler_memory,
+            )
+            .await?;
+        Ok(serde_json::Value::from(results).to_string())
+    }
+
+    /// Forgets module `name`; refused while another module links to it.
+    pub async fn remove_module(&self, name: &str) -> Result<(), NodeError> {
+        let _changes = self.changes.lock().await;
+        if self.modules.get(name).is_none() {
+            return Err(NodeError::NotFound(format!("no core module `{name}`")));
+        }
+        let dependents = self.modules.dependents(name);
+        if !dependents.is_empty() {
+            return Err(NodeError::Conflict(format!(
+                "`{name}` is linked by {}; remove those first",
+                dependents.join(", ")
+            )));
+        }
+        let state = self.state.clone();
+        let owned = name.to_string();
+        blocking(move || state.remove_module(&owned)).await??;
+        self.modules.remove(name);
+        tracing::info!(name, "module removed");
+        Ok(())
+    }
+
+    /// A client's call slot, or `Busy` at once.
+    fn busy_or_slot(&self) -> Result<tokio::sync::OwnedSemaphorePermit, NodeError> {
+        self.calls.clone().try_acquire_owned().map_err(|_| {
+            NodeError::Busy(format!(
+                "the node is running {} calls, its most (--max-concurrent-calls); retry shortly",
+                self.limits.max_concurrent_calls
+            ))
+        })
+    }
+}

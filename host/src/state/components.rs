@@ -1,0 +1,276 @@
+//! Registered components and core modules. A component's bytes are kept
+//! once per digest (`blobs`) and its name points at a digest with its
+//! settings (`components`): one row change makes a new version current with
+//! its own settings, in the same transaction that stores its bytes.
+
+use rusqlite::{params, OptionalExtension};
+
+use super::{from_json, to_json, StateDb, StateError};
+
+/// How a registered component runs, as given at registration.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HandlerSettings {
+    /// Its own narrowing of the node's outbound policy.
+    pub allow: Option<Vec<String>>,
+    /// Its configuration, sorted by key.
+    pub config: Vec<(String, String)>,
+    /// Calls one instance may serve; 1 gives every call a fresh instance.
+    pub reuse: u32,
+}
+
+impl Default for HandlerSettings {
+    fn default() -> Self {
+        HandlerSettings {
+            allow: None,
+            config: Vec::new(),
+            reuse: 1,
+        }
+    }
+}
+
+/// The current version of a registered component.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ComponentRecord {
+    pub name: String,
+    pub digest: String,
+    pub settings: HandlerSettings,
+    pub loaded_at: u64,
+}
+
+/// A stored core module.
+pub struct ModuleRecord {
+    pub name: String,
+    pub wasm: Vec<u8>,
+    pub host_modules: Vec<String>,
+}
+
+impl StateDb {
+    /// Makes `record` the current version of its name; `bytes` are stored
+    /// under its digest unless they already are. The bytes of a version no
+    /// longer current anywhere are dropped in the same transaction.
+    pub fn commit_component(
+        &self,
+        record: &ComponentRecord,
+        bytes: &[u8],
+    ) -> Result<(), StateError> {
+        let mut conn = self.write();
+        let tx = conn.transaction()?;
+        let previous: Option<String> = tx
+            .query_row(
+                "SELECT digest FROM components WHERE name = ?1",
+                [&record.name],
+                |row| row.get(0),
+            )
+            .optional()?;
+        tx.execute(
+            "INSERT OR IGNORE INTO blobs (digest, bytes) VALUES (?1, ?2)",
+            params![record.digest, bytes],
+        )?;
+        let settings = &record.settings;
+        tx.execute(
+            "INSERT INTO components (name, digest, allow, config, reuse, loaded_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT (name) DO UPDATE SET digest = excluded.digest, allow = excluded.allow,
+                 config = excluded.config, reuse = excluded.reuse, loaded_at = excluded.loaded_at",
+            params![
+                record.name,
+                record.digest,
+                settings.allow.as_ref().map(|rules| rules.join("\n")),
+                to_json(&settings.config),
+                settings.reuse,
+                record.loaded_at as i64,
+            ],
+        )?;
+        if let Some(previous) = previous {
+            drop_orphan_blob(&tx, &previous)?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Forgets component `name` with its schedules and runs; answers whether
+    /// it existed and the ids of the schedules removed.
+    pub fn remove_component(&self, name: &str) -> Result<(bool, Vec<String>), StateError> {
+        let mut conn = self.write();
+        let tx = conn.transaction()?;
+        let digest: Option<String> = tx
+            .query_row(
+                "SELECT digest FROM components WHERE name = ?1",
+                [name],
+                |row| row.get(0),
+            )
+            .optional()?;
+        let jobs = tx
+            .prepare("SELECT id FROM jobs WHERE name = ?1")?
+            .query_map([name], |row| row.get(0))?
+            .collect::<Result<Vec<String>, _>>()?;
+        tx.execute("DELETE FROM jobs WHERE name = ?1", [name])?;
+        tx.execute("DELETE FROM runs WHERE name = ?1", [name])?;
+        tx.execute("DELETE FROM components WHERE name = ?1", [name])?;
+        if let Some(digest) = &digest {
+            drop_orphan_blob(&tx, digest)?;
+        }
+        tx.commit()?;
+        Ok((digest.is_some(), jobs))
+    }
+
+    /// Every registered component, by name.
+    pub fn components(&self) -> Result<Vec<ComponentRecord>, StateError> {
+        let conn = self.read();
+        let mut stmt = conn.prepare(
+            "SELECT name, digest, allow, config, reuse, loaded_at FROM components ORDER BY name",
+        )?;
+        let rows = stmt
+            .query_map([], |row| {
+                Ok(ComponentRecord {
+                    name: row.get(0)?,
+                    digest: row.get(1)?,
+                    settings: HandlerSettings {
+                        allow: row
+                            .get::<_, Option<String>>(2)?
+                            .map(|r| r.lines().map(str::to_string).collect()),
+                        config: from_json(&row.get::<_, String>(3)?)?,
+                        reuse: row.get(4)?,
+                    },
+                    loaded_at: row.get::<_, i64>(5)? as u64,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    /// The bytes stored under `digest`.
+    pub fn blob(&self, digest: &str) -> Result<Option<Vec<u8>>, StateError> {
+        Ok(self
+            .read()
+            .query_row(
+                "SELECT bytes FROM blobs WHERE digest = ?1",
+                [digest],
+                |row| row.get(0),
+            )
+            .optional()?)
+    }
+
+    /// The settings an older node kept for a component whose file it loaded
+    /// from the registered directory; the defaults when it kept none.
+    pub fn legacy_settings(&self, name: &str) -> Result<HandlerSettings, StateError> {
+        let conn = self.read();
+        let exists = conn
+            .prepare(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'handler_settings'",
+            )?
+            .exists([])?;
+        if !exists {
+            return Ok(HandlerSettings::default());
+        }
+        let row: Option<(Option<String>, String, u32)> = conn
+            .query_row(
+                "SELECT allow, config, reuse FROM handler_settings WHERE name = ?1",
+                [name],
+                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+            )
+            .optional()?;
+        Ok(match row {
+            None => HandlerSettings::default(),
+            Some((allow, config, reuse)) => HandlerSettings {
+                allow: allow.map(|r| r.lines().map(str::to_string).collect()),
+                config: from_json(&config)?,
+                reuse,
+            },
+        })
+    }
+
+    /// Stores (or replaces) a core module registered by name.
+    pub fn put_module(
+        &self,
+        name: &str,
+        wasm: &[u8],
+        host_modules: &[String],
+    ) -> Result<(), StateError> {
+        self.write().execute(
+            "INSERT INTO modules (name, wasm, host_modules) VALUES (?1, ?2, ?3)
+             ON CONFLICT (name) DO UPDATE SET wasm = excluded.wasm, host_modules = excluded.host_modules",
+            params![name, wasm, host_modules.join("\n")],
+        )?;
+        Ok(())
+    }
+
+    /// Forgets a core module; answers whether it existed.
+    pub fn remove_module(&self, name: &str) -> Result<bool, StateError> {
+        Ok(self
+            .write()
+            .execute("DELETE FROM modules WHERE name = ?1", [name])?
+            > 0)
+    }
+
+    /// Every stored module.
+    pub fn modules(&self) -> Result<Vec<ModuleRecord>, StateError> {
+        let conn = self.read();
+        let mut stmt =
+            conn.prepare("SELECT name, wasm, host_modules FROM modules ORDER BY name")?;
+        let rows = stmt
+            .query_map([], |row| {
+                let links: String = row.get(2)?;
+                Ok(ModuleRecord {
+                    name: row.get(0)?,
+                    wasm: row.get(1)?,
+                    host_modules: links.lines().map(str::to_string).collect(),
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+}
+
+/// Drops the bytes of `digest` unless a component still uses them.
+fn drop_orphan_blob(tx: &rusqlite::Transaction<'_>, digest: &str) -> Result<(), StateError> {
+    tx.execute(
+        "DELETE FROM blobs WHERE digest = ?1
+             AND NOT EXISTS (SELECT 1 FROM components WHERE digest = ?1)",
+        [digest],
+    )?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(name: &str, digest: &str, reuse: u32) -> ComponentRecord {
+        ComponentRecord {
+            name: name.into(),
+            digest: digest.into(),
+            settings: HandlerSettings {
+                allow: Some(vec!["*.example.com".into(), "127.0.0.1:80".into()]),
+                config: vec![("A".into(), "1".into()), ("B".into(), "x=y".into())],
+                reuse,
+            },
+            loaded_at: 7,
+        }
+    }
+
+    #[test]
+    fn a_commit_replaces_bytes_and_settings_together() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let db = StateDb::open(&path).unwrap();
+        db.commit_component(&record("echo", "d1", 1), b"one")
+            .unwrap();
+        db.commit_component(&record("other", "d1", 2), b"one")
+            .unwrap();
+        db.commit_component(&record("echo", "d2", 3), b"two")
+            .unwrap();
+        drop(db);
+        let db = StateDb::open(&path).unwrap();
+        assert_eq!(
+            db.components().unwrap(),
+            vec![record("echo", "d2", 3), record("other", "d1", 2)]
+        );
+        assert_eq!(db.blob("d2").unwrap().as_deref(), Some(&b"two"[..]));
+        // `other` still uses d1; once it goes, so do its bytes.
+        assert!(db.blob("d1").unwrap().is_some());
+        assert_eq!(db.remove_component("other").unwrap(), (true, vec![]));
+        assert!(db.blob("d1").unwrap().is_none());
+        assert_eq!(db.remove_component("other").unwrap(), (false, vec![]));
+    }
+}

@@ -1,0 +1,128 @@
+//! Registered components: register, run, call, list, remove, runs.
+
+use crate::files::Registered;
+use crate::http::{Request, Response};
+use crate::routes::{body, handler_name, host_error, page_request, runs_page};
+use crate::wasmatic::operator::handlers::{self as host, LoadOptions};
+use crate::wasmatic::operator::runs;
+
+/// `POST /register?name=NAME`: writes the body to a temporary file in
+/// `registered/`, has the host stage it (validate, compile, keep the bytes
+/// by digest), removes the file, and commits that digest under the name.
+/// A failed upload leaves the previous version exactly as it was.
+pub fn register(req: &Request) -> Result<Response, Response> {
+    let raw = req
+        .query_param("name")
+        .ok_or_else(|| Response::error(400, "missing query parameter `name`"))??;
+    let name = handler_name(&raw)?;
+    let options = load_options(req)?;
+    let bytes = body(req)?;
+    if bytes.is_empty() {
+        return Err(Response::error(
+            400,
+            "the body is empty: send the component's wasm bytes",
+        ));
+    }
+    let dir = Registered::open().map_err(|e| Response::error(500, &e))?;
+    let random = crate::wasi::random::random::get_random_u64();
+    let temp = format!(".upload-{name}-{random:016x}.tmp");
+    dir.write(&temp, bytes)
+        .map_err(|e| Response::error(500, &e))?;
+    // The host has the bytes once staged: the file is not needed either way.
+    let staged = host::stage(&temp, &options);
+    dir.remove(&temp);
+    let staged = staged.map_err(host_error)?;
+    let info = host::commit(&name, &staged.digest, &options).map_err(host_error)?;
+    Ok(Response::json(201, &info))
+}
+
+/// The registration options in the query: `allow=a.example,*.b.example`,
+/// `env=KEY=VALUE` (repeated), `reuse=N`.
+fn load_options(req: &Request) -> Result<LoadOptions, Response> {
+    let allow_outbound = match req.query_param("allow") {
+        None => None,
+        Some(list) => Some(
+            list?
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect::<Vec<_>>(),
+        ),
+    };
+    let config = req
+        .query_params("env")?
+        .into_iter()
+        .map(|pair| match pair.split_once('=') {
+            Some((key, value)) if !key.is_empty() => Ok((key.to_string(), value.to_string())),
+            _ => Err(Response::error(
+                400,
+                &format!("env={pair:?} is not KEY=VALUE"),
+            )),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    // The host checks the range.
+    let reuse = match req.query_param("reuse") {
+        None => None,
+        Some(raw) => {
+            let raw = raw?;
+            Some(raw.parse::<u32>().map_err(|_| {
+                Response::error(
+                    400,
+                    &format!("reuse must be a number of calls, not `{raw}`"),
+                )
+            })?)
+        }
+    };
+    Ok(LoadOptions {
+        allow_outbound,
+        config,
+        reuse,
+    })
+}
+
+/// `POST /run/NAME`: the body is the input, the answer the output.
+pub fn run(req: &Request, raw: &str) -> Result<Response, Response> {
+    let name = handler_name(raw)?;
+    let input = std::str::from_utf8(body(req)?)
+        .map_err(|_| Response::error(400, "the input must be UTF-8 text"))?;
+    let output = host::invoke(&name, input).map_err(host_error)?;
+    Ok(Response::text(200, output))
+}
+
+/// `POST /call/NAME/FUNC` of a component: `{"result": …}`.
+pub fn call(name: &str, function: &str, args: &str) -> Result<Response, Response> {
+    let json = host::call(name, function, args).map_err(host_error)?;
+    let result: serde_json::Value = serde_json::from_str(&json)
+        .map_err(|e| Response::error(500, &format!("the host answered bad JSON: {e}")))?;
+    Ok(Response::json(
+        200,
+        &serde_json::json!({ "result": result }),
+    ))
+}
+
+pub fn list() -> Response {
+    Response::json(200, &host::list())
+}
+
+pub fn get(raw: &str) -> Result<Response, Response> {
+    let name = handler_name(raw)?;
+    let info =
+        host::get(&name).ok_or_else(|| Response::error(404, &format!("no handler `{name}`")))?;
+    Ok(Response::json(200, &info))
+}
+
+/// `DELETE /handlers/NAME`: the host forgets it, its schedules and runs.
+pub fn remove(raw: &str) -> Result<Response, Response> {
+    let name = handler_name(raw)?;
+    host::remove(&name).map_err(host_error)?;
+    Ok(Response::no_content())
+}
+
+/// `GET /handlers/NAME/runs?limit=N&before=ID`.
+pub fn runs(req: &Request, raw: &str) -> Result<Response, Response> {
+    let name = handler_name(raw)?;
+    let request = page_request(req)?;
+    let page = runs::of_handler(&name, request).map_err(host_error)?;
+    Ok(runs_page(req, page, request.limit))
+}
