@@ -51,7 +51,10 @@ fn register_run_and_list_a_handler() {
     assert_eq!(info["digest"], sha256_hex(&echo));
     assert_eq!(info["size"], echo.len());
     // The node keeps the bytes itself; the upload's file is gone.
-    assert_eq!(tree(&dir.path().join("registered"), &[]), Vec::<String>::new());
+    assert_eq!(
+        tree(&dir.path().join("registered"), &[]),
+        Vec::<String>::new()
+    );
 
     let ran = node.post("/run/echo", "hello, handler".as_bytes());
     assert_eq!(ran.status, 200);

@@ -92,7 +92,12 @@ fn run_history_is_bounded_in_all_and_goes_with_its_component() {
             .len()
     };
     assert!(count("a") <= 6 && count("b") <= 6);
-    assert!(count("a") + count("b") <= 10, "{} + {}", count("a"), count("b"));
+    assert!(
+        count("a") + count("b") <= 10,
+        "{} + {}",
+        count("a"),
+        count("b")
+    );
     assert_eq!(
         node.get("/handlers/b/runs?limit=1").json()[0]["output"],
         "b7",
@@ -125,7 +130,11 @@ fn schedules_are_capped_and_ticks_never_take_clients_slots() {
             "1",
         ],
     );
-    register(&node, "/register?name=gecko", &component_bytes("gecko.wasm"));
+    register(
+        &node,
+        "/register?name=gecko",
+        &component_bytes("gecko.wasm"),
+    );
     register(&node, "/register?name=echo", &component_bytes("echo.wasm"));
     let mut ids = Vec::new();
     for _ in 0..2 {
@@ -180,7 +189,8 @@ fn schedules_are_capped_and_ticks_never_take_clients_slots() {
     assert_eq!(job.status, 201, "room again after a removal");
 }
 
-const DOUBLE: &str = "0061736d0100000001060160017f017f03020100070a0106646f75626c6500000a09010700200041026c0b";
+const DOUBLE: &str =
+    "0061736d0100000001060160017f017f03020100070a0106646f75626c6500000a09010700200041026c0b";
 const DOUBLE_TWICE: &str = "0061736d0100000001060160017f017f021001057574696c7306646f75626c650000030201000710010c646f75626c655f747769636500010a0a0108002000100010000b";
 
 #[test]
@@ -201,7 +211,9 @@ fn modules_can_be_removed_and_names_are_not_shared_across_kinds() {
     let taken = node.post("/register?name=utils", &component_bytes("echo.wasm"));
     assert!(taken.error(409).contains("core module"));
     register(&node, "/register?name=echo", &component_bytes("echo.wasm"));
-    assert!(module("echo", DOUBLE, json!([])).error(409).contains("component"));
+    assert!(module("echo", DOUBLE, json!([]))
+        .error(409)
+        .contains("component"));
     assert_eq!(node.post("/run/echo", b"still echo").text(), "still echo");
 
     // A module others link to stays until they go.
@@ -216,7 +228,8 @@ fn modules_can_be_removed_and_names_are_not_shared_across_kinds() {
     assert!(node.terminate().success());
     let node = start(dir.path(), &[]);
     node.post("/call/utils/double", b"[2]").error(404);
-    assert_eq!(module("utils", DOUBLE, json!([])).status, 201);
+    let utils = json!({ "module_name": "utils", "wasm_hex": DOUBLE });
+    assert_eq!(post_json(&node, "/register", utils).status, 201);
     assert_eq!(
         node.post("/call/utils/double", b"[21]").json(),
         json!({ "results": [42] })
