@@ -398,10 +398,16 @@ fn compile_cached(
     Ok(component)
 }
 
+/// Writes the cache file whole or not at all: to a temporary file, synced,
+/// then renamed into place, so that a crash never leaves a torn file that
+/// the next start would load.
 fn write_cache(component: &Component, path: &Path) -> anyhow::Result<()> {
+    use std::io::Write;
     let bytes = component.serialize()?;
     let tmp = path.with_extension("cwasm.tmp");
-    std::fs::write(&tmp, bytes)?;
+    let mut file = std::fs::File::create(&tmp)?;
+    file.write_all(&bytes)?;
+    file.sync_all()?;
     std::fs::rename(&tmp, path)?;
     Ok(())
 }
