@@ -21,7 +21,7 @@ use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
-use crate::engine::{self, GuestFailure, Timeout};
+use crate::engine::{self, GuestFailure};
 use crate::limits::{show_size, GuestLimiter};
 use crate::outbound::{OutboundHooks, Policy, Rule};
 use crate::pool::WarmPool;
@@ -142,11 +142,14 @@ impl audit::Host for HandlerState {
             audit::Level::Error => "error",
         };
         let name = &self.guest.name;
+        // The node's log is read by people and parsed by tools: what a guest
+        // writes to it must neither forge lines nor drive a terminal.
+        let line = log_safe(&message);
         match level {
-            "error" => tracing::error!(target: "wasmatic::audit", guest = %name, "{message}"),
-            "warn" => tracing::warn!(target: "wasmatic::audit", guest = %name, "{message}"),
-            "debug" => tracing::debug!(target: "wasmatic::audit", guest = %name, "{message}"),
-            _ => tracing::info!(target: "wasmatic::audit", guest = %name, "{message}"),
+            "error" => tracing::error!(target: "wasmatic::audit", guest = %name, "{line}"),
+            "warn" => tracing::warn!(target: "wasmatic::audit", guest = %name, "{line}"),
+            "debug" => tracing::debug!(target: "wasmatic::audit", guest = %name, "{line}"),
+            _ => tracing::info!(target: "wasmatic::audit", guest = %name, "{line}"),
         }
         self.audit.push(AuditEntry {
             level: level.to_string(),
@@ -154,6 +157,33 @@ impl audit::Host for HandlerState {
         });
         Ok(())
     }
+}
+
+/// Bytes of one audit message written to the node's log; the run record
+/// keeps the message whole (within [`MAX_AUDIT_BYTES`]).
+const MAX_LOGGED_AUDIT_LINE: usize = 1024;
+
+/// `message` as one line of the node's log: control characters (newlines,
+/// ANSI escapes, DEL, C1 controls) escaped as `\n` or `\u{1b}`, so a guest
+/// cannot start a line of its own or recolour the terminal, and cut after
+/// [`MAX_LOGGED_AUDIT_LINE`] bytes with a marker saying so.
+fn log_safe(message: &str) -> String {
+    let mut line = String::with_capacity(message.len().min(MAX_LOGGED_AUDIT_LINE) + 32);
+    for (i, c) in message.char_indices() {
+        if line.len() >= MAX_LOGGED_AUDIT_LINE {
+            line.push_str(&format!(
+                " [wasmatic: {} more bytes not logged]",
+                message.len() - i
+            ));
+            break;
+        }
+        if c.is_control() {
+            line.extend(c.escape_default());
+        } else {
+            line.push(c);
+        }
+    }
+    line
 }
 
 impl config::Host for HandlerState {
@@ -269,17 +299,22 @@ fn new_store(
         .allow_udp(false)
         .allow_ip_name_lookup(false)
         .build();
+    let flags = crate::flags::get();
+    let mut http = WasiHttpCtx::new();
+    http.set_field_size_limit(flags.max_http_fields_size);
+    let mut table = ResourceTable::new();
+    table.set_max_capacity(flags.max_resources);
     let mut store = Store::new(
         compiled.pre.engine(),
         HandlerState {
             wasi,
-            http: WasiHttpCtx::new(),
+            http,
             hooks: OutboundHooks {
                 policy: limits.policy.clone(),
                 handler_rules: limits.rules.clone(),
                 stderr: stderr.clone(),
             },
-            table: ResourceTable::new(),
+            table,
             limiter: GuestLimiter::new(limits.memory),
             guest,
             call_env: Vec::new(),
@@ -317,12 +352,12 @@ pub async fn call(
         .iter()
         .map(|(k, v)| (k.to_string(), v.clone()))
         .collect();
-    engine::set_deadline(&mut ready.store, limits.timeout);
+    let timeout = crate::flags::get().guest_timeout(limits.timeout);
 
     let start = Instant::now();
-    // The epoch deadline stops a guest that computes; this one stops a guest
-    // that waits (on a slow server, say).
-    let result = tokio::time::timeout(limits.timeout, run_entry(&mut ready, compiled, entry)).await;
+    let result = engine::with_deadline(&mut ready.store, timeout)
+        .run(run_entry(&mut ready, compiled, entry))
+        .await;
     let stderr = ready.stderr.take_text();
     let stdout = ready.stdout.take_text();
     let audit = std::mem::take(&mut ready.store.data_mut().audit).into_entries();
@@ -339,7 +374,7 @@ pub async fn call(
         Ok(Ok(Ok(output))) => Ok(output),
         Ok(Ok(Err(unusable))) => Err(CallError::Failed(unusable)),
         Ok(Err(e)) => Err(describe_failure(e, &stderr)),
-        Err(_) => Err(CallError::TimedOut(Timeout(limits.timeout).to_string())),
+        Err(timeout) => Err(CallError::TimedOut(timeout.to_string())),
     };
     if returned && pool.reuses() {
         pool.give_back(ready, uses + 1);
@@ -566,6 +601,25 @@ mod tests {
         assert_eq!(last_words(stderr), Some("gecko: request failed"));
         assert_eq!(last_words("one\ntwo\n\n"), Some("two"));
         assert_eq!(last_words(""), None);
+    }
+
+    #[test]
+    fn audit_lines_cannot_forge_log_lines_or_drive_a_terminal() {
+        assert_eq!(log_safe("all is well"), "all is well");
+        assert_eq!(
+            log_safe("ok\n2026-01-01T00:00:00Z ERROR forged"),
+            "ok\\n2026-01-01T00:00:00Z ERROR forged"
+        );
+        assert_eq!(log_safe("\x1b[31mred\r\u{9b}"), "\\u{1b}[31mred\\r\\u{9b}");
+        assert_eq!(log_safe("tab\there"), "tab\\there");
+        let long = "é".repeat(2000);
+        let logged = log_safe(&long);
+        assert!(logged.starts_with(&"é".repeat(512)), "{logged}");
+        assert!(
+            logged.ends_with(" [wasmatic: 2976 more bytes not logged]"),
+            "{logged}"
+        );
+        assert!(logged.len() < MAX_LOGGED_AUDIT_LINE + 64);
     }
 
     #[test]

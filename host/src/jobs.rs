@@ -24,6 +24,13 @@ use crate::node::NodeError;
 
 /// Longest a job may run, whatever it asks for.
 pub const MAX_JOB_TIMEOUT: Duration = Duration::from_secs(30);
+/// Bytes of a job's stdout, and of its stderr, the node keeps at most,
+/// whatever `maxStdoutBytes`/`maxStderrBytes` ask: the client chooses within
+/// the node's bound, not the bound. Larger asks are lowered silently (the
+/// truncation note in `stderr`, or the error for stdout, names the bound that
+/// applied), so that a client asking for 1.5 GB gets what the node gives
+/// rather than a refusal it cannot act on.
+pub const MAX_JOB_OUTPUT: usize = 4 << 20;
 /// Compiled jobs kept for `wasmHash`-only requests.
 const CACHED_JOBS: usize = 128;
 
@@ -175,9 +182,10 @@ impl Jobs {
     /// request the node cannot run is an error.
     pub async fn run(&self, request: JobRequest, memory: usize) -> Result<JobResult, NodeError> {
         let compiled = self.compiled(&request)?;
-        let timeout = request.timeout.min(MAX_JOB_TIMEOUT);
-        let stdout = CapturedOutput::new(request.max_stdout);
-        let stderr = CapturedOutput::new(request.max_stderr);
+        let timeout = crate::flags::get().guest_timeout(request.timeout.min(MAX_JOB_TIMEOUT));
+        let max_stdout = request.max_stdout.min(MAX_JOB_OUTPUT);
+        let stdout = CapturedOutput::new(max_stdout);
+        let stderr = CapturedOutput::new(request.max_stderr.min(MAX_JOB_OUTPUT));
         let mut wasi = WasiCtxBuilder::new();
         wasi.stdin(MemoryInputPipe::new(format!("{}\n", request.input)))
             .stdout(stdout.clone())
@@ -188,23 +196,24 @@ impl Jobs {
         let started = Instant::now();
         let exit = match compiled {
             Compiled::Component(pre) => {
+                let mut table = ResourceTable::new();
+                table.set_max_capacity(crate::flags::get().max_resources);
                 let job = ComponentJob {
                     wasi: wasi.build(),
-                    table: ResourceTable::new(),
+                    table,
                     limiter: GuestLimiter::new(memory),
                 };
                 let mut store = Store::new(&self.engine, job);
                 store.limiter(|j| &mut j.limiter);
-                engine::set_deadline(&mut store, timeout);
-                let run = async {
+                let run = engine::with_deadline(&mut store, timeout).run(async {
                     let command = pre.instantiate_async(&mut store).await?;
                     command.wasi_cli_run().call_run(&mut store).await
-                };
-                match tokio::time::timeout(timeout, run).await {
+                });
+                match run.await {
                     Ok(Ok(Ok(()))) => Ok(()),
                     Ok(Ok(Err(()))) => Err("the job's run returned an error".to_string()),
                     Ok(Err(e)) => Err(describe(e)),
-                    Err(_) => Err(engine::Timeout(timeout).to_string()),
+                    Err(timeout) => Err(timeout.to_string()),
                 }
             }
             Compiled::Module(pre) => {
@@ -214,28 +223,27 @@ impl Jobs {
                 };
                 let mut store = Store::new(&self.engine, job);
                 store.limiter(|j| &mut j.limiter);
-                engine::set_deadline(&mut store, timeout);
-                let run = async {
+                let run = engine::with_deadline(&mut store, timeout).run(async {
                     let instance = pre.instantiate_async(&mut store).await?;
                     let entry = match instance.get_typed_func::<(), ()>(&mut store, "run") {
                         Ok(run) => run,
                         Err(_) => instance.get_typed_func::<(), ()>(&mut store, "_start")?,
                     };
                     entry.call_async(&mut store, ()).await
-                };
-                match tokio::time::timeout(timeout, run).await {
+                });
+                match run.await {
                     Ok(Ok(())) => Ok(()),
                     Ok(Err(e)) => match e.downcast_ref::<I32Exit>() {
                         Some(I32Exit(0)) => Ok(()),
                         Some(I32Exit(code)) => Err(format!("the job exited with code {code}")),
                         None => Err(describe(e)),
                     },
-                    Err(_) => Err(engine::Timeout(timeout).to_string()),
+                    Err(timeout) => Err(timeout.to_string()),
                 }
             }
         };
         let (ok, result, error) = match exit {
-            Ok(()) => verdict(&stdout, request.max_stdout),
+            Ok(()) => verdict(&stdout, max_stdout),
             Err(why) => (false, None, Some(why)),
         };
         Ok(JobResult {

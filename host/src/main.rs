@@ -4,8 +4,10 @@
 //! is the host that runs it and does for it what a sandboxed component
 //! cannot: compile, run and schedule handler components.
 
+mod cache;
 mod cli;
 mod engine;
+mod flags;
 mod handler;
 mod jobs;
 mod limits;
@@ -122,6 +124,7 @@ impl OperatorSource {
 async fn start(mut options: NodeOptions, source: OperatorSource, addr: SocketAddr) -> Result<()> {
     let limits = options.limits()?;
     let engine = engine::build(&mut options.wasmtime)?;
+    flags::check(&options.wasmtime)?.install();
     let wasi = &options.wasmtime.wasi;
     if wasi.http == Some(false) {
         bail!("-S http=n: the operator serves HTTP, so wasi:http cannot be disabled");

@@ -1,11 +1,18 @@
 //! Plain core WebAssembly modules, called by export name with JSON values.
 //!
 //! A module may import functions of other registered modules by their name
-//! (`host_modules`); those are instantiated first, in the same store,
-//! recursively. Parameters are typed from the export's own signature: `2`
-//! for an i32 or i64, `1.5` for an f32 or f64.
+//! (`host_modules`); those are instantiated first, in the same store, each
+//! once per call however many modules link to it. Parameters are typed from
+//! the export's own signature: `2` for an i32 or i64, `1.5` for an f32 or f64.
+//!
+//! Everything a call instantiates shares one store and so one budget
+//! ([`GuestLimiter`]): memory summed over every module, counted instances.
+//! Links are resolved with an explicit worklist, never by recursion, so no
+//! chain of modules can overflow the stack of the fiber the call runs on;
+//! chains deeper than [`MAX_LINK_DEPTH`] and calls linking more than
+//! [`MAX_LINKED_MODULES`] modules are refused before anything runs.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Mutex, RwLock};
 
 use sha2::{Digest, Sha256};
@@ -17,6 +24,12 @@ use wasmtime::{Engine, Func, Instance, Linker, Module, Store, Val, ValType};
 use crate::engine::{self, GuestFailure, WasmKind};
 use crate::limits::GuestLimiter;
 use crate::node::NodeError;
+use crate::state::ModuleRecord;
+
+/// Longest chain of `host_modules` links a call may follow.
+pub const MAX_LINK_DEPTH: usize = 16;
+/// Most distinct modules one call may link, besides the one it calls.
+pub const MAX_LINKED_MODULES: usize = 64;
 
 /// A registered module: compiled, with the modules it links against.
 #[derive(Clone)]
@@ -25,14 +38,15 @@ pub struct RegisteredModule {
     pub host_modules: Vec<String>,
 }
 
-/// Compiled modules kept by digest: a client of `POST /` sends the same
-/// module with every call.
-const CACHED_MODULES: usize = 256;
+/// Bytes of WebAssembly whose compiled modules are kept by digest: a client
+/// of `POST /` sends the same module with every call, and a restore compiles
+/// every stored module once. Compiled code is a small multiple of the wasm.
+const CACHED_MODULE_BYTES: usize = 32 << 20;
 
 pub struct Modules {
     engine: Engine,
     registered: RwLock<HashMap<String, RegisteredModule>>,
-    compiled: Mutex<HashMap<String, Module>>,
+    compiled: Mutex<crate::cache::ByteCache<Module>>,
 }
 
 impl Modules {
@@ -40,12 +54,19 @@ impl Modules {
         Modules {
             engine,
             registered: RwLock::new(HashMap::new()),
-            compiled: Mutex::new(HashMap::new()),
+            compiled: Mutex::new(crate::cache::ByteCache::new(CACHED_MODULE_BYTES)),
         }
     }
 
     /// Compiles `wasm` and checks that its imports can be linked.
     pub fn compile(&self, wasm: &[u8], host_modules: &[String]) -> Result<Module, NodeError> {
+        let module = self.compile_only(wasm)?;
+        self.check_links(&module, host_modules, &self.read())?;
+        Ok(module)
+    }
+
+    /// Compiles `wasm`, or finds it compiled.
+    fn compile_only(&self, wasm: &[u8]) -> Result<Module, NodeError> {
         if engine::wasm_kind(wasm) != WasmKind::CoreModule {
             return Err(NodeError::Invalid(
                 "not a core WebAssembly module (no `\\0asm` version 1 header)".into(),
@@ -56,23 +77,35 @@ impl Modules {
             .compiled
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .get(&digest)
-            .cloned();
-        let module = match cached {
-            Some(module) => module,
-            None => {
-                let module = Module::new(&self.engine, wasm).map_err(|e| {
-                    NodeError::Invalid(format!("not a valid module: {:#}", anyhow::Error::from(e)))
-                })?;
-                let mut compiled = self.compiled.lock().unwrap_or_else(|p| p.into_inner());
-                if compiled.len() >= CACHED_MODULES {
-                    compiled.clear();
-                }
-                compiled.insert(digest, module.clone());
-                module
-            }
-        };
-        let registered = self.read();
+            .get(&digest);
+        if let Some(module) = cached {
+            return Ok(module);
+        }
+        let module = Module::new(&self.engine, wasm).map_err(|e| {
+            NodeError::Invalid(format!("not a valid module: {:#}", anyhow::Error::from(e)))
+        })?;
+        self.compiled
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(digest, module.clone(), wasm.len());
+        Ok(module)
+    }
+
+    /// Checks that every import of `module` names a module in `host_modules`
+    /// that is registered.
+    fn check_links(
+        &self,
+        module: &Module,
+        host_modules: &[String],
+        registered: &HashMap<String, RegisteredModule>,
+    ) -> Result<(), NodeError> {
+        let distinct: HashSet<&String> = host_modules.iter().collect();
+        if distinct.len() > MAX_LINKED_MODULES {
+            return Err(NodeError::Invalid(format!(
+                "host_modules names {} modules; a module may link at most {MAX_LINKED_MODULES}",
+                distinct.len()
+            )));
+        }
         for import in module.imports() {
             let from = import.module();
             if !host_modules.iter().any(|m| m == from) {
@@ -87,7 +120,7 @@ impl Modules {
                 )));
             }
         }
-        Ok(module)
+        Ok(())
     }
 
     pub fn insert(&self, name: &str, module: RegisteredModule) {
@@ -99,6 +132,112 @@ impl Modules {
 
     pub fn get(&self, name: &str) -> Option<RegisteredModule> {
         self.read().get(name).cloned()
+    }
+
+    /// Unregisters `name`. A module another registered module links to is
+    /// kept, and the error names who links to it: removing it would break
+    /// those modules now and fail their restore at the next start.
+    #[allow(
+        dead_code,
+        reason = "the DELETE route lands with the registration rework"
+    )]
+    pub fn remove(&self, name: &str) -> Result<RegisteredModule, NodeError> {
+        let mut registered = self.registered.write().unwrap_or_else(|p| p.into_inner());
+        if !registered.contains_key(name) {
+            return Err(NodeError::NotFound(format!("no core module `{name}`")));
+        }
+        let mut users: Vec<&String> = registered
+            .iter()
+            .filter(|(other, m)| *other != name && m.host_modules.iter().any(|h| h == name))
+            .map(|(other, _)| other)
+            .collect();
+        if !users.is_empty() {
+            users.sort();
+            let shown: Vec<String> = users.iter().take(5).map(|u| format!("`{u}`")).collect();
+            return Err(NodeError::Invalid(format!(
+                "`{name}` is linked by {}{}; delete those first",
+                shown.join(", "),
+                if users.len() > 5 { " and others" } else { "" }
+            )));
+        }
+        registered
+            .remove(name)
+            .ok_or_else(|| NodeError::NotFound(format!("no core module `{name}`")))
+    }
+
+    /// Registers the stored modules, each after the modules it links to (a
+    /// topological sort: linear in modules and links, whatever order they
+    /// were stored in). Returns the modules that could not be restored, with
+    /// why; a module whose links failed fails too, naming them.
+    #[allow(
+        dead_code,
+        reason = "node.rs switches to it with the registration rework"
+    )]
+    pub fn restore(&self, records: Vec<ModuleRecord>) -> Vec<(String, NodeError)> {
+        let index: HashMap<&str, usize> = records
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (r.name.as_str(), i))
+            .collect();
+        // For each module, how many of its stored links are not restored
+        // yet, and which modules wait on it.
+        let mut waiting_on = vec![0usize; records.len()];
+        let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); records.len()];
+        for (i, record) in records.iter().enumerate() {
+            let links: HashSet<&String> = record.host_modules.iter().collect();
+            for link in links {
+                if let Some(&j) = index.get(link.as_str()) {
+                    waiting_on[i] += 1;
+                    dependents[j].push(i);
+                }
+            }
+        }
+        let mut ready: VecDeque<usize> =
+            (0..records.len()).filter(|&i| waiting_on[i] == 0).collect();
+        let mut restored = vec![false; records.len()];
+        let mut failed = Vec::new();
+        while let Some(i) = ready.pop_front() {
+            let record = &records[i];
+            match self.compile(&record.wasm, &record.host_modules) {
+                Ok(module) => {
+                    self.insert(
+                        &record.name,
+                        RegisteredModule {
+                            module,
+                            host_modules: record.host_modules.clone(),
+                        },
+                    );
+                    restored[i] = true;
+                    for &d in &dependents[i] {
+                        waiting_on[d] -= 1;
+                        if waiting_on[d] == 0 {
+                            ready.push_back(d);
+                        }
+                    }
+                }
+                Err(e) => failed.push((record.name.clone(), e)),
+            }
+        }
+        // What is left waits on a module that failed, or on a cycle.
+        for (i, record) in records.iter().enumerate() {
+            if restored[i] || failed.iter().any(|(name, _)| *name == record.name) {
+                continue;
+            }
+            let missing: Vec<&str> = record
+                .host_modules
+                .iter()
+                .filter(|h| index.get(h.as_str()).is_some_and(|&j| !restored[j]))
+                .map(String::as_str)
+                .collect();
+            failed.push((
+                record.name.clone(),
+                NodeError::Invalid(format!(
+                    "it links to {}, not restored (failed, or linking back to it)",
+                    missing.join(", ")
+                )),
+            ));
+        }
+        failed
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, RegisteredModule>> {
@@ -115,12 +254,14 @@ impl Modules {
         timeout: Duration,
         memory: usize,
     ) -> Result<Vec<Value>, NodeError> {
+        // Resolved before anything is instantiated: a chain too deep or too
+        // wide is refused without spending a byte on it.
+        let links = self.link_order(module)?;
         let mut store = Store::new(&self.engine, GuestLimiter::new(memory));
         store.limiter(|l| l);
-        engine::set_deadline(&mut store, timeout);
-        let call = async {
-            let mut seen = HashSet::new();
-            let instance = self.instantiate(&mut store, module, &mut seen).await?;
+        let timeout = crate::flags::get().guest_timeout(timeout);
+        let call = engine::with_deadline(&mut store, timeout).run(async {
+            let instance = self.instantiate(&mut store, module, links).await?;
             let func = instance.get_func(&mut store, function).ok_or_else(|| {
                 NodeError::NotFound(format!("the module exports no function `{function}`"))
             })?;
@@ -130,54 +271,131 @@ impl Modules {
                 .await
                 .map_err(|e| failure(e, function))?;
             results.iter().map(to_json).collect()
-        };
-        match tokio::time::timeout(timeout, call).await {
+        });
+        match call.await {
             Ok(result) => result,
-            Err(_) => Err(NodeError::TimedOut(format!(
-                "`{function}` {}",
-                engine::Timeout(timeout)
-            ))),
+            Err(timeout) => Err(NodeError::TimedOut(format!("`{function}` {timeout}"))),
         }
     }
 
-    /// Instantiates `module` after the modules it imports from, each linked
-    /// under its registered name.
-    fn instantiate<'a>(
-        &'a self,
-        store: &'a mut Store<GuestLimiter>,
-        module: &'a RegisteredModule,
-        seen: &'a mut HashSet<String>,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Instance, NodeError>> + Send + 'a>>
-    {
-        Box::pin(async move {
-            let mut linker: Linker<GuestLimiter> = Linker::new(&self.engine);
-            for name in &module.host_modules {
-                // `seen` is the chain of modules being linked: a name on it
-                // again is a cycle.
-                if !seen.insert(name.clone()) {
-                    return Err(NodeError::Invalid(format!(
-                        "host module `{name}` imports itself through its host modules"
-                    )));
+    /// The modules `module` links to, transitively, each once, every one
+    /// after the modules it links to (a depth-first walk with an explicit
+    /// stack, so a chain of any length costs heap, not stack).
+    fn link_order(
+        &self,
+        module: &RegisteredModule,
+    ) -> Result<Vec<(String, RegisteredModule)>, NodeError> {
+        enum Mark {
+            /// On the current chain: meeting it again is a cycle.
+            Linking,
+            Linked,
+        }
+        struct Frame {
+            name: Option<String>,
+            module: RegisteredModule,
+            next: usize,
+        }
+        let registered = self.read();
+        let mut marks: HashMap<String, Mark> = HashMap::new();
+        let mut order = Vec::new();
+        let mut stack = vec![Frame {
+            name: None,
+            module: module.clone(),
+            next: 0,
+        }];
+        while let Some(top) = stack.last_mut() {
+            let Some(link) = top.module.host_modules.get(top.next).cloned() else {
+                let done = stack.pop();
+                if let Some(Frame {
+                    name: Some(name),
+                    module,
+                    ..
+                }) = done
+                {
+                    marks.insert(name.clone(), Mark::Linked);
+                    order.push((name, module));
                 }
-                let dependency = self.get(name).ok_or_else(|| {
-                    NodeError::Invalid(format!("`{name}` is not a registered module"))
-                })?;
-                let instance = self.instantiate(store, &dependency, seen).await?;
-                seen.remove(name);
-                linker.instance(&mut *store, name, instance).map_err(|e| {
-                    NodeError::Internal(format!(
-                        "cannot link `{name}`: {:#}",
-                        anyhow::Error::from(e)
-                    ))
-                })?;
+                continue;
+            };
+            top.next += 1;
+            match marks.get(&link) {
+                Some(Mark::Linked) => continue,
+                Some(Mark::Linking) => {
+                    return Err(NodeError::Invalid(format!(
+                        "host module `{link}` imports itself through its host modules"
+                    )))
+                }
+                None => {}
             }
-            linker
-                .instantiate_async(&mut *store, &module.module)
-                .await
-                .map_err(|e| {
-                    NodeError::Invalid(format!("cannot instantiate: {:#}", anyhow::Error::from(e)))
-                })
-        })
+            if stack.len() > MAX_LINK_DEPTH {
+                return Err(NodeError::Invalid(format!(
+                    "the chain of host_modules is deeper than {MAX_LINK_DEPTH} links (at `{link}`)"
+                )));
+            }
+            if marks.len() >= MAX_LINKED_MODULES {
+                return Err(NodeError::Invalid(format!(
+                    "the call links more than {MAX_LINKED_MODULES} modules"
+                )));
+            }
+            let dependency = registered
+                .get(&link)
+                .ok_or_else(|| NodeError::Invalid(format!("`{link}` is not a registered module")))?
+                .clone();
+            marks.insert(link.clone(), Mark::Linking);
+            stack.push(Frame {
+                name: Some(link),
+                module: dependency,
+                next: 0,
+            });
+        }
+        Ok(order)
+    }
+
+    /// Instantiates `links` in order, then `module`, each linked to the
+    /// instances of its host modules under their registered names.
+    async fn instantiate(
+        &self,
+        store: &mut Store<GuestLimiter>,
+        module: &RegisteredModule,
+        links: Vec<(String, RegisteredModule)>,
+    ) -> Result<Instance, NodeError> {
+        let mut instances: HashMap<String, Instance> = HashMap::new();
+        for (name, linked) in links {
+            let instance = self.instantiate_one(store, &linked, &instances).await?;
+            instances.insert(name, instance);
+        }
+        self.instantiate_one(store, module, &instances).await
+    }
+
+    async fn instantiate_one(
+        &self,
+        store: &mut Store<GuestLimiter>,
+        module: &RegisteredModule,
+        instances: &HashMap<String, Instance>,
+    ) -> Result<Instance, NodeError> {
+        let mut linker: Linker<GuestLimiter> = Linker::new(&self.engine);
+        let mut linked = HashSet::new();
+        for name in &module.host_modules {
+            if !linked.insert(name) {
+                continue;
+            }
+            let instance = instances.get(name).ok_or_else(|| {
+                NodeError::Internal(format!("`{name}` was not instantiated before its user"))
+            })?;
+            linker.instance(&mut *store, name, *instance).map_err(|e| {
+                NodeError::Internal(format!(
+                    "cannot link `{name}`: {:#}",
+                    anyhow::Error::from(e)
+                ))
+            })?;
+        }
+        linker
+            .instantiate_async(&mut *store, &module.module)
+            .await
+            .map_err(|e| match engine::guest_failure(e) {
+                GuestFailure::TimedOut(m) => NodeError::TimedOut(m),
+                GuestFailure::Failed(m) => NodeError::Invalid(format!("cannot instantiate: {m}")),
+            })
     }
 }
 
