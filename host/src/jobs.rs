@@ -4,19 +4,20 @@
 //! `{"ok": true, "result": …}` or `{"ok": false, "error": "…"}`, to stdout.
 //! No network, no filesystem, no host environment.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use wasmtime::component::{Component, ResourceTable};
-use wasmtime::{Engine, Linker, Module, Store};
+use wasmtime::component::ResourceTable;
+use wasmtime::{Engine, Linker, Store};
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::p2::bindings::CommandPre;
 use wasmtime_wasi::p2::pipe::MemoryInputPipe;
 use wasmtime_wasi::{I32Exit, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
+use crate::cache::ByteCache;
+use crate::compile::{CompileError, Compiler};
 use crate::engine::{self, GuestFailure, WasmKind};
 use crate::handler::CapturedOutput;
 use crate::limits::GuestLimiter;
@@ -31,8 +32,9 @@ pub const MAX_JOB_TIMEOUT: Duration = Duration::from_secs(30);
 /// applied), so that a client asking for 1.5 GB gets what the node gives
 /// rather than a refusal it cannot act on.
 pub const MAX_JOB_OUTPUT: usize = 4 << 20;
-/// Compiled jobs kept for `wasmHash`-only requests.
-const CACHED_JOBS: usize = 128;
+/// Bytes of WebAssembly whose compiled jobs are kept for `wasmHash`-only
+/// requests.
+const CACHED_JOB_BYTES: usize = 64 << 20;
 
 pub struct JobRequest {
     pub job_id: String,
@@ -84,23 +86,25 @@ enum Compiled {
 
 pub struct Jobs {
     engine: Engine,
-    cache: Mutex<HashMap<String, Compiled>>,
+    compiler: Arc<Compiler>,
+    cache: Mutex<ByteCache<Compiled>>,
 }
 
 impl Jobs {
     pub fn new(engine: Engine) -> Self {
         Jobs {
+            compiler: Compiler::shared(&engine),
             engine,
-            cache: Mutex::new(HashMap::new()),
+            cache: Mutex::new(ByteCache::new(CACHED_JOB_BYTES)),
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Compiled>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, ByteCache<Compiled>> {
         self.cache.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The job's code: compiled now from its bytes, or from the cache by hash.
-    fn compiled(&self, request: &JobRequest) -> Result<Compiled, NodeError> {
+    async fn compiled(&self, request: &JobRequest) -> Result<Compiled, NodeError> {
         let wanted = request
             .wasm_hash
             .as_ref()
@@ -109,7 +113,7 @@ impl Jobs {
             let hash = wanted.ok_or_else(|| {
                 NodeError::Invalid("send wasmB64, or the wasmHash of an earlier job".into())
             })?;
-            return self.lock().get(&hash).cloned().ok_or_else(|| {
+            return self.lock().get(&hash).ok_or_else(|| {
                 NodeError::NotFound(format!(
                     "no job with wasmHash {hash} is cached; send wasmB64 once"
                 ))
@@ -124,27 +128,28 @@ impl Jobs {
             }
         }
         if let Some(compiled) = self.lock().get(&digest) {
-            return Ok(compiled.clone());
+            return Ok(compiled);
         }
-        let compiled = self.compile(wasm)?;
-        let mut cache = self.lock();
-        if cache.len() >= CACHED_JOBS {
-            if let Some(old) = cache.keys().next().cloned() {
-                cache.remove(&old);
-            }
-        }
-        cache.insert(digest, compiled.clone());
+        let compiled = self.compile(&digest, wasm).await?;
+        self.lock().insert(digest, compiled.clone(), wasm.len());
         Ok(compiled)
     }
 
-    fn compile(&self, wasm: &[u8]) -> Result<Compiled, NodeError> {
+    async fn compile(&self, digest: &str, wasm: &[u8]) -> Result<Compiled, NodeError> {
         let invalid = |what: &str, e: wasmtime::Error| {
             NodeError::Invalid(format!("{what}: {:#}", anyhow::Error::from(e)))
         };
+        let compiled = |e: CompileError| match e {
+            CompileError::Invalid(m) => NodeError::Invalid(m),
+            CompileError::Internal(m) => NodeError::Internal(m),
+        };
         match engine::wasm_kind(wasm) {
             WasmKind::CoreModule => {
-                let module = Module::new(&self.engine, wasm)
-                    .map_err(|e| invalid("not a valid module", e))?;
+                let module = self
+                    .compiler
+                    .module(digest.to_string(), wasm.into())
+                    .await
+                    .map_err(compiled)?;
                 if module.get_export("run").is_none() && module.get_export("_start").is_none() {
                     return Err(NodeError::Invalid(
                         "the module exports neither `run` nor `_start`".into(),
@@ -159,8 +164,11 @@ impl Jobs {
                 Ok(Compiled::Module(pre))
             }
             WasmKind::Component => {
-                let component = Component::new(&self.engine, wasm)
-                    .map_err(|e| invalid("not a valid component", e))?;
+                let component = self
+                    .compiler
+                    .component(digest.to_string(), wasm.into())
+                    .await
+                    .map_err(compiled)?;
                 let mut linker = wasmtime::component::Linker::new(&self.engine);
                 wasmtime_wasi::p2::add_to_linker_async(&mut linker)
                     .map_err(|e| invalid("cannot link WASI", e))?;
@@ -181,7 +189,7 @@ impl Jobs {
     /// Runs one job; a job that fails is an answer with `ok: false`, a
     /// request the node cannot run is an error.
     pub async fn run(&self, request: JobRequest, memory: usize) -> Result<JobResult, NodeError> {
-        let compiled = self.compiled(&request)?;
+        let compiled = self.compiled(&request).await?;
         let timeout = crate::flags::get().guest_timeout(request.timeout.min(MAX_JOB_TIMEOUT));
         let max_stdout = request.max_stdout.min(MAX_JOB_OUTPUT);
         let stdout = CapturedOutput::new(max_stdout);

@@ -6,6 +6,7 @@
 
 mod cache;
 mod cli;
+mod compile;
 mod engine;
 mod flags;
 mod handler;

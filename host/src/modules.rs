@@ -13,7 +13,7 @@
 //! [`MAX_LINKED_MODULES`] modules are refused before anything runs.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::{Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 
 use sha2::{Digest, Sha256};
 use std::time::Duration;
@@ -21,6 +21,7 @@ use std::time::Duration;
 use serde_json::Value;
 use wasmtime::{Engine, Func, Instance, Linker, Module, Store, Val, ValType};
 
+use crate::compile::{CompileError, Compiler};
 use crate::engine::{self, GuestFailure, WasmKind};
 use crate::limits::GuestLimiter;
 use crate::node::NodeError;
@@ -38,23 +39,20 @@ pub struct RegisteredModule {
     pub host_modules: Vec<String>,
 }
 
-/// Bytes of WebAssembly whose compiled modules are kept by digest: a client
-/// of `POST /` sends the same module with every call, and a restore compiles
-/// every stored module once. Compiled code is a small multiple of the wasm.
-const CACHED_MODULE_BYTES: usize = 32 << 20;
-
 pub struct Modules {
     engine: Engine,
     registered: RwLock<HashMap<String, RegisteredModule>>,
-    compiled: Mutex<crate::cache::ByteCache<Module>>,
+    /// Compiles, and keeps compiled by digest: a client of `POST /` sends the
+    /// same module with every call.
+    compiler: Arc<Compiler>,
 }
 
 impl Modules {
     pub fn new(engine: Engine) -> Self {
         Modules {
+            compiler: Compiler::shared(&engine),
             engine,
             registered: RwLock::new(HashMap::new()),
-            compiled: Mutex::new(crate::cache::ByteCache::new(CACHED_MODULE_BYTES)),
         }
     }
 
@@ -73,22 +71,12 @@ impl Modules {
             ));
         }
         let digest = hex::encode(Sha256::digest(wasm));
-        let cached = self
-            .compiled
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&digest);
-        if let Some(module) = cached {
-            return Ok(module);
-        }
-        let module = Module::new(&self.engine, wasm).map_err(|e| {
-            NodeError::Invalid(format!("not a valid module: {:#}", anyhow::Error::from(e)))
-        })?;
-        self.compiled
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(digest, module.clone(), wasm.len());
-        Ok(module)
+        self.compiler
+            .module_now(&digest, wasm)
+            .map_err(|e| match e {
+                CompileError::Invalid(m) => NodeError::Invalid(m),
+                CompileError::Internal(m) => NodeError::Internal(m),
+            })
     }
 
     /// Checks that every import of `module` names a module in `host_modules`
@@ -475,5 +463,110 @@ fn failure(e: wasmtime::Error, function: &str) -> NodeError {
     match engine::guest_failure(e) {
         GuestFailure::TimedOut(m) => NodeError::TimedOut(format!("`{function}` {m}")),
         GuestFailure::Failed(m) => NodeError::Failed(format!("`{function}` failed: {m}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A module named `name` that imports `f` from each of `links`.
+    fn record(name: &str, links: &[&str]) -> ModuleRecord {
+        let imports: String = links
+            .iter()
+            .map(|l| format!("(import \"{l}\" \"f\" (func))"))
+            .collect();
+        ModuleRecord {
+            name: name.to_string(),
+            wasm: wat::parse_str(format!("(module {imports} (func (export \"f\")))"))
+                .expect("valid WAT"),
+            host_modules: links.iter().map(|l| l.to_string()).collect(),
+        }
+    }
+
+    fn names(failed: &[(String, NodeError)]) -> Vec<&str> {
+        let mut names: Vec<&str> = failed.iter().map(|(n, _)| n.as_str()).collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn restore_follows_links_whatever_the_stored_order() {
+        let modules = Modules::new(Engine::default());
+        // `a` links `b` links `c`, stored in name order; `x` and `y` link
+        // each other; `z` links a module that is not stored.
+        let failed = modules.restore(vec![
+            record("a", &["b", "c"]),
+            record("b", &["c"]),
+            record("c", &[]),
+            record("x", &["y"]),
+            record("y", &["x"]),
+            record("z", &["gone"]),
+        ]);
+        assert_eq!(names(&failed), ["x", "y", "z"]);
+        for name in ["a", "b", "c"] {
+            assert!(modules.get(name).is_some(), "{name}");
+        }
+    }
+
+    #[test]
+    fn links_are_resolved_once_each_and_bounded_in_depth() {
+        let modules = Modules::new(Engine::default());
+        let chain: Vec<ModuleRecord> = (0..=MAX_LINK_DEPTH + 1)
+            .map(|i| {
+                let next = format!("m{}", i + 1);
+                let links: &[&str] = if i == MAX_LINK_DEPTH + 1 {
+                    &[]
+                } else {
+                    &[&next]
+                };
+                record(&format!("m{i}"), links)
+            })
+            .collect();
+        assert!(modules.restore(chain).is_empty());
+        let head = modules.get("m0").expect("registered");
+        let e = modules.link_order(&head).err().expect("too deep");
+        assert!(e.to_string().contains("deeper than 16"), "{e}");
+        // One link shorter is within the bound; every module comes after
+        // the modules it links to.
+        let within = modules.get("m1").expect("registered");
+        let order: Vec<String> = modules
+            .link_order(&within)
+            .expect("within")
+            .into_iter()
+            .map(|(name, _)| name)
+            .collect();
+        assert_eq!(order.len(), MAX_LINK_DEPTH);
+        assert_eq!(order.first().map(String::as_str), Some("m17"));
+        assert_eq!(order.last().map(String::as_str), Some("m2"));
+        // A diamond's shared module, and a name listed twice, link once.
+        assert!(modules
+            .restore(vec![
+                record("d", &[]),
+                record("l", &["d"]),
+                record("r", &["d", "d"]),
+                record("top", &["l", "r", "l"]),
+            ])
+            .is_empty());
+        let top = modules.get("top").expect("registered");
+        let order = modules.link_order(&top).expect("links");
+        let order: Vec<&str> = order.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(order, ["d", "l", "r"]);
+    }
+
+    #[test]
+    fn a_module_others_link_to_is_not_removed() {
+        let modules = Modules::new(Engine::default());
+        assert!(modules
+            .restore(vec![record("base", &[]), record("user", &["base"])])
+            .is_empty());
+        let e = modules.remove("base").err().expect("refused");
+        assert!(e.to_string().contains("linked by `user`"), "{e}");
+        assert!(modules.remove("user").is_ok());
+        assert!(modules.remove("base").is_ok());
+        assert!(matches!(
+            modules.remove("base"),
+            Err(NodeError::NotFound(_))
+        ));
     }
 }
