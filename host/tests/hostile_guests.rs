@@ -331,3 +331,31 @@ fn fuel_and_per_memory_flags_are_honoured() {
     assert_eq!(grow(256), -1);
     assert_healthy(&node);
 }
+
+#[test]
+fn a_handler_hoarding_http_fields_is_stopped_at_its_resource_bounds() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(dir.path(), &[]);
+    let misbehave = component_bytes("misbehave.wasm");
+    let r = node.post("/register?name=misbehave", &misbehave);
+    assert_eq!(r.status, 201, "{}", r.text());
+    for _ in 0..2 {
+        let message = node.post("/run/misbehave", b"fields").error(500);
+        assert!(message.contains("resource table"), "{message}");
+        assert_healthy(&node);
+    }
+    // 10 000 entries of at most 32 KiB each, not 1M entries of 128 KiB.
+    let rss = rss_bytes(&node);
+    assert!(rss < 1 << 30, "the node holds {} MiB", rss >> 20);
+
+    // `-S max-http-fields-size` lowers the bound on one fields resource:
+    // 24 KiB is past 16 KiB.
+    assert!(node.terminate().success());
+    let node = start(
+        dir.path(),
+        &["-S", "max-resources=100,max-http-fields-size=16384"],
+    );
+    let message = node.post("/run/misbehave", b"fields").error(500);
+    assert!(message.contains("fields exceeds limit"), "{message}");
+    assert_healthy(&node);
+}
