@@ -140,7 +140,22 @@ impl Compiler {
     /// [`Compiler::module`] for a synchronous caller on the runtime: the
     /// worker hands its other tasks over while this one compiles.
     pub fn module_now(&self, digest: &str, bytes: &[u8]) -> Result<Module, CompileError> {
-        off_the_workers(|| self.module_blocking(digest, bytes))
+        if let Some(hit) = lock(&self.modules).get(digest) {
+            return Ok(hit);
+        }
+        // The caller may be a host function running on a guest's fiber,
+        // whose stack is sized for the guest, not for cranelift: compile on
+        // a thread of its own.
+        off_the_workers(|| {
+            std::thread::scope(|scope| {
+                std::thread::Builder::new()
+                    .name("compile".into())
+                    .spawn_scoped(scope, || self.module_blocking(digest, bytes))
+                    .map_err(|e| CompileError::Internal(format!("cannot start a compile: {e}")))?
+                    .join()
+                    .map_err(|_| CompileError::Internal("the compile panicked".into()))?
+            })
+        })
     }
 
     fn module_blocking(&self, digest: &str, bytes: &[u8]) -> Result<Module, CompileError> {

@@ -299,22 +299,17 @@ fn new_store(
         .allow_udp(false)
         .allow_ip_name_lookup(false)
         .build();
-    let flags = crate::flags::get();
-    let mut http = WasiHttpCtx::new();
-    http.set_field_size_limit(flags.max_http_fields_size);
-    let mut table = ResourceTable::new();
-    table.set_max_capacity(flags.max_resources);
     let mut store = Store::new(
         compiled.pre.engine(),
         HandlerState {
             wasi,
-            http,
+            http: crate::limits::http_ctx(),
             hooks: OutboundHooks {
                 policy: limits.policy.clone(),
                 handler_rules: limits.rules.clone(),
                 stderr: stderr.clone(),
             },
-            table,
+            table: crate::limits::resource_table(),
             limiter: GuestLimiter::new(limits.memory),
             guest,
             call_env: Vec::new(),

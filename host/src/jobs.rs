@@ -204,11 +204,9 @@ impl Jobs {
         let started = Instant::now();
         let exit = match compiled {
             Compiled::Component(pre) => {
-                let mut table = ResourceTable::new();
-                table.set_max_capacity(crate::flags::get().max_resources);
                 let job = ComponentJob {
                     wasi: wasi.build(),
-                    table,
+                    table: crate::limits::resource_table(),
                     limiter: GuestLimiter::new(memory),
                 };
                 let mut store = Store::new(&self.engine, job);

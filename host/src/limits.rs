@@ -131,6 +131,23 @@ impl GuestLimiter {
     }
 }
 
+/// A guest store's resource table (streams, `wasi:http` fields and
+/// requests…), holding at most `-S max-resources` entries: a guest looping
+/// on resource creation gets a trap, not the host's memory.
+pub fn resource_table() -> wasmtime::component::ResourceTable {
+    let mut table = wasmtime::component::ResourceTable::new();
+    table.set_max_capacity(crate::flags::get().max_resources);
+    table
+}
+
+/// A guest store's `wasi:http` context: fields (headers, trailers) of at most
+/// `-S max-http-fields-size` bytes each.
+pub fn http_ctx() -> wasmtime_wasi_http::WasiHttpCtx {
+    let mut http = wasmtime_wasi_http::WasiHttpCtx::new();
+    http.set_field_size_limit(crate::flags::get().max_http_fields_size);
+    http
+}
+
 /// The trap raised when a guest grows its memory past its limit.
 #[derive(Debug, thiserror::Error)]
 #[error("out of memory: the guest tried to grow its memory to {} in all past its limit of {}", show_size(*.desired as u64), show_size(*.limit as u64))]
