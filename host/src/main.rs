@@ -4,6 +4,7 @@
 //! is the host that runs it and does for it what a sandboxed component
 //! cannot: compile, run and schedule handler components.
 
+mod audit_log;
 mod cache;
 mod cli;
 mod compile;
