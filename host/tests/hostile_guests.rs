@@ -359,3 +359,31 @@ fn a_handler_hoarding_http_fields_is_stopped_at_its_resource_bounds() {
     assert!(message.contains("fields exceeds limit"), "{message}");
     assert_healthy(&node);
 }
+
+#[test]
+fn the_wasmtime_timeout_bounds_every_guest_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(dir.path(), &["--call-timeout", "5s", "-W", "timeout=1s"]);
+    // The lower of the two limits applies, to a core module call…
+    let r = post_json(
+        &node,
+        "/",
+        json!({ "wasm_hex": hex(SPIN), "function_name": "spin", "params": [] }),
+    );
+    let error = r.error(504);
+    assert!(error.contains("timed out after 1s"), "{error}");
+    // …and to a job that asks for more.
+    let spin_job = wat::parse_str(
+        r#"(module (memory (export "memory") 1) (func (export "_start") (loop $l (br $l))))"#,
+    )
+    .expect("valid WAT");
+    let r = post_json(
+        &node,
+        "/wasm/run",
+        json!({ "jobId": "spin", "wasmB64": base64(&spin_job), "timeoutMs": 5000, "input": {} }),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let answer = r.json();
+    assert_eq!(answer["error"], "timed out after 1s", "{answer}");
+    assert_healthy(&node);
+}
