@@ -387,3 +387,44 @@ fn the_wasmtime_timeout_bounds_every_guest_call() {
     assert_eq!(answer["error"], "timed out after 1s", "{answer}");
     assert_healthy(&node);
 }
+
+#[test]
+fn the_wasmtime_instance_count_bounds_each_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(dir.path(), &["-W", "max-instances=30"]);
+    let leaf = hex(r#"(module (func (export "f")))"#);
+    let mut names = Vec::new();
+    for i in 0..40 {
+        let name = format!("leaf{i}");
+        let r = post_json(
+            &node,
+            "/register",
+            json!({ "module_name": name, "wasm_hex": leaf }),
+        );
+        assert_eq!(r.status, 201, "{}", r.text());
+        names.push(name);
+    }
+    // Calls a module linking the first `n` leaves: n + 1 instances in the
+    // call's store.
+    let call = |n: usize| {
+        let links = &names[..n];
+        let imports: String = links
+            .iter()
+            .map(|l| format!(r#"(import "{l}" "f" (func))"#))
+            .collect();
+        let wide = hex(&format!(
+            r#"(module {imports} (func (export "run") (result i32) (i32.const 1)))"#
+        ));
+        post_json(
+            &node,
+            "/",
+            json!({ "wasm_hex": wide, "function_name": "run", "params": [], "host_modules": links }),
+        )
+    };
+    let error = call(40).error(400);
+    assert!(error.contains("instance count too high"), "{error}");
+    let r = call(20);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json(), json!({ "results": [1] }));
+    assert_healthy(&node);
+}
