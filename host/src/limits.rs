@@ -161,8 +161,13 @@ impl ResourceLimiter for GuestLimiter {
         &mut self,
         current: usize,
         desired: usize,
-        _maximum: Option<usize>,
+        maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
+        // Past the memory's own declared maximum wasmtime fails the growth
+        // after asking: refused here, so that it is not counted.
+        if maximum.is_some_and(|max| desired > max) {
+            return Ok(false);
+        }
         let total = (self.memory_used - current.min(self.memory_used)).saturating_add(desired);
         if total > self.memory {
             return Err(wasmtime::Error::new(MemoryLimit {
@@ -184,8 +189,11 @@ impl ResourceLimiter for GuestLimiter {
         &mut self,
         current: usize,
         desired: usize,
-        _maximum: Option<usize>,
+        maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
+        if maximum.is_some_and(|max| desired > max) {
+            return Ok(false);
+        }
         let total = (self.table_elements_used - current.min(self.table_elements_used))
             .saturating_add(desired);
         if total > MAX_TABLE_ELEMENTS || self.flags.max_table_elements.is_some_and(|m| desired > m)
@@ -258,6 +266,10 @@ mod tests {
         }
         assert!(limiter.memory_growing(1 << 20, 2 << 20, None).unwrap());
         assert_eq!(limiter.memory_used(), 4 << 20);
+        // Growth past a memory's declared maximum fails uncounted.
+        assert!(!limiter
+            .memory_growing(2 << 20, 3 << 20, Some(2 << 20))
+            .unwrap());
         // A fourth memory, however small, is past the sum.
         let e = limiter.memory_growing(0, 64 << 10, None).unwrap_err();
         assert!(e.to_string().contains("limit of 4MiB"), "{e}");

@@ -183,6 +183,7 @@ impl Modules {
         let mut ready: VecDeque<usize> =
             (0..records.len()).filter(|&i| waiting_on[i] == 0).collect();
         let mut restored = vec![false; records.len()];
+        let mut refused = vec![false; records.len()];
         let mut failed = Vec::new();
         while let Some(i) = ready.pop_front() {
             let record = &records[i];
@@ -203,12 +204,15 @@ impl Modules {
                         }
                     }
                 }
-                Err(e) => failed.push((record.name.clone(), e)),
+                Err(e) => {
+                    refused[i] = true;
+                    failed.push((record.name.clone(), e));
+                }
             }
         }
         // What is left waits on a module that failed, or on a cycle.
         for (i, record) in records.iter().enumerate() {
-            if restored[i] || failed.iter().any(|(name, _)| *name == record.name) {
+            if restored[i] || refused[i] {
                 continue;
             }
             let missing: Vec<&str> = record
