@@ -91,7 +91,9 @@ impl Drop for EpochTicker {
 
 /// Makes the guest in `store` yield to the executor at every epoch tick (so a
 /// spinning guest cannot starve other requests) and trap once `timeout` has
-/// passed.
+/// passed. With `-W fuel=N` it also gives the store N fuel: every call, and
+/// every request of a reused operator instance, starts with the full amount,
+/// so that running out is that call's error and never starves the next.
 pub fn set_deadline<T: 'static>(store: &mut Store<T>, timeout: Duration) {
     let deadline = Instant::now() + timeout;
     store.set_epoch_deadline(1);
@@ -102,6 +104,35 @@ pub fn set_deadline<T: 'static>(store: &mut Store<T>, timeout: Duration) {
             Ok(UpdateDeadline::Yield(1))
         }
     });
+    if let Some(fuel) = crate::flags::get().fuel {
+        // Fails only when the engine does not consume fuel, and `-W fuel`
+        // is what makes it.
+        if let Err(e) = store.set_fuel(fuel) {
+            tracing::error!("cannot give the store its fuel: {e}");
+        }
+    }
+}
+
+/// Puts a guest call under a deadline: the epoch stops a guest that computes
+/// (see [`set_deadline`]); [`Deadline::run`]'s timer stops one that waits on
+/// the host (a slow server, say), which no epoch tick reaches. Either way the
+/// answer is [`Timeout`]. Usage:
+/// `with_deadline(&mut store, t).run(async { /* use store */ }).await`.
+pub fn with_deadline<T: 'static>(store: &mut Store<T>, timeout: Duration) -> Deadline {
+    set_deadline(store, timeout);
+    Deadline(timeout)
+}
+
+/// A deadline set on a store, waiting for the call to run under it.
+#[must_use = "the call must be run under the deadline"]
+pub struct Deadline(Duration);
+
+impl Deadline {
+    pub async fn run<F: std::future::Future>(self, call: F) -> Result<F::Output, Timeout> {
+        tokio::time::timeout(self.0, call)
+            .await
+            .map_err(|_| Timeout(self.0))
+    }
 }
 
 /// The trap raised when a guest runs past its deadline.
@@ -170,6 +201,8 @@ pub fn guest_failure(e: wasmtime::Error) -> GuestFailure {
     }
     let cause = if let Some(limit) = e.downcast_ref::<crate::limits::MemoryLimit>() {
         limit.to_string()
+    } else if let Some(wasmtime::Trap::OutOfFuel) = e.downcast_ref::<wasmtime::Trap>() {
+        "out of fuel: the guest ran past its -W fuel budget".to_string()
     } else if let Some(wasmtime::Trap::StackOverflow) = e.downcast_ref::<wasmtime::Trap>() {
         "stack overflow: the guest recursed too deep".to_string()
     } else if let Some(trap) = e.downcast_ref::<wasmtime::Trap>() {

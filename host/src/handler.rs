@@ -21,7 +21,9 @@ use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
-use crate::engine::{self, GuestFailure, Timeout};
+pub use crate::audit_log::AuditEntry;
+use crate::audit_log::{log_safe, AuditLog};
+use crate::engine::{self, GuestFailure};
 use crate::limits::{show_size, GuestLimiter};
 use crate::outbound::{OutboundHooks, Policy, Rule};
 use crate::pool::WarmPool;
@@ -87,52 +89,6 @@ pub enum Entry {
     },
 }
 
-/// One entry of a guest's audit log.
-#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct AuditEntry {
-    pub level: String,
-    pub message: String,
-}
-
-/// Most audit entries, and most bytes of their messages, kept per call;
-/// the rest are counted and logged by the node.
-const MAX_AUDIT_ENTRIES: usize = 1000;
-const MAX_AUDIT_BYTES: usize = 256 * 1024;
-
-#[derive(Default)]
-struct AuditLog {
-    entries: Vec<AuditEntry>,
-    bytes: usize,
-    dropped: u64,
-}
-
-impl AuditLog {
-    fn push(&mut self, entry: AuditEntry) {
-        if self.entries.len() >= MAX_AUDIT_ENTRIES
-            || self.bytes + entry.message.len() > MAX_AUDIT_BYTES
-        {
-            self.dropped += 1;
-            return;
-        }
-        self.bytes += entry.message.len();
-        self.entries.push(entry);
-    }
-
-    fn into_entries(mut self) -> Vec<AuditEntry> {
-        if self.dropped > 0 {
-            self.entries.push(AuditEntry {
-                level: "warn".into(),
-                message: format!(
-                    "[wasmatic: {} more audit entries dropped past {MAX_AUDIT_ENTRIES} entries or {}]",
-                    self.dropped,
-                    show_size(MAX_AUDIT_BYTES as u64)
-                ),
-            });
-        }
-        self.entries
-    }
-}
-
 impl audit::Host for HandlerState {
     async fn log(&mut self, level: audit::Level, message: String) -> wasmtime::Result<()> {
         let level = match level {
@@ -142,11 +98,14 @@ impl audit::Host for HandlerState {
             audit::Level::Error => "error",
         };
         let name = &self.guest.name;
+        // The node's log is read by people and parsed by tools: what a guest
+        // writes to it must neither forge lines nor drive a terminal.
+        let line = log_safe(&message);
         match level {
-            "error" => tracing::error!(target: "wasmatic::audit", guest = %name, "{message}"),
-            "warn" => tracing::warn!(target: "wasmatic::audit", guest = %name, "{message}"),
-            "debug" => tracing::debug!(target: "wasmatic::audit", guest = %name, "{message}"),
-            _ => tracing::info!(target: "wasmatic::audit", guest = %name, "{message}"),
+            "error" => tracing::error!(target: "wasmatic::audit", guest = %name, "{line}"),
+            "warn" => tracing::warn!(target: "wasmatic::audit", guest = %name, "{line}"),
+            "debug" => tracing::debug!(target: "wasmatic::audit", guest = %name, "{line}"),
+            _ => tracing::info!(target: "wasmatic::audit", guest = %name, "{line}"),
         }
         self.audit.push(AuditEntry {
             level: level.to_string(),
@@ -273,13 +232,13 @@ fn new_store(
         compiled.pre.engine(),
         HandlerState {
             wasi,
-            http: WasiHttpCtx::new(),
+            http: crate::limits::http_ctx(),
             hooks: OutboundHooks {
                 policy: limits.policy.clone(),
                 handler_rules: limits.rules.clone(),
                 stderr: stderr.clone(),
             },
-            table: ResourceTable::new(),
+            table: crate::limits::resource_table(),
             limiter: GuestLimiter::new(limits.memory),
             guest,
             call_env: Vec::new(),
@@ -317,12 +276,12 @@ pub async fn call(
         .iter()
         .map(|(k, v)| (k.to_string(), v.clone()))
         .collect();
-    engine::set_deadline(&mut ready.store, limits.timeout);
+    let timeout = crate::flags::get().guest_timeout(limits.timeout);
 
     let start = Instant::now();
-    // The epoch deadline stops a guest that computes; this one stops a guest
-    // that waits (on a slow server, say).
-    let result = tokio::time::timeout(limits.timeout, run_entry(&mut ready, compiled, entry)).await;
+    let result = engine::with_deadline(&mut ready.store, timeout)
+        .run(run_entry(&mut ready, compiled, entry))
+        .await;
     let stderr = ready.stderr.take_text();
     let stdout = ready.stdout.take_text();
     let audit = std::mem::take(&mut ready.store.data_mut().audit).into_entries();
@@ -339,7 +298,7 @@ pub async fn call(
         Ok(Ok(Ok(output))) => Ok(output),
         Ok(Ok(Err(unusable))) => Err(CallError::Failed(unusable)),
         Ok(Err(e)) => Err(describe_failure(e, &stderr)),
-        Err(_) => Err(CallError::TimedOut(Timeout(limits.timeout).to_string())),
+        Err(timeout) => Err(CallError::TimedOut(timeout.to_string())),
     };
     if returned && pool.reuses() {
         pool.give_back(ready, uses + 1);

@@ -4,19 +4,20 @@
 //! `{"ok": true, "result": …}` or `{"ok": false, "error": "…"}`, to stdout.
 //! No network, no filesystem, no host environment.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use wasmtime::component::{Component, ResourceTable};
-use wasmtime::{Engine, Linker, Module, Store};
+use wasmtime::component::ResourceTable;
+use wasmtime::{Engine, Linker, Store};
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::p2::bindings::CommandPre;
 use wasmtime_wasi::p2::pipe::MemoryInputPipe;
 use wasmtime_wasi::{I32Exit, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
+use crate::cache::ByteCache;
+use crate::compile::{CompileError, Compiler};
 use crate::engine::{self, GuestFailure, WasmKind};
 use crate::error::NodeError;
 use crate::handler::CapturedOutput;
@@ -24,8 +25,16 @@ use crate::limits::GuestLimiter;
 
 /// Longest a job may run, whatever it asks for.
 pub const MAX_JOB_TIMEOUT: Duration = Duration::from_secs(30);
-/// Compiled jobs kept for `wasmHash`-only requests.
-const CACHED_JOBS: usize = 128;
+/// Bytes of a job's stdout, and of its stderr, the node keeps at most,
+/// whatever `maxStdoutBytes`/`maxStderrBytes` ask: the client chooses within
+/// the node's bound, not the bound. Larger asks are lowered silently (the
+/// truncation note in `stderr`, or the error for stdout, names the bound that
+/// applied), so that a client asking for 1.5 GB gets what the node gives
+/// rather than a refusal it cannot act on.
+pub const MAX_JOB_OUTPUT: usize = 4 << 20;
+/// Bytes of WebAssembly whose compiled jobs are kept for `wasmHash`-only
+/// requests.
+const CACHED_JOB_BYTES: usize = 64 << 20;
 
 pub struct JobRequest {
     pub job_id: String,
@@ -77,23 +86,25 @@ enum Compiled {
 
 pub struct Jobs {
     engine: Engine,
-    cache: Mutex<HashMap<String, Compiled>>,
+    compiler: Arc<Compiler>,
+    cache: Mutex<ByteCache<Compiled>>,
 }
 
 impl Jobs {
     pub fn new(engine: Engine) -> Self {
         Jobs {
+            compiler: Compiler::shared(&engine),
             engine,
-            cache: Mutex::new(HashMap::new()),
+            cache: Mutex::new(ByteCache::new(CACHED_JOB_BYTES)),
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Compiled>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, ByteCache<Compiled>> {
         self.cache.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The job's code: compiled now from its bytes, or from the cache by hash.
-    fn compiled(&self, request: &JobRequest) -> Result<Compiled, NodeError> {
+    async fn compiled(&self, request: &JobRequest) -> Result<Compiled, NodeError> {
         let wanted = request
             .wasm_hash
             .as_ref()
@@ -102,7 +113,7 @@ impl Jobs {
             let hash = wanted.ok_or_else(|| {
                 NodeError::Invalid("send wasmB64, or the wasmHash of an earlier job".into())
             })?;
-            return self.lock().get(&hash).cloned().ok_or_else(|| {
+            return self.lock().get(&hash).ok_or_else(|| {
                 NodeError::NotFound(format!(
                     "no job with wasmHash {hash} is cached; send wasmB64 once"
                 ))
@@ -117,27 +128,28 @@ impl Jobs {
             }
         }
         if let Some(compiled) = self.lock().get(&digest) {
-            return Ok(compiled.clone());
+            return Ok(compiled);
         }
-        let compiled = self.compile(wasm)?;
-        let mut cache = self.lock();
-        if cache.len() >= CACHED_JOBS {
-            if let Some(old) = cache.keys().next().cloned() {
-                cache.remove(&old);
-            }
-        }
-        cache.insert(digest, compiled.clone());
+        let compiled = self.compile(&digest, wasm).await?;
+        self.lock().insert(digest, compiled.clone(), wasm.len());
         Ok(compiled)
     }
 
-    fn compile(&self, wasm: &[u8]) -> Result<Compiled, NodeError> {
+    async fn compile(&self, digest: &str, wasm: &[u8]) -> Result<Compiled, NodeError> {
         let invalid = |what: &str, e: wasmtime::Error| {
             NodeError::Invalid(format!("{what}: {:#}", anyhow::Error::from(e)))
         };
+        let compiled = |e: CompileError| match e {
+            CompileError::Invalid(m) => NodeError::Invalid(m),
+            CompileError::Internal(m) => NodeError::Internal(m),
+        };
         match engine::wasm_kind(wasm) {
             WasmKind::CoreModule => {
-                let module = Module::new(&self.engine, wasm)
-                    .map_err(|e| invalid("not a valid module", e))?;
+                let module = self
+                    .compiler
+                    .module(digest.to_string(), wasm.into())
+                    .await
+                    .map_err(compiled)?;
                 if module.get_export("run").is_none() && module.get_export("_start").is_none() {
                     return Err(NodeError::Invalid(
                         "the module exports neither `run` nor `_start`".into(),
@@ -152,8 +164,11 @@ impl Jobs {
                 Ok(Compiled::Module(pre))
             }
             WasmKind::Component => {
-                let component = Component::new(&self.engine, wasm)
-                    .map_err(|e| invalid("not a valid component", e))?;
+                let component = self
+                    .compiler
+                    .component(digest.to_string(), wasm.into())
+                    .await
+                    .map_err(compiled)?;
                 let mut linker = wasmtime::component::Linker::new(&self.engine);
                 wasmtime_wasi::p2::add_to_linker_async(&mut linker)
                     .map_err(|e| invalid("cannot link WASI", e))?;
@@ -174,10 +189,11 @@ impl Jobs {
     /// Runs one job; a job that fails is an answer with `ok: false`, a
     /// request the node cannot run is an error.
     pub async fn run(&self, request: JobRequest, memory: usize) -> Result<JobResult, NodeError> {
-        let compiled = self.compiled(&request)?;
-        let timeout = request.timeout.min(MAX_JOB_TIMEOUT);
-        let stdout = CapturedOutput::new(request.max_stdout);
-        let stderr = CapturedOutput::new(request.max_stderr);
+        let compiled = self.compiled(&request).await?;
+        let timeout = crate::flags::get().guest_timeout(request.timeout.min(MAX_JOB_TIMEOUT));
+        let max_stdout = request.max_stdout.min(MAX_JOB_OUTPUT);
+        let stdout = CapturedOutput::new(max_stdout);
+        let stderr = CapturedOutput::new(request.max_stderr.min(MAX_JOB_OUTPUT));
         let mut wasi = WasiCtxBuilder::new();
         wasi.stdin(MemoryInputPipe::new(format!("{}\n", request.input)))
             .stdout(stdout.clone())
@@ -190,21 +206,20 @@ impl Jobs {
             Compiled::Component(pre) => {
                 let job = ComponentJob {
                     wasi: wasi.build(),
-                    table: ResourceTable::new(),
+                    table: crate::limits::resource_table(),
                     limiter: GuestLimiter::new(memory),
                 };
                 let mut store = Store::new(&self.engine, job);
                 store.limiter(|j| &mut j.limiter);
-                engine::set_deadline(&mut store, timeout);
-                let run = async {
+                let run = engine::with_deadline(&mut store, timeout).run(async {
                     let command = pre.instantiate_async(&mut store).await?;
                     command.wasi_cli_run().call_run(&mut store).await
-                };
-                match tokio::time::timeout(timeout, run).await {
+                });
+                match run.await {
                     Ok(Ok(Ok(()))) => Ok(()),
                     Ok(Ok(Err(()))) => Err("the job's run returned an error".to_string()),
                     Ok(Err(e)) => Err(describe(e)),
-                    Err(_) => Err(engine::Timeout(timeout).to_string()),
+                    Err(timeout) => Err(timeout.to_string()),
                 }
             }
             Compiled::Module(pre) => {
@@ -214,28 +229,27 @@ impl Jobs {
                 };
                 let mut store = Store::new(&self.engine, job);
                 store.limiter(|j| &mut j.limiter);
-                engine::set_deadline(&mut store, timeout);
-                let run = async {
+                let run = engine::with_deadline(&mut store, timeout).run(async {
                     let instance = pre.instantiate_async(&mut store).await?;
                     let entry = match instance.get_typed_func::<(), ()>(&mut store, "run") {
                         Ok(run) => run,
                         Err(_) => instance.get_typed_func::<(), ()>(&mut store, "_start")?,
                     };
                     entry.call_async(&mut store, ()).await
-                };
-                match tokio::time::timeout(timeout, run).await {
+                });
+                match run.await {
                     Ok(Ok(())) => Ok(()),
                     Ok(Err(e)) => match e.downcast_ref::<I32Exit>() {
                         Some(I32Exit(0)) => Ok(()),
                         Some(I32Exit(code)) => Err(format!("the job exited with code {code}")),
                         None => Err(describe(e)),
                     },
-                    Err(_) => Err(engine::Timeout(timeout).to_string()),
+                    Err(timeout) => Err(timeout.to_string()),
                 }
             }
         };
         let (ok, result, error) = match exit {
-            Ok(()) => verdict(&stdout, request.max_stdout),
+            Ok(()) => verdict(&stdout, max_stdout),
             Err(why) => (false, None, Some(why)),
         };
         Ok(JobResult {

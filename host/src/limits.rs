@@ -5,6 +5,8 @@ use std::time::Duration;
 use anyhow::{ensure, Result};
 use wasmtime::ResourceLimiter;
 
+use crate::flags::{RuntimeFlags, MAX_TABLE_ELEMENTS};
+
 /// The longest a handler call may ever be allowed to take.
 pub const MAX_CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -12,9 +14,6 @@ pub const MAX_CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// executor at each tick and are stopped at the first tick past their
 /// deadline, so this is also the precision of every time limit.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
-
-/// Table elements any one guest instance may have.
-const MAX_TABLE_ELEMENTS: usize = 100_000;
 
 #[derive(Clone, Debug)]
 pub struct Limits {
@@ -93,21 +92,63 @@ pub fn show_size(bytes: u64) -> String {
     }
 }
 
-/// Bounds a guest's memories and tables; growing past a bound traps with
-/// [`MemoryLimit`] rather than failing quietly.
+/// One store's budget: everything a call creates, whatever kind of guest
+/// (handler, any-world component, core module with its `host_modules`, WASI
+/// job) and the operator's per-request store alike. Memory is summed over
+/// every linear memory of every instance in the store, not checked per
+/// memory: a module that links the same 64 MiB module twenty times would
+/// otherwise get twenty times its limit. Tables likewise; instances, tables
+/// and memories are counted. wasmtime's `-W` flags ([`crate::flags`]) bound
+/// single memories and tables further.
+///
+/// Nothing in a store is freed before the store is dropped, so the sums only
+/// grow: a store reused for several calls keeps what it has.
 pub struct GuestLimiter {
     memory: usize,
+    memory_used: usize,
+    table_elements_used: usize,
+    flags: &'static RuntimeFlags,
 }
 
 impl GuestLimiter {
+    /// The limits of one store, with at most `memory` bytes of linear memory
+    /// in all. Every store of the node gets its limits from here.
     pub fn new(memory: usize) -> Self {
-        GuestLimiter { memory }
+        GuestLimiter {
+            memory,
+            memory_used: 0,
+            table_elements_used: 0,
+            flags: crate::flags::get(),
+        }
     }
+
+    /// Bytes of linear memory the store's instances hold.
+    #[cfg(test)]
+    pub fn memory_used(&self) -> usize {
+        self.memory_used
+    }
+}
+
+/// A guest store's resource table (streams, `wasi:http` fields and
+/// requests…), holding at most `-S max-resources` entries: a guest looping
+/// on resource creation gets a trap, not the host's memory.
+pub fn resource_table() -> wasmtime::component::ResourceTable {
+    let mut table = wasmtime::component::ResourceTable::new();
+    table.set_max_capacity(crate::flags::get().max_resources);
+    table
+}
+
+/// A guest store's `wasi:http` context: fields (headers, trailers) of at most
+/// `-S max-http-fields-size` bytes each.
+pub fn http_ctx() -> wasmtime_wasi_http::WasiHttpCtx {
+    let mut http = wasmtime_wasi_http::WasiHttpCtx::new();
+    http.set_field_size_limit(crate::flags::get().max_http_fields_size);
+    http
 }
 
 /// The trap raised when a guest grows its memory past its limit.
 #[derive(Debug, thiserror::Error)]
-#[error("out of memory: the guest tried to grow its memory to {} past its limit of {}", show_size(*.desired as u64), show_size(*.limit as u64))]
+#[error("out of memory: the guest tried to grow its memory to {} in all past its limit of {}", show_size(*.desired as u64), show_size(*.limit as u64))]
 pub struct MemoryLimit {
     pub desired: usize,
     pub limit: usize,
@@ -116,26 +157,75 @@ pub struct MemoryLimit {
 impl ResourceLimiter for GuestLimiter {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
-        _maximum: Option<usize>,
+        maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if desired > self.memory {
+        // Past the memory's own declared maximum wasmtime fails the growth
+        // after asking: refused here, so that it is not counted.
+        if maximum.is_some_and(|max| desired > max) {
+            return Ok(false);
+        }
+        let total = (self.memory_used - current.min(self.memory_used)).saturating_add(desired);
+        if total > self.memory {
             return Err(wasmtime::Error::new(MemoryLimit {
-                desired,
+                desired: total,
                 limit: self.memory,
             }));
         }
+        // `-W max-memory-size` makes growth fail as wasmtime's own limiter
+        // does: `memory.grow` returns -1 (or traps with
+        // `-W trap-on-grow-failure`).
+        if self.flags.max_memory_size.is_some_and(|max| desired > max) {
+            return Ok(false);
+        }
+        self.memory_used = total;
         Ok(true)
     }
 
     fn table_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
-        _maximum: Option<usize>,
+        maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        Ok(desired <= MAX_TABLE_ELEMENTS)
+        if maximum.is_some_and(|max| desired > max) {
+            return Ok(false);
+        }
+        let total = (self.table_elements_used - current.min(self.table_elements_used))
+            .saturating_add(desired);
+        if total > MAX_TABLE_ELEMENTS || self.flags.max_table_elements.is_some_and(|m| desired > m)
+        {
+            return Ok(false);
+        }
+        self.table_elements_used = total;
+        Ok(true)
+    }
+
+    fn memory_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        if self.flags.trap_on_grow_failure {
+            return Err(error.context("memory.grow failed (-W trap-on-grow-failure)"));
+        }
+        Ok(())
+    }
+
+    fn table_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        if self.flags.trap_on_grow_failure {
+            return Err(error.context("table.grow failed (-W trap-on-grow-failure)"));
+        }
+        Ok(())
+    }
+
+    fn instances(&self) -> usize {
+        self.flags.max_instances
+    }
+
+    fn tables(&self) -> usize {
+        self.flags.max_tables
+    }
+
+    fn memories(&self) -> usize {
+        self.flags.max_memories
     }
 }
 
@@ -163,5 +253,34 @@ mod tests {
         assert!(limiter.memory_growing(0, 1 << 20, None).unwrap());
         let e = limiter.memory_growing(0, 2 << 20, None).unwrap_err();
         assert!(e.to_string().contains("limit of 1MiB"), "{e}");
+    }
+
+    #[test]
+    fn memory_is_summed_over_every_memory_of_the_store() {
+        let mut limiter = GuestLimiter::new(4 << 20);
+        // Three memories of 1 MiB each, then the second grows by 1 MiB.
+        for _ in 0..3 {
+            assert!(limiter.memory_growing(0, 1 << 20, None).unwrap());
+        }
+        assert!(limiter.memory_growing(1 << 20, 2 << 20, None).unwrap());
+        assert_eq!(limiter.memory_used(), 4 << 20);
+        // Growth past a memory's declared maximum fails uncounted.
+        assert!(!limiter
+            .memory_growing(2 << 20, 3 << 20, Some(2 << 20))
+            .unwrap());
+        // A fourth memory, however small, is past the sum.
+        let e = limiter.memory_growing(0, 64 << 10, None).unwrap_err();
+        assert!(e.to_string().contains("limit of 4MiB"), "{e}");
+        assert_eq!(limiter.memory_used(), 4 << 20);
+    }
+
+    #[test]
+    fn table_elements_are_summed_too() {
+        let mut limiter = GuestLimiter::new(1 << 20);
+        assert!(limiter
+            .table_growing(0, MAX_TABLE_ELEMENTS - 10, None)
+            .unwrap());
+        assert!(!limiter.table_growing(0, 11, None).unwrap());
+        assert!(limiter.table_growing(0, 10, None).unwrap());
     }
 }

@@ -4,10 +4,14 @@
 //! is the host that runs it and does for it what a sandboxed component
 //! cannot: compile, run and schedule handler components.
 
+mod audit_log;
+mod cache;
 mod cli;
+mod compile;
 mod contract;
 mod engine;
 mod error;
+mod flags;
 mod handler;
 mod jobs;
 mod limits;
@@ -123,6 +127,7 @@ impl OperatorSource {
 async fn start(mut options: NodeOptions, source: OperatorSource, addr: SocketAddr) -> Result<()> {
     let limits = options.limits()?;
     let engine = engine::build(&mut options.wasmtime)?;
+    flags::check(&options.wasmtime)?.install();
     let wasi = &options.wasmtime.wasi;
     if wasi.http == Some(false) {
         bail!("-S http=n: the operator serves HTTP, so wasi:http cannot be disabled");

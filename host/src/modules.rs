@@ -1,12 +1,19 @@
 //! Plain core WebAssembly modules, called by export name with JSON values.
 //!
 //! A module may import functions of other registered modules by their name
-//! (`host_modules`); those are instantiated first, in the same store,
-//! recursively. Parameters are typed from the export's own signature: `2`
-//! for an i32 or i64, `1.5` for an f32 or f64.
+//! (`host_modules`); those are instantiated first, in the same store, each
+//! once per call however many modules link to it. Parameters are typed from
+//! the export's own signature: `2` for an i32 or i64, `1.5` for an f32 or f64.
+//!
+//! Everything a call instantiates shares one store and so one budget
+//! ([`GuestLimiter`]): memory summed over every module, counted instances.
+//! Links are resolved with an explicit worklist, never by recursion, so no
+//! chain of modules can overflow the stack of the fiber the call runs on;
+//! chains deeper than [`MAX_LINK_DEPTH`] and calls linking more than
+//! [`MAX_LINKED_MODULES`] modules are refused before anything runs.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::{Mutex, RwLock};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, RwLock};
 
 use sha2::{Digest, Sha256};
 use std::time::Duration;
@@ -14,9 +21,16 @@ use std::time::Duration;
 use serde_json::Value;
 use wasmtime::{Engine, Func, Instance, Linker, Module, Store, Val, ValType};
 
+use crate::compile::{CompileError, Compiler};
 use crate::engine::{self, GuestFailure, WasmKind};
 use crate::error::NodeError;
 use crate::limits::GuestLimiter;
+use crate::state::ModuleRecord;
+
+/// Longest chain of `host_modules` links a call may follow.
+pub const MAX_LINK_DEPTH: usize = 16;
+/// Most distinct modules one call may link, besides the one it calls.
+pub const MAX_LINKED_MODULES: usize = 64;
 
 /// A registered module: compiled, with the modules it links against.
 #[derive(Clone)]
@@ -25,54 +39,61 @@ pub struct RegisteredModule {
     pub host_modules: Vec<String>,
 }
 
-/// Compiled modules kept by digest: a client of `POST /` sends the same
-/// module with every call.
-const CACHED_MODULES: usize = 256;
-
 pub struct Modules {
     engine: Engine,
     registered: RwLock<HashMap<String, RegisteredModule>>,
-    compiled: Mutex<HashMap<String, Module>>,
+    /// Compiles, and keeps compiled by digest: a client of `POST /` sends the
+    /// same module with every call.
+    compiler: Arc<Compiler>,
 }
 
 impl Modules {
     pub fn new(engine: Engine) -> Self {
         Modules {
+            compiler: Compiler::shared(&engine),
             engine,
             registered: RwLock::new(HashMap::new()),
-            compiled: Mutex::new(HashMap::new()),
         }
     }
 
     /// Compiles `wasm` and checks that its imports can be linked.
     pub fn compile(&self, wasm: &[u8], host_modules: &[String]) -> Result<Module, NodeError> {
+        let module = self.compile_only(wasm)?;
+        self.check_links(&module, host_modules, &self.read())?;
+        Ok(module)
+    }
+
+    /// Compiles `wasm`, or finds it compiled.
+    fn compile_only(&self, wasm: &[u8]) -> Result<Module, NodeError> {
         if engine::wasm_kind(wasm) != WasmKind::CoreModule {
             return Err(NodeError::Invalid(
                 "not a core WebAssembly module (no `\\0asm` version 1 header)".into(),
             ));
         }
         let digest = hex::encode(Sha256::digest(wasm));
-        let cached = self
-            .compiled
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&digest)
-            .cloned();
-        let module = match cached {
-            Some(module) => module,
-            None => {
-                let module = Module::new(&self.engine, wasm).map_err(|e| {
-                    NodeError::Invalid(format!("not a valid module: {:#}", anyhow::Error::from(e)))
-                })?;
-                let mut compiled = self.compiled.lock().unwrap_or_else(|p| p.into_inner());
-                if compiled.len() >= CACHED_MODULES {
-                    compiled.clear();
-                }
-                compiled.insert(digest, module.clone());
-                module
-            }
-        };
-        let registered = self.read();
+        self.compiler
+            .module_now(&digest, wasm)
+            .map_err(|e| match e {
+                CompileError::Invalid(m) => NodeError::Invalid(m),
+                CompileError::Internal(m) => NodeError::Internal(m),
+            })
+    }
+
+    /// Checks that every import of `module` names a module in `host_modules`
+    /// that is registered.
+    fn check_links(
+        &self,
+        module: &Module,
+        host_modules: &[String],
+        registered: &HashMap<String, RegisteredModule>,
+    ) -> Result<(), NodeError> {
+        let distinct: HashSet<&String> = host_modules.iter().collect();
+        if distinct.len() > MAX_LINKED_MODULES {
+            return Err(NodeError::Invalid(format!(
+                "host_modules names {} modules; a module may link at most {MAX_LINKED_MODULES}",
+                distinct.len()
+            )));
+        }
         for import in module.imports() {
             let from = import.module();
             if !host_modules.iter().any(|m| m == from) {
@@ -87,7 +108,7 @@ impl Modules {
                 )));
             }
         }
-        Ok(module)
+        Ok(())
     }
 
     pub fn insert(&self, name: &str, module: RegisteredModule) {
@@ -101,24 +122,106 @@ impl Modules {
         self.read().get(name).cloned()
     }
 
-    /// Forgets module `name`.
-    pub fn remove(&self, name: &str) {
-        self.registered
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(name);
+    /// Unregisters `name`. A module another registered module links to is
+    /// kept, and the error names who links to it: removing it would break
+    /// those modules now and fail their restore at the next start.
+    pub fn remove(&self, name: &str) -> Result<RegisteredModule, NodeError> {
+        let mut registered = self.registered.write().unwrap_or_else(|p| p.into_inner());
+        if !registered.contains_key(name) {
+            return Err(NodeError::NotFound(format!("no core module `{name}`")));
+        }
+        let mut users: Vec<&String> = registered
+            .iter()
+            .filter(|(other, m)| *other != name && m.host_modules.iter().any(|h| h == name))
+            .map(|(other, _)| other)
+            .collect();
+        if !users.is_empty() {
+            users.sort();
+            let shown: Vec<String> = users.iter().take(5).map(|u| format!("`{u}`")).collect();
+            return Err(NodeError::Conflict(format!(
+                "`{name}` is linked by {}{}; delete those first",
+                shown.join(", "),
+                if users.len() > 5 { " and others" } else { "" }
+            )));
+        }
+        registered
+            .remove(name)
+            .ok_or_else(|| NodeError::NotFound(format!("no core module `{name}`")))
     }
 
-    /// The registered modules that link to `name`, sorted.
-    pub fn dependents(&self, name: &str) -> Vec<String> {
-        let mut names: Vec<String> = self
-            .read()
+    /// Registers the stored modules, each after the modules it links to (a
+    /// topological sort: linear in modules and links, whatever order they
+    /// were stored in). Returns the modules that could not be restored, with
+    /// why; a module whose links failed fails too, naming them.
+    pub fn restore(&self, records: Vec<ModuleRecord>) -> Vec<(String, NodeError)> {
+        let index: HashMap<&str, usize> = records
             .iter()
-            .filter(|(_, m)| m.host_modules.iter().any(|h| h == name))
-            .map(|(n, _)| n.clone())
+            .enumerate()
+            .map(|(i, r)| (r.name.as_str(), i))
             .collect();
-        names.sort();
-        names
+        // For each module, how many of its stored links are not restored
+        // yet, and which modules wait on it.
+        let mut waiting_on = vec![0usize; records.len()];
+        let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); records.len()];
+        for (i, record) in records.iter().enumerate() {
+            let links: HashSet<&String> = record.host_modules.iter().collect();
+            for link in links {
+                if let Some(&j) = index.get(link.as_str()) {
+                    waiting_on[i] += 1;
+                    dependents[j].push(i);
+                }
+            }
+        }
+        let mut ready: VecDeque<usize> =
+            (0..records.len()).filter(|&i| waiting_on[i] == 0).collect();
+        let mut restored = vec![false; records.len()];
+        let mut refused = vec![false; records.len()];
+        let mut failed = Vec::new();
+        while let Some(i) = ready.pop_front() {
+            let record = &records[i];
+            match self.compile(&record.wasm, &record.host_modules) {
+                Ok(module) => {
+                    self.insert(
+                        &record.name,
+                        RegisteredModule {
+                            module,
+                            host_modules: record.host_modules.clone(),
+                        },
+                    );
+                    restored[i] = true;
+                    for &d in &dependents[i] {
+                        waiting_on[d] -= 1;
+                        if waiting_on[d] == 0 {
+                            ready.push_back(d);
+                        }
+                    }
+                }
+                Err(e) => {
+                    refused[i] = true;
+                    failed.push((record.name.clone(), e));
+                }
+            }
+        }
+        // What is left waits on a module that failed, or on a cycle.
+        for (i, record) in records.iter().enumerate() {
+            if restored[i] || refused[i] {
+                continue;
+            }
+            let missing: Vec<&str> = record
+                .host_modules
+                .iter()
+                .filter(|h| index.get(h.as_str()).is_some_and(|&j| !restored[j]))
+                .map(String::as_str)
+                .collect();
+            failed.push((
+                record.name.clone(),
+                NodeError::Invalid(format!(
+                    "it links to {}, not restored (failed, or linking back to it)",
+                    missing.join(", ")
+                )),
+            ));
+        }
+        failed
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, RegisteredModule>> {
@@ -135,12 +238,14 @@ impl Modules {
         timeout: Duration,
         memory: usize,
     ) -> Result<Vec<Value>, NodeError> {
+        // Resolved before anything is instantiated: a chain too deep or too
+        // wide is refused without spending a byte on it.
+        let links = self.link_order(module)?;
         let mut store = Store::new(&self.engine, GuestLimiter::new(memory));
         store.limiter(|l| l);
-        engine::set_deadline(&mut store, timeout);
-        let call = async {
-            let mut seen = HashSet::new();
-            let instance = self.instantiate(&mut store, module, &mut seen).await?;
+        let timeout = crate::flags::get().guest_timeout(timeout);
+        let call = engine::with_deadline(&mut store, timeout).run(async {
+            let instance = self.instantiate(&mut store, module, links).await?;
             let func = instance.get_func(&mut store, function).ok_or_else(|| {
                 NodeError::NotFound(format!("the module exports no function `{function}`"))
             })?;
@@ -150,54 +255,131 @@ impl Modules {
                 .await
                 .map_err(|e| failure(e, function))?;
             results.iter().map(to_json).collect()
-        };
-        match tokio::time::timeout(timeout, call).await {
+        });
+        match call.await {
             Ok(result) => result,
-            Err(_) => Err(NodeError::TimedOut(format!(
-                "`{function}` {}",
-                engine::Timeout(timeout)
-            ))),
+            Err(timeout) => Err(NodeError::TimedOut(format!("`{function}` {timeout}"))),
         }
     }
 
-    /// Instantiates `module` after the modules it imports from, each linked
-    /// under its registered name.
-    fn instantiate<'a>(
-        &'a self,
-        store: &'a mut Store<GuestLimiter>,
-        module: &'a RegisteredModule,
-        seen: &'a mut HashSet<String>,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Instance, NodeError>> + Send + 'a>>
-    {
-        Box::pin(async move {
-            let mut linker: Linker<GuestLimiter> = Linker::new(&self.engine);
-            for name in &module.host_modules {
-                // `seen` is the chain of modules being linked: a name on it
-                // again is a cycle.
-                if !seen.insert(name.clone()) {
-                    return Err(NodeError::Invalid(format!(
-                        "host module `{name}` imports itself through its host modules"
-                    )));
+    /// The modules `module` links to, transitively, each once, every one
+    /// after the modules it links to (a depth-first walk with an explicit
+    /// stack, so a chain of any length costs heap, not stack).
+    fn link_order(
+        &self,
+        module: &RegisteredModule,
+    ) -> Result<Vec<(String, RegisteredModule)>, NodeError> {
+        enum Mark {
+            /// On the current chain: meeting it again is a cycle.
+            Linking,
+            Linked,
+        }
+        struct Frame {
+            name: Option<String>,
+            module: RegisteredModule,
+            next: usize,
+        }
+        let registered = self.read();
+        let mut marks: HashMap<String, Mark> = HashMap::new();
+        let mut order = Vec::new();
+        let mut stack = vec![Frame {
+            name: None,
+            module: module.clone(),
+            next: 0,
+        }];
+        while let Some(top) = stack.last_mut() {
+            let Some(link) = top.module.host_modules.get(top.next).cloned() else {
+                let done = stack.pop();
+                if let Some(Frame {
+                    name: Some(name),
+                    module,
+                    ..
+                }) = done
+                {
+                    marks.insert(name.clone(), Mark::Linked);
+                    order.push((name, module));
                 }
-                let dependency = self.get(name).ok_or_else(|| {
-                    NodeError::Invalid(format!("`{name}` is not a registered module"))
-                })?;
-                let instance = self.instantiate(store, &dependency, seen).await?;
-                seen.remove(name);
-                linker.instance(&mut *store, name, instance).map_err(|e| {
-                    NodeError::Internal(format!(
-                        "cannot link `{name}`: {:#}",
-                        anyhow::Error::from(e)
-                    ))
-                })?;
+                continue;
+            };
+            top.next += 1;
+            match marks.get(&link) {
+                Some(Mark::Linked) => continue,
+                Some(Mark::Linking) => {
+                    return Err(NodeError::Invalid(format!(
+                        "host module `{link}` imports itself through its host modules"
+                    )))
+                }
+                None => {}
             }
-            linker
-                .instantiate_async(&mut *store, &module.module)
-                .await
-                .map_err(|e| {
-                    NodeError::Invalid(format!("cannot instantiate: {:#}", anyhow::Error::from(e)))
-                })
-        })
+            if stack.len() > MAX_LINK_DEPTH {
+                return Err(NodeError::Invalid(format!(
+                    "the chain of host_modules is deeper than {MAX_LINK_DEPTH} links (at `{link}`)"
+                )));
+            }
+            if marks.len() >= MAX_LINKED_MODULES {
+                return Err(NodeError::Invalid(format!(
+                    "the call links more than {MAX_LINKED_MODULES} modules"
+                )));
+            }
+            let dependency = registered
+                .get(&link)
+                .ok_or_else(|| NodeError::Invalid(format!("`{link}` is not a registered module")))?
+                .clone();
+            marks.insert(link.clone(), Mark::Linking);
+            stack.push(Frame {
+                name: Some(link),
+                module: dependency,
+                next: 0,
+            });
+        }
+        Ok(order)
+    }
+
+    /// Instantiates `links` in order, then `module`, each linked to the
+    /// instances of its host modules under their registered names.
+    async fn instantiate(
+        &self,
+        store: &mut Store<GuestLimiter>,
+        module: &RegisteredModule,
+        links: Vec<(String, RegisteredModule)>,
+    ) -> Result<Instance, NodeError> {
+        let mut instances: HashMap<String, Instance> = HashMap::new();
+        for (name, linked) in links {
+            let instance = self.instantiate_one(store, &linked, &instances).await?;
+            instances.insert(name, instance);
+        }
+        self.instantiate_one(store, module, &instances).await
+    }
+
+    async fn instantiate_one(
+        &self,
+        store: &mut Store<GuestLimiter>,
+        module: &RegisteredModule,
+        instances: &HashMap<String, Instance>,
+    ) -> Result<Instance, NodeError> {
+        let mut linker: Linker<GuestLimiter> = Linker::new(&self.engine);
+        let mut linked = HashSet::new();
+        for name in &module.host_modules {
+            if !linked.insert(name) {
+                continue;
+            }
+            let instance = instances.get(name).ok_or_else(|| {
+                NodeError::Internal(format!("`{name}` was not instantiated before its user"))
+            })?;
+            linker.instance(&mut *store, name, *instance).map_err(|e| {
+                NodeError::Internal(format!(
+                    "cannot link `{name}`: {:#}",
+                    anyhow::Error::from(e)
+                ))
+            })?;
+        }
+        linker
+            .instantiate_async(&mut *store, &module.module)
+            .await
+            .map_err(|e| match engine::guest_failure(e) {
+                GuestFailure::TimedOut(m) => NodeError::TimedOut(m),
+                GuestFailure::Failed(m) => NodeError::Invalid(format!("cannot instantiate: {m}")),
+            })
     }
 }
 
@@ -277,5 +459,110 @@ fn failure(e: wasmtime::Error, function: &str) -> NodeError {
     match engine::guest_failure(e) {
         GuestFailure::TimedOut(m) => NodeError::TimedOut(format!("`{function}` {m}")),
         GuestFailure::Failed(m) => NodeError::Failed(format!("`{function}` failed: {m}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A module named `name` that imports `f` from each of `links`.
+    fn record(name: &str, links: &[&str]) -> ModuleRecord {
+        let imports: String = links
+            .iter()
+            .map(|l| format!("(import \"{l}\" \"f\" (func))"))
+            .collect();
+        ModuleRecord {
+            name: name.to_string(),
+            wasm: wat::parse_str(format!("(module {imports} (func (export \"f\")))"))
+                .expect("valid WAT"),
+            host_modules: links.iter().map(|l| l.to_string()).collect(),
+        }
+    }
+
+    fn names(failed: &[(String, NodeError)]) -> Vec<&str> {
+        let mut names: Vec<&str> = failed.iter().map(|(n, _)| n.as_str()).collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn restore_follows_links_whatever_the_stored_order() {
+        let modules = Modules::new(Engine::default());
+        // `a` links `b` links `c`, stored in name order; `x` and `y` link
+        // each other; `z` links a module that is not stored.
+        let failed = modules.restore(vec![
+            record("a", &["b", "c"]),
+            record("b", &["c"]),
+            record("c", &[]),
+            record("x", &["y"]),
+            record("y", &["x"]),
+            record("z", &["gone"]),
+        ]);
+        assert_eq!(names(&failed), ["x", "y", "z"]);
+        for name in ["a", "b", "c"] {
+            assert!(modules.get(name).is_some(), "{name}");
+        }
+    }
+
+    #[test]
+    fn links_are_resolved_once_each_and_bounded_in_depth() {
+        let modules = Modules::new(Engine::default());
+        let chain: Vec<ModuleRecord> = (0..=MAX_LINK_DEPTH + 1)
+            .map(|i| {
+                let next = format!("m{}", i + 1);
+                let links: &[&str] = if i == MAX_LINK_DEPTH + 1 {
+                    &[]
+                } else {
+                    &[&next]
+                };
+                record(&format!("m{i}"), links)
+            })
+            .collect();
+        assert!(modules.restore(chain).is_empty());
+        let head = modules.get("m0").expect("registered");
+        let e = modules.link_order(&head).err().expect("too deep");
+        assert!(e.to_string().contains("deeper than 16"), "{e}");
+        // One link shorter is within the bound; every module comes after
+        // the modules it links to.
+        let within = modules.get("m1").expect("registered");
+        let order: Vec<String> = modules
+            .link_order(&within)
+            .expect("within")
+            .into_iter()
+            .map(|(name, _)| name)
+            .collect();
+        assert_eq!(order.len(), MAX_LINK_DEPTH);
+        assert_eq!(order.first().map(String::as_str), Some("m17"));
+        assert_eq!(order.last().map(String::as_str), Some("m2"));
+        // A diamond's shared module, and a name listed twice, link once.
+        assert!(modules
+            .restore(vec![
+                record("d", &[]),
+                record("l", &["d"]),
+                record("r", &["d", "d"]),
+                record("top", &["l", "r", "l"]),
+            ])
+            .is_empty());
+        let top = modules.get("top").expect("registered");
+        let order = modules.link_order(&top).expect("links");
+        let order: Vec<&str> = order.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(order, ["d", "l", "r"]);
+    }
+
+    #[test]
+    fn a_module_others_link_to_is_not_removed() {
+        let modules = Modules::new(Engine::default());
+        assert!(modules
+            .restore(vec![record("base", &[]), record("user", &["base"])])
+            .is_empty());
+        let e = modules.remove("base").err().expect("refused");
+        assert!(e.to_string().contains("linked by `user`"), "{e}");
+        assert!(modules.remove("user").is_ok());
+        assert!(modules.remove("base").is_ok());
+        assert!(matches!(
+            modules.remove("base"),
+            Err(NodeError::NotFound(_))
+        ));
     }
 }

@@ -14,6 +14,7 @@
 //! | `files`     | lists what it can see of a filesystem           |
 //! | `count`     | returns how many calls this instance has served |
 //! | `tick`      | returns `WASMATIC_SCHEDULED_FOR` from its configuration and from its environment |
+//! | `fields`    | hoards `wasi:http` fields resources of 24 KiB each, without end |
 //! | anything else | returns `ok: INPUT`                           |
 
 wit_bindgen::generate!({
@@ -67,6 +68,19 @@ impl Guest for Misbehave {
                 "woke".into()
             }
             "big" => "y".repeat(2 << 20),
+            "fields" => {
+                use wasi::http::types::Fields;
+                let value = vec![b'v'; 1024];
+                let mut hoard = Vec::new();
+                loop {
+                    let fields = Fields::new();
+                    // Each append grows the resource on the host's side.
+                    for i in 0..24 {
+                        let _ = fields.append(&format!("x-{i}"), &value);
+                    }
+                    hoard.push(black_box(fields));
+                }
+            }
             "env" => std::env::vars()
                 .map(|(k, v)| format!("{k}={v}\n"))
                 .collect(),

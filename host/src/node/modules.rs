@@ -21,29 +21,8 @@ pub struct ModuleInfo {
 impl Node {
     /// Loads every stored module, each after the modules it links against.
     pub(super) fn restore_modules(&self) -> anyhow::Result<()> {
-        let mut pending = self.state.modules()?;
-        while !pending.is_empty() {
-            let before = pending.len();
-            pending.retain(|m| match self.modules.compile(&m.wasm, &m.host_modules) {
-                Ok(module) => {
-                    let host_modules = m.host_modules.clone();
-                    let registered = RegisteredModule {
-                        module,
-                        host_modules,
-                    };
-                    self.modules.insert(&m.name, registered);
-                    false
-                }
-                Err(_) => true,
-            });
-            if pending.len() == before {
-                for m in &pending {
-                    if let Err(e) = self.modules.compile(&m.wasm, &m.host_modules) {
-                        tracing::error!(name = m.name, "module not restored: {e}");
-                    }
-                }
-                break;
-            }
+        for (name, e) in self.modules.restore(self.state.modules()?) {
+            tracing::error!(name, "module not restored: {e}");
         }
         Ok(())
     }
@@ -175,20 +154,15 @@ impl Node {
     /// Forgets module `name`; refused while another module links to it.
     pub async fn remove_module(&self, name: &str) -> Result<(), NodeError> {
         let _changes = self.changes.lock().await;
-        if self.modules.get(name).is_none() {
-            return Err(NodeError::NotFound(format!("no core module `{name}`")));
-        }
-        let dependents = self.modules.dependents(name);
-        if !dependents.is_empty() {
-            return Err(NodeError::Conflict(format!(
-                "`{name}` is linked by {}; remove those first",
-                dependents.join(", ")
-            )));
-        }
+        let module = self.modules.remove(name)?;
         let state = self.state.clone();
         let owned = name.to_string();
-        blocking(move || state.remove_module(&owned)).await??;
-        self.modules.remove(name);
+        let removed = blocking(move || state.remove_module(&owned)).await;
+        if let Err(e) = removed.and_then(|r| r.map_err(NodeError::from)) {
+            // Not removed durably: not removed at all.
+            self.modules.insert(name, module);
+            return Err(e);
+        }
         tracing::info!(name, "module removed");
         Ok(())
     }

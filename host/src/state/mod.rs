@@ -22,7 +22,7 @@ use std::sync::Mutex;
 
 use rusqlite::Connection;
 
-pub use components::{ComponentRecord, HandlerSettings};
+pub use components::{ComponentRecord, HandlerSettings, ModuleRecord};
 pub use runs::{RunBounds, RunPage, RunRecord};
 pub use schedules::JobRecord;
 
