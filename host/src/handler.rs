@@ -277,7 +277,7 @@ fn new_store(
             hooks: OutboundHooks {
                 policy: limits.policy.clone(),
                 handler_rules: limits.rules.clone(),
-                stderr: stderr.clone(),
+                stderr: Some(stderr.clone()),
             },
             table: ResourceTable::new(),
             limiter: GuestLimiter::new(limits.memory),

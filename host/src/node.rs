@@ -300,10 +300,6 @@ impl Node {
         &self.scheduler
     }
 
-    pub fn registry(&self) -> &Registry {
-        &self.registry
-    }
-
     /// Validates and compiles `file`, and the options it would be loaded
     /// with, without making anything current.
     pub async fn check(

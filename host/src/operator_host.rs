@@ -11,6 +11,7 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use crate::limits::GuestLimiter;
 use crate::node::{Node, NodeError};
+use crate::outbound::OutboundHooks;
 use crate::registry::HandlerInfo;
 use crate::scheduler::Job;
 use crate::state::{HandlerSettings, RunRecord};
@@ -30,6 +31,8 @@ use bindings::wasmatic::operator::types;
 pub struct OperatorState {
     pub wasi: WasiCtx,
     pub http: WasiHttpCtx,
+    /// The node's outbound policy, applied to the operator's own requests.
+    pub hooks: OutboundHooks,
     pub table: ResourceTable,
     pub limiter: GuestLimiter,
     /// `None` when no directory is mapped to the guest path `registered`:
@@ -51,7 +54,7 @@ impl WasiHttpView for OperatorState {
         WasiHttpCtxView {
             ctx: &mut self.http,
             table: &mut self.table,
-            hooks: Default::default(),
+            hooks: &mut self.hooks,
         }
     }
 }

@@ -26,6 +26,15 @@ use crate::handler::CapturedOutput;
 /// Time to connect (and finish TLS) when the guest does not say.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Name lookups running at once, node-wide. Each runs on tokio's blocking
+/// pool (the system resolver blocks a thread); without a cap, guests that
+/// call many slow-to-resolve names would fill that pool, which file I/O and
+/// compilation share.
+const MAX_LOOKUPS: usize = 16;
+
+/// Longest wait for one name lookup, queueing for a turn included.
+const LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// One `--allow-outbound` entry.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Rule {
@@ -158,10 +167,7 @@ impl Policy {
 
         let addrs: Vec<SocketAddr> = match host.parse::<IpAddr>() {
             Ok(ip) => vec![SocketAddr::new(ip, port)],
-            Err(_) => tokio::net::lookup_host((host.as_str(), port))
-                .await
-                .map_err(|e| format!("cannot resolve {host}: {e}"))?
-                .collect(),
+            Err(_) => lookup(&host, port).await?,
         };
         let mut refused = None;
         for addr in addrs {
@@ -176,6 +182,41 @@ impl Policy {
             ),
             None => format!("{host} has no address"),
         })
+    }
+}
+
+/// Resolves `host`, waiting for one of the node's [`MAX_LOOKUPS`] turns,
+/// within [`LOOKUP_TIMEOUT`]. A lookup that times out goes on in its
+/// blocking thread but gives its turn back only when done, so stuck lookups
+/// cannot pile up past the cap.
+async fn lookup(host: &str, port: u16) -> Result<Vec<SocketAddr>, String> {
+    static TURNS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(MAX_LOOKUPS);
+    let name = host.to_string();
+    let resolve = async move {
+        let turn = TURNS
+            .acquire()
+            .await
+            .map_err(|_| "the resolver is shut down".to_string())?;
+        // The lookup holds its turn in its own task, so the turn is given
+        // back when the lookup ends, not when the caller stops waiting.
+        let task = tokio::spawn(async move {
+            let result = tokio::net::lookup_host((name.as_str(), port))
+                .await
+                .map(Iterator::collect::<Vec<SocketAddr>>);
+            drop(turn);
+            result
+        });
+        match task.await {
+            Ok(result) => result.map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        }
+    };
+    match tokio::time::timeout(LOOKUP_TIMEOUT, resolve).await {
+        Ok(result) => result.map_err(|e| format!("cannot resolve {host}: {e}")),
+        Err(_) => Err(format!(
+            "cannot resolve {host}: no answer within {}s",
+            LOOKUP_TIMEOUT.as_secs()
+        )),
     }
 }
 
@@ -231,12 +272,16 @@ fn non_public_v4(ip: Ipv4Addr) -> Option<&'static str> {
     }
 }
 
-/// The `wasi:http` hooks of one handler call: every outgoing request passes
-/// the policy, and a refusal is written to the call's stderr.
+/// The `wasi:http` hooks of one handler call, or of the operator: every
+/// outgoing request passes the policy, and a refusal is written to the
+/// node log and to the call's stderr, when it has one of its own.
 pub struct OutboundHooks {
     pub policy: Arc<Policy>,
+    /// A handler's own allow list, if it was registered with one.
     pub handler_rules: Option<Arc<Vec<Rule>>>,
-    pub stderr: CapturedOutput,
+    /// The call's captured stderr; `None` for the operator, whose stderr is
+    /// the node's.
+    pub stderr: Option<CapturedOutput>,
 }
 
 type SendResult = Result<
@@ -273,7 +318,9 @@ impl WasiHttpHooks for OutboundHooks {
                 Ok(addr) => addr,
                 Err(reason) => {
                     tracing::warn!("outbound request refused: {reason}");
-                    stderr.write_line(&format!("wasmatic: outbound request refused: {reason}"));
+                    if let Some(stderr) = stderr {
+                        stderr.write_line(&format!("wasmatic: outbound request refused: {reason}"));
+                    }
                     return Err(HttpError::HttpRequestDenied);
                 }
             };
