@@ -344,7 +344,8 @@ fn parse_origin(s: &str) -> Result<String, String> {
     if s == "*" {
         return Ok(s.to_string());
     }
-    let bad = || format!("`{s}` is not an origin such as https://app.example or http://localhost:3000");
+    let bad =
+        || format!("`{s}` is not an origin such as https://app.example or http://localhost:3000");
     let (scheme, rest) = s.split_once("://").ok_or_else(bad)?;
     let rest = rest.trim_end_matches('/');
     if !matches!(scheme, "http" | "https") || rest.is_empty() || rest.contains(['/', '?', '#', '@'])
@@ -416,7 +417,13 @@ mod tests {
             parse_origin("http://localhost:3000/").unwrap(),
             "http://localhost:3000"
         );
-        for bad in ["localhost", "ftp://x", "http://", "http://a/b", "http://u@h"] {
+        for bad in [
+            "localhost",
+            "ftp://x",
+            "http://",
+            "http://a/b",
+            "http://u@h",
+        ] {
             assert!(parse_origin(bad).is_err(), "{bad}");
         }
     }

@@ -456,6 +456,44 @@ mod tests {
         }
     }
 
+    /// The operator's hooks (no stderr of its own) refuse what the node's
+    /// policy refuses, and only that.
+    #[tokio::test]
+    async fn the_operators_requests_obey_the_node_policy() {
+        let hooks = |rules: &[&str]| OutboundHooks {
+            policy: Arc::new(Policy::new(super::tests::rules(rules))),
+            handler_rules: None,
+            stderr: None,
+        };
+        let request = |url: &str| {
+            let body = http_body_util::Empty::<bytes::Bytes>::new()
+                .map_err(|e| match e {})
+                .boxed_unsync();
+            http::Request::get(url).body(body).unwrap()
+        };
+        let send = |mut hooks: OutboundHooks, url: &str| {
+            let fut = Box::new(async { Ok::<(), HttpError>(()) });
+            Box::into_pin(hooks.send_request(request(url), None, fut))
+        };
+        // Loopback without a rule naming it: refused before any connection.
+        let refused = send(hooks(&[]), "http://127.0.0.1:9/").await;
+        assert!(matches!(refused, Err(HttpError::HttpRequestDenied)));
+        let refused = send(hooks(&["api.example.com"]), "http://127.0.0.1:9/").await;
+        assert!(matches!(refused, Err(HttpError::HttpRequestDenied)));
+        // Allowed: the request goes out (and fails to connect to a port
+        // nothing listens on, which is not a refusal).
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .unwrap()
+            .port();
+        let rule = format!("127.0.0.1:{port}");
+        let sent = send(hooks(&[&rule]), &format!("http://127.0.0.1:{port}/")).await;
+        assert!(
+            !matches!(sent, Err(HttpError::HttpRequestDenied)),
+            "an allowed request is sent"
+        );
+    }
+
     #[tokio::test]
     async fn loopback_needs_a_rule_naming_it() {
         let open = Policy::new(vec![]);

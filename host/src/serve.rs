@@ -162,7 +162,13 @@ impl Operator {
     }
 
     /// An idle instance with its slot, or a free slot for a fresh one.
-    fn slot(&self) -> Result<(Store<OperatorState>, Option<(Proxy, usize)>, OwnedSemaphorePermit)> {
+    fn slot(
+        &self,
+    ) -> Result<(
+        Store<OperatorState>,
+        Option<(Proxy, usize)>,
+        OwnedSemaphorePermit,
+    )> {
         let warm = |((store, proxy, permit), uses)| (store, Some((proxy, uses)), permit);
         if let Some(idle) = self.warm.take() {
             return Ok(warm(idle));
@@ -235,9 +241,8 @@ impl Operator {
 /// of the bytes and the engine's compatibility hash, so a cached file is only
 /// ever loaded by an engine that can run it.
 fn compile(engine: &Engine, bytes: &[u8], cache_dir: Option<&Path>) -> Result<Component> {
-    let compile = || {
-        Component::new(engine, bytes).wasm_context("the operator is not a valid component")
-    };
+    let compile =
+        || Component::new(engine, bytes).wasm_context("the operator is not a valid component");
     let Some(dir) = cache_dir else {
         return compile();
     };
@@ -255,7 +260,9 @@ fn compile(engine: &Engine, bytes: &[u8], cache_dir: Option<&Path>) -> Result<Co
         // an engine with the same compatibility hash.
         match unsafe { Component::deserialize_file(engine, &path) } {
             Ok(component) => return Ok(component),
-            Err(e) => tracing::warn!(path = %path.display(), "ignoring unusable cached operator: {e}"),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), "ignoring unusable cached operator: {e}")
+            }
         }
     }
     let component = compile()?;
@@ -326,7 +333,11 @@ enum Refused {
 }
 
 impl Server {
-    async fn respond(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<HyperOutgoingBody> {
+    async fn respond(
+        &self,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+    ) -> Response<HyperOutgoingBody> {
         let id = self.next_request.fetch_add(1, Ordering::Relaxed);
         let method = req.method().clone();
         let uri = req.uri().clone();
@@ -334,7 +345,9 @@ impl Server {
         let mut response = match self.admit(req).await {
             Err(refused) => {
                 let (response, reason) = match refused {
-                    Refused::Plain(status, reason) => (edge::error_response(status, &reason), reason),
+                    Refused::Plain(status, reason) => {
+                        (edge::error_response(status, &reason), reason)
+                    }
                     Refused::Busy(reason) => (edge::busy_response(&reason), reason),
                     Refused::Closing(status, reason) => {
                         let mut response = edge::error_response(status, &reason);
@@ -399,7 +412,9 @@ impl Server {
                 Err(Refused::Closing(StatusCode::REQUEST_TIMEOUT, e.to_string()))
             }
             Err(body::BodyError::TooLarge) => Err(too_large()),
-            Err(e @ body::BodyError::NodeBusy) => Err(Refused::Busy(format!("{e}; try again shortly"))),
+            Err(e @ body::BodyError::NodeBusy) => {
+                Err(Refused::Busy(format!("{e}; try again shortly")))
+            }
             Err(e @ body::BodyError::Client(_)) => {
                 Err(Refused::Closing(StatusCode::BAD_REQUEST, e.to_string()))
             }
@@ -422,7 +437,10 @@ impl Server {
             );
         }
         tracing::error!(id, %method, %uri, "{e:#}");
-        match e.chain().find_map(|cause| cause.downcast_ref::<engine::Timeout>()) {
+        match e
+            .chain()
+            .find_map(|cause| cause.downcast_ref::<engine::Timeout>())
+        {
             Some(timeout) => edge::error_response(
                 StatusCode::GATEWAY_TIMEOUT,
                 &format!("the operator {timeout} (request {id})"),

@@ -64,7 +64,8 @@ impl Lease {
             .budget
             .used
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
-                used.checked_add(n).filter(|&total| total <= self.budget.limit)
+                used.checked_add(n)
+                    .filter(|&total| total <= self.budget.limit)
             })
             .is_ok();
         if taken {

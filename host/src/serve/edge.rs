@@ -99,7 +99,11 @@ fn same_origin(origin: &str, host: &str) -> bool {
         return false;
     };
     let host = host.trim().to_ascii_lowercase();
-    let strip = |h: &str| h.strip_suffix(":80").map(str::to_string).unwrap_or(h.to_string());
+    let strip = |h: &str| {
+        h.strip_suffix(":80")
+            .map(str::to_string)
+            .unwrap_or(h.to_string())
+    };
     strip(origin_host) == strip(&host)
 }
 
