@@ -66,6 +66,14 @@ pub struct OperatorSetup {
 /// in-flight slot it keeps while idle.
 type Warm = (Store<OperatorState>, Proxy, OwnedSemaphorePermit);
 
+/// What a request runs in: a store, the instance in it if it is a warm one
+/// (with the calls it has served), and the in-flight slot it holds.
+struct Slot {
+    store: Store<OperatorState>,
+    warm: Option<(Proxy, usize)>,
+    permit: OwnedSemaphorePermit,
+}
+
 /// Every operator slot is taken: the node is answering as many requests as
 /// it may.
 #[derive(Debug, thiserror::Error)]
@@ -162,19 +170,21 @@ impl Operator {
     }
 
     /// An idle instance with its slot, or a free slot for a fresh one.
-    fn slot(
-        &self,
-    ) -> Result<(
-        Store<OperatorState>,
-        Option<(Proxy, usize)>,
-        OwnedSemaphorePermit,
-    )> {
-        let warm = |((store, proxy, permit), uses)| (store, Some((proxy, uses)), permit);
+    fn slot(&self) -> Result<Slot> {
+        let warm = |((store, proxy, permit), uses)| Slot {
+            store,
+            warm: Some((proxy, uses)),
+            permit,
+        };
         if let Some(idle) = self.warm.take() {
             return Ok(warm(idle));
         }
         match self.slots.clone().try_acquire_owned() {
-            Ok(permit) => Ok((self.new_store()?, None, permit)),
+            Ok(permit) => Ok(Slot {
+                store: self.new_store()?,
+                warm: None,
+                permit,
+            }),
             // All slots taken, but one may have just come back idle.
             Err(_) => self.warm.take().map(warm).ok_or_else(|| Busy.into()),
         }
@@ -184,7 +194,11 @@ impl Operator {
     /// the operator, or a warm one when reuse is on.
     async fn handle(&self, req: Request<body::Buffered>) -> Result<Response<HyperOutgoingBody>> {
         let timeout = self.setup.request_timeout;
-        let (mut store, warm, permit) = self.slot()?;
+        let Slot {
+            mut store,
+            warm,
+            permit,
+        } = self.slot()?;
         engine::set_deadline(&mut store, timeout);
         let (sender, receiver) = tokio::sync::oneshot::channel();
         let req = store
