@@ -176,6 +176,44 @@ fn requests_past_the_in_flight_cap_get_503_with_retry_after() {
 }
 
 #[test]
+fn guests_cannot_take_the_operators_instance_slots() {
+    let dir = tempfile::tempdir().unwrap();
+    // One component instance for all guests together; the operator's slots
+    // are its own engine's.
+    let node = start(
+        dir.path(),
+        &[
+            "-O",
+            "pooling-total-component-instances=1",
+            "--max-instance-reuse-count",
+            "1",
+            "--call-timeout",
+            "3s",
+        ],
+    );
+    let r = node.post(
+        "/register?name=misbehave",
+        &component_bytes("misbehave.wasm"),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let addr = node.addr;
+    // A guest that sleeps holds the guests' only slot...
+    let sleeper =
+        std::thread::spawn(move || request(addr, "POST", "/run/misbehave", &[], b"sleep"));
+    wait_for(Duration::from_secs(5), "the guests' slot taken", || {
+        let r = node.post("/run/misbehave", b"trap");
+        (r.status == 500 && !r.text().contains("unreachable")).then_some(())
+    });
+    // ...and the operator still answers.
+    for _ in 0..5 {
+        health_within(&node, Duration::from_secs(1));
+    }
+    assert_eq!(sleeper.join().unwrap().status, 504);
+    let r = node.post("/run/misbehave", b"trap");
+    assert!(r.text().contains("unreachable"), "{}", r.text());
+}
+
+#[test]
 fn stalled_heads_and_bodies_are_cut_off() {
     let dir = tempfile::tempdir().unwrap();
     let node = start(
