@@ -214,6 +214,37 @@ fn guests_cannot_take_the_operators_instance_slots() {
 }
 
 #[test]
+fn idle_guest_instances_give_back_their_slots_on_a_timer() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(
+        dir.path(),
+        &[
+            "-O",
+            "pooling-total-component-instances=1",
+            "--idle-instance-timeout",
+            "300ms",
+        ],
+    );
+    let r = node.post(
+        "/register?name=echo&reuse=100",
+        &component_bytes("echo.wasm"),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let r = node.post(
+        "/register?name=misbehave",
+        &component_bytes("misbehave.wasm"),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    // Echo's instance stays idle, in the guests' only slot, until the reaper
+    // drops it; no further call to echo is needed for that.
+    assert_eq!(node.post("/run/echo", b"once").text(), "once");
+    wait_for(Duration::from_secs(5), "the idle instance reaped", || {
+        let r = node.post("/run/misbehave", b"trap");
+        r.text().contains("unreachable").then_some(())
+    });
+}
+
+#[test]
 fn stalled_heads_and_bodies_are_cut_off() {
     let dir = tempfile::tempdir().unwrap();
     let node = start(
