@@ -15,7 +15,7 @@ use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::server::conn::http1;
 use hyper::Request;
 use hyper_util::rt::TokioTimer;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use wasmtime_wasi_http::io::TokioIo;
@@ -107,7 +107,13 @@ fn refuse(mut stream: TcpStream, refusing: &Arc<Semaphore>) {
     tokio::spawn(async move {
         let answer = async {
             stream.write_all(OVER_CAPACITY).await?;
-            stream.shutdown().await
+            stream.shutdown().await?;
+            // Read what the client sent until it closes: closing with unread
+            // bytes would reset the connection, and the reset may destroy
+            // the answer before the client reads it.
+            let mut sink = [0u8; 1024];
+            while stream.read(&mut sink).await? > 0 {}
+            Ok::<_, std::io::Error>(())
         };
         let _ = tokio::time::timeout(REFUSE_TIMEOUT, answer).await;
         drop(permit);
