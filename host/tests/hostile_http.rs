@@ -292,25 +292,23 @@ fn stalled_heads_and_bodies_are_cut_off() {
 }
 
 #[test]
-fn idle_connections_are_closed_and_connections_are_capped() {
+fn connections_and_buffered_bodies_are_capped_and_idle_ones_closed() {
     let dir = tempfile::tempdir().unwrap();
     let node = start(
         dir.path(),
-        &["--keep-alive-timeout", "1s", "--max-connections", "4"],
+        &[
+            "--keep-alive-timeout",
+            "1s",
+            "--max-connections",
+            "4",
+            "--max-buffered-bodies",
+            "1KiB",
+        ],
     );
     let addr = node.addr;
 
-    // Keep-alive: one answered request, then nothing; the node closes it
-    // long before the 10 s header-read timeout would.
-    let mut kept = stalled(
-        addr,
-        &format!("GET /health HTTP/1.1\r\nhost: {addr}\r\n\r\n"),
-    );
-    let (raw, closed) = read_until_closed(&mut kept);
-    assert_eq!(status_of(&raw), Some(200));
-    assert!(closed, "an idle keep-alive connection is kept open");
-
-    // Four connections busy sending bodies they never finish fill the cap.
+    // Four connections busy sending bodies they never finish fill the cap
+    // (first, while no earlier connection may still be closing).
     let held: Vec<TcpStream> = (0..4).map(|_| body_never_sent(addr)).collect();
     std::thread::sleep(Duration::from_millis(300));
     let mut excess = stalled(
@@ -331,6 +329,41 @@ fn idle_connections_are_closed_and_connections_are_capped() {
             .ok()
             .filter(|r| r.status == 200)
     });
+
+    // Keep-alive: one answered request, then nothing; the node closes it
+    // long before the 10 s header-read timeout would.
+    let mut kept = stalled(
+        addr,
+        &format!("GET /health HTTP/1.1\r\nhost: {addr}\r\n\r\n"),
+    );
+    let (raw, closed) = read_until_closed(&mut kept);
+    assert_eq!(status_of(&raw), Some(200));
+    assert!(closed, "an idle keep-alive connection is kept open");
+
+    // Bodies are buffered within a node-wide budget: one client holds 600
+    // bytes of its body; another's 600 would go past 1KiB.
+    let mut holding = stalled(
+        addr,
+        &format!("POST /run/echo HTTP/1.1\r\nhost: {addr}\r\ncontent-length: 1000\r\n\r\n"),
+    );
+    holding.write_all(&[b'a'; 600]).unwrap();
+    let over = wait_for(Duration::from_secs(5), "the first body buffered", || {
+        let r = node.post("/run/echo", &[b'b'; 600]);
+        (r.status == 503).then_some(r)
+    });
+    assert!(over.error(503).contains("buffering"), "{}", over.text());
+    assert_eq!(over.header("retry-after"), Some("1"));
+    // Once the first body is complete and answered, its bytes are free again.
+    holding.write_all(&[b'a'; 400]).unwrap();
+    let (raw, _) = read_until_closed(&mut holding);
+    assert_eq!(
+        status_of(&raw),
+        Some(404),
+        "{}",
+        String::from_utf8_lossy(&raw)
+    );
+    drop(holding);
+    assert_ne!(node.post("/run/echo", &[b'b'; 600]).status, 503);
 }
 
 #[test]
