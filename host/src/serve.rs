@@ -338,7 +338,7 @@ pub async fn serve(
 
 /// Why the host answered a request itself.
 enum Refused {
-    /// A client's mistake or the node's capacity: said as is.
+    /// A client's mistake (a foreign origin, a body too large): said as is.
     Plain(StatusCode, String),
     /// The node is at capacity: 503 with `Retry-After`.
     Busy(String),
@@ -379,9 +379,9 @@ impl Server {
                 Err(e) => self.failure(id, &method, &uri, e),
             },
         };
-        if let Ok(value) = HeaderValue::from_str(&id.to_string()) {
-            response.headers_mut().insert(edge::REQUEST_ID, value);
-        }
+        response
+            .headers_mut()
+            .insert(edge::REQUEST_ID, HeaderValue::from(id));
         tracing::info!(
             id,
             %peer,
