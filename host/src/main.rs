@@ -122,6 +122,13 @@ impl OperatorSource {
 async fn start(mut options: NodeOptions, source: OperatorSource, addr: SocketAddr) -> Result<()> {
     let limits = options.limits()?;
     let token = node_token()?;
+    if options.max_buffered_bodies < limits.max_request_body {
+        bail!(
+            "--max-buffered-bodies ({}) is less than --max-request-body ({}): the largest body allowed could never be buffered",
+            limits::show_size(options.max_buffered_bodies),
+            limits::show_size(limits.max_request_body)
+        );
+    }
     let engine = engine::build(&mut options.wasmtime)?;
     let max_in_flight = options.max_in_flight as usize;
     // The operator gets an engine of its own, built from the same flags: its

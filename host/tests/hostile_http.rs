@@ -303,6 +303,8 @@ fn connections_and_buffered_bodies_are_capped_and_idle_ones_closed() {
             "4",
             "--max-buffered-bodies",
             "1KiB",
+            "--max-request-body",
+            "1KiB",
         ],
     );
     let addr = node.addr;
@@ -535,6 +537,17 @@ fn bad_start_up_settings_are_refused_with_a_clear_message() {
     .fail();
     assert_ne!(code, Some(0));
     assert!(log.contains("at most 10m"), "{log}");
+
+    let (code, log) = NodeBuilder::new(
+        dir.path(),
+        &["up", "--port", "0", "--max-buffered-bodies", "1MiB"],
+    )
+    .fail();
+    assert_eq!(code, Some(1));
+    assert!(
+        log.contains("--max-buffered-bodies (1MiB) is less than --max-request-body (12MiB)"),
+        "{log}"
+    );
 
     // Not UTF-8: the support builder takes strings, so spawn directly.
     #[cfg(unix)]
