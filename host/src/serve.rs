@@ -445,7 +445,7 @@ impl Server {
         e: anyhow::Error,
     ) -> Response<HyperOutgoingBody> {
         if e.is::<Busy>() {
-            tracing::warn!(id, %method, %uri, "refused: every operator slot is in use (--max-in-flight)");
+            tracing::info!(id, %method, %uri, "refused: every operator slot is in use (--max-in-flight)");
             return edge::busy_response(
                 "the node is answering as many requests as it can; try again shortly",
             );
