@@ -142,14 +142,13 @@ fn requests_past_the_in_flight_cap_get_503_with_retry_after() {
     )
     .start();
     let addr = node.addr;
-    // Two requests take both slots for a while.
+    // Two requests take both slots (a moment after they are sent) for 4 s;
+    // nothing else is sent meanwhile, lest it take a slot first.
     let sleepers: Vec<_> = (0..2)
-        .map(|_| std::thread::spawn(move || request(addr, "GET", "/sleep/3000", &[], b"")))
+        .map(|_| std::thread::spawn(move || request(addr, "GET", "/sleep/4000", &[], b"")))
         .collect();
-    let busy = wait_for(Duration::from_secs(2), "both slots taken", || {
-        let r = node.get("/count");
-        (r.status == 503).then_some(r)
-    });
+    std::thread::sleep(Duration::from_millis(1500));
+    let busy = node.get("/count");
     busy.error(503);
     assert_eq!(busy.header("retry-after"), Some("1"));
     assert!(busy.header("x-request-id").is_some());
@@ -188,7 +187,7 @@ fn guests_cannot_take_the_operators_instance_slots() {
             "--max-instance-reuse-count",
             "1",
             "--call-timeout",
-            "3s",
+            "4s",
         ],
     );
     let r = node.post(
@@ -197,17 +196,22 @@ fn guests_cannot_take_the_operators_instance_slots() {
     );
     assert_eq!(r.status, 201, "{}", r.text());
     let addr = node.addr;
-    // A guest that sleeps holds the guests' only slot...
+    // A guest that sleeps takes the guests' only slot (a moment after it is
+    // sent) and holds it until its 4 s are up...
     let sleeper =
         std::thread::spawn(move || request(addr, "POST", "/run/misbehave", &[], b"sleep"));
-    wait_for(Duration::from_secs(5), "the guests' slot taken", || {
-        let r = node.post("/run/misbehave", b"trap");
-        (r.status == 500 && !r.text().contains("unreachable")).then_some(())
-    });
+    std::thread::sleep(Duration::from_millis(1500));
     // ...and the operator still answers.
     for _ in 0..5 {
         health_within(&node, Duration::from_secs(1));
     }
+    let r = node.post("/run/misbehave", b"trap");
+    assert!(
+        r.status == 500 && !r.text().contains("unreachable"),
+        "the guests' slot should be taken: {}",
+        r.text()
+    );
+    assert!(!sleeper.is_finished(), "the sleeper ended early");
     assert_eq!(sleeper.join().unwrap().status, 504);
     let r = node.post("/run/misbehave", b"trap");
     assert!(r.text().contains("unreachable"), "{}", r.text());
@@ -344,11 +348,20 @@ fn connections_and_buffered_bodies_are_capped_and_idle_ones_closed() {
 
     // Bodies are buffered within a node-wide budget: one client holds 600
     // bytes of its body; another's 600 would go past 1KiB.
-    let mut holding = stalled(
-        addr,
-        &format!("POST /run/echo HTTP/1.1\r\nhost: {addr}\r\ncontent-length: 1000\r\n\r\n"),
-    );
-    holding.write_all(&[b'a'; 600]).unwrap();
+    // (Retried while the connections of the cap test above are still
+    // closing: a connection over the cap is answered at once.)
+    let mut holding = wait_for(Duration::from_secs(5), "a connection", || {
+        let mut stream = stalled(
+            addr,
+            &format!("POST /run/echo HTTP/1.1\r\nhost: {addr}\r\ncontent-length: 1000\r\n\r\n"),
+        );
+        stream.write_all(&[b'a'; 600]).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        let answered = stream.peek(&mut [0u8; 1]).is_ok_and(|n| n > 0);
+        (!answered).then_some(stream)
+    });
     let over = wait_for(Duration::from_secs(5), "the first body buffered", || {
         let r = node.post("/run/echo", &[b'b'; 600]);
         (r.status == 503).then_some(r)
