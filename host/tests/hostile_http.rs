@@ -292,6 +292,22 @@ fn stalled_heads_and_bodies_are_cut_off() {
         text.contains(r#"{"error":"the request body stalled"#),
         "{text}"
     );
+    // A head too large to buffer is refused, not held.
+    let mut huge = stalled(
+        addr,
+        &format!(
+            "GET /health HTTP/1.1\r\nhost: {addr}\r\nx-filler: {}\r\n\r\n",
+            "a".repeat(100 << 10)
+        ),
+    );
+    let (raw, closed) = read_until_closed(&mut huge);
+    assert!(closed, "a huge head keeps its connection");
+    assert_eq!(
+        status_of(&raw),
+        Some(431),
+        "{}",
+        String::from_utf8_lossy(&raw)
+    );
     health_within(&node, Duration::from_secs(1));
 }
 

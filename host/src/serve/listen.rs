@@ -35,6 +35,14 @@ const REFUSE_TIMEOUT: Duration = Duration::from_millis(500);
 /// read from.
 const OVER_CAPACITY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: 58\r\n\r\n{\"error\":\"the node has as many connections as it accepts\"}";
 
+/// Longest request head (request line and headers); a longer one gets 431.
+/// Hyper's default is its whole read buffer, about 400 KiB: 1024
+/// connections sending heads slowly could then hold 400 MiB.
+const MAX_HEAD: usize = 32 << 10;
+
+/// Bytes hyper buffers per connection for reading and writing.
+const MAX_CONNECTION_BUFFER: usize = 64 << 10;
+
 /// How connections are accepted and when they are closed.
 #[derive(Clone, Copy, Debug)]
 pub struct ConnectionLimits {
@@ -152,6 +160,8 @@ async fn connection<H, F>(
         // fresh connection and between requests alike.
         .header_read_timeout(limits.header_read_timeout)
         .keep_alive(true)
+        .max_header_size(MAX_HEAD)
+        .max_buf_size(MAX_CONNECTION_BUFFER)
         .serve_connection(TokioIo::new(stream), service);
     tokio::pin!(conn);
     let mut closing = *stopped.borrow();
