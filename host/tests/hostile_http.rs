@@ -345,6 +345,7 @@ fn connections_and_buffered_bodies_are_capped_and_idle_ones_closed() {
         text.to_ascii_lowercase().contains("retry-after: 1"),
         "{text}"
     );
+    assert!(node.log().contains("refusing connections: 4 are open"));
     drop(held);
     wait_for(Duration::from_secs(5), "room for a connection", || {
         try_request(addr, "GET", "/health", &[], b"")

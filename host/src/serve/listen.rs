@@ -28,6 +28,10 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 /// written; past this, an excess connection is closed without an answer.
 const MAX_REFUSING: usize = 64;
 
+/// The node log says the connection cap is reached at most this often, so
+/// that a flood of connections does not become a flood of log lines.
+const CAP_WARNING_EVERY: Duration = Duration::from_secs(10);
+
 /// How long an excess connection is given to take its 503.
 const REFUSE_TIMEOUT: Duration = Duration::from_millis(500);
 
@@ -69,6 +73,7 @@ pub async fn serve<H, F>(
     let open = Arc::new(Semaphore::new(limits.max_connections));
     let refusing = Arc::new(Semaphore::new(MAX_REFUSING));
     let (stop, stopped) = watch::channel(false);
+    let mut last_warning = None;
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -84,6 +89,14 @@ pub async fn serve<H, F>(
             _ = &mut shutdown => break,
         };
         let Ok(permit) = open.clone().try_acquire_owned() else {
+            if last_warning.is_none_or(|at: Instant| at.elapsed() >= CAP_WARNING_EVERY) {
+                last_warning = Some(Instant::now());
+                tracing::warn!(
+                    %peer,
+                    "refusing connections: {} are open (--max-connections)",
+                    limits.max_connections
+                );
+            }
             refuse(stream, &refusing);
             continue;
         };
