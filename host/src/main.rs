@@ -125,8 +125,8 @@ async fn start(mut options: NodeOptions, source: OperatorSource, addr: SocketAdd
     if options.max_buffered_bodies < limits.max_request_body {
         bail!(
             "--max-buffered-bodies ({}) is less than --max-request-body ({}): the largest body allowed could never be buffered",
-            limits::show_size(options.max_buffered_bodies),
-            limits::show_size(limits.max_request_body)
+            crate::limits::show_size(options.max_buffered_bodies),
+            crate::limits::show_size(limits.max_request_body)
         );
     }
     let engine = engine::build(&mut options.wasmtime)?;
