@@ -288,3 +288,30 @@ impl Body for Tracked {
         self.body.size_hint()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_over_capacity_answer_declares_its_length() {
+        let text = std::str::from_utf8(OVER_CAPACITY).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        let declared = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length: "))
+            .unwrap();
+        assert_eq!(declared.parse::<usize>().unwrap(), body.len());
+        assert!(serde_json::from_str::<serde_json::Value>(body).is_ok());
+    }
+
+    #[test]
+    fn a_connection_is_idle_only_without_a_request_in_progress() {
+        let activity = Arc::new(Activity::new());
+        assert!(activity.idle_for().is_some());
+        let busy = Busy::start(&activity);
+        assert_eq!(activity.idle_for(), None);
+        drop(busy);
+        assert!(activity.idle_for() < Some(Duration::from_secs(5)));
+    }
+}
