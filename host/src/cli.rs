@@ -110,8 +110,9 @@ pub struct NodeOptions {
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
     pub call_timeout: Duration,
 
-    /// Time the operator may take to answer one request.
-    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    /// Time the operator may take to answer one request, at most 10m; the
+    /// request body must arrive within it too.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_timeout)]
     pub request_timeout: Duration,
 
     /// Largest handler component accepted.
@@ -183,9 +184,61 @@ pub struct NodeOptions {
     #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
     pub idle_instance_timeout: Duration,
 
+    /// Requests the operator answers at once; more get 503 with
+    /// `Retry-After`. Idle reused operator instances count too, and the
+    /// operator's own pool of instance slots (separate from the guests') is
+    /// sized from it.
+    #[arg(long, value_name = "N", default_value_t = 128, value_parser = clap::value_parser!(u32).range(1..=MAX_IN_FLIGHT))]
+    pub max_in_flight: u32,
+
+    /// Client connections open at once; more are answered 503 and closed.
+    #[arg(long, value_name = "N", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=MAX_CONNECTIONS))]
+    pub max_connections: u32,
+
+    /// Time a client has to send a request's head (line and headers), from
+    /// when the node starts waiting for it; slower: the connection is
+    /// closed. Also bounds how long an idle connection waits for its next
+    /// request.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_timeout)]
+    pub header_read_timeout: Duration,
+
+    /// Longest wait for the next piece of a request body; slower: 408 and
+    /// the connection is closed. The request body is read in full before
+    /// the operator runs.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_timeout)]
+    pub body_timeout: Duration,
+
+    /// Time a keep-alive connection may stay open with no request in
+    /// progress before the node closes it.
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_timeout)]
+    pub keep_alive_timeout: Duration,
+
+    /// Bytes of request bodies the node holds at once, across all
+    /// connections; a request whose body would go past it gets 503 with
+    /// `Retry-After`.
+    #[arg(long, value_name = "SIZE", default_value = "256MiB", value_parser = parse_size)]
+    pub max_buffered_bodies: u64,
+
+    /// A web origin (`SCHEME://HOST[:PORT]`) allowed to send mutating
+    /// requests (POST, PUT, PATCH, DELETE), or `*` for any (repeatable).
+    /// Without it, a mutating request whose `Origin` header is not the
+    /// node's own is refused with 403; requests without `Origin` (curl,
+    /// servers) pass.
+    #[arg(long = "allow-origin", value_name = "ORIGIN", value_parser = parse_origin)]
+    pub allow_origins: Vec<String>,
+
     #[command(flatten)]
     pub wasmtime: CommonOptions,
 }
+
+/// Largest `--max-in-flight`.
+const MAX_IN_FLIGHT: i64 = 4096;
+/// Largest `--max-connections`.
+const MAX_CONNECTIONS: i64 = 1_000_000;
+/// Longest timeout any serving flag takes: long enough for any request a
+/// node should serve, short enough that no deadline computed from it can
+/// overflow.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(600);
 
 impl NodeOptions {
     pub fn limits(&self) -> Result<Limits> {
@@ -306,6 +359,35 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(seconds).map_err(|e| format!("`{s}`: {e}"))
 }
 
+/// A duration more than zero and at most [`MAX_TIMEOUT`].
+pub fn parse_timeout(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d.is_zero() || d > MAX_TIMEOUT {
+        return Err(format!(
+            "`{s}` must be more than 0 and at most {}m",
+            MAX_TIMEOUT.as_secs() / 60
+        ));
+    }
+    Ok(d)
+}
+
+/// `*`, or `SCHEME://HOST[:PORT]` as a browser sends it in `Origin`.
+fn parse_origin(s: &str) -> Result<String, String> {
+    let s = s.trim();
+    if s == "*" {
+        return Ok(s.to_string());
+    }
+    let bad =
+        || format!("`{s}` is not an origin such as https://app.example or http://localhost:3000");
+    let (scheme, rest) = s.split_once("://").ok_or_else(bad)?;
+    let rest = rest.trim_end_matches('/');
+    if !matches!(scheme, "http" | "https") || rest.is_empty() || rest.contains(['/', '?', '#', '@'])
+    {
+        return Err(bad());
+    }
+    Ok(format!("{scheme}://{rest}"))
+}
+
 /// The port from `$WASMATIC_PORT`, or the default.
 pub fn port_from_env() -> Result<u16> {
     match std::env::var(PORT_ENV) {
@@ -351,5 +433,31 @@ mod tests {
         assert_eq!(parse_duration("3").unwrap(), Duration::from_secs(3));
         assert!(parse_duration("soon").is_err());
         assert!(parse_duration("5h").is_err());
+    }
+
+    #[test]
+    fn timeouts_are_bounded() {
+        assert_eq!(parse_timeout("10m").unwrap(), MAX_TIMEOUT);
+        for bad in ["0", "601s", "99999999999999", "1e30"] {
+            assert!(parse_timeout(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn origins_parse() {
+        assert_eq!(parse_origin("*").unwrap(), "*");
+        assert_eq!(
+            parse_origin("http://localhost:3000/").unwrap(),
+            "http://localhost:3000"
+        );
+        for bad in [
+            "localhost",
+            "ftp://x",
+            "http://",
+            "http://a/b",
+            "http://u@h",
+        ] {
+            assert!(parse_origin(bad).is_err(), "{bad}");
+        }
     }
 }

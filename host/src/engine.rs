@@ -51,15 +51,16 @@ fn configure(options: &mut CommonOptions, pooling: Option<bool>) -> Result<wasmt
     Ok(config)
 }
 
-/// Advances the engine's epoch every [`EPOCH_TICK`] until dropped: one thread
-/// per engine, whatever the number of running guests.
+/// Advances the epoch of the node's engines (the guests' and the
+/// operator's) every [`EPOCH_TICK`] until dropped: one thread, whatever the
+/// number of running guests.
 pub struct EpochTicker {
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl EpochTicker {
-    pub fn start(engine: Engine) -> Self {
+    pub fn start(engines: Vec<Engine>) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let thread = std::thread::Builder::new()
             .name("epoch-ticker".into())
@@ -68,7 +69,9 @@ impl EpochTicker {
                 move || {
                     while !stop.load(Ordering::Relaxed) {
                         std::thread::sleep(EPOCH_TICK);
-                        engine.increment_epoch();
+                        for engine in &engines {
+                            engine.increment_epoch();
+                        }
                     }
                 }
             })
@@ -95,10 +98,11 @@ impl Drop for EpochTicker {
 /// every request of a reused operator instance, starts with the full amount,
 /// so that running out is that call's error and never starves the next.
 pub fn set_deadline<T: 'static>(store: &mut Store<T>, timeout: Duration) {
-    let deadline = Instant::now() + timeout;
+    // A deadline past what `Instant` can hold is no deadline at all.
+    let deadline = Instant::now().checked_add(timeout);
     store.set_epoch_deadline(1);
     store.epoch_deadline_callback(move |_| {
-        if Instant::now() >= deadline {
+        if deadline.is_some_and(|d| Instant::now() >= d) {
             Err(wasmtime::Error::new(Timeout(timeout)))
         } else {
             Ok(UpdateDeadline::Yield(1))

@@ -236,7 +236,7 @@ fn new_store(
             hooks: OutboundHooks {
                 policy: limits.policy.clone(),
                 handler_rules: limits.rules.clone(),
-                stderr: stderr.clone(),
+                stderr: Some(stderr.clone()),
             },
             table: crate::limits::resource_table(),
             limiter: GuestLimiter::new(limits.memory),

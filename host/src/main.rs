@@ -35,7 +35,7 @@ use clap::Parser;
 
 use cli::{Cli, Command, DirMapping, NodeOptions, OPERATOR_ENV, REGISTERED_GUEST_DIR, TOKEN_ENV};
 use node::Node;
-use serve::{Operator, OperatorSetup};
+use serve::{EdgeSetup, Operator, OperatorSetup};
 
 /// The default operator, built from `operator/` (see `make operator`).
 const EMBEDDED_OPERATOR: &[u8] = include_bytes!("../assets/proxy.wasm");
@@ -126,8 +126,23 @@ impl OperatorSource {
 
 async fn start(mut options: NodeOptions, source: OperatorSource, addr: SocketAddr) -> Result<()> {
     let limits = options.limits()?;
+    let token = node_token()?;
+    if options.max_buffered_bodies < limits.max_request_body {
+        bail!(
+            "--max-buffered-bodies ({}) is less than --max-request-body ({}): the largest body allowed could never be buffered",
+            crate::limits::show_size(options.max_buffered_bodies),
+            crate::limits::show_size(limits.max_request_body)
+        );
+    }
     let engine = engine::build(&mut options.wasmtime)?;
     flags::check(&options.wasmtime)?.install();
+    let max_in_flight = options.max_in_flight as usize;
+    // The operator gets an engine of its own, built from the same flags: its
+    // instance slots are then its own, and no guest can take the ones it
+    // needs to answer `/health`.
+    let mut operator_flags = options.wasmtime.clone();
+    size_operator_pool(&mut operator_flags, options.max_in_flight);
+    let operator_engine = engine::build(&mut operator_flags)?;
     let wasi = &options.wasmtime.wasi;
     if wasi.http == Some(false) {
         bail!("-S http=n: the operator serves HTTP, so wasi:http cannot be disabled");
@@ -138,49 +153,70 @@ async fn start(mut options: NodeOptions, source: OperatorSource, addr: SocketAdd
     let full_wasi = wasi.cli.or(wasi.common) != Some(false);
 
     let (name, bytes) = source.read()?;
-    let node = match options
+    let policy = outbound::Policy::new(options.allow_outbound.clone());
+    let (node, cache_dir) = match options
         .dirs
         .iter()
         .find(|d| d.is_guest(REGISTERED_GUEST_DIR))
     {
         Some(registered) => {
             let state_dir = prepare_state_dir(&options.state_dir, &options.dirs)?;
-            let policy = outbound::Policy::new(options.allow_outbound.clone());
+            let cache_dir = state_dir.join("operator");
             let node = Node::start(
                 engine.clone(),
                 registered.host.clone(),
                 state_dir,
                 limits.clone(),
                 options.state_limits(),
-                policy,
+                policy.clone(),
             );
-            Some(node.await?)
+            (Some(node.await?), Some(cache_dir))
         }
-        None => None,
+        None => (None, None),
     };
     let mut env: Vec<(String, String)> = options.envs.iter().filter_map(|e| e.resolve()).collect();
     // The operator enforces the node's token (so that a custom operator can
     // do its own auth); the host only hands it over.
-    if let Ok(token) = std::env::var(TOKEN_ENV) {
-        if !token.is_empty() && !env.iter().any(|(name, _)| name == TOKEN_ENV) {
+    if env.iter().any(|(n, v)| n == TOKEN_ENV && v.is_empty()) {
+        bail!("--env {TOKEN_ENV} is empty: an empty token would let anyone change the node");
+    }
+    if let Some(token) = token {
+        if !env.iter().any(|(n, _)| n == TOKEN_ENV) {
             env.push((TOKEN_ENV.to_string(), token));
         }
+    }
+    if !addr.ip().is_loopback() && !env.iter().any(|(n, _)| n == TOKEN_ENV) {
+        tracing::warn!(
+            "no ${TOKEN_ENV} set and listening on {addr}: anyone who can reach this address can register and run code; set ${TOKEN_ENV} or listen on a loopback address"
+        );
     }
     let setup = OperatorSetup {
         dirs: options.dirs.clone(),
         env,
         request_timeout: limits.request_timeout,
         memory: limits.operator_memory,
-        max_request_body: limits.max_request_body,
         full_wasi,
         reuse: pool::Reuse {
             max_uses: options.max_instance_reuse_count.unwrap_or(1).max(1),
             idle_timeout: options.idle_instance_timeout,
         },
+        max_in_flight,
+        outbound: Arc::new(policy),
     };
-    let operator = Operator::new(&engine, &bytes, setup, node)
+    let operator = Operator::new(&operator_engine, &bytes, setup, node, cache_dir.as_deref())
         .with_context(|| format!("cannot run {name}"))?;
-    let _ticker = engine::EpochTicker::start(engine.clone());
+    let _ticker = engine::EpochTicker::start(vec![engine, operator_engine]);
+    let edge = EdgeSetup {
+        connections: serve::ConnectionLimits {
+            max_connections: options.max_connections as usize,
+            header_read_timeout: options.header_read_timeout,
+            keep_alive_timeout: options.keep_alive_timeout,
+        },
+        max_request_body: limits.max_request_body,
+        body_timeout: options.body_timeout,
+        body_budget: serve::BodyBudget::new(options.max_buffered_bodies),
+        origins: serve::Origins::new(&options.allow_origins),
+    };
 
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -189,7 +225,40 @@ async fn start(mut options: NodeOptions, source: OperatorSource, addr: SocketAdd
         .local_addr()
         .context("cannot read the listening address")?;
     println!("wasmatic listening on http://{local}/ (operator: {name})");
-    serve::serve(Arc::new(operator), listener, serve::shutdown_signal()).await
+    serve::serve(operator, edge, listener, serve::shutdown_signal()).await
+}
+
+/// The node's token from `$WASMATIC_TOKEN`, if set. Set but empty or not
+/// UTF-8 is refused: the operator would read it as no token, and the node
+/// would run open while its owner believes it locked.
+fn node_token() -> Result<Option<String>> {
+    match std::env::var(TOKEN_ENV) {
+        Ok(token) if token.is_empty() => bail!(
+            "${TOKEN_ENV} is set but empty: set it to a secret, or unset it to run a node without a token"
+        ),
+        Ok(token) => Ok(Some(token)),
+        Err(std::env::VarError::NotPresent) => Ok(None),
+        Err(std::env::VarError::NotUnicode(_)) => {
+            bail!("${TOKEN_ENV} is not valid UTF-8: set it to a secret of printable characters")
+        }
+    }
+}
+
+/// Sizes the pooling allocator of the operator's engine for
+/// `max_in_flight` instances alive at once. The per-instance shares are
+/// generous for any `wasi:http/proxy` component (a Rust one has a handful of
+/// core instances, one or two memories and a few tables); the operator's
+/// `Semaphore` makes sure instances never outnumber them.
+fn size_operator_pool(flags: &mut wasmtime_cli_flags::CommonOptions, max_in_flight: u32) {
+    const CORE_INSTANCES: u32 = 16;
+    const MEMORIES: u32 = 4;
+    const TABLES: u32 = 16;
+    let opts = &mut flags.opts;
+    opts.pooling_total_component_instances = Some(max_in_flight);
+    opts.pooling_total_core_instances = Some(max_in_flight * CORE_INSTANCES);
+    opts.pooling_total_memories = Some(max_in_flight * MEMORIES);
+    opts.pooling_total_tables = Some(max_in_flight * TABLES);
+    opts.pooling_total_stacks = Some(max_in_flight);
 }
 
 /// Creates the state directory and makes sure no guest can reach it.

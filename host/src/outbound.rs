@@ -26,6 +26,15 @@ use crate::handler::CapturedOutput;
 /// Time to connect (and finish TLS) when the guest does not say.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Name lookups running at once, node-wide. Each runs on tokio's blocking
+/// pool (the system resolver blocks a thread); without a cap, guests that
+/// call many slow-to-resolve names would fill that pool, which file I/O and
+/// compilation share.
+const MAX_LOOKUPS: usize = 16;
+
+/// Longest wait for one name lookup, queueing for a turn included.
+const LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// One `--allow-outbound` entry.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Rule {
@@ -158,10 +167,7 @@ impl Policy {
 
         let addrs: Vec<SocketAddr> = match host.parse::<IpAddr>() {
             Ok(ip) => vec![SocketAddr::new(ip, port)],
-            Err(_) => tokio::net::lookup_host((host.as_str(), port))
-                .await
-                .map_err(|e| format!("cannot resolve {host}: {e}"))?
-                .collect(),
+            Err(_) => lookup(&host, port).await?,
         };
         let mut refused = None;
         for addr in addrs {
@@ -176,6 +182,41 @@ impl Policy {
             ),
             None => format!("{host} has no address"),
         })
+    }
+}
+
+/// Resolves `host`, waiting for one of the node's [`MAX_LOOKUPS`] turns,
+/// within [`LOOKUP_TIMEOUT`]. A lookup that times out goes on in its
+/// blocking thread but gives its turn back only when done, so stuck lookups
+/// cannot pile up past the cap.
+async fn lookup(host: &str, port: u16) -> Result<Vec<SocketAddr>, String> {
+    static TURNS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(MAX_LOOKUPS);
+    let name = host.to_string();
+    let resolve = async move {
+        let turn = TURNS
+            .acquire()
+            .await
+            .map_err(|_| "the resolver is shut down".to_string())?;
+        // The lookup holds its turn in its own task, so the turn is given
+        // back when the lookup ends, not when the caller stops waiting.
+        let task = tokio::spawn(async move {
+            let result = tokio::net::lookup_host((name.as_str(), port))
+                .await
+                .map(Iterator::collect::<Vec<SocketAddr>>);
+            drop(turn);
+            result
+        });
+        match task.await {
+            Ok(result) => result.map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        }
+    };
+    match tokio::time::timeout(LOOKUP_TIMEOUT, resolve).await {
+        Ok(result) => result.map_err(|e| format!("cannot resolve {host}: {e}")),
+        Err(_) => Err(format!(
+            "cannot resolve {host}: no answer within {}s",
+            LOOKUP_TIMEOUT.as_secs()
+        )),
     }
 }
 
@@ -231,12 +272,16 @@ fn non_public_v4(ip: Ipv4Addr) -> Option<&'static str> {
     }
 }
 
-/// The `wasi:http` hooks of one handler call: every outgoing request passes
-/// the policy, and a refusal is written to the call's stderr.
+/// The `wasi:http` hooks of one handler call, or of the operator: every
+/// outgoing request passes the policy, and a refusal is written to the
+/// node log and to the call's stderr, when it has one of its own.
 pub struct OutboundHooks {
     pub policy: Arc<Policy>,
+    /// A handler's own allow list, if it was registered with one.
     pub handler_rules: Option<Arc<Vec<Rule>>>,
-    pub stderr: CapturedOutput,
+    /// The call's captured stderr; `None` for the operator, whose stderr is
+    /// the node's.
+    pub stderr: Option<CapturedOutput>,
 }
 
 type SendResult = Result<
@@ -273,7 +318,9 @@ impl WasiHttpHooks for OutboundHooks {
                 Ok(addr) => addr,
                 Err(reason) => {
                     tracing::warn!("outbound request refused: {reason}");
-                    stderr.write_line(&format!("wasmatic: outbound request refused: {reason}"));
+                    if let Some(stderr) = stderr {
+                        stderr.write_line(&format!("wasmatic: outbound request refused: {reason}"));
+                    }
                     return Err(HttpError::HttpRequestDenied);
                 }
             };
@@ -407,6 +454,44 @@ mod tests {
         for ip in ["1.1.1.1", "93.184.216.34", "2606:4700::1111"] {
             assert!(non_public(ip.parse().unwrap()).is_none(), "{ip}");
         }
+    }
+
+    /// The operator's hooks (no stderr of its own) refuse what the node's
+    /// policy refuses, and only that.
+    #[tokio::test]
+    async fn the_operators_requests_obey_the_node_policy() {
+        let hooks = |rules: &[&str]| OutboundHooks {
+            policy: Arc::new(Policy::new(super::tests::rules(rules))),
+            handler_rules: None,
+            stderr: None,
+        };
+        let request = |url: &str| {
+            let body = http_body_util::Empty::<bytes::Bytes>::new()
+                .map_err(|e| match e {})
+                .boxed_unsync();
+            http::Request::get(url).body(body).unwrap()
+        };
+        let send = |mut hooks: OutboundHooks, url: &str| {
+            let fut = Box::new(async { Ok::<(), HttpError>(()) });
+            Box::into_pin(hooks.send_request(request(url), None, fut))
+        };
+        // Loopback without a rule naming it: refused before any connection.
+        let refused = send(hooks(&[]), "http://127.0.0.1:9/").await;
+        assert!(matches!(refused, Err(HttpError::HttpRequestDenied)));
+        let refused = send(hooks(&["api.example.com"]), "http://127.0.0.1:9/").await;
+        assert!(matches!(refused, Err(HttpError::HttpRequestDenied)));
+        // Allowed: the request goes out (and fails to connect to a port
+        // nothing listens on, which is not a refusal).
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .unwrap()
+            .port();
+        let rule = format!("127.0.0.1:{port}");
+        let sent = send(hooks(&[&rule]), &format!("http://127.0.0.1:{port}/")).await;
+        assert!(
+            !matches!(sent, Err(HttpError::HttpRequestDenied)),
+            "an allowed request is sent"
+        );
     }
 
     #[tokio::test]

@@ -1,9 +1,28 @@
 //! Idle guest instances kept for reuse, as `wasmtime serve
 //! --max-instance-reuse-count` does: the operator's, and those of each
 //! component registered with `reuse=N`.
+//!
+//! An idle instance holds a slot of the engine's pooling allocator (and its
+//! memory) for as long as it is kept. So idle instances are dropped by a
+//! reaper thread once they have been idle for the pool's timeout, not only
+//! when the next call happens to look, and the idle instances of all guest
+//! pools together are capped node-wide.
 
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
+
+/// Idle guest instances kept across all pools of the node; past it, an
+/// instance that could have been kept is dropped instead.
+pub const MAX_IDLE_GUEST_INSTANCES: usize = 256;
+
+/// How often the reaper looks for expired idle instances; an instance is
+/// released at most this long after its timeout.
+const REAP_EVERY: Duration = Duration::from_millis(250);
+
+/// Idle guest instances across all pools that count towards
+/// [`MAX_IDLE_GUEST_INSTANCES`].
+static IDLE_GUESTS: AtomicUsize = AtomicUsize::new(0);
 
 /// When an instance may serve more than one call.
 #[derive(Clone, Copy, Debug)]
@@ -17,8 +36,15 @@ pub struct Reuse {
 /// Idle instances (with their stores), newest last. Only an instance whose
 /// call returned cleanly should be given back.
 pub struct WarmPool<T> {
+    inner: Arc<Inner<T>>,
+}
+
+struct Inner<T> {
     reuse: Reuse,
     idle: Mutex<Vec<Idle<T>>>,
+    /// Whether this pool's idle instances count towards the node-wide cap
+    /// (the operator's are bounded by its in-flight cap instead).
+    counted: bool,
 }
 
 struct Idle<T> {
@@ -27,21 +53,37 @@ struct Idle<T> {
     since: Instant,
 }
 
-impl<T> WarmPool<T> {
+impl<T: Send + 'static> WarmPool<T> {
+    /// A pool of guest instances, counted towards the node-wide cap on idle
+    /// guest instances.
     pub fn new(reuse: Reuse) -> Self {
-        WarmPool {
+        Self::build(reuse, true)
+    }
+
+    /// A pool whose size is bounded by its owner (the operator's: every
+    /// instance, idle or not, holds one of its in-flight slots).
+    pub fn uncounted(reuse: Reuse) -> Self {
+        Self::build(reuse, false)
+    }
+
+    fn build(reuse: Reuse, counted: bool) -> Self {
+        let inner = Arc::new(Inner {
             reuse,
             idle: Mutex::new(Vec::new()),
+            counted,
+        });
+        if reuse.max_uses > 1 {
+            let weak: Weak<dyn Sweep> = Arc::downgrade(&inner) as Weak<dyn Sweep>;
+            reaper().register(weak);
         }
+        WarmPool { inner }
     }
+}
 
+impl<T> WarmPool<T> {
     /// Whether instances are kept at all.
     pub fn reuses(&self) -> bool {
-        self.reuse.max_uses > 1
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Idle<T>>> {
-        self.idle.lock().unwrap_or_else(|p| p.into_inner())
+        self.inner.reuse.max_uses > 1
     }
 
     /// The newest idle instance that has not expired, with the calls it has
@@ -50,20 +92,205 @@ impl<T> WarmPool<T> {
         if !self.reuses() {
             return None;
         }
-        let mut idle = self.lock();
-        idle.retain(|i| i.since.elapsed() < self.reuse.idle_timeout);
-        idle.pop().map(|i| (i.instance, i.uses))
+        let expired;
+        let taken = {
+            let mut idle = self.inner.lock();
+            expired = self.inner.drain_expired(&mut idle);
+            idle.pop()
+        };
+        // Stores are dropped outside the lock: freeing an instance is not free.
+        drop(expired);
+        let taken = taken?;
+        self.inner.forget(1);
+        Some((taken.instance, taken.uses))
     }
 
     /// Keeps an instance that has served `uses` calls, unless that is its
-    /// most.
+    /// most or the node already keeps as many idle guest instances as it
+    /// may.
     pub fn give_back(&self, instance: T, uses: usize) {
-        if uses < self.reuse.max_uses {
-            self.lock().push(Idle {
-                instance,
-                uses,
-                since: Instant::now(),
-            });
+        if uses >= self.inner.reuse.max_uses {
+            return;
         }
+        if self.inner.counted
+            && IDLE_GUESTS
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                    (n < MAX_IDLE_GUEST_INSTANCES).then_some(n + 1)
+                })
+                .is_err()
+        {
+            return;
+        }
+        self.inner.lock().push(Idle {
+            instance,
+            uses,
+            since: Instant::now(),
+        });
+    }
+
+    /// Idle instances kept right now.
+    #[cfg(test)]
+    fn idle(&self) -> usize {
+        self.inner.lock().len()
+    }
+}
+
+impl<T> Inner<T> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Idle<T>>> {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Removes the instances idle for longer than the timeout; the caller
+    /// drops them once the lock is released.
+    fn drain_expired(&self, idle: &mut Vec<Idle<T>>) -> Vec<Idle<T>> {
+        let timeout = self.reuse.idle_timeout;
+        // Newest last: the expired ones are a prefix.
+        let fresh = idle
+            .iter()
+            .position(|i| i.since.elapsed() < timeout)
+            .unwrap_or(idle.len());
+        let expired: Vec<_> = idle.drain(..fresh).collect();
+        self.forget(expired.len());
+        expired
+    }
+
+    fn forget(&self, n: usize) {
+        if self.counted && n > 0 {
+            IDLE_GUESTS.fetch_sub(n, Ordering::AcqRel);
+        }
+    }
+}
+
+impl<T> Drop for Inner<T> {
+    fn drop(&mut self) {
+        let n = self.idle.get_mut().map(|v| v.len()).unwrap_or(0);
+        self.forget(n);
+    }
+}
+
+/// What the reaper sees of a pool, whatever its instance type.
+trait Sweep: Send + Sync {
+    fn sweep(&self);
+}
+
+impl<T: Send> Sweep for Inner<T> {
+    fn sweep(&self) {
+        let expired = {
+            let mut idle = self.lock();
+            self.drain_expired(&mut idle)
+        };
+        drop(expired);
+    }
+}
+
+/// One thread for the whole node that drops expired idle instances of every
+/// pool; a pool that is gone is forgotten at the next sweep.
+struct Reaper {
+    pools: Mutex<Vec<Weak<dyn Sweep>>>,
+}
+
+fn reaper() -> &'static Reaper {
+    static REAPER: OnceLock<Reaper> = OnceLock::new();
+    REAPER.get_or_init(|| {
+        let spawned = std::thread::Builder::new()
+            .name("idle-reaper".into())
+            .spawn(|| loop {
+                std::thread::sleep(REAP_EVERY);
+                reaper().sweep();
+            });
+        if let Err(e) = spawned {
+            // Expired instances are then still dropped by the next `take`.
+            tracing::error!("cannot start the idle-instance reaper: {e}");
+        }
+        Reaper {
+            pools: Mutex::new(Vec::new()),
+        }
+    })
+}
+
+impl Reaper {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Weak<dyn Sweep>>> {
+        self.pools.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn register(&self, pool: Weak<dyn Sweep>) {
+        self.lock().push(pool);
+    }
+
+    fn sweep(&self) {
+        // Upgrade under the lock, sweep outside it: a sweep may take a while
+        // and must not block pools being created.
+        let live: Vec<Arc<dyn Sweep>> = {
+            let mut pools = self.lock();
+            pools.retain(|p| p.strong_count() > 0);
+            pools.iter().filter_map(Weak::upgrade).collect()
+        };
+        for pool in live {
+            pool.sweep();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Counts how many of its values are alive.
+    struct Tracked(Arc<AtomicUsize>);
+    impl Drop for Tracked {
+        fn drop(&mut self) {
+            self.0.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn the_reaper_drops_expired_instances_without_a_take() {
+        let alive = Arc::new(AtomicUsize::new(0));
+        let pool = WarmPool::uncounted(Reuse {
+            max_uses: 10,
+            idle_timeout: Duration::from_millis(50),
+        });
+        for _ in 0..3 {
+            alive.fetch_add(1, Ordering::SeqCst);
+            pool.give_back(Tracked(alive.clone()), 1);
+        }
+        assert_eq!(pool.idle(), 3);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while alive.load(Ordering::SeqCst) > 0 {
+            assert!(Instant::now() < deadline, "idle instances never reaped");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(pool.idle(), 0);
+    }
+
+    #[test]
+    fn idle_guest_instances_are_capped_node_wide() {
+        let reuse = Reuse {
+            max_uses: 10,
+            idle_timeout: Duration::from_secs(60),
+        };
+        let (a, b) = (WarmPool::new(reuse), WarmPool::new(reuse));
+        for i in 0..MAX_IDLE_GUEST_INSTANCES {
+            a.give_back(i, 1);
+            b.give_back(i, 1);
+        }
+        assert!(a.idle() + b.idle() <= MAX_IDLE_GUEST_INSTANCES);
+        // Taking one makes room for one.
+        let before = b.idle();
+        assert!(a.take().is_some());
+        b.give_back(0, 1);
+        assert_eq!(b.idle(), before + 1);
+    }
+
+    #[test]
+    fn an_instance_at_its_most_uses_is_not_kept() {
+        let pool = WarmPool::uncounted(Reuse {
+            max_uses: 2,
+            idle_timeout: Duration::from_secs(60),
+        });
+        pool.give_back(1, 1);
+        pool.give_back(2, 2);
+        assert_eq!(pool.take(), Some((1, 1)));
+        assert_eq!(pool.take(), None);
     }
 }

@@ -158,13 +158,6 @@ impl Registry {
         &self.dir
     }
 
-    /// Compiles any component through the node's compiled-code cache (the
-    /// operator uses it, so that a restart does not recompile it either).
-    pub fn compile_component(&self, bytes: &[u8]) -> Result<Component, NodeError> {
-        let digest = hex::encode(Sha256::digest(bytes));
-        compile_cached(&self.engine, bytes, &self.cache_path(&digest))
-    }
-
     fn cache_path(&self, digest: &str) -> PathBuf {
         self.cache_dir
             .join(format!("{digest}-{}.cwasm", self.engine_hash))

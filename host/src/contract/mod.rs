@@ -20,6 +20,7 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 use crate::error::NodeError;
 use crate::limits::GuestLimiter;
 use crate::node::Node;
+use crate::outbound::OutboundHooks;
 
 mod bindings {
     wasmtime::component::bindgen!({
@@ -43,6 +44,8 @@ pub struct OperatorState {
     pub http: WasiHttpCtx,
     pub table: ResourceTable,
     pub limiter: GuestLimiter,
+    /// The operator's outbound HTTP passes the node's policy, as guests' does.
+    pub hooks: OutboundHooks,
     /// `None` when no directory is mapped to the guest path `registered`:
     /// the operator is then a plain proxy and host calls fail.
     pub node: Option<Arc<Node>>,
@@ -62,7 +65,7 @@ impl WasiHttpView for OperatorState {
         WasiHttpCtxView {
             ctx: &mut self.http,
             table: &mut self.table,
-            hooks: Default::default(),
+            hooks: &mut self.hooks,
         }
     }
 }

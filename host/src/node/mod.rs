@@ -120,10 +120,6 @@ impl Node {
         }));
         Ok(node)
     }
-
-    pub fn registry(&self) -> &Registry {
-        &self.registry
-    }
 }
 
 /// Runs blocking work (SQLite) off the async workers.

@@ -1,0 +1,317 @@
+//! Connections: accepting them within a cap, and closing those that are
+//! slow or idle, so that holding sockets open costs a client more than it
+//! costs the node.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::server::conn::http1;
+use hyper::Request;
+use hyper_util::rt::TokioTimer;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Semaphore};
+use wasmtime_wasi_http::io::TokioIo;
+use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
+
+/// How long in-flight requests may take to finish once shutdown begins.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+/// Connections over the cap that may be waiting at once for their 503 to be
+/// written; past this, an excess connection is closed without an answer.
+const MAX_REFUSING: usize = 64;
+
+/// The node log says the connection cap is reached at most this often, so
+/// that a flood of connections does not become a flood of log lines.
+const CAP_WARNING_EVERY: Duration = Duration::from_secs(10);
+
+/// How long an excess connection is given to take its 503.
+const REFUSE_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// What the cap refuses with; written as-is to a connection the node has not
+/// read from.
+const OVER_CAPACITY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: 58\r\n\r\n{\"error\":\"the node has as many connections as it accepts\"}";
+
+/// Longest request head (request line and headers); a longer one gets 431.
+/// Hyper's default is its whole read buffer, about 400 KiB: 1024
+/// connections sending heads slowly could then hold 400 MiB.
+const MAX_HEAD: usize = 32 << 10;
+
+/// Bytes hyper buffers per connection for reading and writing.
+const MAX_CONNECTION_BUFFER: usize = 64 << 10;
+
+/// How connections are accepted and when they are closed.
+#[derive(Clone, Copy, Debug)]
+pub struct ConnectionLimits {
+    /// Connections served at once; more are answered 503 and closed.
+    pub max_connections: usize,
+    /// Time a client has to send a request's head, from the moment the node
+    /// waits for it.
+    pub header_read_timeout: Duration,
+    /// Time a connection may stay open with no request in progress.
+    pub keep_alive_timeout: Duration,
+}
+
+/// Serves `handle` on `listener` until `shutdown` resolves, then lets
+/// in-flight requests finish.
+pub async fn serve<H, F>(
+    listener: TcpListener,
+    limits: ConnectionLimits,
+    handle: H,
+    shutdown: impl Future<Output = ()>,
+) where
+    H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = hyper::Response<HyperOutgoingBody>> + Send + 'static,
+{
+    let open = Arc::new(Semaphore::new(limits.max_connections));
+    let refusing = Arc::new(Semaphore::new(MAX_REFUSING));
+    let (stop, stopped) = watch::channel(false);
+    let mut last_warning = None;
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of file descriptors and the like: keep serving.
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        let Ok(permit) = open.clone().try_acquire_owned() else {
+            if last_warning.is_none_or(|at: Instant| at.elapsed() >= CAP_WARNING_EVERY) {
+                last_warning = Some(Instant::now());
+                tracing::warn!(
+                    %peer,
+                    "refusing connections: {} are open (--max-connections)",
+                    limits.max_connections
+                );
+            }
+            refuse(stream, &refusing);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let handle = handle.clone();
+        let stopped = stopped.clone();
+        tokio::spawn(async move {
+            connection(stream, peer, limits, handle, stopped).await;
+            drop(permit);
+        });
+    }
+    drop(listener);
+    let _ = stop.send(true);
+    tracing::info!("shutting down: finishing in-flight requests");
+    // Every connection holds a permit until it is done.
+    let all = open.acquire_many(limits.max_connections as u32);
+    tokio::select! {
+        _ = all => tracing::info!("all requests finished"),
+        _ = tokio::time::sleep(SHUTDOWN_GRACE) => tracing::warn!("requests still running after {SHUTDOWN_GRACE:?}; stopping"),
+    }
+}
+
+/// Answers a connection over the cap with a 503, if few enough are being
+/// answered already; else closes it at once.
+fn refuse(mut stream: TcpStream, refusing: &Arc<Semaphore>) {
+    let Ok(permit) = refusing.clone().try_acquire_owned() else {
+        return;
+    };
+    tokio::spawn(async move {
+        let answer = async {
+            stream.write_all(OVER_CAPACITY).await?;
+            stream.shutdown().await?;
+            // Read what the client sent until it closes: closing with unread
+            // bytes would reset the connection, and the reset may destroy
+            // the answer before the client reads it.
+            let mut sink = [0u8; 1024];
+            while stream.read(&mut sink).await? > 0 {}
+            Ok::<_, std::io::Error>(())
+        };
+        let _ = tokio::time::timeout(REFUSE_TIMEOUT, answer).await;
+        drop(permit);
+    });
+}
+
+/// One connection, closed once idle for the keep-alive timeout or when the
+/// node shuts down (after its request in progress, if any).
+async fn connection<H, F>(
+    stream: TcpStream,
+    peer: SocketAddr,
+    limits: ConnectionLimits,
+    handle: H,
+    mut stopped: watch::Receiver<bool>,
+) where
+    H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = hyper::Response<HyperOutgoingBody>> + Send + 'static,
+{
+    let activity = Arc::new(Activity::new());
+    let service = {
+        let activity = activity.clone();
+        hyper::service::service_fn(move |req| {
+            let busy = Busy::start(&activity);
+            let answer = handle(req, peer);
+            async move {
+                let response = answer.await;
+                // The request counts as in progress until its response body
+                // has been written (or dropped).
+                Ok::<_, Infallible>(response.map(|body| Tracked { body, _busy: busy }))
+            }
+        })
+    };
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        // Hyper runs this timer whenever it waits for a request head, on a
+        // fresh connection and between requests alike.
+        .header_read_timeout(limits.header_read_timeout)
+        .keep_alive(true)
+        .max_header_size(MAX_HEAD)
+        .max_buf_size(MAX_CONNECTION_BUFFER)
+        .serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(conn);
+    let mut closing = *stopped.borrow();
+    if closing {
+        conn.as_mut().graceful_shutdown();
+    }
+    loop {
+        let idle_check = tokio::time::sleep(activity.idle_deadline(limits.keep_alive_timeout));
+        tokio::select! {
+            result = conn.as_mut() => {
+                if let Err(e) = result {
+                    tracing::debug!(%peer, "connection ended: {e}");
+                }
+                return;
+            }
+            _ = stopped.changed(), if !closing => {
+                closing = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            _ = idle_check, if !closing => {
+                if activity.idle_for() >= Some(limits.keep_alive_timeout) {
+                    closing = true;
+                    // Idle: hyper closes it at once.
+                    conn.as_mut().graceful_shutdown();
+                }
+            }
+        }
+    }
+}
+
+/// Requests in progress on one connection, and since when it has had none.
+struct Activity {
+    started: Instant,
+    busy: AtomicUsize,
+    /// Milliseconds after `started` at which the last request ended.
+    idle_since: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Activity {
+            started: Instant::now(),
+            busy: AtomicUsize::new(0),
+            idle_since: AtomicU64::new(0),
+        }
+    }
+
+    fn now(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    /// How long the connection has been without a request, if it is.
+    fn idle_for(&self) -> Option<Duration> {
+        if self.busy.load(Ordering::Acquire) > 0 {
+            return None;
+        }
+        let since = self.idle_since.load(Ordering::Acquire);
+        Some(Duration::from_millis(self.now().saturating_sub(since)))
+    }
+
+    /// When to look again whether the connection has been idle for
+    /// `timeout`.
+    fn idle_deadline(&self, timeout: Duration) -> Duration {
+        match self.idle_for() {
+            Some(idle) => timeout.saturating_sub(idle).max(Duration::from_millis(10)),
+            // A request is in progress: look again in a while.
+            None => timeout.max(Duration::from_millis(10)),
+        }
+    }
+}
+
+/// One request in progress, until dropped.
+struct Busy(Arc<Activity>);
+
+impl Busy {
+    fn start(activity: &Arc<Activity>) -> Self {
+        activity.busy.fetch_add(1, Ordering::AcqRel);
+        Busy(activity.clone())
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.idle_since.store(self.0.now(), Ordering::Release);
+        self.0.busy.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A response body that keeps its request counted as in progress.
+struct Tracked {
+    body: HyperOutgoingBody,
+    _busy: Busy,
+}
+
+impl Body for Tracked {
+    type Data = <HyperOutgoingBody as Body>::Data;
+    type Error = <HyperOutgoingBody as Body>::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_over_capacity_answer_declares_its_length() {
+        let text = std::str::from_utf8(OVER_CAPACITY).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        let declared = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length: "))
+            .unwrap();
+        assert_eq!(declared.parse::<usize>().unwrap(), body.len());
+        assert!(serde_json::from_str::<serde_json::Value>(body).is_ok());
+    }
+
+    #[test]
+    fn a_connection_is_idle_only_without_a_request_in_progress() {
+        let activity = Arc::new(Activity::new());
+        assert!(activity.idle_for().is_some());
+        let busy = Busy::start(&activity);
+        assert_eq!(activity.idle_for(), None);
+        drop(busy);
+        assert!(activity.idle_for() < Some(Duration::from_secs(5)));
+    }
+}

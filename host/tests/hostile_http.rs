@@ -1,0 +1,618 @@
+//! Hostile HTTP clients against the serving edge: slow bodies, floods of
+//! requests and connections, stalled heads, foreign web origins, and
+//! start-up flags that would break the node. Each runs against the real
+//! binary, with default flags unless the test is about a flag.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use support::{
+    component, component_bytes, request, try_request, wait_for, Heartbeat, Node, NodeBuilder,
+    Response,
+};
+
+/// How long the tests wait for a connection to be closed by the node.
+const CLOSE_WAIT: Duration = Duration::from_secs(8);
+
+fn start(dir: &Path, flags: &[&str]) -> Node {
+    let mut args = vec!["up"];
+    args.extend_from_slice(flags);
+    NodeBuilder::new(dir, &args)
+        .env("WASMATIC_PORT", "0")
+        .start()
+}
+
+fn register_echo(node: &Node) {
+    let r = node.post("/register?name=echo", &component_bytes("echo.wasm"));
+    assert_eq!(r.status, 201, "{}", r.text());
+}
+
+/// A connection that has sent `head` (and maybe part of a body) and sends
+/// nothing more.
+fn stalled(addr: SocketAddr, head: &str) -> TcpStream {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(10)).expect("connect");
+    stream.write_all(head.as_bytes()).expect("send head");
+    stream
+}
+
+/// A `POST` whose declared body never comes.
+fn body_never_sent(addr: SocketAddr) -> TcpStream {
+    stalled(
+        addr,
+        &format!("POST /x HTTP/1.1\r\nhost: {addr}\r\ncontent-length: 100\r\n\r\n"),
+    )
+}
+
+/// Reads until the node closes the connection (or `CLOSE_WAIT` passes);
+/// returns what arrived and whether it was closed.
+fn read_until_closed(stream: &mut TcpStream) -> (Vec<u8>, bool) {
+    stream.set_read_timeout(Some(CLOSE_WAIT)).expect("timeout");
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return (raw, true),
+            Ok(n) => raw.extend_from_slice(&buf[..n]),
+            // A reset after an early answer is a close too.
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return (raw, true),
+            Err(_) => return (raw, false),
+        }
+    }
+}
+
+fn status_of(raw: &[u8]) -> Option<u16> {
+    String::from_utf8_lossy(raw)
+        .lines()
+        .next()?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// The node's resident memory, from /proc.
+fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .expect("VmRSS");
+    kib * 1024
+}
+
+fn health_within(node: &Node, bound: Duration) {
+    let start = Instant::now();
+    let r = node.get("/health");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(
+        start.elapsed() < bound,
+        "/health took {:?}",
+        start.elapsed()
+    );
+}
+
+/// The node's RSS must stay under this while 400 slow clients hold their
+/// connections (it measured about 55 MiB with them on a debug build).
+const SLOW_CLIENTS_RSS: u64 = 256 << 20;
+
+#[test]
+fn slow_request_bodies_hold_no_operator_instance() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(dir.path(), &[]);
+    register_echo(&node);
+    let heartbeat = Heartbeat::start(node.addr);
+    let slow: Vec<TcpStream> = (0..400).map(|_| body_never_sent(node.addr)).collect();
+    // Let the node accept and park all of them.
+    std::thread::sleep(Duration::from_millis(500));
+    for _ in 0..10 {
+        health_within(&node, Duration::from_secs(1));
+        let rss = rss_bytes(node.pid());
+        assert!(rss < SLOW_CLIENTS_RSS, "node RSS {} MiB", rss >> 20);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (ok, bad) = heartbeat.stop();
+    assert!(ok > 0, "the echo handler never answered");
+    assert!(bad.is_empty(), "heartbeat failures: {bad:?}");
+    drop(slow);
+    health_within(&node, Duration::from_secs(1));
+}
+
+#[test]
+fn requests_past_the_in_flight_cap_get_503_with_retry_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let operator = component("custom_operator.wasm");
+    let node = NodeBuilder::new(
+        dir.path(),
+        &[
+            "wasm",
+            "--addr",
+            "127.0.0.1:0",
+            "--max-in-flight",
+            "2",
+            "--max-instance-reuse-count",
+            "10",
+            operator.to_str().unwrap(),
+        ],
+    )
+    .start();
+    let addr = node.addr;
+    // Two requests take both slots (a moment after they are sent) for 4 s;
+    // nothing else is sent meanwhile, lest it take a slot first.
+    let sleepers: Vec<_> = (0..2)
+        .map(|_| std::thread::spawn(move || request(addr, "GET", "/sleep/4000", &[], b"")))
+        .collect();
+    std::thread::sleep(Duration::from_millis(1500));
+    let busy = node.get("/count");
+    busy.error(503);
+    assert_eq!(busy.header("retry-after"), Some("1"));
+    assert!(busy.header("x-request-id").is_some());
+    // A crowd meanwhile: refused, never a 500.
+    let crowd: Vec<_> = (0..16)
+        .map(|_| std::thread::spawn(move || request(addr, "GET", "/count", &[], b"").status))
+        .collect();
+    for status in crowd {
+        assert_eq!(status.join().unwrap(), 503);
+    }
+    for sleeper in sleepers {
+        assert_eq!(sleeper.join().unwrap().status, 200);
+    }
+    // The slots come back; idle instances keep theirs and are reused.
+    let crowd: Vec<_> = (0..16)
+        .map(|_| std::thread::spawn(move || request(addr, "GET", "/count", &[], b"").status))
+        .collect();
+    let statuses: Vec<u16> = crowd.into_iter().map(|t| t.join().unwrap()).collect();
+    assert!(
+        statuses.iter().all(|s| *s == 200 || *s == 503),
+        "{statuses:?}"
+    );
+    assert!(statuses.contains(&200), "{statuses:?}");
+}
+
+#[test]
+fn guests_cannot_take_the_operators_instance_slots() {
+    let dir = tempfile::tempdir().unwrap();
+    // One component instance for all guests together; the operator's slots
+    // are its own engine's.
+    let node = start(
+        dir.path(),
+        &[
+            "-O",
+            "pooling-total-component-instances=1",
+            "--max-instance-reuse-count",
+            "1",
+            "--call-timeout",
+            "4s",
+        ],
+    );
+    let r = node.post(
+        "/register?name=misbehave",
+        &component_bytes("misbehave.wasm"),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let addr = node.addr;
+    // A guest that sleeps takes the guests' only slot (a moment after it is
+    // sent) and holds it until its 4 s are up...
+    let sleeper =
+        std::thread::spawn(move || request(addr, "POST", "/run/misbehave", &[], b"sleep"));
+    std::thread::sleep(Duration::from_millis(1500));
+    // ...and the operator still answers.
+    for _ in 0..5 {
+        health_within(&node, Duration::from_secs(1));
+    }
+    let r = node.post("/run/misbehave", b"trap");
+    assert!(
+        r.status == 500 && !r.text().contains("unreachable"),
+        "the guests' slot should be taken: {}",
+        r.text()
+    );
+    assert!(!sleeper.is_finished(), "the sleeper ended early");
+    assert_eq!(sleeper.join().unwrap().status, 504);
+    let r = node.post("/run/misbehave", b"trap");
+    assert!(r.text().contains("unreachable"), "{}", r.text());
+}
+
+#[test]
+fn idle_guest_instances_give_back_their_slots_on_a_timer() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(
+        dir.path(),
+        &[
+            "-O",
+            "pooling-total-component-instances=1",
+            "--idle-instance-timeout",
+            "300ms",
+        ],
+    );
+    let r = node.post(
+        "/register?name=echo&reuse=100",
+        &component_bytes("echo.wasm"),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let r = node.post(
+        "/register?name=misbehave",
+        &component_bytes("misbehave.wasm"),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    // Echo's instance stays idle, in the guests' only slot, until the reaper
+    // drops it; no further call to echo is needed for that.
+    assert_eq!(node.post("/run/echo", b"once").text(), "once");
+    wait_for(Duration::from_secs(5), "the idle instance reaped", || {
+        let r = node.post("/run/misbehave", b"trap");
+        r.text().contains("unreachable").then_some(())
+    });
+}
+
+#[test]
+fn stalled_heads_and_bodies_are_cut_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(
+        dir.path(),
+        &[
+            "--header-read-timeout",
+            "1s",
+            "--body-timeout",
+            "1s",
+            "--keep-alive-timeout",
+            "60s",
+        ],
+    );
+    let addr = node.addr;
+    // A head that never ends, and a connection that never says anything.
+    let mut partial = stalled(addr, &format!("GET /health HTTP/1.1\r\nhost: {addr}\r\n"));
+    let mut silent = stalled(addr, "");
+    // A body that stops after 10 of its 100 bytes.
+    let mut half = stalled(
+        addr,
+        &format!(
+            "POST /run/echo HTTP/1.1\r\nhost: {addr}\r\ncontent-length: 100\r\n\r\n0123456789"
+        ),
+    );
+
+    let (_, closed) = read_until_closed(&mut partial);
+    assert!(closed, "a stalled head keeps its connection");
+    let (_, closed) = read_until_closed(&mut silent);
+    assert!(closed, "a silent connection is kept");
+    let (raw, closed) = read_until_closed(&mut half);
+    assert!(closed, "a stalled body keeps its connection");
+    assert_eq!(
+        status_of(&raw),
+        Some(408),
+        "{}",
+        String::from_utf8_lossy(&raw)
+    );
+    let text = String::from_utf8_lossy(&raw).to_ascii_lowercase();
+    assert!(text.contains("connection: close"), "{text}");
+    assert!(
+        text.contains(r#"{"error":"the request body stalled"#),
+        "{text}"
+    );
+    // A head too large to buffer is refused, not held.
+    let mut huge = stalled(
+        addr,
+        &format!(
+            "GET /health HTTP/1.1\r\nhost: {addr}\r\nx-filler: {}\r\n\r\n",
+            "a".repeat(100 << 10)
+        ),
+    );
+    let (raw, closed) = read_until_closed(&mut huge);
+    assert!(closed, "a huge head keeps its connection");
+    assert_eq!(
+        status_of(&raw),
+        Some(431),
+        "{}",
+        String::from_utf8_lossy(&raw)
+    );
+    health_within(&node, Duration::from_secs(1));
+}
+
+#[test]
+fn connections_and_buffered_bodies_are_capped_and_idle_ones_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(
+        dir.path(),
+        &[
+            "--keep-alive-timeout",
+            "1s",
+            "--max-connections",
+            "4",
+            "--max-buffered-bodies",
+            "1KiB",
+            "--max-request-body",
+            "1KiB",
+        ],
+    );
+    let addr = node.addr;
+
+    // Four connections busy sending bodies they never finish fill the cap
+    // (first, while no earlier connection may still be closing).
+    let held: Vec<TcpStream> = (0..4).map(|_| body_never_sent(addr)).collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let mut excess = stalled(
+        addr,
+        &format!("GET /health HTTP/1.1\r\nhost: {addr}\r\n\r\n"),
+    );
+    let (raw, closed) = read_until_closed(&mut excess);
+    assert!(closed, "the excess connection is kept");
+    let text = String::from_utf8_lossy(&raw);
+    assert_eq!(status_of(&raw), Some(503), "{text}");
+    assert!(
+        text.to_ascii_lowercase().contains("retry-after: 1"),
+        "{text}"
+    );
+    assert!(node.log().contains("refusing connections: 4 are open"));
+    drop(held);
+    wait_for(Duration::from_secs(5), "room for a connection", || {
+        try_request(addr, "GET", "/health", &[], b"")
+            .ok()
+            .filter(|r| r.status == 200)
+    });
+
+    // Keep-alive: one answered request, then nothing; the node closes it
+    // long before the 10 s header-read timeout would.
+    let mut kept = stalled(
+        addr,
+        &format!("GET /health HTTP/1.1\r\nhost: {addr}\r\n\r\n"),
+    );
+    let (raw, closed) = read_until_closed(&mut kept);
+    assert_eq!(status_of(&raw), Some(200));
+    assert!(closed, "an idle keep-alive connection is kept open");
+
+    // Bodies are buffered within a node-wide budget: one client holds 600
+    // bytes of its body; another's 600 would go past 1KiB.
+    // (Retried while the connections of the cap test above are still
+    // closing: a connection over the cap is answered at once.)
+    let mut holding = wait_for(Duration::from_secs(5), "a connection", || {
+        let mut stream = stalled(
+            addr,
+            &format!("POST /run/echo HTTP/1.1\r\nhost: {addr}\r\ncontent-length: 1000\r\n\r\n"),
+        );
+        stream.write_all(&[b'a'; 600]).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        let answered = stream.peek(&mut [0u8; 1]).is_ok_and(|n| n > 0);
+        (!answered).then_some(stream)
+    });
+    let over = wait_for(Duration::from_secs(5), "the first body buffered", || {
+        let r = node.post("/run/echo", &[b'b'; 600]);
+        (r.status == 503).then_some(r)
+    });
+    assert!(over.error(503).contains("buffering"), "{}", over.text());
+    assert_eq!(over.header("retry-after"), Some("1"));
+    // Once the first body is complete and answered, its bytes are free again.
+    holding.write_all(&[b'a'; 400]).unwrap();
+    let (raw, _) = read_until_closed(&mut holding);
+    assert_eq!(
+        status_of(&raw),
+        Some(404),
+        "{}",
+        String::from_utf8_lossy(&raw)
+    );
+    drop(holding);
+    assert_ne!(node.post("/run/echo", &[b'b'; 600]).status, 503);
+}
+
+#[test]
+fn foreign_origins_cannot_change_the_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(
+        dir.path(),
+        &[
+            "--allow-origin",
+            "https://good.example",
+            "--request-timeout",
+            "10m",
+        ],
+    );
+    let echo = component_bytes("echo.wasm");
+    let evil = [("origin", "https://evil.example")];
+    let refused = node.request("POST", "/register?name=echo", &evil, &echo);
+    let message = refused.error(403);
+    assert!(
+        message.contains("--allow-origin https://evil.example"),
+        "{message}"
+    );
+    assert!(refused.header("x-request-id").is_some());
+    assert_eq!(
+        node.request("DELETE", "/handlers/echo", &evil, b"").status,
+        403
+    );
+    assert!(!dir.path().join("registered/echo.wasm").exists());
+    // Reading is not refused; the operator's answers carry a request id too.
+    let health = node.request("GET", "/health", &evil, b"");
+    assert_eq!(health.status, 200);
+    assert!(health.header("x-request-id").is_some());
+
+    let good = [("origin", "https://good.example")];
+    let r = node.request("POST", "/register?name=echo", &good, &echo);
+    assert_eq!(r.status, 201, "{}", r.text());
+    let own_origin = format!("http://{}", node.addr);
+    let own = [("origin", own_origin.as_str())];
+    assert_eq!(
+        node.request("POST", "/run/echo", &own, b"mine").text(),
+        "mine"
+    );
+    assert_eq!(node.post("/run/echo", b"no origin").text(), "no origin");
+
+    // The operator's compiled code is cached in the state directory, keyed
+    // by its digest and its engine.
+    let cached: Vec<_> = std::fs::read_dir(dir.path().join(".wasmatic/operator"))
+        .expect("operator cache")
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        cached.len() == 1 && cached[0].starts_with("operator-") && cached[0].ends_with(".cwasm"),
+        "{cached:?}"
+    );
+
+    // No token on a public address: said once, at start.
+    let warnings = node.log().matches("no $WASMATIC_TOKEN set").count();
+    assert_eq!(warnings, 1, "{}", node.log());
+}
+
+/// A `wasi:http/proxy` component whose handler traps, or spins forever.
+fn broken_operator(dir: &Path, body: &str) -> String {
+    let wat = format!(
+        r#"(component
+  (import "wasi:http/types@0.2.0" (instance $types
+    (export "incoming-request" (type (sub resource)))
+    (export "response-outparam" (type (sub resource)))))
+  (alias export $types "incoming-request" (type $req))
+  (alias export $types "response-outparam" (type $out))
+  (core module $m (func (export "handle") (param i32 i32) {body}))
+  (core instance $i (instantiate $m))
+  (func $handle (param "request" (own $req)) (param "response-out" (own $out))
+    (canon lift (core func $i "handle")))
+  (instance $h (export "handle" (func $handle)))
+  (export "wasi:http/incoming-handler@0.2.0" (instance $h)))"#
+    );
+    let path = dir.join("broken.wasm");
+    std::fs::write(&path, wat::parse_str(&wat).expect("valid component")).unwrap();
+    path.to_str().unwrap().to_string()
+}
+
+fn broken_node(dir: &Path, body: &str) -> Node {
+    let operator = broken_operator(dir, body);
+    NodeBuilder::new(
+        dir,
+        &[
+            "wasm",
+            "--addr",
+            "127.0.0.1:0",
+            "--request-timeout",
+            "1s",
+            &operator,
+        ],
+    )
+    .start()
+}
+
+/// The node log's entries, each with its continuation lines.
+fn log_entries(log: &str) -> Vec<String> {
+    let mut entries: Vec<String> = Vec::new();
+    for line in log.lines() {
+        match entries.last_mut() {
+            // Entries start with their timestamp; the rest continues one.
+            Some(entry) if !line.starts_with("20") => {
+                entry.push('\n');
+                entry.push_str(line);
+            }
+            _ => entries.push(line.to_string()),
+        }
+    }
+    entries
+}
+
+/// The request id a response names in its header.
+fn request_id(r: &Response) -> String {
+    r.header("x-request-id").expect("x-request-id").to_string()
+}
+
+#[test]
+fn operator_failures_name_the_request_not_the_internals() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = broken_node(dir.path(), "unreachable");
+    let r = node.get("/anything");
+    let message = r.error(500);
+    let id = request_id(&r);
+    assert_eq!(
+        message,
+        format!("the operator failed (request {id}); see the node log")
+    );
+    // The log entry has the same id and the whole story (over several
+    // lines: the wasm backtrace).
+    let entry = wait_for(Duration::from_secs(5), "the failure logged", || {
+        log_entries(&node.log())
+            .into_iter()
+            .find(|e| e.contains("ERROR") && e.contains(&format!("id={id} ")))
+    });
+    assert!(entry.contains("unreachable"), "{entry}");
+    // Listening on loopback without a token: no warning.
+    assert!(!node.log().contains("no $WASMATIC_TOKEN set"));
+    drop(node);
+
+    let dir = tempfile::tempdir().unwrap();
+    let node = broken_node(dir.path(), "(loop br 0)");
+    let r = node.get("/anything");
+    let message = r.error(504);
+    assert_eq!(
+        message,
+        format!(
+            "the operator timed out after 1s (request {})",
+            request_id(&r)
+        )
+    );
+    assert_eq!(node.get("/again").status, 504, "the node keeps serving");
+}
+
+#[test]
+fn bad_start_up_settings_are_refused_with_a_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, log) = NodeBuilder::new(dir.path(), &["up", "--port", "0"])
+        .env("WASMATIC_TOKEN", "")
+        .fail();
+    assert_eq!(code, Some(1));
+    assert!(log.contains("$WASMATIC_TOKEN is set but empty"), "{log}");
+
+    let (code, log) = NodeBuilder::new(
+        dir.path(),
+        &["up", "--port", "0", "--request-timeout", "99999999999s"],
+    )
+    .fail();
+    assert_ne!(code, Some(0));
+    assert!(log.contains("at most 10m"), "{log}");
+
+    let (code, log) = NodeBuilder::new(
+        dir.path(),
+        &["up", "--port", "0", "--max-buffered-bodies", "1MiB"],
+    )
+    .fail();
+    assert_eq!(code, Some(1));
+    assert!(
+        log.contains("--max-buffered-bodies (1MiB) is less than --max-request-body (12MiB)"),
+        "{log}"
+    );
+
+    // Not UTF-8: the support builder takes strings, so spawn directly.
+    #[cfg(unix)]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_wasmatic"))
+            .args(["up", "--port", "0"])
+            .current_dir(dir.path())
+            .env("WASMATIC_TOKEN", std::ffi::OsStr::from_bytes(b"\xff\xfe"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run wasmatic");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("wasmatic started with a token that is not UTF-8");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert_eq!(status.code(), Some(1));
+        let mut stderr = String::new();
+        child
+            .stderr
+            .take()
+            .expect("stderr")
+            .read_to_string(&mut stderr)
+            .expect("read stderr");
+        assert!(
+            stderr.contains("$WASMATIC_TOKEN is not valid UTF-8"),
+            "{stderr}"
+        );
+    }
+}
