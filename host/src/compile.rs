@@ -9,7 +9,7 @@
 //! of threads. Hence one permit per core, and compiles inside
 //! `spawn_blocking` (or `block_in_place` for synchronous callers).
 //!
-//! API (the registry switches its `compile_cached` to it):
+//! API:
 //! `Compiler::shared(&engine)` gives the engine's service;
 //! `compiler.module(digest, bytes)` and `compiler.component(digest, bytes)`
 //! compile or find compiled; `compiler.set_disk_cache(dir, max_bytes)` keeps
@@ -100,7 +100,6 @@ impl Compiler {
 
     /// Keeps compiled components in `dir` too, so that a restart does not
     /// recompile them; the oldest files go past `max_bytes`.
-    #[allow(dead_code, reason = "the registry switches to it after the rework")]
     pub fn set_disk_cache(&self, dir: PathBuf, max_bytes: u64) {
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         self.engine
@@ -247,8 +246,13 @@ impl Compiler {
             .serialize()
             .map_err(anyhow::Error::from)
             .and_then(|bytes| {
+                // Whole or not at all: a temporary file, synced, renamed
+                // into place, so a crash never leaves a torn file to load.
+                use std::io::Write;
                 let tmp = path.with_extension("cwasm.tmp");
-                std::fs::write(&tmp, bytes)?;
+                let mut file = std::fs::File::create(&tmp)?;
+                file.write_all(&bytes)?;
+                file.sync_all()?;
                 std::fs::rename(&tmp, path)?;
                 Ok(())
             });

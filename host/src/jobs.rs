@@ -20,8 +20,8 @@ use crate::cache::ByteCache;
 use crate::compile::{CompileError, Compiler};
 use crate::engine::{self, GuestFailure, WasmKind};
 use crate::error::NodeError;
-use crate::handler::CapturedOutput;
 use crate::limits::GuestLimiter;
+use crate::output::CapturedOutput;
 
 /// Longest a job may run, whatever it asks for.
 pub const MAX_JOB_TIMEOUT: Duration = Duration::from_secs(30);

@@ -18,6 +18,7 @@ mod limits;
 mod modules;
 mod node;
 mod outbound;
+mod output;
 mod pool;
 mod registry;
 mod run_log;

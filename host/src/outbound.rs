@@ -21,7 +21,7 @@ use tokio::net::TcpStream;
 use wasmtime_wasi_http::io::TokioIo;
 use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks};
 
-use crate::handler::CapturedOutput;
+use crate::output::CapturedOutput;
 
 /// Time to connect (and finish TLS) when the guest does not say.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);

@@ -9,16 +9,15 @@
 //! serialized into the node's cache directory, keyed by digest and engine
 //! compatibility, so a restart loads it instead of compiling again.
 
-use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
 use sha2::{Digest, Sha256};
-use wasmtime::component::{Component, Linker};
+use wasmtime::component::Linker;
 use wasmtime::Engine;
 
+use crate::compile::{CompileError, Compiler};
 use crate::engine::{self, WasmKind};
 use crate::error::NodeError;
 use crate::handler::{self, Compiled, Guest, HandlerIndices, HandlerState, InstancePool};
@@ -29,6 +28,10 @@ use crate::state::HandlerSettings;
 /// Suffix of the component files an older node kept in the registered
 /// directory (imported into the state at start).
 pub const LEGACY_SUFFIX: &str = ".wasm";
+
+/// Bytes of compiled components kept on disk (`STATE/compiled/`), so that
+/// a restart does not compile again; the oldest files go past it.
+const COMPILED_CACHE_BYTES: u64 = 2 << 30;
 
 /// Staged components kept at most, and their bytes at most: staging is
 /// followed by a commit within the same request, so few are ever waiting.
@@ -87,13 +90,10 @@ pub struct Registry {
     linker: Linker<HandlerState>,
     /// Host directory behind the operator's `registered`.
     dir: PathBuf,
-    /// Directory of serialized compiled code.
-    cache_dir: PathBuf,
-    /// Engine compatibility, part of every cache key.
-    engine_hash: String,
     max_size: u64,
-    /// Compiled components by content digest.
-    compiled: Mutex<HashMap<String, Compiled>>,
+    /// The node's compile service (bounded, one compile per digest, caches
+    /// bounded in bytes in memory and on disk).
+    compiler: Arc<Compiler>,
     /// The current version of each component, by name.
     current: RwLock<HashMap<String, Arc<Handler>>>,
     /// Bytes checked by `stage`, by digest, oldest first, for `commit`.
@@ -104,7 +104,7 @@ pub struct Registry {
 #[derive(Clone)]
 pub struct Staged {
     pub digest: String,
-    pub bytes: Arc<Vec<u8>>,
+    pub bytes: Arc<[u8]>,
     pub compiled: Compiled,
 }
 
@@ -138,17 +138,14 @@ impl Registry {
         max_size: u64,
     ) -> anyhow::Result<Self> {
         let linker = handler::linker(&engine)?;
-        let mut hasher = DefaultHasher::new();
-        engine.precompile_compatibility_hash().hash(&mut hasher);
-        let engine_hash = format!("{:016x}", hasher.finish());
+        let compiler = Compiler::shared(&engine);
+        compiler.set_disk_cache(cache_dir, COMPILED_CACHE_BYTES);
         Ok(Registry {
             engine,
             linker,
             dir,
-            cache_dir,
-            engine_hash,
             max_size,
-            compiled: Mutex::new(HashMap::new()),
+            compiler,
             current: RwLock::new(HashMap::new()),
             staged: Mutex::new(Vec::new()),
         })
@@ -156,11 +153,6 @@ impl Registry {
 
     pub fn dir(&self) -> &Path {
         &self.dir
-    }
-
-    fn cache_path(&self, digest: &str) -> PathBuf {
-        self.cache_dir
-            .join(format!("{digest}-{}.cwasm", self.engine_hash))
     }
 
     /// Reads `file` from the registered directory, validates and compiles
@@ -206,7 +198,7 @@ impl Registry {
             )));
         }
         let digest = hex::encode(Sha256::digest(&bytes));
-        let bytes = Arc::new(bytes);
+        let bytes: Arc<[u8]> = bytes.into();
         let compiled = self.compile(&digest, bytes.clone()).await?;
         Ok(Staged {
             digest,
@@ -276,41 +268,47 @@ impl Registry {
         read_limited(&self.dir.join(&file), &file, self.max_size).await
     }
 
-    /// The compiled component for `bytes`, from memory, from the disk cache,
-    /// or compiled now.
-    async fn compile(&self, digest: &str, bytes: Arc<Vec<u8>>) -> Result<Compiled, NodeError> {
-        if let Some(pre) = self.lock_compiled().get(digest) {
-            return Ok(pre.clone());
+    /// The compiled component for `bytes`: one already current or staged,
+    /// or from the compile service (its caches, or compiled now).
+    async fn compile(&self, digest: &str, bytes: Arc<[u8]>) -> Result<Compiled, NodeError> {
+        if let Some(found) = self.compiled_of(digest) {
+            return Ok(found);
         }
         describe_kind(&bytes)?;
-        let engine = self.engine.clone();
-        let cache_path = self.cache_path(digest);
-        let component =
-            tokio::task::spawn_blocking(move || compile_cached(&engine, &bytes, &cache_path))
-                .await
-                .map_err(|e| NodeError::Internal(format!("compilation task failed: {e}")))??;
+        let component = self
+            .compiler
+            .component(digest.to_string(), bytes)
+            .await
+            .map_err(|e| match e {
+                CompileError::Invalid(m) => NodeError::Invalid(m),
+                CompileError::Internal(m) => NodeError::Internal(m),
+            })?;
         let pre = self.linker.instantiate_pre(&component).map_err(|e| {
             NodeError::Invalid(format!(
                 "the node does not offer what the component imports (it offers WASI 0.2, wasi:http and wasmatic:guest): {:#}",
                 anyhow::Error::from(e)
             ))
         })?;
-        let compiled = Compiled {
+        Ok(Compiled {
             handler: HandlerIndices::new(&pre).ok(),
             exports: crate::values::exports(&self.engine, &component),
             pre,
-        };
-        self.lock_compiled()
-            .insert(digest.to_string(), compiled.clone());
-        Ok(compiled)
+        })
+    }
+
+    /// The compiled code of `digest`, if a current or staged component has it.
+    fn compiled_of(&self, digest: &str) -> Option<Compiled> {
+        if let Some(staged) = self.staged(digest) {
+            return Some(staged.compiled);
+        }
+        self.read_current()
+            .values()
+            .find(|h| h.info.digest == digest)
+            .map(|h| h.compiled.clone())
     }
 
     fn lock_staged(&self) -> std::sync::MutexGuard<'_, Vec<Staged>> {
         self.staged.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn lock_compiled(&self) -> std::sync::MutexGuard<'_, HashMap<String, Compiled>> {
-        self.compiled.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn read_current(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Arc<Handler>>> {
@@ -360,49 +358,6 @@ fn describe_kind(bytes: &[u8]) -> Result<(), NodeError> {
             "not a WebAssembly binary (no `\\0asm` header)".into(),
         )),
     }
-}
-
-fn compile_cached(
-    engine: &Engine,
-    bytes: &[u8],
-    cache_path: &Path,
-) -> Result<Component, NodeError> {
-    if cache_path.exists() {
-        // SAFETY: the cache directory is the node's own, outside every
-        // directory granted to guests, and only this function writes it:
-        // what is there was produced by `Component::serialize` of an engine
-        // with the same compatibility hash.
-        match unsafe { Component::deserialize_file(engine, cache_path) } {
-            Ok(component) => return Ok(component),
-            Err(e) => {
-                tracing::warn!(path = %cache_path.display(), "ignoring unusable cached code: {e}")
-            }
-        }
-    }
-    let component = Component::new(engine, bytes).map_err(|e| {
-        NodeError::Invalid(format!(
-            "not a valid component: {:#}",
-            anyhow::Error::from(e)
-        ))
-    })?;
-    if let Err(e) = write_cache(&component, cache_path) {
-        tracing::warn!(path = %cache_path.display(), "cannot cache compiled code: {e:#}");
-    }
-    Ok(component)
-}
-
-/// Writes the cache file whole or not at all: to a temporary file, synced,
-/// then renamed into place, so that a crash never leaves a torn file that
-/// the next start would load.
-fn write_cache(component: &Component, path: &Path) -> anyhow::Result<()> {
-    use std::io::Write;
-    let bytes = component.serialize()?;
-    let tmp = path.with_extension("cwasm.tmp");
-    let mut file = std::fs::File::create(&tmp)?;
-    file.write_all(&bytes)?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    Ok(())
 }
 
 #[cfg(test)]
