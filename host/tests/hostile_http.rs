@@ -616,3 +616,38 @@ fn bad_start_up_settings_are_refused_with_a_clear_message() {
         );
     }
 }
+
+/// The operator's own outbound HTTP passes the node's policy, as guests'
+/// does: a custom operator reaches a loopback server only when
+/// `--allow-outbound` names it.
+#[test]
+fn the_operators_outbound_calls_obey_the_node_policy() {
+    let api = support::FakeApi::start("from the api", Duration::ZERO);
+    let operator = component("custom_operator.wasm");
+    let operator = operator.to_str().unwrap();
+    let fetch = format!("/fetch/{}", api.addr);
+    let allow = api.addr.to_string();
+    for (flags, allowed) in [
+        (vec![], false),
+        (vec!["--allow-outbound", allow.as_str()], true),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut args = vec!["wasm"];
+        args.extend(flags);
+        args.push(operator);
+        let node = NodeBuilder::new(dir.path(), &args)
+            .env("WASMATIC_PORT", "0")
+            .start();
+        let hits = api.hits();
+        let r = node.get(&fetch);
+        if allowed {
+            assert_eq!(r.status, 200, "{}", r.text());
+            assert_eq!(r.text(), "from the api");
+            assert_eq!(api.hits(), hits + 1);
+        } else {
+            assert_eq!(r.status, 502, "{}", r.text());
+            assert!(r.text().contains("HttpRequestDenied"), "{}", r.text());
+            assert_eq!(api.hits(), hits, "refused before connecting");
+        }
+    }
+}

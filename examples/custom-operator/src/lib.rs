@@ -11,7 +11,9 @@
 //!   `wasmatic wasm --env NAME=VALUE`);
 //! - `PUT /files/NAME` stores the body as `data/NAME`, and `GET /files/NAME`
 //!   reads it back (the guest directory `data` is granted with
-//!   `wasmatic wasm --dir HOST_DIR::data`).
+//!   `wasmatic wasm --dir HOST_DIR::data`);
+//! - `GET /fetch/HOST:PORT` calls `http://HOST:PORT/` and answers what came
+//!   back (the node's `--allow-outbound` policy applies to operators too).
 //!
 //! It is built against WASI 0.2.0 with the `wasi` crate and uses Rust's
 //! `std::fs`, not the node's WIT, as the original wasmatic operator did: any
@@ -63,6 +65,10 @@ impl Guest for CustomOperator {
                     Err(e) => (404, format!("cannot read data/{name}: {e}\n")),
                 }
             }
+            (Method::Get, ["fetch", authority]) => match fetch(authority) {
+                Ok(text) => (200, text),
+                Err(why) => (502, format!("cannot fetch http://{authority}/: {why}\n")),
+            },
             _ => (404, format!("the custom operator has no route {path}\n")),
         };
         respond(response_out, status, text.as_bytes());
@@ -89,6 +95,32 @@ fn read_body(request: IncomingRequest) -> Vec<u8> {
         }
     }
     bytes
+}
+
+/// `GET http://AUTHORITY/`: the response body, or why there is none.
+fn fetch(authority: &str) -> Result<String, String> {
+    use wasi::http::outgoing_handler;
+    use wasi::http::types::{OutgoingRequest, Scheme};
+    let request = OutgoingRequest::new(Fields::new());
+    request
+        .set_scheme(Some(&Scheme::Http))
+        .and_then(|()| request.set_authority(Some(authority)))
+        .and_then(|()| request.set_path_with_query(Some("/")))
+        .map_err(|()| "bad authority".to_string())?;
+    let future = outgoing_handler::handle(request, None).map_err(|e| format!("{e:?}"))?;
+    future.subscribe().block();
+    let response = match future.get() {
+        Some(Ok(Ok(response))) => response,
+        Some(Ok(Err(e))) => return Err(format!("{e:?}")),
+        _ => return Err("no response".into()),
+    };
+    let body = response.consume().map_err(|()| "no body".to_string())?;
+    let stream = body.stream().map_err(|()| "no body stream".to_string())?;
+    let mut bytes = Vec::new();
+    while let Ok(chunk) = stream.blocking_read(16 * 1024) {
+        bytes.extend_from_slice(&chunk);
+    }
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
 
 fn respond(out: ResponseOutparam, status: u16, body: &[u8]) {
