@@ -85,12 +85,12 @@ up: build
 test: components lint
 	$(CARGO) test --locked -p wasmatic
 
-lint:
+lint: setup
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --locked -p wasmatic --all-targets -- -D warnings
 	$(CARGO) clippy --locked --target $(WASM_TARGET) $(addprefix -p ,$(COMPONENTS)) -- -D warnings
 
-fmt:
+fmt: setup
 	$(CARGO) fmt --all
 
 ## Installs its own tools (wrk, wasmtime-cli of our wasmtime version) once;
@@ -98,5 +98,5 @@ fmt:
 bench: build
 	python3 bench/bench.py
 
-clean:
+clean: setup
 	$(CARGO) clean
