@@ -35,7 +35,11 @@ WASM_BUILD = CARGO_ENCODED_RUSTFLAGS='$(subst $(space),$(UNIT_SEP),$(addprefix -
 
 ## Puts the toolchain of rust-toolchain.toml in place with the wasm targets,
 ## and curl (idempotent). Every rustup call names its toolchain: until the
-## pinned one exists, a bare `rustc` here would ask rustup for it.
+## pinned one exists, a bare `rustc` here would ask rustup for it. When the
+## installed stable is the pinned version, its directory is linked under the
+## pinned name, as a download would have named it: `rustup toolchain link`
+## refuses names that look like versions, and builds must not depend on the
+## network (`rustup toolchain uninstall 1.95.0` removes only the link).
 setup:
 	@set -e; \
 	if ! command -v rustup >/dev/null; then \
