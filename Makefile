@@ -8,19 +8,70 @@ CARGO       ?= cargo
 WASM_TARGET := wasm32-wasip2
 WASM_OUT    := target/$(WASM_TARGET)/release
 COMPONENTS  := wasmatic-operator echo gecko custom-operator misbehave hello-proxy json-job caesar typed
+WASM_TARGETS := $(WASM_TARGET) wasm32-wasip1
 
-.PHONY: setup components operator build up test lint fmt bench clean
+# The pinned toolchain (rust-toolchain.toml's channel).
+RUST_VERSION := $(shell sed -n 's/^channel *= *"\(.*\)"/\1/p' rust-toolchain.toml)
 
-## Installs the toolchain pieces the build needs (idempotent).
+# The wasm components are built with their build paths remapped, so that their
+# bytes do not depend on where the checkout or CARGO_HOME lies: the committed
+# host/assets/proxy.wasm must equal what any machine builds from operator/.
+# Sources of crates.io (any registry or mirror) become /crates/NAME-VERSION/,
+# the rest of CARGO_HOME /cargo/, the checkout /wasmatic/ (the last match
+# wins). std's paths name the rustc commit, fixed by the pin. The flags reach
+# the wasm builds only, through CARGO_ENCODED_RUSTFLAGS (which also overrides
+# any RUSTFLAGS of the caller): the host's build stays as it is. Expanded when
+# a recipe runs, after `fetch` has unpacked the sources the wildcard lists.
+CARGO_HOME_DIR = $(abspath $(or $(CARGO_HOME),$(HOME)/.cargo))
+REMAPS = $(CURDIR)/=/wasmatic/ $(CARGO_HOME_DIR)/=/cargo/ \
+         $(patsubst %,%=/crates/,$(wildcard $(CARGO_HOME_DIR)/registry/src/*/))
+UNIT_SEP := $(shell printf '\037')
+empty :=
+space := $(empty) $(empty)
+WASM_BUILD = CARGO_ENCODED_RUSTFLAGS='$(subst $(space),$(UNIT_SEP),$(addprefix --remap-path-prefix=,$(strip $(REMAPS))))' \
+             $(CARGO) build --locked --release
+
+.PHONY: setup fetch components operator build up test lint fmt bench clean
+
+## Puts the toolchain of rust-toolchain.toml in place with the wasm targets,
+## and curl (idempotent). Every rustup call names its toolchain: until the
+## pinned one exists, a bare `rustc` here would ask rustup for it. When the
+## installed stable is the pinned version, its directory is linked under the
+## pinned name, as a download would have named it: `rustup toolchain link`
+## refuses names that look like versions, and builds must not depend on the
+## network (`rustup toolchain uninstall 1.95.0` removes only the link).
 setup:
-	@rustup target list --installed | grep -qx $(WASM_TARGET) || rustup target add $(WASM_TARGET)
-	@rustup target list --installed | grep -qx wasm32-wasip1 || rustup target add wasm32-wasip1
+	@set -e; \
+	if ! command -v rustup >/dev/null; then \
+	  rustc --version | grep -q '^rustc $(RUST_VERSION) ' || \
+	    { echo "error: wasmatic builds with rustc $(RUST_VERSION) (rust-toolchain.toml), found: $$(rustc --version)" >&2; exit 1; }; \
+	elif ! rustup toolchain list | grep -q '^$(RUST_VERSION)-'; then \
+	  if RUSTUP_TOOLCHAIN=stable rustc --version 2>/dev/null | grep -q '^rustc $(RUST_VERSION) '; then \
+	    for t in $(WASM_TARGETS); do \
+	      rustup target list --toolchain stable --installed | grep -qx $$t || rustup target add --toolchain stable $$t; \
+	    done; \
+	    host=$$(RUSTUP_TOOLCHAIN=stable rustc -vV | sed -n 's/^host: //p'); \
+	    ln -s "$$(RUSTUP_TOOLCHAIN=stable rustc --print sysroot)" "$$(rustup show home)/toolchains/$(RUST_VERSION)-$$host"; \
+	    echo "setup: toolchain $(RUST_VERSION) is the installed stable; registered it under that name"; \
+	  else \
+	    rustup toolchain install; \
+	  fi; \
+	fi; \
+	if command -v rustup >/dev/null; then \
+	  for t in $(WASM_TARGETS); do \
+	    rustup target list --toolchain $(RUST_VERSION) --installed | grep -qx $$t || rustup target add --toolchain $(RUST_VERSION) $$t; \
+	  done; \
+	fi
 	@command -v curl >/dev/null || { apt-get update -q && apt-get install -y -q curl; }  # the README test runs curl
 
+## Downloads and unpacks every crate of Cargo.lock (a no-op once done).
+fetch: setup
+	$(CARGO) fetch --locked
+
 ## Builds the operator and the example components.
-components: setup
-	$(CARGO) build --locked --target $(WASM_TARGET) --release $(addprefix -p ,$(COMPONENTS))
-	$(CARGO) build --locked --target wasm32-wasip1 --release -p json-job  # the same job as a core module
+components: fetch
+	$(WASM_BUILD) --target $(WASM_TARGET) $(addprefix -p ,$(COMPONENTS))
+	$(WASM_BUILD) --target wasm32-wasip1 -p json-job  # the same job as a core module
 
 ## Rebuilds the operator embedded in the binary from operator/ and wit/
 ## (formatted first: formatting moves the line numbers the binary records).
@@ -38,12 +89,12 @@ up: build
 test: components lint
 	$(CARGO) test --locked -p wasmatic
 
-lint:
+lint: setup
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --locked -p wasmatic --all-targets -- -D warnings
 	$(CARGO) clippy --locked --target $(WASM_TARGET) $(addprefix -p ,$(COMPONENTS)) -- -D warnings
 
-fmt:
+fmt: setup
 	$(CARGO) fmt --all
 
 ## Installs its own tools (wrk, wasmtime-cli of our wasmtime version) once;
@@ -51,5 +102,5 @@ fmt:
 bench: build
 	python3 bench/bench.py
 
-clean:
+clean: setup
 	$(CARGO) clean

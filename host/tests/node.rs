@@ -341,13 +341,57 @@ fn the_default_operator_answers_the_same_with_instance_reuse() {
     assert_eq!(fresh[4], (200, "first".to_string()));
 }
 
+/// The committed operator is reproducible: it names no path of the machine
+/// that built it (`make components` remaps them, see the Makefile), so any
+/// checkout at any path with any CARGO_HOME builds the same bytes from
+/// `operator/` and `wit/` with the pinned toolchain, and they are these.
 #[test]
 fn embedded_operator_is_current() {
-    let built = component_bytes("wasmatic_operator.wasm");
     let embedded =
         std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/assets/proxy.wasm")).unwrap();
+    let built = component_bytes("wasmatic_operator.wasm");
+    let workspace = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the host crate lies in the workspace");
+    for (name, bytes) in [
+        ("host/assets/proxy.wasm", &embedded),
+        ("the built operator", &built),
+    ] {
+        if let Some(path) = machine_path(bytes, workspace) {
+            panic!(
+                "{name} names the build machine's path {path:?}: build it with `make components` \
+                 (`make operator` to refresh the embedded copy), which remaps build paths"
+            );
+        }
+    }
     assert!(
         built == embedded,
         "host/assets/proxy.wasm is stale against operator/ and wit/: run `make operator` and commit it"
     );
+}
+
+/// The first path in `bytes` that only the building machine has, as rustc
+/// records paths for panic locations: a file of this checkout by its
+/// absolute path (the operator's own files are recorded relative to it), or
+/// a crate source under a CARGO_HOME (`…/registry/src/…`, `…/git/checkouts/…`).
+fn machine_path(bytes: &[u8], workspace: &std::path::Path) -> Option<String> {
+    let text = String::from_utf8_lossy(bytes);
+    let workspace = workspace.to_string_lossy();
+    let needles = [
+        format!("{workspace}/operator/"),
+        format!("{workspace}/wit/"),
+        format!("{workspace}/target/"),
+        "/registry/src/".to_string(),
+        "/git/checkouts/".to_string(),
+    ];
+    needles.iter().find_map(|needle| {
+        let at = text.find(needle.as_str())?;
+        Some(
+            text[at..]
+                .chars()
+                .take_while(|c| !c.is_control())
+                .take(120)
+                .collect(),
+        )
+    })
 }
