@@ -651,3 +651,32 @@ fn the_operators_outbound_calls_obey_the_node_policy() {
         }
     }
 }
+
+/// A node without a token says so at start when it listens beyond loopback,
+/// and not when it listens on loopback or has a token.
+#[test]
+fn a_node_open_to_the_network_without_a_token_warns() {
+    let warning = "no $WASMATIC_TOKEN set";
+    let dir = tempfile::tempdir().unwrap();
+    let open = start(dir.path(), &[]);
+    assert!(open.log().contains(warning), "{}", open.log());
+    drop(open);
+
+    let dir = tempfile::tempdir().unwrap();
+    let guarded = NodeBuilder::new(dir.path(), &["up"])
+        .env("WASMATIC_PORT", "0")
+        .env("WASMATIC_TOKEN", "s3cret")
+        .start();
+    assert!(!guarded.log().contains(warning), "{}", guarded.log());
+    drop(guarded);
+
+    let dir = tempfile::tempdir().unwrap();
+    let operator = component("custom_operator.wasm");
+    let local = NodeBuilder::new(
+        dir.path(),
+        &["wasm", "--addr", "127.0.0.1:0", operator.to_str().unwrap()],
+    )
+    .start();
+    assert_eq!(local.get("/").status, 200);
+    assert!(!local.log().contains(warning), "{}", local.log());
+}
