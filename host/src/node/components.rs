@@ -165,7 +165,21 @@ impl Node {
             .registry
             .scan_legacy()
             .with_context(|| format!("cannot read {}", self.registry.dir().display()))?;
+        // A name the state already has is not overwritten by a stray file.
+        let known: std::collections::HashSet<String> = self
+            .state
+            .components()?
+            .into_iter()
+            .map(|c| c.name)
+            .collect();
         for name in names {
+            if known.contains(&name) {
+                tracing::warn!(
+                    name,
+                    "ignoring registered/{name}.wasm: the node's state already has `{name}`"
+                );
+                continue;
+            }
             let imported = async {
                 let bytes = self.registry.read_legacy(&name).await?;
                 let staged = self.registry.compile_bytes(bytes).await?;
