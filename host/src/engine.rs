@@ -97,7 +97,7 @@ impl Drop for EpochTicker {
 /// passed. With `-W fuel=N` it also gives the store N fuel: every call, and
 /// every request of a reused operator instance, starts with the full amount,
 /// so that running out is that call's error and never starves the next.
-pub fn set_deadline<T: 'static>(store: &mut Store<T>, timeout: Duration) {
+fn set_deadline<T: 'static>(store: &mut Store<T>, timeout: Duration) {
     // A deadline past what `Instant` can hold is no deadline at all.
     let deadline = Instant::now().checked_add(timeout);
     store.set_epoch_deadline(1);

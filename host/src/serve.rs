@@ -199,7 +199,7 @@ impl Operator {
             warm,
             permit,
         } = self.slot()?;
-        engine::set_deadline(&mut store, timeout);
+        let deadline = engine::with_deadline(&mut store, timeout);
         let (sender, receiver) = tokio::sync::oneshot::channel();
         let req = store
             .data_mut()
@@ -224,14 +224,14 @@ impl Operator {
                     .await?;
                 Ok::<_, wasmtime::Error>((proxy, uses + 1))
             };
-            match tokio::time::timeout(timeout, call).await {
+            match deadline.run(call).await {
                 Ok(Ok((proxy, uses))) => {
                     // Only an instance that answered cleanly is used again.
                     pool.give_back((store, proxy, permit), uses);
                     Ok(())
                 }
                 Ok(Err(e)) => Err(anyhow::Error::from(e)),
-                Err(_) => Err(anyhow::Error::new(engine::Timeout(timeout))),
+                Err(timeout) => Err(anyhow::Error::new(timeout)),
             }
         });
 
