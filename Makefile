@@ -3,6 +3,7 @@
 #   make up      build everything and start a node on :$WASMATIC_PORT (8080)
 #   make test    build the components and run every test, lints included
 #   make bench   the node beside `wasmtime serve`, on loopback: BENCHMARKS.md
+#   make bench-quick   a few seconds a row of a, b, c: the ratios, nothing written
 
 CARGO       ?= cargo
 WASM_TARGET := wasm32-wasip2
@@ -31,7 +32,7 @@ space := $(empty) $(empty)
 WASM_BUILD = CARGO_ENCODED_RUSTFLAGS='$(subst $(space),$(UNIT_SEP),$(addprefix --remap-path-prefix=,$(strip $(REMAPS))))' \
              $(CARGO) build --locked --release
 
-.PHONY: setup fetch components operator build up test lint fmt bench clean
+.PHONY: setup fetch components operator build up test lint fmt bench bench-quick clean
 
 ## Puts the toolchain of rust-toolchain.toml in place with the wasm targets,
 ## and curl (idempotent). Every rustup call names its toolchain: until the
@@ -101,6 +102,11 @@ fmt: setup
 ## BENCH_SECONDS, BENCH_ROUNDS set the length; `bench/bench.py a b` runs some.
 bench: build
 	python3 bench/bench.py
+
+## A few seconds a row of a, b and c: ratios printed, nothing written. Run it
+## before and after a change to the request path.
+bench-quick: build
+	BENCH_QUICK=1 python3 bench/bench.py
 
 clean: setup
 	$(CARGO) clean

@@ -1,16 +1,23 @@
 #!/usr/bin/env python3
 """The benchmark behind `make bench`: wasmatic beside `wasmtime serve`.
 
-Everything runs on loopback and stops by itself. Peer and ours are run
-alternately, with the same component, concurrency and duration, so that the
-ratios hold on a noisy machine even when the absolute numbers drift. Results
-go to bench/results.json and BENCHMARKS.md.
+Everything runs on loopback and stops by itself. Peer and ours are run in
+ABBA order (peer first in odd rounds, ours first in even ones), with the same
+component, mode, concurrency and duration, so that the ratios hold on a noisy
+machine even when the absolute numbers drift; each pair's ratio is the median
+of its rounds' ratios, with their min and max. Results go to
+bench/results.json, BENCHMARKS.md and bench/ratios.svg.
+
+`make bench-quick` (BENCH_QUICK=1) runs a, b and c for a few seconds a row and
+prints the ratios, writing nothing: the before-and-after check for a change to
+the request path.
 
 Scenarios (see BENCHMARKS.md for what each one means):
-  a  hello-world proxy: `wasmatic wasm` vs `wasmtime serve`, pooling on/off, reuse
-  b  the operator's GET /health vs (a)'s peer
-  c  POST /run/echo through the operator vs `wasmtime serve` of an echo proxy
-     (fresh instances, operator reuse, operator and handler reuse)
+  a  hello-world proxy: `wasmatic wasm` vs `wasmtime serve`, pooling on/off,
+     reuse, and the peer with its extra wasm features switched off
+  b  the operator's GET /health vs (a)'s peer, each side in the same mode
+  c  POST /run/echo through the operator vs `wasmtime serve` of an echo proxy,
+     each side in the same mode (fresh instances; reused instances)
   d  registering a ~2 MiB handler: first time, and the same bytes again
   e  node start with 200 registered handlers: cold vs warm compiled cache
   f  cron: 1000 jobs every second for 30 s: lateness and missed ticks, with a
@@ -40,8 +47,9 @@ COMPONENTS = ROOT / "target" / "wasm32-wasip2" / "release"
 HELLO = COMPONENTS / "hello_proxy.wasm"
 ECHO = COMPONENTS / "echo.wasm"
 
-SECONDS = int(os.environ.get("BENCH_SECONDS", "10"))  # per load run
-ROUNDS = int(os.environ.get("BENCH_ROUNDS", "2"))  # peer/ours alternations
+QUICK = os.environ.get("BENCH_QUICK") == "1"
+SECONDS = int(os.environ.get("BENCH_SECONDS", "2" if QUICK else "10"))  # per load run
+ROUNDS = max(3, int(os.environ.get("BENCH_ROUNDS", "3")))  # ABBA rounds, at least 3
 CONNECTIONS, THREADS = 32, 2
 CRON_JOBS = int(os.environ.get("BENCH_CRON_JOBS", "1000"))
 CRON_SECONDS = int(os.environ.get("BENCH_CRON_SECONDS", "30"))
@@ -169,24 +177,37 @@ def measure(server, path, post_body=None):
     return wrk(server.port, path, post_body)
 
 
-def mean_of(runs):
-    return {k: statistics.mean(r[k] for r in runs) for k in ("rps", "p50_ms", "p99_ms")} | {
-        "runs": runs
-    }
+def summary(runs):
+    """Medians of the rounds, with each one's min and max."""
+    out = {}
+    for k in ("rps", "p50_ms", "p99_ms", "peak_rss_mib"):
+        values = [r[k] for r in runs]
+        out[k] = statistics.median(values)
+        out[f"{k}_min"], out[f"{k}_max"] = min(values), max(values)
+    return out | {"runs": runs}
 
 
 def side_by_side(name, peer, ours):
-    """Alternates peer and ours ROUNDS times; each is (Server factory, path, body)."""
+    """Runs peer and ours ROUNDS times in ABBA order; each is (Server factory,
+    path, body). The ratio is ours/peer per round; its median, min and max."""
     results = {"peer": [], "ours": []}
     for round_ in range(ROUNDS):
-        for side, (factory, path, body) in (("peer", peer), ("ours", ours)):
+        order = (("peer", peer), ("ours", ours)) if round_ % 2 == 0 else (("ours", ours), ("peer", peer))
+        for side, (factory, path, body) in order:
             with factory() as server:
                 result = measure(server, path, body)
                 result["peak_rss_mib"] = server.peak_rss_mib()
-            log(f"{name} round {round_ + 1} {side}: {result['rps']:.0f} req/s, p50 {result['p50_ms']:.2f} ms, p99 {result['p99_ms']:.2f} ms")
+            log(f"{name} round {round_ + 1} {side}: {result['rps']:.0f} req/s, p50 {result['p50_ms']:.2f} ms, p99 {result['p99_ms']:.2f} ms, RSS {result['peak_rss_mib']:.0f} MiB")
             results[side].append(result)
-    peer_mean, ours_mean = mean_of(results["peer"]), mean_of(results["ours"])
-    return {"peer": peer_mean, "ours": ours_mean, "ratio": ours_mean["rps"] / peer_mean["rps"]}
+    ratios = [o["rps"] / p["rps"] for p, o in zip(results["peer"], results["ours"])]
+    return {
+        "peer": summary(results["peer"]),
+        "ours": summary(results["ours"]),
+        "ratio": statistics.median(ratios),
+        "ratio_min": min(ratios),
+        "ratio_max": max(ratios),
+        "ratios": ratios,
+    }
 
 
 def padded(component: bytes, payload: bytes) -> bytes:
@@ -228,17 +249,31 @@ def scenario_a(wasmtime):
         peer = (lambda f=flags: Server([wasmtime, "serve", "-S", "cli", *f, "--addr", "127.0.0.1:{port}", HELLO]), "/", None)
         ours = (lambda f=flags: Server([WASMATIC, "wasm", "-S", "cli", *f, "--addr", "127.0.0.1:{port}", HELLO]), "/", None)
         results[mode] = side_by_side(f"a/{mode}", peer, ours)
+        if QUICK:
+            break
+    if not QUICK:
+        # The peer is wasmtime-cli with its default features, which the
+        # node's wasmtime is built without; its own flags switch off what
+        # they can (the code for them stays in its binary).
+        flags = ["-O", "pooling-allocator=y", "-W", PEER_TRIM]
+        peer = (lambda: Server([wasmtime, "serve", "-S", "cli", *flags, "--addr", "127.0.0.1:{port}", HELLO]), "/", None)
+        ours = (lambda: Server([WASMATIC, "wasm", "-S", "cli", "-O", "pooling-allocator=y", "--addr", "127.0.0.1:{port}", HELLO]), "/", None)
+        results[f"pooling, peer with -W {PEER_TRIM}"] = side_by_side("a/trimmed peer", peer, ours)
     return results
+
+
+# The peer's wasm features that the node's wasmtime does not build.
+PEER_TRIM = "component-model-async=n,gc=n,threads=n,exceptions=n,function-references=n"
 
 
 def scenario_b(wasmtime):
     peer = (lambda: Server([wasmtime, "serve", "-S", "cli", "--addr", "127.0.0.1:{port}", HELLO]), "/", None)
     results = {}
-    for label, flags in {"fresh instance": ["--max-instance-reuse-count", "1"], "reuse 128": ["--max-instance-reuse-count", "128"]}.items():
+    for label, reuse in {"both fresh instances": "1", "both reuse 128": "128"}.items():
         d = node_dir()
-        ours = (lambda f=flags: wasmatic_up(d, *f), "/health", None)
-        peer_mode = peer if label == "fresh instance" else (
-            lambda: Server([wasmtime, "serve", "-S", "cli", "--max-instance-reuse-count", "128", "--addr", "127.0.0.1:{port}", HELLO]),
+        ours = (lambda r=reuse: wasmatic_up(d, "--max-instance-reuse-count", r), "/health", None)
+        peer_mode = (
+            lambda r=reuse: Server([wasmtime, "serve", "-S", "cli", "--max-instance-reuse-count", r, "--addr", "127.0.0.1:{port}", HELLO]),
             "/",
             None,
         )
@@ -255,13 +290,19 @@ def scenario_c(wasmtime):
         # The same handler, opted in to instance reuse at registration.
         status, body = request(server.port, "POST", "/register?name=echo-warm&reuse=128", ECHO.read_bytes())
         assert status == 201, body
-    peer = (lambda: Server([wasmtime, "serve", "-S", "cli", "--addr", "127.0.0.1:{port}", HELLO]), "/", "hello")
     results = {}
-    for label, flags, path in [
-        ("fresh operator, fresh handler", ["--max-instance-reuse-count", "1"], "/run/echo"),
-        ("operator reuse 128 (default of up), fresh handler", [], "/run/echo"),
-        ("operator reuse 128, handler reuse 128", [], "/run/echo-warm"),
+    # Each row: what our node does, and the peer in the same mode (a fresh
+    # instance per request, or reused ones).
+    for label, flags, path, peer_reuse in [
+        ("ours fresh operator + fresh handler; peer fresh", ["--max-instance-reuse-count", "1"], "/run/echo", "1"),
+        ("ours operator reuse 128 (up's default) + fresh handler; peer reuse 128", [], "/run/echo", "128"),
+        ("ours operator + handler reuse 128; peer reuse 128", [], "/run/echo-warm", "128"),
     ]:
+        peer = (
+            lambda r=peer_reuse: Server([wasmtime, "serve", "-S", "cli", "--max-instance-reuse-count", r, "--addr", "127.0.0.1:{port}", HELLO]),
+            "/",
+            "hello",
+        )
         ours = (lambda f=flags: wasmatic_up(d, *f), path, "hello")
         results[label] = side_by_side(f"c/{label}", peer, ours)
     shutil.rmtree(d)
@@ -296,8 +337,12 @@ def scenario_e():
     results = {}
     for count in (50, START_HANDLERS):
         d = node_dir()
-        for i in range(count):
-            (d / "registered" / f"h{i}.wasm").write_bytes(padded(echo, f"handler {i}".encode()))
+        with wasmatic_up(d) as server:
+            for i in range(count):
+                status, body = request(server.port, "POST", f"/register?name=h{i}", padded(echo, f"handler {i}".encode()))
+                assert status == 201, body
+        # Cold: the compiled-code cache emptied.
+        shutil.rmtree(d / ".wasmatic" / "compiled")
         with wasmatic_up(d) as cold:
             cold_s, cold_rss = cold.start_seconds, cold.peak_rss_mib()
             status, body = request(cold.port, "GET", "/handlers")
@@ -403,7 +448,7 @@ def main():
         "settings": {"seconds": SECONDS, "rounds": ROUNDS, "connections": CONNECTIONS, "threads": THREADS},
         "command": "make bench",
     }
-    only = set(sys.argv[1:]) or set("abcdef")
+    only = set(sys.argv[1:]) or (set("abc") if QUICK else set("abcdef"))
     for key, run in [
         ("a", lambda: scenario_a(wasmtime)),
         ("b", lambda: scenario_b(wasmtime)),
@@ -414,6 +459,11 @@ def main():
     ]:
         if key in only:
             results[key] = run()
+    if QUICK:
+        for key in "abc":
+            for mode, res in results.get(key, {}).items():
+                print(f"{key}. {mode}: ours/peer {res['ratio']:.2f}x ({res['ratio_min']:.2f}-{res['ratio_max']:.2f})")
+        return
     out = ROOT / "bench" / "results.json"
     out.write_text(json.dumps(results, indent=2) + "\n")
     log(f"wrote {out}")

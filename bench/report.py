@@ -16,9 +16,59 @@ def load_row(label, r, target=None):
     ratio = r["ratio"]
     goal = f"≥ {target:.2f}× — {verdict(ratio >= target)}" if target else ""
     return (
-        f"| {label} | {peer['rps']:,.0f} | {peer['p50_ms']:.2f} / {peer['p99_ms']:.2f} "
-        f"| {ours['rps']:,.0f} | {ours['p50_ms']:.2f} / {ours['p99_ms']:.2f} | **{ratio:.2f}×** | {goal} |"
+        f"| {label} | {peer['rps']:,.0f} | {peer['p50_ms']:.2f} / {peer['p99_ms']:.2f} | {peer['peak_rss_mib']:.0f} "
+        f"| {ours['rps']:,.0f} | {ours['p50_ms']:.2f} / {ours['p99_ms']:.2f} | {ours['peak_rss_mib']:.0f} "
+        f"| **{ratio:.2f}×** ({r['ratio_min']:.2f}–{r['ratio_max']:.2f}) | {goal} |"
     )
+
+
+def load_rows(r):
+    """(label, result, target, short label) of every load row, in report order."""
+    rows = []
+    targets = {"pooling": 1.0, "pooling, decommit batch 64 on both": 1.0, "reuse 128": 1.0}
+    for mode, res in r.get("a", {}).items():
+        rows.append((f"a. hello proxy, {mode}: `wasmatic wasm` vs `wasmtime serve`", res, targets.get(mode), f"a. hello, {mode}"))
+    for mode, res in r.get("b", {}).items():
+        rows.append((f"b. operator `GET /health` vs hello proxy, {mode}", res, 0.95, f"b. /health, {mode}"))
+    for mode, res in r.get("c", {}).items():
+        rows.append((f"c. `POST /run/echo` (operator + handler) vs echo proxy: {mode}", res, 0.7, f"c. /run/echo, {mode}"))
+    return rows
+
+
+def chart(rows):
+    """An SVG of each row's median ratio with its min–max, and 1× marked."""
+    bar, gap, left, width = 18, 8, 440, 340
+    top = 30
+    height = top + len(rows) * (bar + gap) + 30
+    most = max([2.0] + [res["ratio_max"] for _, res, _, _ in rows])
+    x = lambda v: left + v / most * width
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{left + width + 60}" height="{height}" font-family="sans-serif" font-size="11">',
+        f'<text x="{left}" y="16" font-size="12">ours / peer (req/s): median of the rounds, line from min to max</text>',
+    ]
+    for i, (_, res, target, short) in enumerate(rows):
+        y = top + i * (bar + gap)
+        short = short if len(short) <= 75 else short[:72] + "…"
+        colour = "#3b7dd8" if target is None or res["ratio"] >= target else "#d8563b"
+        parts += [
+            f'<text x="{left - 6}" y="{y + bar - 5}" text-anchor="end">{escape(short)}</text>',
+            f'<rect x="{left}" y="{y}" width="{x(res["ratio"]) - left:.1f}" height="{bar}" fill="{colour}"/>',
+            f'<line x1="{x(res["ratio_min"]):.1f}" x2="{x(res["ratio_max"]):.1f}" y1="{y + bar / 2}" y2="{y + bar / 2}" stroke="black" stroke-width="2"/>',
+            f'<text x="{x(res["ratio_max"]) + 4:.1f}" y="{y + bar - 5}">{res["ratio"]:.2f}×</text>',
+        ]
+        if target:
+            parts.append(f'<line x1="{x(target):.1f}" x2="{x(target):.1f}" y1="{y}" y2="{y + bar}" stroke="black" stroke-dasharray="2,2"/>')
+    one = x(1.0)
+    parts += [
+        f'<line x1="{one:.1f}" x2="{one:.1f}" y1="{top - 4}" y2="{height - 24}" stroke="#555"/>',
+        f'<text x="{one:.1f}" y="{height - 10}" text-anchor="middle">1× (as fast as the peer)</text>',
+        "</svg>",
+    ]
+    return "\n".join(parts) + "\n"
+
+
+def escape(text):
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def main():
@@ -36,24 +86,24 @@ def main():
         f"- machine: {m['nproc']} cores, {m['cpu']}, Linux {m['kernel']}",
         f"- versions: wasmatic {m['wasmatic']}, {v['wasmtime']}, {v['rustc']}, {v['wrk']}",
         f"- load: wrk, {s['threads']} threads, {s['connections']} connections, {s['seconds']} s per run after a 1 s warm-up, "
-        f"{s['rounds']} alternating rounds per pair (means shown); server and load generator share the cores",
+        f"{s['rounds']} rounds per pair in ABBA order; each number is the median of the rounds, each ratio the median of the "
+        f"rounds' ratios with (min–max); server and load generator share the cores",
+        "- the peer is `wasmtime serve` of wasmtime-cli with its default features (component-model-async, GC, threads, …); "
+        "the node's wasmtime is built with fewer. Row a's \"peer with -W …\" switches off what the peer's flags can; "
+        "the rest of its build stays.",
         "",
     ]
     if any(k in r for k in "abc"):
         out += [
             "## Requests per second",
             "",
-            "| scenario | peer req/s | peer p50 / p99 ms | ours req/s | ours p50 / p99 ms | ours / peer | target |",
-            "|---|---:|---:|---:|---:|---:|---|",
+            "| scenario | peer req/s | peer p50 / p99 ms | peer RSS MiB | ours req/s | ours p50 / p99 ms | ours RSS MiB | ours / peer (min–max) | target |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---|",
         ]
-        targets = {"pooling": 1.0, "pooling, decommit batch 64 on both": 1.0, "reuse 128": 1.0}
-        for mode, res in r.get("a", {}).items():
-            out.append(load_row(f"a. hello proxy, {mode}: `wasmatic wasm` vs `wasmtime serve`", res, targets.get(mode)))
-        for mode, res in r.get("b", {}).items():
-            out.append(load_row(f"b. operator `GET /health` ({mode}) vs hello proxy", res, 0.95))
-        for mode, res in r.get("c", {}).items():
-            out.append(load_row(f"c. `POST /run/echo`, operator + handler ({mode}) vs echo proxy", res, 0.7))
-        out.append("")
+        rows = load_rows(r)
+        out += [load_row(label, res, target) for label, res, target, _ in rows]
+        (ROOT / "bench" / "ratios.svg").write_text(chart(rows))
+        out += ["", "![ours / peer per row, median with min–max](bench/ratios.svg)", ""]
     if "d" in r:
         d = r["d"]
         out += [
@@ -68,8 +118,8 @@ def main():
         out += [
             "## Node start",
             "",
-            "e. Time from process start until the node accepts connections, with every handler in",
-            "`registered/` loaded; cold: empty compiled cache, warm: the cache of the cold start.",
+            "e. Time from process start until the node accepts connections, with every registered handler",
+            "loaded from the node's state; cold: empty compiled cache, warm: the cache of the cold start.",
             "",
             "| handlers | cold | warm | warm speed-up | peak RSS cold | peak RSS warm |",
             "|---:|---:|---:|---:|---:|---:|",
