@@ -3,27 +3,14 @@
 
 mod support;
 
-use std::path::Path;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use support::{component_bytes, request_chunked, FakeApi, Heartbeat, Node, NodeBuilder};
+use support::{
+    component_bytes, register, request_chunked, up, FakeApi, Heartbeat, Node, NodeBuilder,
+};
 
 const PRICE: &str = r#"{"bitcoin":{"usd":12345.67}}"#;
-
-fn start(dir: &Path, flags: &[&str]) -> Node {
-    let mut args = vec!["up"];
-    args.extend_from_slice(flags);
-    NodeBuilder::new(dir, &args)
-        .env("WASMATIC_PORT", "0")
-        .start()
-}
-
-fn register(node: &Node, path: &str, bytes: &[u8]) -> Value {
-    let response = node.post(path, bytes);
-    assert_eq!(response.status, 201, "{path}: {}", response.text());
-    response.json()
-}
 
 fn last_run(node: &Node, name: &str) -> Value {
     node.get(&format!("/handlers/{name}/runs?limit=1")).json()[0].clone()
@@ -32,7 +19,7 @@ fn last_run(node: &Node, name: &str) -> Value {
 #[test]
 fn misbehaving_handlers_get_clear_errors_while_others_keep_working() {
     let dir = tempfile::tempdir().unwrap();
-    let node = start(dir.path(), &["--call-timeout", "1s"]);
+    let node = up(dir.path(), &["--call-timeout", "1s"]);
     register(
         &node,
         "/register?name=misbehave",
@@ -120,7 +107,7 @@ fn handlers_see_no_host_environment_files_or_sockets() {
 #[test]
 fn calls_beyond_the_concurrency_limit_get_503_not_a_queue() {
     let dir = tempfile::tempdir().unwrap();
-    let node = start(
+    let node = up(
         dir.path(),
         &["--max-concurrent-calls", "1", "--call-timeout", "2s"],
     );
@@ -149,7 +136,7 @@ fn calls_beyond_the_concurrency_limit_get_503_not_a_queue() {
 #[test]
 fn bodies_and_handlers_over_their_limits_get_413() {
     let dir = tempfile::tempdir().unwrap();
-    let node = start(
+    let node = up(
         dir.path(),
         &["--max-request-body", "1MiB", "--max-handler-size", "100KiB"],
     );
@@ -188,7 +175,7 @@ fn outbound_calls_to_loopback_are_refused_unless_named() {
 
     for flags in [vec![], vec!["--allow-outbound", "*"]] {
         let dir = tempfile::tempdir().unwrap();
-        let node = start(dir.path(), &flags);
+        let node = up(dir.path(), &flags);
         register(&node, "/register?name=gecko", &gecko);
         for url in [&by_ip, &by_name] {
             let message = node.post("/run/gecko", url.as_bytes()).error(500);
@@ -211,7 +198,7 @@ fn outbound_calls_to_loopback_are_refused_unless_named() {
     // Named exactly (host and port), loopback is allowed.
     let dir = tempfile::tempdir().unwrap();
     let allowed = format!("127.0.0.1:{port}");
-    let node = start(
+    let node = up(
         dir.path(),
         &[
             "--allow-outbound",
@@ -240,7 +227,7 @@ fn outbound_calls_to_loopback_are_refused_unless_named() {
         .unwrap()
         .contains("this handler's allow list"));
     assert!(node.terminate().success());
-    let node = start(dir.path(), &["--allow-outbound", &allowed]);
+    let node = up(dir.path(), &["--allow-outbound", &allowed]);
     assert_eq!(
         node.get("/handlers/narrow").json()["allow_outbound"],
         json!(["api.coingecko.com"])
@@ -306,7 +293,7 @@ fn a_token_guards_every_route_that_changes_the_node() {
 #[test]
 fn kill_9_during_registration_and_scheduling_loses_nothing_acknowledged() {
     let dir = tempfile::tempdir().unwrap();
-    let node = start(dir.path(), &[]);
+    let node = up(dir.path(), &[]);
     let addr = node.addr;
     let echo = component_bytes("echo.wasm");
     let gecko = component_bytes("gecko.wasm");
@@ -377,7 +364,7 @@ fn kill_9_during_registration_and_scheduling_loses_nothing_acknowledged() {
         acked.len()
     );
 
-    let node = start(dir.path(), &[]);
+    let node = up(dir.path(), &[]);
     let handlers: Vec<Value> = node.get("/handlers").json().as_array().unwrap().clone();
     for (name, digest) in &acked {
         let found = handlers.iter().find(|h| h["name"] == name.as_str());

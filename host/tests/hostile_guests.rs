@@ -6,60 +6,8 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
-use support::{component_bytes, Node, NodeBuilder};
-
-fn hex(wat: &str) -> String {
-    wat::parse_str(wat)
-        .expect("valid WAT")
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
-fn base64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |n, (i, b)| n | (u32::from(*b) << (16 - 8 * i)));
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
-fn start(dir: &std::path::Path, args: &[&str]) -> Node {
-    let mut all = vec!["up"];
-    all.extend_from_slice(args);
-    NodeBuilder::new(dir, &all)
-        .env("WASMATIC_PORT", "0")
-        .start()
-}
-
-fn post_json(node: &Node, path: &str, body: Value) -> support::Response {
-    node.post(path, body.to_string().as_bytes())
-}
-
-/// The node's resident memory, from the kernel.
-fn rss_bytes(node: &Node) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{}/status", node.pid()))
-        .expect("read the node's /proc status");
-    let kib: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .expect("VmRSS in /proc status");
-    kib * 1024
-}
+use serde_json::json;
+use support::{base64, component_bytes, post_json, rss_bytes, up, wat_hex, Node, NodeBuilder};
 
 fn assert_healthy(node: &Node) {
     let r = node.get("/health");
@@ -77,7 +25,7 @@ const BIG: &str = r#"(module
 /// Calls `big.noop`; `own_memory` gives it one page of its own.
 fn exporter(own_memory: bool) -> String {
     let memory = if own_memory { "(memory 1)" } else { "" };
-    hex(&format!(
+    wat_hex(&format!(
         r#"(module
           (import "big" "noop" (func $noop))
           {memory}
@@ -88,11 +36,11 @@ fn exporter(own_memory: bool) -> String {
 #[test]
 fn a_call_linking_one_big_module_twenty_times_has_one_memory_budget() {
     let dir = tempfile::tempdir().unwrap();
-    let node = start(dir.path(), &["--handler-memory", "64MiB"]);
+    let node = up(dir.path(), &["--handler-memory", "64MiB"]);
     let r = post_json(
         &node,
         "/register",
-        json!({ "module_name": "big", "wasm_hex": hex(BIG) }),
+        json!({ "module_name": "big", "wasm_hex": wat_hex(BIG) }),
     );
     assert_eq!(r.status, 201, "{}", r.text());
 
@@ -120,16 +68,16 @@ fn a_call_linking_one_big_module_twenty_times_has_one_memory_budget() {
         assert!(error.contains("limit of 64MiB"), "{error}");
         assert_healthy(&node);
     }
-    let rss = rss_bytes(&node);
+    let rss = rss_bytes(node.pid());
     assert!(rss < 512 << 20, "the node holds {} MiB", rss >> 20);
 }
 
 /// Module `c{i}` of a chain: it calls `f` of the next one, the last answers 7.
 fn chain_link(i: usize, len: usize) -> String {
     if i + 1 == len {
-        return hex(r#"(module (func (export "f") (result i32) (i32.const 7)))"#);
+        return wat_hex(r#"(module (func (export "f") (result i32) (i32.const 7)))"#);
     }
-    hex(&format!(
+    wat_hex(&format!(
         r#"(module
           (import "c{:05}" "f" (func $next (result i32)))
           (func (export "f") (result i32) (call $next)))"#,
@@ -169,7 +117,7 @@ const CHAIN: usize = 3000;
 #[test]
 fn a_chain_of_3000_modules_is_refused_as_too_deep() {
     let dir = tempfile::tempdir().unwrap();
-    let node = start(dir.path(), &[]);
+    let node = up(dir.path(), &[]);
     register_chain(&node, CHAIN);
     check_chain(&node, CHAIN);
     // Its middle too, twice: the node does not keep what a refusal built.
@@ -182,13 +130,13 @@ fn a_chain_of_3000_modules_is_refused_as_too_deep() {
 #[test]
 fn a_chain_of_3000_modules_is_restored_at_start() {
     let dir = tempfile::tempdir().unwrap();
-    let node = start(dir.path(), &[]);
+    let node = up(dir.path(), &[]);
     register_chain(&node, CHAIN);
     assert!(node.terminate().success());
     // A liveness bound, not a speed requirement: restoring in dependency
     // order is linear; retrying every pending module per pass took minutes.
     let started = Instant::now();
-    let node = start(dir.path(), &[]);
+    let node = up(dir.path(), &[]);
     assert!(
         started.elapsed() < Duration::from_secs(30),
         "the node took {:?} to restore and listen",
@@ -213,7 +161,7 @@ const STDERR_FLOOD: &str = r#"(module
 #[test]
 fn a_job_asking_to_keep_gigabytes_of_output_gets_the_node_bound() {
     let dir = tempfile::tempdir().unwrap();
-    let node = start(dir.path(), &[]);
+    let node = up(dir.path(), &[]);
     let wasm = wat::parse_str(STDERR_FLOOD).expect("valid WAT");
     let r = post_json(
         &node,
@@ -248,7 +196,7 @@ fn a_job_asking_to_keep_gigabytes_of_output_gets_the_node_bound() {
         "{}",
         &stderr[stderr.len().saturating_sub(200)..]
     );
-    let rss = rss_bytes(&node);
+    let rss = rss_bytes(node.pid());
     assert!(rss < 512 << 20, "the node holds {} MiB", rss >> 20);
     assert_healthy(&node);
 }
@@ -287,7 +235,7 @@ const GROW: &str = r#"(module
 #[test]
 fn fuel_and_per_memory_flags_are_honoured() {
     let dir = tempfile::tempdir().unwrap();
-    let node = start(
+    let node = up(
         dir.path(),
         &["-W", "fuel=100000000,max-memory-size=16777216"],
     );
@@ -308,7 +256,7 @@ fn fuel_and_per_memory_flags_are_honoured() {
         let r = post_json(
             &node,
             "/",
-            json!({ "wasm_hex": hex(SPIN), "function_name": "spin", "params": [] }),
+            json!({ "wasm_hex": wat_hex(SPIN), "function_name": "spin", "params": [] }),
         );
         assert!(r.status >= 400, "{} {}", r.status, r.text());
         let error = r.json()["error"].as_str().unwrap_or_default().to_string();
@@ -321,7 +269,7 @@ fn fuel_and_per_memory_flags_are_honoured() {
         let r = post_json(
             &node,
             "/",
-            json!({ "wasm_hex": hex(GROW), "function_name": "grow", "params": [pages] }),
+            json!({ "wasm_hex": wat_hex(GROW), "function_name": "grow", "params": [pages] }),
         );
         assert_eq!(r.status, 200, "{}", r.text());
         r.json()["results"][0].as_i64().unwrap_or_default()
@@ -334,7 +282,7 @@ fn fuel_and_per_memory_flags_are_honoured() {
 #[test]
 fn a_handler_hoarding_http_fields_is_stopped_at_its_resource_bounds() {
     let dir = tempfile::tempdir().unwrap();
-    let node = start(dir.path(), &[]);
+    let node = up(dir.path(), &[]);
     let misbehave = component_bytes("misbehave.wasm");
     let r = node.post("/register?name=misbehave", &misbehave);
     assert_eq!(r.status, 201, "{}", r.text());
@@ -344,13 +292,13 @@ fn a_handler_hoarding_http_fields_is_stopped_at_its_resource_bounds() {
         assert_healthy(&node);
     }
     // 10 000 entries of at most 32 KiB each, not 1M entries of 128 KiB.
-    let rss = rss_bytes(&node);
+    let rss = rss_bytes(node.pid());
     assert!(rss < 1 << 30, "the node holds {} MiB", rss >> 20);
 
     // `-S max-http-fields-size` lowers the bound on one fields resource:
     // 24 KiB is past 16 KiB.
     assert!(node.terminate().success());
-    let node = start(
+    let node = up(
         dir.path(),
         &["-S", "max-resources=100,max-http-fields-size=16384"],
     );
@@ -362,12 +310,12 @@ fn a_handler_hoarding_http_fields_is_stopped_at_its_resource_bounds() {
 #[test]
 fn the_wasmtime_timeout_bounds_every_guest_call() {
     let dir = tempfile::tempdir().unwrap();
-    let node = start(dir.path(), &["--call-timeout", "5s", "-W", "timeout=1s"]);
+    let node = up(dir.path(), &["--call-timeout", "5s", "-W", "timeout=1s"]);
     // The lower of the two limits applies, to a core module call…
     let r = post_json(
         &node,
         "/",
-        json!({ "wasm_hex": hex(SPIN), "function_name": "spin", "params": [] }),
+        json!({ "wasm_hex": wat_hex(SPIN), "function_name": "spin", "params": [] }),
     );
     let error = r.error(504);
     assert!(error.contains("timed out after 1s"), "{error}");
@@ -390,8 +338,8 @@ fn the_wasmtime_timeout_bounds_every_guest_call() {
 #[test]
 fn the_wasmtime_instance_count_bounds_each_call() {
     let dir = tempfile::tempdir().unwrap();
-    let node = start(dir.path(), &["-W", "max-instances=30"]);
-    let leaf = hex(r#"(module (func (export "f")))"#);
+    let node = up(dir.path(), &["-W", "max-instances=30"]);
+    let leaf = wat_hex(r#"(module (func (export "f")))"#);
     let mut names = Vec::new();
     for i in 0..40 {
         let name = format!("leaf{i}");
@@ -411,7 +359,7 @@ fn the_wasmtime_instance_count_bounds_each_call() {
             .iter()
             .map(|l| format!(r#"(import "{l}" "f" (func))"#))
             .collect();
-        let wide = hex(&format!(
+        let wide = wat_hex(&format!(
             r#"(module {imports} (func (export "run") (result i32) (i32.const 1)))"#
         ));
         post_json(

@@ -11,20 +11,12 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use support::{
-    component, component_bytes, request, try_request, wait_for, Heartbeat, Node, NodeBuilder,
-    Response,
+    component, component_bytes, request, rss_bytes, try_request, up, wait_for, Heartbeat, Node,
+    NodeBuilder, Response,
 };
 
 /// How long the tests wait for a connection to be closed by the node.
 const CLOSE_WAIT: Duration = Duration::from_secs(8);
-
-fn start(dir: &Path, flags: &[&str]) -> Node {
-    let mut args = vec!["up"];
-    args.extend_from_slice(flags);
-    NodeBuilder::new(dir, &args)
-        .env("WASMATIC_PORT", "0")
-        .start()
-}
 
 fn register_echo(node: &Node) {
     let r = node.post("/register?name=echo", &component_bytes("echo.wasm"));
@@ -74,18 +66,6 @@ fn status_of(raw: &[u8]) -> Option<u16> {
         .ok()
 }
 
-/// The node's resident memory, from /proc.
-fn rss_bytes(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
-    let kib: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .expect("VmRSS");
-    kib * 1024
-}
-
 fn health_within(node: &Node, bound: Duration) {
     let start = Instant::now();
     let r = node.get("/health");
@@ -104,7 +84,7 @@ const SLOW_CLIENTS_RSS: u64 = 256 << 20;
 #[test]
 fn slow_request_bodies_hold_no_operator_instance() {
     let dir = tempfile::tempdir().unwrap();
-    let node = start(dir.path(), &[]);
+    let node = up(dir.path(), &[]);
     register_echo(&node);
     let heartbeat = Heartbeat::start(node.addr);
     let slow: Vec<TcpStream> = (0..400).map(|_| body_never_sent(node.addr)).collect();
@@ -179,7 +159,7 @@ fn guests_cannot_take_the_operators_instance_slots() {
     let dir = tempfile::tempdir().unwrap();
     // One component instance for all guests together; the operator's slots
     // are its own engine's.
-    let node = start(
+    let node = up(
         dir.path(),
         &[
             "-O",
@@ -220,7 +200,7 @@ fn guests_cannot_take_the_operators_instance_slots() {
 #[test]
 fn idle_guest_instances_give_back_their_slots_on_a_timer() {
     let dir = tempfile::tempdir().unwrap();
-    let node = start(
+    let node = up(
         dir.path(),
         &[
             "-O",
@@ -251,7 +231,7 @@ fn idle_guest_instances_give_back_their_slots_on_a_timer() {
 #[test]
 fn stalled_heads_and_bodies_are_cut_off() {
     let dir = tempfile::tempdir().unwrap();
-    let node = start(
+    let node = up(
         dir.path(),
         &[
             "--header-read-timeout",
@@ -314,7 +294,7 @@ fn stalled_heads_and_bodies_are_cut_off() {
 #[test]
 fn connections_and_buffered_bodies_are_capped_and_idle_ones_closed() {
     let dir = tempfile::tempdir().unwrap();
-    let node = start(
+    let node = up(
         dir.path(),
         &[
             "--keep-alive-timeout",
@@ -401,7 +381,7 @@ fn connections_and_buffered_bodies_are_capped_and_idle_ones_closed() {
 #[test]
 fn foreign_origins_cannot_change_the_node() {
     let dir = tempfile::tempdir().unwrap();
-    let node = start(
+    let node = up(
         dir.path(),
         &[
             "--allow-origin",
@@ -658,7 +638,7 @@ fn the_operators_outbound_calls_obey_the_node_policy() {
 fn a_node_open_to_the_network_without_a_token_warns() {
     let warning = "no $WASMATIC_TOKEN set";
     let dir = tempfile::tempdir().unwrap();
-    let open = start(dir.path(), &[]);
+    let open = up(dir.path(), &[]);
     assert!(open.log().contains(warning), "{}", open.log());
     drop(open);
 

@@ -5,36 +5,17 @@
 
 mod support;
 
-use std::path::Path;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use support::{component_bytes, sha256_hex, wait_for, FakeApi, Node, NodeBuilder};
-
-fn start(dir: &Path, flags: &[&str]) -> Node {
-    let mut args = vec!["up"];
-    args.extend_from_slice(flags);
-    NodeBuilder::new(dir, &args)
-        .env("WASMATIC_PORT", "0")
-        .start()
-}
-
-fn register(node: &Node, path: &str, bytes: &[u8]) -> Value {
-    let response = node.post(path, bytes);
-    assert_eq!(response.status, 201, "{path}: {}", response.text());
-    response.json()
-}
-
-fn post_json(node: &Node, path: &str, body: Value) -> support::Response {
-    node.post(path, body.to_string().as_bytes())
-}
+use support::{component_bytes, post_json, register, sha256_hex, up, wait_for, FakeApi};
 
 /// `?limit=1000` of large runs answers a page bounded in bytes, with a
 /// `Link` to the next; following the links reads every run exactly once.
 #[test]
 fn run_history_is_read_in_pages_bounded_in_bytes() {
     let dir = tempfile::tempdir().unwrap();
-    let node = start(dir.path(), &[]);
+    let node = up(dir.path(), &[]);
     register(&node, "/register?name=echo", &component_bytes("echo.wasm"));
     let big = "x".repeat(900 * 1024);
     for i in 0..12 {
@@ -77,7 +58,7 @@ fn run_history_is_read_in_pages_bounded_in_bytes() {
 #[test]
 fn run_history_is_bounded_in_all_and_goes_with_its_component() {
     let dir = tempfile::tempdir().unwrap();
-    let node = start(dir.path(), &["--runs-total", "10", "--runs-kept", "6"]);
+    let node = up(dir.path(), &["--runs-total", "10", "--runs-kept", "6"]);
     register(&node, "/register?name=a", &component_bytes("echo.wasm"));
     register(&node, "/register?name=b", &component_bytes("echo.wasm"));
     for i in 0..8 {
@@ -117,7 +98,7 @@ fn schedules_are_capped_and_ticks_never_take_clients_slots() {
     let slow = FakeApi::start(r#"{"bitcoin":{"usd":1}}"#, Duration::from_millis(2500));
     let dir = tempfile::tempdir().unwrap();
     let allow = slow.addr.to_string();
-    let node = start(
+    let node = up(
         dir.path(),
         &[
             "--allow-outbound",
@@ -196,7 +177,7 @@ const DOUBLE_TWICE: &str = "0061736d0100000001060160017f017f021001057574696c7306
 #[test]
 fn modules_can_be_removed_and_names_are_not_shared_across_kinds() {
     let dir = tempfile::tempdir().unwrap();
-    let node = start(dir.path(), &[]);
+    let node = up(dir.path(), &[]);
     let module = |name: &str, hex: &str, links: Value| {
         post_json(
             &node,
@@ -226,7 +207,7 @@ fn modules_can_be_removed_and_names_are_not_shared_across_kinds() {
 
     // Gone for good: not back after a restart.
     assert!(node.terminate().success());
-    let node = start(dir.path(), &[]);
+    let node = up(dir.path(), &[]);
     node.post("/call/utils/double", b"[2]").error(404);
     let utils = json!({ "module_name": "utils", "wasm_hex": DOUBLE });
     assert_eq!(post_json(&node, "/register", utils).status, 201);
@@ -242,7 +223,7 @@ fn modules_can_be_removed_and_names_are_not_shared_across_kinds() {
 #[test]
 fn racing_registrations_never_mix_code_and_settings() {
     let dir = tempfile::tempdir().unwrap();
-    let node = start(dir.path(), &[]);
+    let node = up(dir.path(), &[]);
     let echo = component_bytes("echo.wasm");
     let gecko = component_bytes("gecko.wasm");
     let consistent = |info: &Value| {
@@ -277,7 +258,7 @@ fn racing_registrations_never_mix_code_and_settings() {
     }
     let before = node.get("/handlers/racer").json();
     node.kill();
-    let node = start(dir.path(), &[]);
+    let node = up(dir.path(), &[]);
     let after = node.get("/handlers/racer").json();
     assert!(consistent(&after), "{after}");
     assert_eq!(after["digest"], before["digest"]);

@@ -3,26 +3,7 @@
 mod support;
 
 use serde_json::{json, Value};
-use support::{component_bytes, sha256_hex, Node, NodeBuilder};
-
-fn base64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |n, (i, b)| n | (u32::from(*b) << (16 - 8 * i)));
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
+use support::{base64, component_bytes, sha256_hex, up, Node};
 
 /// The job built as a wasip1 core module, and as a wasip2 command component.
 fn builds() -> [(&'static str, Vec<u8>); 2] {
@@ -36,12 +17,6 @@ fn builds() -> [(&'static str, Vec<u8>); 2] {
     ]
 }
 
-fn start(dir: &std::path::Path) -> Node {
-    NodeBuilder::new(dir, &["up"])
-        .env("WASMATIC_PORT", "0")
-        .start()
-}
-
 fn run(node: &Node, body: Value) -> Value {
     let r = node.post("/wasm/run", body.to_string().as_bytes());
     assert_eq!(r.status, 200, "{}", r.text());
@@ -51,7 +26,7 @@ fn run(node: &Node, body: Value) -> Value {
 #[test]
 fn jobs_read_json_input_and_answer_json() {
     let dir = tempfile::tempdir().unwrap();
-    let node = start(dir.path());
+    let node = up(dir.path(), &[]);
     assert_eq!(node.get("/wasm/health").json(), json!({ "ok": true }));
     for (kind, wasm) in builds() {
         let job = |input: Value, extra: Value| {
@@ -116,7 +91,7 @@ fn jobs_read_json_input_and_answer_json() {
 #[test]
 fn a_job_sent_once_can_be_run_again_by_its_hash() {
     let dir = tempfile::tempdir().unwrap();
-    let node = start(dir.path());
+    let node = up(dir.path(), &[]);
     let [(_, wasm), _] = builds();
     let hash = sha256_hex(&wasm);
     let unknown = node.post(
@@ -150,7 +125,7 @@ fn a_job_sent_once_can_be_run_again_by_its_hash() {
 #[test]
 fn requests_the_node_cannot_run_get_clear_errors() {
     let dir = tempfile::tempdir().unwrap();
-    let node = start(dir.path());
+    let node = up(dir.path(), &[]);
     let post = |body: Value| node.post("/wasm/run", body.to_string().as_bytes());
     post(json!({ "jobId": "x", "timeoutMs": 100 })).error(400);
     post(json!({ "jobId": "x", "wasmB64": "!!!", "timeoutMs": 100 })).error(400);

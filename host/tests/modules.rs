@@ -4,19 +4,11 @@
 mod support;
 
 use serde_json::{json, Value};
-use support::{Node, NodeBuilder};
+use support::{wat_hex, Node, NodeBuilder};
 
 const DOUBLE: &str =
     "0061736d0100000001060160017f017f03020100070a0106646f75626c6500000a09010700200041026c0b";
 const DOUBLE_TWICE: &str = "0061736d0100000001060160017f017f021001057574696c7306646f75626c650000030201000710010c646f75626c655f747769636500010a0a0108002000100010000b";
-
-fn hex(wat: &str) -> String {
-    wat::parse_str(wat)
-        .expect("valid WAT")
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
 
 fn start(dir: &std::path::Path) -> Node {
     NodeBuilder::new(dir, &["up", "--call-timeout", "1s"])
@@ -78,9 +70,11 @@ fn modules_link_recursively_by_name() {
     register("utils", DOUBLE, json!([]));
     // `twice` imports utils.double; `quad` imports twice.double_twice.
     register("twice", DOUBLE_TWICE, json!(["utils"]));
-    let quad = hex(r#"(module
+    let quad = wat_hex(
+        r#"(module
             (import "twice" "double_twice" (func $dt (param i32) (result i32)))
-            (func (export "quad") (param i32) (result i32) local.get 0 call $dt call $dt))"#);
+            (func (export "quad") (param i32) (result i32) local.get 0 call $dt call $dt))"#,
+    );
     let r = post_json(
         &node,
         "/",
@@ -137,7 +131,7 @@ fn params_are_typed_from_the_signature() {
     }
     assert!(call("triple", json!([1])).error(404).contains("triple"));
 
-    let half = hex(
+    let half = wat_hex(
         r#"(module (func (export "half") (param f64) (result f64) local.get 0 f64.const 2 f64.div))"#,
     );
     let r = post_json(
@@ -146,7 +140,7 @@ fn params_are_typed_from_the_signature() {
         json!({ "wasm_hex": half, "function_name": "half", "params": [3] }),
     );
     assert_eq!(r.json(), json!({ "results": [1.5] }));
-    let wide = hex(
+    let wide = wat_hex(
         r#"(module (func (export "add") (param i64 i64) (result i64) local.get 0 local.get 1 i64.add))"#,
     );
     let r = post_json(
@@ -156,7 +150,7 @@ fn params_are_typed_from_the_signature() {
     );
     assert_eq!(r.json(), json!({ "results": [4000000002u64] }));
     // Two i32 parameters and an i32 result, as the "WASM executor" sends.
-    let sub = hex(
+    let sub = wat_hex(
         r#"(module (func (export "sub") (param i32 i32) (result i32) local.get 0 local.get 1 i32.sub))"#,
     );
     let r = post_json(
@@ -183,9 +177,9 @@ fn bad_modules_and_bad_calls_get_clear_errors() {
         .error(400)
         .contains("core WebAssembly module"));
     node.post("/", b"{not json").error(400);
-    let trap = hex(r#"(module (func (export "boom") unreachable))"#);
+    let trap = wat_hex(r#"(module (func (export "boom") unreachable))"#);
     assert!(run(&trap, "boom").error(500).contains("unreachable"));
-    let spin = hex(r#"(module (func (export "spin") (loop br 0)))"#);
+    let spin = wat_hex(r#"(module (func (export "spin") (loop br 0)))"#);
     assert!(run(&spin, "spin").error(504).contains("timed out after 1s"));
     post_json(
         &node,

@@ -26,9 +26,10 @@ pub fn run(req: &Request) -> Result<Response, Response> {
         r#"{"jobId", "wasmB64" or "wasmHash", "timeoutMs", "input", "maxStdoutBytes"?, "maxStderrBytes"?}"#,
     )?;
     let wasm = match &job.wasm_b64 {
-        Some(b64) => {
-            Some(decode_base64(b64).ok_or_else(|| Response::error(400, "wasmB64 is not base64"))?)
-        }
+        Some(b64) => Some(
+            decode_base64(b64)
+                .map_err(|e| Response::error(400, &format!("wasmB64 is not base64: {e}")))?,
+        ),
         None => None,
     };
     let request = JobRequest {
@@ -57,31 +58,14 @@ pub fn run(req: &Request) -> Result<Response, Response> {
     Ok(Response::json(200, &answer))
 }
 
-/// Standard base64 (padding optional, whitespace ignored).
-fn decode_base64(text: &str) -> Option<Vec<u8>> {
-    let value = |c: u8| match c {
-        b'A'..=b'Z' => Some(c - b'A'),
-        b'a'..=b'z' => Some(c - b'a' + 26),
-        b'0'..=b'9' => Some(c - b'0' + 52),
-        b'+' => Some(62),
-        b'/' => Some(63),
-        _ => None,
-    };
-    let digits: Vec<u8> = text
-        .bytes()
-        .filter(|c| !c.is_ascii_whitespace() && *c != b'=')
-        .map(value)
-        .collect::<Option<_>>()?;
-    if digits.len() % 4 == 1 {
-        return None;
-    }
-    let mut out = Vec::with_capacity(digits.len() * 3 / 4);
-    for chunk in digits.chunks(4) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |n, (i, d)| n | (u32::from(*d) << (18 - 6 * i)));
-        out.extend_from_slice(&n.to_be_bytes()[1..chunk.len()]);
-    }
-    Some(out)
+/// Standard base64, padding optional, whitespace ignored.
+fn decode_base64(text: &str) -> Result<Vec<u8>, String> {
+    use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+    use base64::Engine as _;
+    const LENIENT: GeneralPurpose = GeneralPurpose::new(
+        &base64::alphabet::STANDARD,
+        GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+    );
+    let compact: String = text.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+    LENIENT.decode(compact).map_err(|e| e.to_string())
 }

@@ -258,26 +258,18 @@ impl Node {
             .await
     }
 
-    /// A client's call slot, or `Busy` (recorded as a failed run) when the
-    /// node is running its most calls: a client beyond the limit is told to
-    /// come back, never queued.
+    /// A client's call slot, or `Busy` (recorded as a failed run of `name`).
     async fn call_slot(
         &self,
         name: &str,
         function: Option<&str>,
     ) -> Result<tokio::sync::OwnedSemaphorePermit, NodeError> {
-        match self.calls.clone().try_acquire_owned() {
-            Ok(permit) => Ok(permit),
-            Err(_) => {
-                let busy = format!(
-                    "the node is running {} calls, its most (--max-concurrent-calls); retry shortly",
-                    self.limits.max_concurrent_calls
-                );
-                self.record_failure(name, None, function.map(str::to_string), &busy)
-                    .await;
-                Err(NodeError::Busy(busy))
-            }
+        let slot = self.client_slot();
+        if let Err(busy) = &slot {
+            self.record_failure(name, None, function.map(str::to_string), &busy.to_string())
+                .await;
         }
+        slot
     }
 
     /// Runs one call of a registered component in a task of its own (so

@@ -122,6 +122,19 @@ impl Node {
     }
 }
 
+impl Node {
+    /// A client's call slot, or `Busy` at once: a client beyond the limit
+    /// is told to come back, never queued.
+    fn client_slot(&self) -> Result<tokio::sync::OwnedSemaphorePermit, NodeError> {
+        self.calls.clone().try_acquire_owned().map_err(|_| {
+            NodeError::Busy(format!(
+                "the node is running {} calls, its most (--max-concurrent-calls); retry shortly",
+                self.limits.max_concurrent_calls
+            ))
+        })
+    }
+}
+
 /// Runs blocking work (SQLite) off the async workers.
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> T + Send + 'static,

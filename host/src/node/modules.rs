@@ -85,7 +85,7 @@ impl Node {
                 "the job's module is larger than --max-handler-size".into(),
             ));
         }
-        let _permit = self.busy_or_slot()?;
+        let _permit = self.client_slot()?;
         self.jobs.run(request, self.limits.handler_memory).await
     }
 
@@ -137,7 +137,7 @@ impl Node {
     ) -> Result<String, NodeError> {
         let params: Vec<serde_json::Value> = serde_json::from_str(params)
             .map_err(|e| NodeError::Invalid(format!("params must be a JSON array: {e}")))?;
-        let _permit = self.busy_or_slot()?;
+        let _permit = self.client_slot()?;
         let results = self
             .modules
             .call(
@@ -165,15 +165,5 @@ impl Node {
         }
         tracing::info!(name, "module removed");
         Ok(())
-    }
-
-    /// A client's call slot, or `Busy` at once.
-    fn busy_or_slot(&self) -> Result<tokio::sync::OwnedSemaphorePermit, NodeError> {
-        self.calls.clone().try_acquire_owned().map_err(|_| {
-            NodeError::Busy(format!(
-                "the node is running {} calls, its most (--max-concurrent-calls); retry shortly",
-                self.limits.max_concurrent_calls
-            ))
-        })
     }
 }

@@ -528,3 +528,46 @@ pub fn assert_no_uploads_left(dir: &Path) {
         .collect();
     assert!(leftovers.is_empty(), "uploads left behind: {leftovers:?}");
 }
+
+/// `wasmatic up` in `dir` with `flags`, on a free port.
+pub fn up(dir: &Path, flags: &[&str]) -> Node {
+    let mut args = vec!["up"];
+    args.extend_from_slice(flags);
+    NodeBuilder::new(dir, &args)
+        .env("WASMATIC_PORT", "0")
+        .start()
+}
+
+/// `POST path` with `bytes`, which must answer 201; its JSON.
+pub fn register(node: &Node, path: &str, bytes: &[u8]) -> serde_json::Value {
+    let response = node.post(path, bytes);
+    assert_eq!(response.status, 201, "{path}: {}", response.text());
+    response.json()
+}
+
+pub fn post_json(node: &Node, path: &str, body: serde_json::Value) -> Response {
+    node.post(path, body.to_string().as_bytes())
+}
+
+/// The wasm of WebAssembly text, as hex (the `wasm_hex` of `POST /`).
+pub fn wat_hex(wat: &str) -> String {
+    hex::encode(wat::parse_str(wat).expect("valid WAT"))
+}
+
+/// Standard base64, padded (the `wasmB64` of `POST /wasm/run`).
+pub fn base64(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// A process's resident memory, from the kernel.
+pub fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .expect("VmRSS");
+    kib * 1024
+}
