@@ -282,7 +282,8 @@ fn fuel_and_per_memory_flags_are_honoured() {
 #[test]
 fn a_handler_hoarding_http_fields_is_stopped_at_its_resource_bounds() {
     let dir = tempfile::tempdir().unwrap();
-    let node = up(dir.path(), &[]);
+    // 250 000 host calls before the bound: time enough on a loaded machine.
+    let node = up(dir.path(), &["--call-timeout", "30s"]);
     let misbehave = component_bytes("misbehave.wasm");
     let r = node.post("/register?name=misbehave", &misbehave);
     assert_eq!(r.status, 201, "{}", r.text());

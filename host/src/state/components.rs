@@ -5,6 +5,7 @@
 
 use rusqlite::{params, OptionalExtension};
 
+use super::runs::Totals;
 use super::{from_json, to_json, StateDb, StateError};
 
 /// How a registered component runs, as given at registration.
@@ -105,12 +106,17 @@ impl StateDb {
             .query_map([name], |row| row.get(0))?
             .collect::<Result<Vec<String>, _>>()?;
         tx.execute("DELETE FROM jobs WHERE name = ?1", [name])?;
-        tx.execute("DELETE FROM runs WHERE name = ?1", [name])?;
         tx.execute("DELETE FROM components WHERE name = ?1", [name])?;
         if let Some(digest) = &digest {
             drop_orphan_blob(&tx, digest)?;
         }
+        let gone = Totals::of(
+            &mut tx
+                .prepare("DELETE FROM runs WHERE name = ?1 RETURNING bytes")?
+                .query([name])?,
+        )?;
         tx.commit()?;
+        self.run_totals().subtract(gone);
         Ok((digest.is_some(), jobs))
     }
 

@@ -33,6 +33,10 @@ pub struct StateError(#[from] rusqlite::Error);
 pub struct StateDb {
     write: Mutex<Connection>,
     read: Mutex<Connection>,
+    /// How many runs are stored and their bytes, kept as runs come and go
+    /// (changed only while `write` is held), so that bounding the history
+    /// never scans it.
+    run_totals: Mutex<runs::Totals>,
 }
 
 const SCHEMA: &str = "
@@ -92,9 +96,11 @@ impl StateDb {
         let read = Connection::open(path)?;
         read.busy_timeout(std::time::Duration::from_secs(5))?;
         read.pragma_update(None, "query_only", true)?;
+        let totals = runs::Totals::count(&write)?;
         Ok(StateDb {
             write: Mutex::new(write),
             read: Mutex::new(read),
+            run_totals: Mutex::new(totals),
         })
     }
 
@@ -102,6 +108,10 @@ impl StateDb {
     /// itself consistent, so a poisoned lock is taken over.
     fn write(&self) -> std::sync::MutexGuard<'_, Connection> {
         self.write.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn run_totals(&self) -> std::sync::MutexGuard<'_, runs::Totals> {
+        self.run_totals.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn read(&self) -> std::sync::MutexGuard<'_, Connection> {

@@ -55,6 +55,54 @@ pub struct RunBounds {
     pub total_bytes: u64,
 }
 
+/// How many runs are stored, and their bytes.
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct Totals {
+    pub count: u64,
+    pub bytes: u64,
+}
+
+impl Totals {
+    pub fn count(conn: &rusqlite::Connection) -> Result<Totals, StateError> {
+        Ok(conn.query_row(
+            "SELECT COUNT(*), COALESCE(SUM(bytes), 0) FROM runs",
+            [],
+            |row| {
+                Ok(Totals {
+                    count: row.get::<_, i64>(0)? as u64,
+                    bytes: row.get::<_, i64>(1)? as u64,
+                })
+            },
+        )?)
+    }
+
+    fn add(&mut self, bytes: u64) {
+        self.count += 1;
+        self.bytes += bytes;
+    }
+
+    /// Takes away the rows of a `... RETURNING bytes` statement.
+    pub fn remove(&mut self, deleted: &mut rusqlite::Rows<'_>) -> Result<(), StateError> {
+        let gone = Totals::of(deleted)?;
+        self.subtract(gone);
+        Ok(())
+    }
+
+    /// The count and bytes of the rows of a `... RETURNING bytes` statement.
+    pub fn of(rows: &mut rusqlite::Rows<'_>) -> Result<Totals, StateError> {
+        let mut totals = Totals::default();
+        while let Some(row) = rows.next()? {
+            totals.add(row.get::<_, i64>(0)? as u64);
+        }
+        Ok(totals)
+    }
+
+    pub fn subtract(&mut self, other: Totals) {
+        self.count = self.count.saturating_sub(other.count);
+        self.bytes = self.bytes.saturating_sub(other.bytes);
+    }
+}
+
 /// Runs, newest first; `next` is the `before` of the following page.
 #[derive(Debug, Default)]
 pub struct RunPage {
@@ -71,15 +119,17 @@ impl StateDb {
     /// removed while the run was going) are not recorded.
     pub fn insert_runs(&self, runs: &[RunRecord], bounds: RunBounds) -> Result<(), StateError> {
         let mut conn = self.write();
+        let mut totals = self.run_totals();
+        let before = *totals;
         let tx = conn.transaction()?;
-        {
+        let done = (|| {
             let mut insert = tx.prepare_cached(
                 "INSERT INTO runs (name, job_id, scheduled_for, started_at, duration_ms, ok, output, error, stdout, stderr, audit, function, bytes)
                  SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13
                  WHERE EXISTS (SELECT 1 FROM components WHERE name = ?1)",
             )?;
             for run in runs {
-                insert.execute(params![
+                let inserted = insert.execute(params![
                     run.name,
                     run.job_id,
                     run.scheduled_for.map(|t| t as i64),
@@ -94,41 +144,50 @@ impl StateDb {
                     run.function,
                     run.size() as i64,
                 ])?;
+                if inserted > 0 {
+                    totals.add(run.size() as u64);
+                }
             }
             let mut names: Vec<&str> = runs.iter().map(|r| r.name.as_str()).collect();
             names.sort_unstable();
             names.dedup();
             let mut prune = tx.prepare_cached(
                 "DELETE FROM runs WHERE name = ?1 AND id <= (
-                     SELECT id FROM runs WHERE name = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)",
+                     SELECT id FROM runs WHERE name = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)
+                 RETURNING bytes",
             )?;
             for name in names {
-                prune.execute(params![name, bounds.per_name])?;
+                totals.remove(&mut prune.query(params![name, bounds.per_name])?)?;
             }
-            let (count, bytes): (i64, i64) = tx.query_row(
-                "SELECT COUNT(*), COALESCE(SUM(bytes), 0) FROM runs",
-                [],
-                |row| Ok((row.get(0)?, row.get(1)?)),
-            )?;
-            if count as u64 > bounds.total {
-                tx.execute(
-                    "DELETE FROM runs WHERE id <= (SELECT id FROM runs ORDER BY id DESC LIMIT 1 OFFSET ?1)",
-                    [bounds.total as i64],
-                )?;
+            // In all: the oldest runs go until both bounds hold. Only the
+            // rows deleted are read.
+            if totals.count > bounds.total || totals.bytes > bounds.total_bytes {
+                let mut oldest = tx.prepare_cached("SELECT id, bytes FROM runs ORDER BY id")?;
+                let mut rows = oldest.query([])?;
+                let (mut count, mut bytes, mut last) = (totals.count, totals.bytes, None);
+                while count > bounds.total || bytes > bounds.total_bytes {
+                    let Some(row) = rows.next()? else { break };
+                    last = Some(row.get::<_, i64>(0)?);
+                    count -= 1;
+                    bytes = bytes.saturating_sub(row.get::<_, i64>(1)? as u64);
+                }
+                drop(rows);
+                if let Some(last) = last {
+                    let mut delete =
+                        tx.prepare_cached("DELETE FROM runs WHERE id <= ?1 RETURNING bytes")?;
+                    totals.remove(&mut delete.query([last])?)?;
+                }
             }
-            if bytes as u64 > bounds.total_bytes {
-                // The newest runs whose bytes add up to the bound stay.
-                tx.execute(
-                    "DELETE FROM runs WHERE id <= (
-                         SELECT id FROM (
-                             SELECT id, SUM(bytes) OVER (ORDER BY id DESC) AS kept FROM runs)
-                         WHERE kept > ?1 ORDER BY id DESC LIMIT 1)",
-                    [bounds.total_bytes as i64],
-                )?;
+            Ok::<_, StateError>(())
+        })();
+        match done.and_then(|()| tx.commit().map_err(StateError::from)) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                // Rolled back: the totals are what they were.
+                *totals = before;
+                Err(e)
             }
         }
-        tx.commit()?;
-        Ok(())
     }
 
     pub fn runs_of_handler(
@@ -296,6 +355,16 @@ mod tests {
             "{:?}",
             started(&echo)
         );
+        assert_totals_match(&db);
+        db.remove_component("other").unwrap();
+        assert_totals_match(&db);
+    }
+
+    /// The totals kept as runs come and go are what a count finds.
+    fn assert_totals_match(db: &StateDb) {
+        let kept = *db.run_totals();
+        let counted = Totals::count(&db.write()).unwrap();
+        assert_eq!((kept.count, kept.bytes), (counted.count, counted.bytes));
     }
 
     #[test]
