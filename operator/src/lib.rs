@@ -26,6 +26,7 @@ wit_bindgen::generate!({
         "wasmatic:operator/handlers@0.3.0/component-kind": [#[derive(serde::Serialize)] #[serde(rename_all = "lowercase")]],
         "wasmatic:operator/schedules@0.3.0/schedule": [#[derive(serde::Serialize)]],
         "wasmatic:operator/runs@0.3.0/run": [#[derive(serde::Serialize)]],
+        "wasmatic:operator/runs@0.3.0/rpc-call": [#[derive(serde::Serialize)]],
         "wasmatic:operator/modules@0.3.0/module-info": [#[derive(serde::Serialize)]],
         "wasmatic:operator/types@0.3.0/audit-entry": [#[derive(serde::Serialize)]],
         "wasmatic:operator/types@0.3.0/audit-level": [#[derive(serde::Serialize)] #[serde(rename_all = "lowercase")]],

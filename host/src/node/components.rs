@@ -330,6 +330,7 @@ impl Node {
             stdout: outcome.stdout,
             stderr: outcome.stderr,
             audit: outcome.audit,
+            rpc: outcome.rpc,
         };
         tracing::info!(
             name,
@@ -368,6 +369,7 @@ impl Node {
             stdout: String::new(),
             stderr: String::new(),
             audit: Vec::new(),
+            rpc: Vec::new(),
         };
         self.runs.record(record).await;
     }

@@ -69,7 +69,8 @@ const SCHEMA: &str = "
         stderr TEXT NOT NULL,
         audit TEXT NOT NULL DEFAULT '[]',
         function TEXT,
-        bytes INTEGER NOT NULL DEFAULT 0
+        bytes INTEGER NOT NULL DEFAULT 0,
+        rpc TEXT NOT NULL DEFAULT '[]'
     );
     CREATE TABLE IF NOT EXISTS modules (
         name TEXT PRIMARY KEY,
@@ -120,6 +121,7 @@ fn migrate(conn: &Connection) -> Result<(), StateError> {
         ("audit", "TEXT NOT NULL DEFAULT '[]'"),
         ("function", "TEXT"),
         ("bytes", "INTEGER NOT NULL DEFAULT 0"),
+        ("rpc", "TEXT NOT NULL DEFAULT '[]'"),
     ] {
         let present = conn
             .prepare("SELECT 1 FROM pragma_table_info('runs') WHERE name = ?1")?

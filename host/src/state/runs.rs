@@ -5,6 +5,7 @@
 use rusqlite::params;
 
 use super::{from_json, to_json, StateDb, StateError};
+use crate::chain::RpcCall;
 use crate::handler::AuditEntry;
 
 /// A run of a registered component.
@@ -26,6 +27,8 @@ pub struct RunRecord {
     pub stderr: String,
     /// What the guest wrote to its audit log.
     pub audit: Vec<AuditEntry>,
+    /// The chain RPC calls it made, in order.
+    pub rpc: Vec<RpcCall>,
 }
 
 impl RunRecord {
@@ -41,6 +44,7 @@ impl RunRecord {
             + self.stdout.len()
             + self.stderr.len()
             + audit
+            + self.rpc.iter().map(|c| c.method.len() + 48).sum::<usize>()
     }
 }
 
@@ -74,8 +78,8 @@ impl StateDb {
         let tx = conn.transaction()?;
         {
             let mut insert = tx.prepare_cached(
-                "INSERT INTO runs (name, job_id, scheduled_for, started_at, duration_ms, ok, output, error, stdout, stderr, audit, function, bytes)
-                 SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13
+                "INSERT INTO runs (name, job_id, scheduled_for, started_at, duration_ms, ok, output, error, stdout, stderr, audit, function, bytes, rpc)
+                 SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14
                  WHERE EXISTS (SELECT 1 FROM components WHERE name = ?1)",
             )?;
             for run in runs {
@@ -93,6 +97,7 @@ impl StateDb {
                     to_json(&run.audit),
                     run.function,
                     run.size() as i64,
+                    to_json(&run.rpc),
                 ])?;
             }
             let mut names: Vec<&str> = runs.iter().map(|r| r.name.as_str()).collect();
@@ -158,7 +163,7 @@ impl StateDb {
     ) -> Result<RunPage, StateError> {
         let conn = self.read();
         let mut stmt = conn.prepare_cached(&format!(
-            "SELECT id, name, job_id, scheduled_for, started_at, duration_ms, ok, output, error, stdout, stderr, audit, function
+            "SELECT id, name, job_id, scheduled_for, started_at, duration_ms, ok, output, error, stdout, stderr, audit, function, rpc
              FROM runs WHERE {column} = ?1 AND id < ?2 ORDER BY id DESC LIMIT ?3"
         ))?;
         let before = before.map_or(i64::MAX, |b| b.min(i64::MAX as u64) as i64);
@@ -181,6 +186,7 @@ impl StateDb {
                 stderr: row.get(10)?,
                 audit: from_json(&row.get::<_, String>(11)?)?,
                 function: row.get(12)?,
+                rpc: from_json(&row.get::<_, String>(13)?)?,
             };
             let full = page.runs.len() as u32 >= limit
                 || (!page.runs.is_empty() && bytes + run.size() > PAGE_BYTES);
@@ -223,6 +229,12 @@ mod tests {
             audit: vec![AuditEntry {
                 level: "info".into(),
                 message: format!("ran at {started_at}"),
+            }],
+            rpc: vec![RpcCall {
+                chain: 1,
+                method: "eth_blockNumber".into(),
+                duration_us: 250,
+                ok: true,
             }],
         }
     }
