@@ -249,6 +249,10 @@ pub struct NodeOptions {
     #[arg(long, value_name = "N", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
     pub rpc_max_log_range: u64,
 
+    /// How often chain triggers ask their chain for new blocks.
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_timeout)]
+    pub chain_poll_interval: Duration,
+
     #[command(flatten)]
     pub wasmtime: CommonOptions,
 }
@@ -290,6 +294,7 @@ impl NodeOptions {
                 .context("--rpc-max-response is too large for this platform")?,
             max_calls: self.rpc_max_calls,
             max_log_range: self.rpc_max_log_range,
+            poll_interval: self.chain_poll_interval,
         };
         crate::chain::Chains::configure(&self.rpc, std::env::vars(), limits)
     }

@@ -3,7 +3,7 @@
 //! It is a `wasi:http/proxy` component; the host runs a fresh instance of it
 //! per request, so it keeps no state of its own. Handler files live in its
 //! preopened `registered` directory; everything else (compiling, running,
-//! scheduling, run history) it asks of the host through
+//! scheduling, chain triggers, run history) it asks of the host through
 //! the `wasmatic:operator` interfaces.
 
 mod files;
@@ -13,6 +13,7 @@ mod jobs;
 mod modules;
 mod routes;
 mod schedules;
+mod triggers;
 
 wit_bindgen::generate!({
     path: "../wit/operator",

@@ -14,6 +14,7 @@
 mod client;
 pub mod guest;
 pub mod methods;
+pub mod triggers;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
@@ -40,8 +41,10 @@ pub struct RpcLimits {
     pub max_response: usize,
     /// Calls one run may make.
     pub max_calls: u32,
-    /// Blocks one `eth_getLogs` may span.
+    /// Blocks one `eth_getLogs` may span (guests' and the triggers').
     pub max_log_range: u64,
+    /// How often chain triggers ask their chain for new blocks.
+    pub poll_interval: Duration,
 }
 
 impl Default for RpcLimits {
@@ -51,6 +54,7 @@ impl Default for RpcLimits {
             max_response: 4 << 20,
             max_calls: 100,
             max_log_range: 1000,
+            poll_interval: Duration::from_secs(1),
         }
     }
 }

@@ -76,62 +76,7 @@ impl StateDb {
     pub fn insert_runs(&self, runs: &[RunRecord], bounds: RunBounds) -> Result<(), StateError> {
         let mut conn = self.write();
         let tx = conn.transaction()?;
-        {
-            let mut insert = tx.prepare_cached(
-                "INSERT INTO runs (name, job_id, scheduled_for, started_at, duration_ms, ok, output, error, stdout, stderr, audit, function, bytes, rpc)
-                 SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14
-                 WHERE EXISTS (SELECT 1 FROM components WHERE name = ?1)",
-            )?;
-            for run in runs {
-                insert.execute(params![
-                    run.name,
-                    run.job_id,
-                    run.scheduled_for.map(|t| t as i64),
-                    run.started_at as i64,
-                    run.duration_ms as i64,
-                    run.ok,
-                    run.output,
-                    run.error,
-                    run.stdout,
-                    run.stderr,
-                    to_json(&run.audit),
-                    run.function,
-                    run.size() as i64,
-                    to_json(&run.rpc),
-                ])?;
-            }
-            let mut names: Vec<&str> = runs.iter().map(|r| r.name.as_str()).collect();
-            names.sort_unstable();
-            names.dedup();
-            let mut prune = tx.prepare_cached(
-                "DELETE FROM runs WHERE name = ?1 AND id <= (
-                     SELECT id FROM runs WHERE name = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)",
-            )?;
-            for name in names {
-                prune.execute(params![name, bounds.per_name])?;
-            }
-            let (count, bytes): (i64, i64) = tx.query_row(
-                "SELECT COUNT(*), COALESCE(SUM(bytes), 0) FROM runs",
-                [],
-                |row| Ok((row.get(0)?, row.get(1)?)),
-            )?;
-            if count as u64 > bounds.total {
-                tx.execute(
-                    "DELETE FROM runs WHERE id <= (SELECT id FROM runs ORDER BY id DESC LIMIT 1 OFFSET ?1)",
-                    [bounds.total as i64],
-                )?;
-            }
-            if bytes as u64 > bounds.total_bytes {
-                // The newest runs whose bytes add up to the bound stay.
-                tx.execute(
-                    "DELETE FROM runs WHERE id <= (
-                         SELECT id FROM (
-                             SELECT id, SUM(bytes) OVER (ORDER BY id DESC) AS kept FROM runs)
-                         WHERE kept > ?1 ORDER BY id DESC LIMIT 1)",
-                    [bounds.total_bytes as i64],
-                )?;
-            }
-        }
+        insert_runs_in(&tx, runs, bounds)?;
         tx.commit()?;
         Ok(())
     }
@@ -199,6 +144,71 @@ impl StateDb {
         }
         Ok(page)
     }
+}
+
+/// Records runs within `tx`, then drops the oldest runs beyond the bounds;
+/// shared by the run log and the chain triggers, whose runs commit with
+/// their cursors.
+pub(super) fn insert_runs_in(
+    tx: &rusqlite::Transaction<'_>,
+    runs: &[RunRecord],
+    bounds: RunBounds,
+) -> Result<(), StateError> {
+    let mut insert = tx.prepare_cached(
+        "INSERT INTO runs (name, job_id, scheduled_for, started_at, duration_ms, ok, output, error, stdout, stderr, audit, function, bytes, rpc)
+         SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14
+         WHERE EXISTS (SELECT 1 FROM components WHERE name = ?1)",
+    )?;
+    for run in runs {
+        insert.execute(params![
+            run.name,
+            run.job_id,
+            run.scheduled_for.map(|t| t as i64),
+            run.started_at as i64,
+            run.duration_ms as i64,
+            run.ok,
+            run.output,
+            run.error,
+            run.stdout,
+            run.stderr,
+            to_json(&run.audit),
+            run.function,
+            run.size() as i64,
+            to_json(&run.rpc),
+        ])?;
+    }
+    let mut names: Vec<&str> = runs.iter().map(|r| r.name.as_str()).collect();
+    names.sort_unstable();
+    names.dedup();
+    let mut prune = tx.prepare_cached(
+        "DELETE FROM runs WHERE name = ?1 AND id <= (
+             SELECT id FROM runs WHERE name = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)",
+    )?;
+    for name in names {
+        prune.execute(params![name, bounds.per_name])?;
+    }
+    let (count, bytes): (i64, i64) = tx.query_row(
+        "SELECT COUNT(*), COALESCE(SUM(bytes), 0) FROM runs",
+        [],
+        |row| Ok((row.get(0)?, row.get(1)?)),
+    )?;
+    if count as u64 > bounds.total {
+        tx.execute(
+            "DELETE FROM runs WHERE id <= (SELECT id FROM runs ORDER BY id DESC LIMIT 1 OFFSET ?1)",
+            [bounds.total as i64],
+        )?;
+    }
+    if bytes as u64 > bounds.total_bytes {
+        // The newest runs whose bytes add up to the bound stay.
+        tx.execute(
+            "DELETE FROM runs WHERE id <= (
+                 SELECT id FROM (
+                     SELECT id, SUM(bytes) OVER (ORDER BY id DESC) AS kept FROM runs)
+                 WHERE kept > ?1 ORDER BY id DESC LIMIT 1)",
+            [bounds.total_bytes as i64],
+        )?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -117,17 +117,35 @@ impl Anvil {
             .count()
     }
 
-    /// Deploys the test contract and returns its address.
-    pub fn deploy(&self) -> String {
+    /// The receipt of transaction `hash`, once mined: anvil answers
+    /// `eth_sendTransaction` before its block is in place.
+    pub fn receipt(&self, hash: &Value) -> Value {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let receipt = self.call("eth_getTransactionReceipt", json!([hash]));
+            if !receipt.is_null() {
+                return receipt;
+            }
+            assert!(std::time::Instant::now() < deadline, "{hash} was not mined");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Deploys a contract from `init_code` and returns its address.
+    pub fn deploy_code(&self, init_code: &str) -> String {
         let hash = self.call(
             "eth_sendTransaction",
-            json!([{"from": DEV_ACCOUNT, "data": INIT_CODE, "gas": "0x30000"}]),
+            json!([{"from": DEV_ACCOUNT, "data": init_code, "gas": "0x30000"}]),
         );
-        let receipt = self.call("eth_getTransactionReceipt", json!([hash]));
-        receipt["contractAddress"]
+        self.receipt(&hash)["contractAddress"]
             .as_str()
             .expect("contract address")
             .to_string()
+    }
+
+    /// Deploys the test contract and returns its address.
+    pub fn deploy(&self) -> String {
+        self.deploy_code(INIT_CODE)
     }
 
     /// Mines `n` blocks.
