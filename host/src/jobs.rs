@@ -2,7 +2,8 @@
 //! module exporting `run` or `_start`, or a wasip2 command component, gets
 //! its input as one JSON line on stdin and must write one JSON object,
 //! `{"ok": true, "result": …}` or `{"ok": false, "error": "…"}`, to stdout.
-//! No network, no filesystem, no host environment.
+//! No network, no filesystem, no host environment; a core module may read
+//! the node's chains through the `wasmatic:eth` import ([`crate::chain::core`]).
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -76,6 +77,13 @@ impl WasiView for ComponentJob {
 struct ModuleJob {
     wasi: WasiP1Ctx,
     limiter: GuestLimiter,
+    rpc: crate::chain::RunRpc,
+}
+
+impl crate::chain::core::HasRpc for ModuleJob {
+    fn rpc(&mut self) -> &mut crate::chain::RunRpc {
+        &mut self.rpc
+    }
 }
 
 #[derive(Clone)]
@@ -158,6 +166,8 @@ impl Jobs {
                 let mut linker: Linker<ModuleJob> = Linker::new(&self.engine);
                 wasmtime_wasi::p1::add_to_linker_async(&mut linker, |job| &mut job.wasi)
                     .map_err(|e| invalid("cannot link WASI", e))?;
+                crate::chain::core::add_to_linker(&mut linker)
+                    .map_err(|e| NodeError::Internal(format!("cannot link wasmatic:eth: {e:#}")))?;
                 let pre = linker
                     .instantiate_pre(&module)
                     .map_err(|e| invalid("the module imports what a job does not get", e))?;
@@ -226,6 +236,7 @@ impl Jobs {
                 let job = ModuleJob {
                     wasi: wasi.build_p1(),
                     limiter: GuestLimiter::new(memory),
+                    rpc: Default::default(),
                 };
                 let mut store = Store::new(&self.engine, job);
                 store.limiter(|j| &mut j.limiter);

@@ -2,7 +2,8 @@
 //! methods a guest may call on them, and the bounds of one run's calls.
 //!
 //! One implementation serves every way in (components through
-//! `wasmatic:eth/rpc`, see [`guest`]): each goes through [`RunRpc::call`],
+//! `wasmatic:eth/rpc`, see [`guest`]; core-module jobs through one core
+//! import, see [`core`]): each goes through [`RunRpc::call`],
 //! which checks the method against the allow-list ([`methods`]), counts the
 //! call against the run's budget, forwards it ([`client`]) and records it.
 //!
@@ -12,6 +13,7 @@
 //! record or a log line: an endpoint is named by its chain id only.
 
 mod client;
+pub mod core;
 pub mod guest;
 pub mod methods;
 pub mod triggers;
@@ -136,6 +138,15 @@ impl Chains {
     /// The configured chain ids, ascending.
     pub fn ids(&self) -> Vec<u64> {
         self.endpoints.keys().copied().collect()
+    }
+
+    /// The chain a job that names none reads: the only configured one,
+    /// else mainnet.
+    pub fn default_chain(&self) -> u64 {
+        match self.ids().as_slice() {
+            [only] => *only,
+            _ => 1,
+        }
     }
 
     /// Asks each endpoint for its `eth_chainId`. One that answers another
