@@ -80,7 +80,7 @@ $(ANVIL): tools/package.json tools/package-lock.json
 ## Builds the operator and the example components.
 components: fetch
 	$(WASM_BUILD) --target $(WASM_TARGET) $(addprefix -p ,$(COMPONENTS))
-	$(WASM_BUILD) --target wasm32-wasip1 -p json-job -p rpc-job  # jobs as core modules
+	$(WASM_BUILD) --target wasm32-wasip1 -p json-job -p rpc-job -p file-rpc-job  # jobs as core modules
 
 ## Rebuilds the operator embedded in the binary from operator/ and wit/
 ## (formatted first: formatting moves the line numbers the binary records).
@@ -102,7 +102,7 @@ lint: setup
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --locked -p wasmatic --all-targets -- -D warnings
 	$(CARGO) clippy --locked --target $(WASM_TARGET) $(addprefix -p ,$(COMPONENTS)) -- -D warnings
-	$(CARGO) clippy --locked --target wasm32-wasip1 -p rpc-job -- -D warnings
+	$(CARGO) clippy --locked --target wasm32-wasip1 -p rpc-job -p file-rpc-job -- -D warnings
 
 fmt: setup
 	$(CARGO) fmt --all

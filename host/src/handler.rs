@@ -290,7 +290,7 @@ pub async fn call(
     let stderr = ready.stderr.take_text();
     let stdout = ready.stdout.take_text();
     let audit = std::mem::take(&mut ready.store.data_mut().audit).into_entries();
-    let rpc = std::mem::take(&mut ready.store.data_mut().rpc).calls;
+    let rpc = ready.store.data().rpc.take_calls();
     let duration = start.elapsed();
     // An instance that trapped or was stopped may be in any state: only one
     // whose guest returned is used again.

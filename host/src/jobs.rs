@@ -18,6 +18,8 @@ use wasmtime_wasi::p2::pipe::MemoryInputPipe;
 use wasmtime_wasi::{I32Exit, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use crate::cache::ByteCache;
+use crate::chain::files::WorkDir;
+use crate::chain::RunRpc;
 use crate::compile::{CompileError, Compiler};
 use crate::engine::{self, GuestFailure, WasmKind};
 use crate::error::NodeError;
@@ -45,6 +47,9 @@ pub struct JobRequest {
     pub input: String,
     pub max_stdout: usize,
     pub max_stderr: usize,
+    /// The chain its RPC calls go to unless they name one (default: the
+    /// node's only chain, else 1).
+    pub chain_id: Option<u64>,
 }
 
 pub struct JobResult {
@@ -77,12 +82,17 @@ impl WasiView for ComponentJob {
 struct ModuleJob {
     wasi: WasiP1Ctx,
     limiter: GuestLimiter,
-    rpc: crate::chain::RunRpc,
+    rpc: RunRpc,
+    chain: u64,
 }
 
 impl crate::chain::core::HasRpc for ModuleJob {
-    fn rpc(&mut self) -> &mut crate::chain::RunRpc {
+    fn rpc(&mut self) -> &mut RunRpc {
         &mut self.rpc
+    }
+
+    fn default_chain(&self) -> u64 {
+        self.chain
     }
 }
 
@@ -211,6 +221,26 @@ impl Jobs {
             .allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false);
+        // On a node with chains, the job may use the file protocol: a
+        // fresh work directory, removed when `work` drops after the job.
+        let chains = crate::chain::get();
+        let chain = request.chain_id.unwrap_or_else(|| chains.default_chain());
+        let rpc = RunRpc::default();
+        let work = if chains.ids().is_empty() {
+            None
+        } else {
+            let work = WorkDir::start(rpc.clone(), chain).map_err(|e| {
+                NodeError::Internal(format!("cannot create the job's work directory: {e}"))
+            })?;
+            wasi.preopened_dir(work.path(), ".", wasmtime_wasi::FsPerms::ReadWrite)
+                .map_err(|e| {
+                    NodeError::Internal(format!("cannot grant the job its work directory: {e:#}"))
+                })?;
+            for (name, value) in WorkDir::env() {
+                wasi.env(name, value);
+            }
+            Some(work)
+        };
         let started = Instant::now();
         let exit = match compiled {
             Compiled::Component(pre) => {
@@ -236,7 +266,8 @@ impl Jobs {
                 let job = ModuleJob {
                     wasi: wasi.build_p1(),
                     limiter: GuestLimiter::new(memory),
-                    rpc: Default::default(),
+                    rpc,
+                    chain,
                 };
                 let mut store = Store::new(&self.engine, job);
                 store.limiter(|j| &mut j.limiter);
@@ -269,7 +300,10 @@ impl Jobs {
             result,
             error,
             stderr: stderr.text(),
-            duration_ms: started.elapsed().as_millis() as u64,
+            duration_ms: {
+                drop(work);
+                started.elapsed().as_millis() as u64
+            },
         })
     }
 }

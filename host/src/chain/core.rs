@@ -12,7 +12,8 @@
 //!
 //! `method` and `params` are UTF-8 in the module's memory; `params` is a
 //! JSON array (`[]`, or empty for none). `chain` 0 means the job's chain:
-//! the node's only chain, else 1. The answer is JSON, always one of
+//! its request's `chainId`, else the node's only chain, else 1. The
+//! answer is JSON, always one of
 //!
 //! ```text
 //! {"ok": true, "result": …}
@@ -45,6 +46,8 @@ const MAX_PARAMS: u32 = 1 << 20;
 /// Store data that carries a run's RPC budget.
 pub trait HasRpc {
     fn rpc(&mut self) -> &mut RunRpc;
+    /// The chain a call naming chain 0 goes to.
+    fn default_chain(&self) -> u64;
 }
 
 /// Adds `wasmatic:eth.call` to a core linker.
@@ -76,13 +79,14 @@ async fn call<T: HasRpc + Send>(
     let method = read(caller, method_ptr, method_len, MAX_METHOD)?;
     let params = read(caller, params_ptr, params_len, MAX_PARAMS)?;
     let chain = match u64::try_from(chain) {
-        Ok(0) => super::get().default_chain(),
+        Ok(0) => caller.data().default_chain(),
         Ok(chain) => chain,
         Err(_) => bail!("wasmatic:eth.call: chain {chain} is negative"),
     };
     let answer = match (method, params) {
         (Ok(method), Ok(params)) => {
-            envelope(caller.data_mut().rpc().call(chain, &method, &params).await)
+            let rpc = caller.data_mut().rpc().clone();
+            envelope(rpc.call(chain, &method, &params).await)
         }
         (Err(why), _) | (_, Err(why)) => envelope(Err(RpcError::InvalidParams(why))),
     };

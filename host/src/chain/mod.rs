@@ -14,6 +14,7 @@
 
 mod client;
 pub mod core;
+pub mod files;
 pub mod guest;
 pub mod methods;
 pub mod triggers;
@@ -233,27 +234,52 @@ pub struct RpcCall {
 }
 
 /// The RPC calls of one run: counted against `--rpc-max-calls` and listed.
-#[derive(Debug, Default)]
+/// Clones share the count, so a job's core import and its file protocol
+/// draw on one budget.
+#[derive(Debug, Default, Clone)]
 pub struct RunRpc {
-    pub calls: Vec<RpcCall>,
+    shared: Arc<std::sync::Mutex<RunCalls>>,
+}
+
+#[derive(Debug, Default)]
+struct RunCalls {
+    /// Calls started, finished or not: what the cap counts.
+    started: u32,
+    done: Vec<RpcCall>,
 }
 
 impl RunRpc {
+    fn lock(&self) -> std::sync::MutexGuard<'_, RunCalls> {
+        self.shared.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The calls made so far, and a fresh budget for the next run (of a
+    /// reused instance).
+    pub fn take_calls(&self) -> Vec<RpcCall> {
+        let mut calls = self.lock();
+        calls.started = 0;
+        std::mem::take(&mut calls.done)
+    }
+
     /// Makes one call on behalf of the run.
     pub async fn call(
-        &mut self,
+        &self,
         chain: u64,
         method: &str,
         params: &str,
     ) -> Result<serde_json::Value, RpcError> {
         let chains = get();
         let max = chains.limits.max_calls;
-        if self.calls.len() >= max as usize {
-            return Err(RpcError::TooManyCalls(max));
+        {
+            let mut calls = self.lock();
+            if calls.started >= max {
+                return Err(RpcError::TooManyCalls(max));
+            }
+            calls.started += 1;
         }
         let start = Instant::now();
         let result = chains.forward(chain, method, params).await;
-        self.calls.push(RpcCall {
+        self.lock().done.push(RpcCall {
             chain,
             // A refused method's name is the guest's own text: bounded so
             // that the record stays small.
