@@ -255,11 +255,12 @@ impl Jobs {
                     let command = pre.instantiate_async(&mut store).await?;
                     command.wasi_cli_run().call_run(&mut store).await
                 });
-                match run.await {
-                    Ok(Ok(Ok(()))) => Ok(()),
-                    Ok(Ok(Err(()))) => Err("the job's run returned an error".to_string()),
-                    Ok(Err(e)) => Err(describe(e)),
-                    Err(timeout) => Err(timeout.to_string()),
+                match guarded(run, work.as_ref()).await {
+                    Err(overflow) => Err(overflow),
+                    Ok(Ok(Ok(Ok(())))) => Ok(()),
+                    Ok(Ok(Ok(Err(())))) => Err("the job's run returned an error".to_string()),
+                    Ok(Ok(Err(e))) => Err(describe(e)),
+                    Ok(Err(timeout)) => Err(timeout.to_string()),
                 }
             }
             Compiled::Module(pre) => {
@@ -279,14 +280,15 @@ impl Jobs {
                     };
                     entry.call_async(&mut store, ()).await
                 });
-                match run.await {
-                    Ok(Ok(())) => Ok(()),
-                    Ok(Err(e)) => match e.downcast_ref::<I32Exit>() {
+                match guarded(run, work.as_ref()).await {
+                    Err(overflow) => Err(overflow),
+                    Ok(Ok(Ok(()))) => Ok(()),
+                    Ok(Ok(Err(e))) => match e.downcast_ref::<I32Exit>() {
                         Some(I32Exit(0)) => Ok(()),
                         Some(I32Exit(code)) => Err(format!("the job exited with code {code}")),
                         None => Err(describe(e)),
                     },
-                    Err(timeout) => Err(timeout.to_string()),
+                    Ok(Err(timeout)) => Err(timeout.to_string()),
                 }
             }
         };
@@ -305,6 +307,21 @@ impl Jobs {
                 started.elapsed().as_millis() as u64
             },
         })
+    }
+}
+
+/// Runs `call` unless the job overfills its work directory first; then the
+/// call is dropped, which stops the job where it is.
+async fn guarded<F: std::future::Future>(
+    call: F,
+    work: Option<&WorkDir>,
+) -> Result<F::Output, String> {
+    let Some(work) = work else {
+        return Ok(call.await);
+    };
+    tokio::select! {
+        output = call => Ok(output),
+        why = work.overflowed() => Err(why),
     }
 }
 

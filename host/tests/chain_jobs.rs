@@ -227,3 +227,37 @@ fn a_file_protocol_job_reads_the_contract_and_its_work_dir_is_removed() {
     // Every job's work directory is gone once it has answered.
     assert_eq!(work_dirs(), 0);
 }
+
+#[test]
+fn a_job_that_fills_its_work_dir_is_stopped() {
+    let anvil = Anvil::start(31337);
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(dir.path(), &["--rpc", &anvil.rpc_flag()]);
+    // Opens `big` in its work directory (fd 3, preopened as `.`) and
+    // writes 64 KiB to it, forever.
+    let filler = wat::parse_str(
+        r#"(module
+             (import "wasi_snapshot_preview1" "path_open"
+               (func $path_open (param i32 i32 i32 i32 i32 i64 i64 i32 i32) (result i32)))
+             (import "wasi_snapshot_preview1" "fd_write"
+               (func $fd_write (param i32 i32 i32 i32) (result i32)))
+             (memory (export "memory") 2)
+             (data (i32.const 0) "big")
+             (data (i32.const 16) "\00\04\00\00\00\00\01\00")
+             (func (export "_start")
+               (local $fd i32)
+               (if (call $path_open (i32.const 3) (i32.const 0) (i32.const 0) (i32.const 3)
+                     (i32.const 1) (i64.const 0x1fffffff) (i64.const 0x1fffffff) (i32.const 0) (i32.const 32))
+                 (then unreachable))
+               (local.set $fd (i32.load (i32.const 32)))
+               (loop $again
+                 (drop (call $fd_write (local.get $fd) (i32.const 16) (i32.const 1) (i32.const 40)))
+                 (br $again))))"#,
+    )
+    .unwrap();
+    let done = run(&node, &base64(&filler), json!({}), json!({}));
+    assert_eq!(done["ok"], false);
+    let error = done["error"].as_str().unwrap();
+    assert!(error.contains("work directory"), "{done}");
+    assert_eq!(node.get("/health").status, 200);
+}

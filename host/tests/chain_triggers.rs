@@ -244,5 +244,14 @@ fn bad_triggers_get_clear_errors() {
     node.delete("/triggers/t-nothing").error(404);
     node.get("/triggers/t-nothing/runs").error(404);
     assert_eq!(node.get("/triggers").json(), json!([]));
+
+    // A handler's triggers go with it.
+    add_trigger(
+        &node,
+        json!({"name": "watcher", "chain_id": 31337, "on": "block"}),
+    );
+    assert_eq!(node.get("/triggers").json().as_array().unwrap().len(), 1);
+    assert_eq!(node.delete("/handlers/watcher").status, 204);
+    assert_eq!(node.get("/triggers").json(), json!([]));
     assert_eq!(node.get("/health").status, 200);
 }

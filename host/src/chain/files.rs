@@ -14,7 +14,8 @@
 //! chain defaulting to the job's); the answer is a JSON-RPC 2.0 response
 //! whose `error` codes follow JSON-RPC (`-32601` for a refused method,
 //! `-32602` for bad params, the chain node's own code for its errors).
-//! The directory is removed when the job ends.
+//! The directory is removed when the job ends; a job that keeps more than
+//! 16 MiB or 1000 files in it is stopped.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -38,6 +39,11 @@ const POLL: Duration = Duration::from_millis(2);
 const PARTIAL_GRACE: Duration = Duration::from_millis(200);
 /// Largest request read.
 const MAX_REQUEST: u64 = 1 << 20;
+/// What a job may keep in its work directory: it is on the node's disk.
+const MAX_WORK_BYTES: u64 = 16 << 20;
+const MAX_WORK_ENTRIES: usize = 1000;
+/// How often the work directory's size is checked.
+const SIZE_CHECK: Duration = Duration::from_millis(20);
 
 /// A job's work directory, removed (with whatever the job left in it) when
 /// dropped, and the task answering its requests, stopped then too.
@@ -68,6 +74,18 @@ impl WorkDir {
         &self.path
     }
 
+    /// Resolves, saying why, once the job keeps more in its directory than
+    /// it may; the caller stops the job.
+    pub async fn overflowed(&self) -> String {
+        loop {
+            tokio::time::sleep(SIZE_CHECK).await;
+            let path = self.path.clone();
+            if let Ok(Some(why)) = tokio::task::spawn_blocking(move || overfull(&path)).await {
+                return why;
+            }
+        }
+    }
+
     /// The variables the job gets.
     pub fn env() -> [(&'static str, String); 3] {
         [
@@ -85,6 +103,30 @@ impl Drop for WorkDir {
             tracing::warn!("cannot remove a job's work directory: {e}");
         }
     }
+}
+
+/// Why `dir` holds more than a job may keep, if it does.
+fn overfull(dir: &Path) -> Option<String> {
+    let mut bytes = 0u64;
+    let mut entries = 0usize;
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(next) = pending.pop() {
+        for entry in std::fs::read_dir(&next).ok()?.flatten() {
+            entries += 1;
+            let Ok(meta) = entry.metadata() else { continue };
+            if meta.is_dir() {
+                pending.push(entry.path());
+            }
+            bytes += meta.len();
+        }
+        if entries > MAX_WORK_ENTRIES || bytes > MAX_WORK_BYTES {
+            return Some(format!(
+                "the job kept more than {} MiB or {MAX_WORK_ENTRIES} files in its work directory",
+                MAX_WORK_BYTES >> 20
+            ));
+        }
+    }
+    None
 }
 
 /// Answers the requests written to `dir` until aborted.
