@@ -108,11 +108,17 @@ fn blocks_and_logs_run_exactly_once_across_a_kill_and_a_restart() {
         &node,
         json!({"name": "broken", "chain_id": 31337, "on": "block"}),
     );
+    // It waits for two confirmations.
+    let lagging = add_trigger(
+        &node,
+        json!({"name": "watcher", "chain_id": 31337, "on": "block", "confirmations": 2}),
+    );
     let first_block = blocks["next_block"].as_u64().unwrap();
+    assert_eq!(lagging["next_block"], first_block);
     assert_eq!(blocks["on"], "block");
     assert_eq!(logs["on"]["logs"]["topics"], json!([TOPIC]));
     let listed = node.get("/triggers").json();
-    assert_eq!(listed.as_array().unwrap().len(), 3, "{listed}");
+    assert_eq!(listed.as_array().unwrap().len(), 4, "{listed}");
 
     let (block_id, log_id) = (blocks["id"].as_str().unwrap(), logs["id"].as_str().unwrap());
     let mut value = 0;
@@ -185,6 +191,20 @@ fn blocks_and_logs_run_exactly_once_across_a_kill_and_a_restart() {
         .collect();
     assert_eq!(values, (0..value).collect::<Vec<_>>());
 
+    // The confirmed trigger stops two blocks short of the head, and stays.
+    let lagging_id = lagging["id"].as_str().unwrap();
+    let confirmed = (expected_blocks.len() - 2) as u64;
+    wait_for("the confirmed blocks", || {
+        runs(&node, lagging_id).0.len() as u64 >= confirmed
+    });
+    std::thread::sleep(Duration::from_millis(400));
+    let (lagging_runs, _) = runs(&node, lagging_id);
+    let seen: Vec<u64> = lagging_runs
+        .iter()
+        .map(|r| r["block"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seen, expected_blocks[..expected_blocks.len() - 2]);
+
     // The failing trigger ran (and failed) on blocks too, recorded as such.
     let (_, failed) = runs(&node, broken["id"].as_str().unwrap());
     assert!(failed > 0);
@@ -196,7 +216,7 @@ fn blocks_and_logs_run_exactly_once_across_a_kill_and_a_restart() {
     anvil.mine(3);
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(runs(&node, block_id).0.len(), expected_blocks.len());
-    assert_eq!(node.get("/triggers").json().as_array().unwrap().len(), 2);
+    assert_eq!(node.get("/triggers").json().as_array().unwrap().len(), 3);
 }
 
 #[test]
