@@ -84,13 +84,26 @@ impl Endpoint {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let body = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
         let body = Bytes::from(body.to_string());
-        match tokio::time::timeout(timeout, self.exchange(body, max_response)).await {
-            Ok(answer) => answer.and_then(|text| read_answer(&text, max_response)),
-            Err(_) => Err(RpcError::Timeout),
+        let (status, text) =
+            match tokio::time::timeout(timeout, self.exchange(body, max_response)).await {
+                Ok(answer) => answer?,
+                Err(_) => return Err(RpcError::Timeout),
+            };
+        match read_answer(&text, max_response) {
+            // A proxy's or provider's refusal (401, 429…) is rarely
+            // JSON-RPC: its status says more than its body.
+            Err(RpcError::Unavailable(_)) if !status.is_success() => {
+                Err(unavailable(&format!("the endpoint answered HTTP {status}")))
+            }
+            answer => answer,
         }
     }
 
-    async fn exchange(&self, body: Bytes, max_response: usize) -> Result<Bytes, RpcError> {
+    async fn exchange(
+        &self,
+        body: Bytes,
+        max_response: usize,
+    ) -> Result<(http::StatusCode, Bytes), RpcError> {
         let mut sender = match self.take_idle() {
             Some(sender) => sender,
             None => self.connect().await?,
@@ -120,10 +133,7 @@ impl Endpoint {
             })?
             .to_bytes();
         self.give_back(sender);
-        if !status.is_success() && text.is_empty() {
-            return Err(unavailable(&format!("the endpoint answered HTTP {status}")));
-        }
-        Ok(text)
+        Ok((status, text))
     }
 
     fn take_idle(&self) -> Option<SendRequest<Full<Bytes>>> {

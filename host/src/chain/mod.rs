@@ -113,9 +113,13 @@ impl Chains {
             let Some(id) = name.strip_prefix(ENV_PREFIX) else {
                 continue;
             };
-            let chain: u64 = id
-                .parse()
-                .with_context(|| format!("${name}: `{id}` is not a chain id"))?;
+            // The environment is shared with other programs, which may have
+            // variables of their own with this prefix: one that names no
+            // chain id is not the node's, and is left alone.
+            let Ok(chain) = id.parse::<u64>() else {
+                tracing::warn!("${name} is ignored: `{id}` is not a chain id");
+                continue;
+            };
             urls.insert(chain, (format!("${name}"), url));
         }
         for flag in flags {
@@ -306,6 +310,10 @@ mod tests {
                 ),
                 ("RPC_URL_7".to_string(), "http://127.0.0.1:3/".to_string()),
                 ("PATH".to_string(), "/bin".to_string()),
+                (
+                    "RPC_URL_MAINNET".to_string(),
+                    "http://127.0.0.1:4/".to_string(),
+                ),
             ],
             RpcLimits::default(),
         )
