@@ -159,15 +159,27 @@ impl Chains {
     /// wrong chain, so the node refuses to start; one that does not answer
     /// may be down for a while, so it is only a warning (calls retry it).
     pub async fn check_at_start(&self) -> Result<()> {
+        // All at once: a node with several chains down waits one timeout,
+        // not one per chain.
+        let mut checks = tokio::task::JoinSet::new();
         for (&chain, endpoint) in &self.endpoints {
-            let answer = endpoint
-                .call(
-                    "eth_chainId",
-                    serde_json::json!([]),
-                    START_CHECK_TIMEOUT,
-                    self.limits.max_response,
-                )
-                .await;
+            let endpoint = endpoint.clone();
+            let max_response = self.limits.max_response;
+            checks.spawn(async move {
+                let answer = endpoint
+                    .call(
+                        "eth_chainId",
+                        serde_json::json!([]),
+                        START_CHECK_TIMEOUT,
+                        max_response,
+                    )
+                    .await;
+                (chain, answer)
+            });
+        }
+        let mut answers = checks.join_all().await;
+        answers.sort_by_key(|(chain, _)| *chain);
+        for (chain, answer) in answers {
             match answer {
                 Ok(value) => {
                     let actual = value.as_str().and_then(methods::parse_quantity);

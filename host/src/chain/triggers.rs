@@ -5,6 +5,10 @@
 //! guests' calls ([`super::Chains::forward`]), with the same bounded
 //! `eth_getLogs` ranges.
 
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::Instant;
+
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -88,6 +92,25 @@ pub struct ChainEvent {
 pub async fn head(chains: &Chains, chain: u64) -> Result<u64, RpcError> {
     let value = chains.forward(chain, "eth_blockNumber", "[]").await?;
     quantity(&value, "eth_blockNumber")
+}
+
+/// Heads read within the last half poll interval, by chain.
+static HEADS: Mutex<BTreeMap<u64, (Instant, u64)>> = Mutex::new(BTreeMap::new());
+
+/// The chain's latest block number, read at most about twice per poll
+/// interval: the triggers of one chain share it, so that a thousand of them
+/// do not each ask the runner's endpoint every round.
+pub async fn shared_head(chains: &Chains, chain: u64) -> Result<u64, RpcError> {
+    let fresh = chains.limits.poll_interval / 2;
+    let heads = || HEADS.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((at, number)) = heads().get(&chain) {
+        if at.elapsed() < fresh {
+            return Ok(*number);
+        }
+    }
+    let number = head(chains, chain).await?;
+    heads().insert(chain, (Instant::now(), number));
+    Ok(number)
 }
 
 /// The events of `event` from `cursor` up to block `last` (inclusive), in

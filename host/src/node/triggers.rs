@@ -17,7 +17,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use super::{blocking, Node};
-use crate::chain::triggers::{events_after, head, Event};
+use crate::chain::triggers::{events_after, head, shared_head, Event};
 use crate::chain::{self, RpcError};
 use crate::error::{now_ms, NodeError};
 use crate::handler::Entry;
@@ -184,7 +184,7 @@ impl Node {
         };
         let chains = chain::get();
         let rpc = |e: RpcError| format!("chain {}: {e}", record.chain_id);
-        let head = head(&chains, record.chain_id).await.map_err(rpc)?;
+        let head = shared_head(&chains, record.chain_id).await.map_err(rpc)?;
         let Some(last) = head.checked_sub(u64::from(record.confirmations)) else {
             return Ok(Round::Idle);
         };
