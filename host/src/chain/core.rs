@@ -41,7 +41,7 @@ pub const MODULE: &str = "wasmatic:eth";
 /// Longest method name read from a guest.
 const MAX_METHOD: u32 = 64;
 /// Largest params read from a guest.
-const MAX_PARAMS: u32 = 1 << 20;
+const MAX_PARAMS: u32 = super::methods::MAX_PARAMS as u32;
 
 /// Store data that carries a run's RPC budget.
 pub trait HasRpc {

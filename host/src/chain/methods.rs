@@ -27,6 +27,11 @@ pub const ALLOWED: &[&str] = &[
     "web3_clientVersion",
 ];
 
+/// Largest params forwarded: an `eth_call` with a large contract's input
+/// fits many times over, and no guest can make the node send the runner's
+/// endpoint megabytes per call.
+pub const MAX_PARAMS: usize = 256 * 1024;
+
 /// Checks that `method` may be forwarded with `params` (JSON text) and
 /// returns the params as a JSON array. `max_log_range` bounds the blocks one
 /// `eth_getLogs` may scan: an unbounded range makes the chain's node (and so
@@ -34,6 +39,12 @@ pub const ALLOWED: &[&str] = &[
 pub fn check(method: &str, params: &str, max_log_range: u64) -> Result<Value, RpcError> {
     if !ALLOWED.contains(&method) {
         return Err(RpcError::MethodNotAllowed(method.to_string()));
+    }
+    if params.len() > MAX_PARAMS {
+        return Err(RpcError::InvalidParams(format!(
+            "params of {} bytes; at most {MAX_PARAMS}",
+            params.len()
+        )));
     }
     let params: Value = if params.trim().is_empty() {
         Value::Array(Vec::new())
@@ -126,6 +137,11 @@ mod tests {
         }
         assert!(matches!(
             check("eth_call", "{}", 10),
+            Err(RpcError::InvalidParams(_))
+        ));
+        let huge = format!("[\"0x{}\"]", "0".repeat(MAX_PARAMS));
+        assert!(matches!(
+            check("eth_call", &huge, 10),
             Err(RpcError::InvalidParams(_))
         ));
     }
