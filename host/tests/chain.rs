@@ -255,3 +255,24 @@ fn a_chain_id_mismatch_refuses_to_start_and_an_unreachable_endpoint_only_warns()
     let runs = node.get("/handlers/query/runs").text();
     assert!(!runs.contains("SECRETKEY") && !runs.contains(&port.to_string()));
 }
+
+#[test]
+fn a_silent_endpoint_times_out_and_the_node_keeps_serving() {
+    // Accepts connections and never answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = silent.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in silent.incoming().flatten() {
+            held.push(stream);
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let rpc = format!("9=http://{addr}/");
+    let node = start(dir.path(), &["--rpc", &rpc, "--rpc-timeout", "300ms"]);
+    assert!(node.log().contains("chain 9"), "{}", node.log());
+    register(&node, "query", "eth_query.wasm");
+    let answer = query(&node, 9, "eth_blockNumber", json!([]));
+    assert_eq!(answer, json!({"error": "timeout"}));
+    assert_eq!(node.get("/health").status, 200);
+}
