@@ -8,7 +8,7 @@
 CARGO       ?= cargo
 WASM_TARGET := wasm32-wasip2
 WASM_OUT    := target/$(WASM_TARGET)/release
-COMPONENTS  := wasmatic-operator echo gecko custom-operator misbehave hello-proxy json-job caesar typed
+COMPONENTS  := wasmatic-operator echo gecko custom-operator misbehave hello-proxy json-job caesar typed balance-check eth-query watcher
 WASM_TARGETS := $(WASM_TARGET) wasm32-wasip1
 
 # The pinned toolchain (rust-toolchain.toml's channel).
@@ -32,7 +32,7 @@ space := $(empty) $(empty)
 WASM_BUILD = CARGO_ENCODED_RUSTFLAGS='$(subst $(space),$(UNIT_SEP),$(addprefix --remap-path-prefix=,$(strip $(REMAPS))))' \
              $(CARGO) build --locked --release
 
-.PHONY: setup fetch components operator build up test lint fmt bench bench-quick clean
+.PHONY: setup fetch tools components operator build up test lint fmt bench bench-quick clean
 
 ## Puts the toolchain of rust-toolchain.toml in place with the wasm targets,
 ## and curl (idempotent). Every rustup call names its toolchain: until the
@@ -69,10 +69,19 @@ setup:
 fetch: setup
 	$(CARGO) fetch --locked
 
+## Installs the tools the tests run (anvil, a local chain) from the pinned
+## tools/package-lock.json; a no-op once the binary is in place.
+ANVIL := tools/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil
+tools: $(ANVIL)
+$(ANVIL): tools/package.json tools/package-lock.json
+	@command -v npm >/dev/null || { echo "error: npm is needed to install anvil (the tests' local chain)" >&2; exit 1; }
+	npm ci --prefix tools --ignore-scripts --no-audit --no-fund
+	touch $@
+
 ## Builds the operator and the example components.
 components: fetch
 	$(WASM_BUILD) --target $(WASM_TARGET) $(addprefix -p ,$(COMPONENTS))
-	$(WASM_BUILD) --target wasm32-wasip1 -p json-job  # the same job as a core module
+	$(WASM_BUILD) --target wasm32-wasip1 -p json-job -p rpc-job -p file-rpc-job  # jobs as core modules
 
 ## Rebuilds the operator embedded in the binary from operator/ and wit/
 ## (formatted first: formatting moves the line numbers the binary records).
@@ -87,13 +96,14 @@ up: build
 
 # The test `embedded_operator_is_current` fails when host/assets/proxy.wasm
 # differs from what operator/ and wit/ build.
-test: components lint
+test: components lint tools
 	$(CARGO) test --locked -p wasmatic
 
 lint: setup
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --locked -p wasmatic --all-targets -- -D warnings
 	$(CARGO) clippy --locked --target $(WASM_TARGET) $(addprefix -p ,$(COMPONENTS)) -- -D warnings
+	$(CARGO) clippy --locked --target wasm32-wasip1 -p rpc-job -p file-rpc-job -- -D warnings
 
 fmt: setup
 	$(CARGO) fmt --all

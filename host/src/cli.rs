@@ -227,6 +227,32 @@ pub struct NodeOptions {
     #[arg(long = "allow-origin", value_name = "ORIGIN", value_parser = parse_origin)]
     pub allow_origins: Vec<String>,
 
+    /// A chain guests may read, as `CHAIN_ID=URL` (repeatable); wins over
+    /// the `RPC_URL_<CHAIN_ID>` environment variables. The URL is checked
+    /// with `eth_chainId` at start and never shown.
+    #[arg(long = "rpc", value_name = "CHAIN_ID=URL")]
+    pub rpc: Vec<String>,
+
+    /// Time one guest RPC call may wait for the chain's answer.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_timeout)]
+    pub rpc_timeout: Duration,
+
+    /// Largest RPC answer a guest may receive.
+    #[arg(long, value_name = "SIZE", default_value = "4MiB", value_parser = parse_size)]
+    pub rpc_max_response: u64,
+
+    /// RPC calls one run may make.
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    pub rpc_max_calls: u32,
+
+    /// Blocks one `eth_getLogs` call may span.
+    #[arg(long, value_name = "N", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub rpc_max_log_range: u64,
+
+    /// How often chain triggers ask their chain for new blocks.
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_timeout)]
+    pub chain_poll_interval: Duration,
+
     #[command(flatten)]
     pub wasmtime: CommonOptions,
 }
@@ -260,6 +286,19 @@ impl NodeOptions {
 }
 
 impl NodeOptions {
+    /// The chains of `--rpc` and of the `RPC_URL_<id>` variables.
+    pub fn chains(&self) -> Result<crate::chain::Chains> {
+        let limits = crate::chain::RpcLimits {
+            timeout: self.rpc_timeout,
+            max_response: usize::try_from(self.rpc_max_response)
+                .context("--rpc-max-response is too large for this platform")?,
+            max_calls: self.rpc_max_calls,
+            max_log_range: self.rpc_max_log_range,
+            poll_interval: self.chain_poll_interval,
+        };
+        crate::chain::Chains::configure(&self.rpc, std::env::vars(), limits)
+    }
+
     pub fn state_limits(&self) -> StateLimits {
         StateLimits {
             max_schedules: self.max_schedules,

@@ -40,6 +40,7 @@ mod bindings {
     });
 }
 
+pub(crate) use bindings::wasmatic::eth::rpc as eth_rpc;
 use bindings::wasmatic::guest::{audit, config};
 pub use bindings::HandlerIndices;
 
@@ -54,6 +55,8 @@ pub struct HandlerState {
     /// What this call adds to the configuration: a scheduled run's tick.
     call_env: Vec<(String, String)>,
     audit: AuditLog,
+    /// The call's RPC calls (`wasmatic:eth/rpc`), counted and listed.
+    pub(crate) rpc: crate::chain::RunRpc,
 }
 
 /// Who a call runs as: the registered name and its configuration.
@@ -151,7 +154,7 @@ impl WasiHttpView for HandlerState {
 }
 
 /// The linker for registered components: every WASI 0.2 interface,
-/// sandboxed, `wasi:http`, and `wasmatic:guest`. WASI is linked for every
+/// sandboxed, `wasi:http`, `wasmatic:guest` and `wasmatic:eth`. WASI is linked for every
 /// 0.2.x version, so components built against older releases link too.
 pub fn linker(engine: &Engine) -> wasmtime::Result<Linker<HandlerState>> {
     let mut linker = Linker::new(engine);
@@ -159,6 +162,7 @@ pub fn linker(engine: &Engine) -> wasmtime::Result<Linker<HandlerState>> {
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
     audit::add_to_linker::<HandlerState, HasSelf<HandlerState>>(&mut linker, |s| s)?;
     config::add_to_linker::<HandlerState, HasSelf<HandlerState>>(&mut linker, |s| s)?;
+    eth_rpc::add_to_linker::<HandlerState, HasSelf<HandlerState>>(&mut linker, |s| s)?;
     Ok(linker)
 }
 
@@ -181,6 +185,8 @@ pub struct CallOutcome {
     pub stdout: String,
     pub stderr: String,
     pub audit: Vec<AuditEntry>,
+    /// The RPC calls the guest made, in order.
+    pub rpc: Vec<crate::chain::RpcCall>,
     pub duration: Duration,
 }
 
@@ -241,6 +247,7 @@ fn new_store(
             guest,
             call_env: Vec::new(),
             audit: AuditLog::default(),
+            rpc: Default::default(),
         },
     );
     store.limiter(|s| &mut s.limiter);
@@ -283,6 +290,7 @@ pub async fn call(
     let stderr = ready.stderr.take_text();
     let stdout = ready.stdout.take_text();
     let audit = std::mem::take(&mut ready.store.data_mut().audit).into_entries();
+    let rpc = ready.store.data().rpc.take_calls();
     let duration = start.elapsed();
     // An instance that trapped or was stopped may be in any state: only one
     // whose guest returned is used again.
@@ -306,6 +314,7 @@ pub async fn call(
         stdout,
         stderr,
         audit,
+        rpc,
         duration,
     }
 }

@@ -2,7 +2,8 @@
 //! module exporting `run` or `_start`, or a wasip2 command component, gets
 //! its input as one JSON line on stdin and must write one JSON object,
 //! `{"ok": true, "result": …}` or `{"ok": false, "error": "…"}`, to stdout.
-//! No network, no filesystem, no host environment.
+//! No network, no filesystem, no host environment; a core module may read
+//! the node's chains through the `wasmatic:eth` import ([`crate::chain::core`]).
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -17,6 +18,8 @@ use wasmtime_wasi::p2::pipe::MemoryInputPipe;
 use wasmtime_wasi::{I32Exit, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use crate::cache::ByteCache;
+use crate::chain::files::WorkDir;
+use crate::chain::RunRpc;
 use crate::compile::{CompileError, Compiler};
 use crate::engine::{self, GuestFailure, WasmKind};
 use crate::error::NodeError;
@@ -44,6 +47,9 @@ pub struct JobRequest {
     pub input: String,
     pub max_stdout: usize,
     pub max_stderr: usize,
+    /// The chain its RPC calls go to unless they name one (default: the
+    /// node's only chain, else 1).
+    pub chain_id: Option<u64>,
 }
 
 pub struct JobResult {
@@ -76,6 +82,18 @@ impl WasiView for ComponentJob {
 struct ModuleJob {
     wasi: WasiP1Ctx,
     limiter: GuestLimiter,
+    rpc: RunRpc,
+    chain: u64,
+}
+
+impl crate::chain::core::HasRpc for ModuleJob {
+    fn rpc(&mut self) -> &mut RunRpc {
+        &mut self.rpc
+    }
+
+    fn default_chain(&self) -> u64 {
+        self.chain
+    }
 }
 
 #[derive(Clone)]
@@ -158,6 +176,8 @@ impl Jobs {
                 let mut linker: Linker<ModuleJob> = Linker::new(&self.engine);
                 wasmtime_wasi::p1::add_to_linker_async(&mut linker, |job| &mut job.wasi)
                     .map_err(|e| invalid("cannot link WASI", e))?;
+                crate::chain::core::add_to_linker(&mut linker)
+                    .map_err(|e| NodeError::Internal(format!("cannot link wasmatic:eth: {e:#}")))?;
                 let pre = linker
                     .instantiate_pre(&module)
                     .map_err(|e| invalid("the module imports what a job does not get", e))?;
@@ -201,6 +221,26 @@ impl Jobs {
             .allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false);
+        // On a node with chains, the job may use the file protocol: a
+        // fresh work directory, removed when `work` drops after the job.
+        let chains = crate::chain::get();
+        let chain = request.chain_id.unwrap_or_else(|| chains.default_chain());
+        let rpc = RunRpc::default();
+        let work = if chains.ids().is_empty() {
+            None
+        } else {
+            let work = WorkDir::start(rpc.clone(), chain).map_err(|e| {
+                NodeError::Internal(format!("cannot create the job's work directory: {e}"))
+            })?;
+            wasi.preopened_dir(work.path(), ".", wasmtime_wasi::FsPerms::ReadWrite)
+                .map_err(|e| {
+                    NodeError::Internal(format!("cannot grant the job its work directory: {e:#}"))
+                })?;
+            for (name, value) in WorkDir::env() {
+                wasi.env(name, value);
+            }
+            Some(work)
+        };
         let started = Instant::now();
         let exit = match compiled {
             Compiled::Component(pre) => {
@@ -215,17 +255,20 @@ impl Jobs {
                     let command = pre.instantiate_async(&mut store).await?;
                     command.wasi_cli_run().call_run(&mut store).await
                 });
-                match run.await {
-                    Ok(Ok(Ok(()))) => Ok(()),
-                    Ok(Ok(Err(()))) => Err("the job's run returned an error".to_string()),
-                    Ok(Err(e)) => Err(describe(e)),
-                    Err(timeout) => Err(timeout.to_string()),
+                match guarded(run, work.as_ref()).await {
+                    Err(overflow) => Err(overflow),
+                    Ok(Ok(Ok(Ok(())))) => Ok(()),
+                    Ok(Ok(Ok(Err(())))) => Err("the job's run returned an error".to_string()),
+                    Ok(Ok(Err(e))) => Err(describe(e)),
+                    Ok(Err(timeout)) => Err(timeout.to_string()),
                 }
             }
             Compiled::Module(pre) => {
                 let job = ModuleJob {
                     wasi: wasi.build_p1(),
                     limiter: GuestLimiter::new(memory),
+                    rpc,
+                    chain,
                 };
                 let mut store = Store::new(&self.engine, job);
                 store.limiter(|j| &mut j.limiter);
@@ -237,14 +280,15 @@ impl Jobs {
                     };
                     entry.call_async(&mut store, ()).await
                 });
-                match run.await {
-                    Ok(Ok(())) => Ok(()),
-                    Ok(Err(e)) => match e.downcast_ref::<I32Exit>() {
+                match guarded(run, work.as_ref()).await {
+                    Err(overflow) => Err(overflow),
+                    Ok(Ok(Ok(()))) => Ok(()),
+                    Ok(Ok(Err(e))) => match e.downcast_ref::<I32Exit>() {
                         Some(I32Exit(0)) => Ok(()),
                         Some(I32Exit(code)) => Err(format!("the job exited with code {code}")),
                         None => Err(describe(e)),
                     },
-                    Err(timeout) => Err(timeout.to_string()),
+                    Ok(Err(timeout)) => Err(timeout.to_string()),
                 }
             }
         };
@@ -258,8 +302,26 @@ impl Jobs {
             result,
             error,
             stderr: stderr.text(),
-            duration_ms: started.elapsed().as_millis() as u64,
+            duration_ms: {
+                drop(work);
+                started.elapsed().as_millis() as u64
+            },
         })
+    }
+}
+
+/// Runs `call` unless the job overfills its work directory first; then the
+/// call is dropped, which stops the job where it is.
+async fn guarded<F: std::future::Future>(
+    call: F,
+    work: Option<&WorkDir>,
+) -> Result<F::Output, String> {
+    let Some(work) = work else {
+        return Ok(call.await);
+    };
+    tokio::select! {
+        output = call => Ok(output),
+        why = work.overflowed() => Err(why),
     }
 }
 

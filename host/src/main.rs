@@ -6,6 +6,7 @@
 
 mod audit_log;
 mod cache;
+mod chain;
 mod cli;
 mod compile;
 mod contract;
@@ -137,6 +138,9 @@ async fn start(mut options: NodeOptions, source: OperatorSource, addr: SocketAdd
     }
     let engine = engine::build(&mut options.wasmtime)?;
     flags::check(&options.wasmtime)?.install();
+    let chains = options.chains()?;
+    chains.check_at_start().await?;
+    chain::install(chains);
     let max_in_flight = options.max_in_flight as usize;
     // The operator gets an engine of its own, built from the same flags: its
     // instance slots are then its own, and no guest can take the ones it

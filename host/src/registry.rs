@@ -285,7 +285,7 @@ impl Registry {
             })?;
         let pre = self.linker.instantiate_pre(&component).map_err(|e| {
             NodeError::Invalid(format!(
-                "the node does not offer what the component imports (it offers WASI 0.2, wasi:http and wasmatic:guest): {:#}",
+                "the node does not offer what the component imports (it offers WASI 0.2, wasi:http, wasmatic:guest and wasmatic:eth): {:#}",
                 anyhow::Error::from(e)
             ))
         })?;

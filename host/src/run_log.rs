@@ -110,6 +110,7 @@ mod tests {
                 stdout: String::new(),
                 stderr: String::new(),
                 audit: Vec::new(),
+                rpc: Vec::new(),
             })
             .await;
         }

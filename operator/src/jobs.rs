@@ -18,12 +18,14 @@ struct JobBody {
     input: serde_json::Value,
     max_stdout_bytes: Option<u32>,
     max_stderr_bytes: Option<u32>,
+    /// The chain the job's RPC calls go to unless they name one.
+    chain_id: Option<u64>,
 }
 
 pub fn run(req: &Request) -> Result<Response, Response> {
     let job: JobBody = json_body(
         req,
-        r#"{"jobId", "wasmB64" or "wasmHash", "timeoutMs", "input", "maxStdoutBytes"?, "maxStderrBytes"?}"#,
+        r#"{"jobId", "wasmB64" or "wasmHash", "timeoutMs", "input", "maxStdoutBytes"?, "maxStderrBytes"?, "chainId"?}"#,
     )?;
     let wasm = match &job.wasm_b64 {
         Some(b64) => Some(
@@ -41,7 +43,11 @@ pub fn run(req: &Request) -> Result<Response, Response> {
         max_stdout_bytes: job.max_stdout_bytes,
         max_stderr_bytes: job.max_stderr_bytes,
     };
-    let result = host::run(&request).map_err(host_error)?;
+    let result = match job.chain_id {
+        Some(chain_id) => host::run_on_chain(&request, chain_id),
+        None => host::run(&request),
+    }
+    .map_err(host_error)?;
     let mut answer = serde_json::json!({
         "jobId": result.job_id,
         "ok": result.ok,

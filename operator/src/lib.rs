@@ -3,7 +3,7 @@
 //! It is a `wasi:http/proxy` component; the host runs a fresh instance of it
 //! per request, so it keeps no state of its own. Handler files live in its
 //! preopened `registered` directory; everything else (compiling, running,
-//! scheduling, run history) it asks of the host through
+//! scheduling, chain triggers, run history) it asks of the host through
 //! the `wasmatic:operator` interfaces.
 
 mod files;
@@ -13,6 +13,7 @@ mod jobs;
 mod modules;
 mod routes;
 mod schedules;
+mod triggers;
 
 wit_bindgen::generate!({
     path: "../wit/operator",
@@ -26,6 +27,7 @@ wit_bindgen::generate!({
         "wasmatic:operator/handlers@0.3.0/component-kind": [#[derive(serde::Serialize)] #[serde(rename_all = "lowercase")]],
         "wasmatic:operator/schedules@0.3.0/schedule": [#[derive(serde::Serialize)]],
         "wasmatic:operator/runs@0.3.0/run": [#[derive(serde::Serialize)]],
+        "wasmatic:operator/runs@0.3.0/rpc-call": [#[derive(serde::Serialize)]],
         "wasmatic:operator/modules@0.3.0/module-info": [#[derive(serde::Serialize)]],
         "wasmatic:operator/types@0.3.0/audit-entry": [#[derive(serde::Serialize)]],
         "wasmatic:operator/types@0.3.0/audit-level": [#[derive(serde::Serialize)] #[serde(rename_all = "lowercase")]],

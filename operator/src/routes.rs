@@ -11,6 +11,9 @@
 //! | `POST /sched`, `GET /sched`        | adds / lists schedules                    |
 //! | `DELETE /sched/ID`                 | removes a schedule                        |
 //! | `GET /sched/ID/runs?limit=N&before=ID` | the schedule's runs, paged            |
+//! | `POST /triggers`, `GET /triggers`  | adds / lists chain triggers               |
+//! | `DELETE /triggers/ID`              | removes a chain trigger                   |
+//! | `GET /triggers/ID/runs?limit=N&before=ID` | the trigger's runs, paged          |
 //! | `POST /` `{"wasm_hex", "function_name", "params", "host_modules"?}` | calls a core module |
 //! | `POST /register` `{"module_name", "wasm_hex", "host_modules"?}` | keeps a core module by name |
 //! | `DELETE /modules/NAME`             | forgets a core module                     |
@@ -24,7 +27,7 @@
 use crate::http::{percent_decode, Request, Response};
 use crate::wasi::http::types::Method;
 use crate::wasmatic::operator::types::Error;
-use crate::{handlers, jobs, modules, schedules};
+use crate::{handlers, jobs, modules, schedules, triggers};
 
 pub fn route(req: Request) -> Response {
     let segments: Vec<&str> = req.path.trim_matches('/').split('/').collect();
@@ -56,6 +59,10 @@ pub fn route(req: Request) -> Response {
         (Method::Get, ["sched"]) => Ok(schedules::list()),
         (Method::Delete, ["sched", id]) => schedules::remove(id),
         (Method::Get, ["sched", id, "runs"]) => schedules::runs(&req, id),
+        (Method::Post, ["triggers"]) => triggers::add(&req),
+        (Method::Get, ["triggers"]) => Ok(triggers::list()),
+        (Method::Delete, ["triggers", id]) => triggers::remove(id),
+        (Method::Get, ["triggers", id, "runs"]) => triggers::runs(&req, id),
         (_, path) if is_known_path(path) => Err(Response::error(
             405,
             &format!(
@@ -134,6 +141,9 @@ fn is_known_path(path: &[&str]) -> bool {
             | ["sched"]
             | ["sched", _]
             | ["sched", _, "runs"]
+            | ["triggers"]
+            | ["triggers", _]
+            | ["triggers", _, "runs"]
     )
 }
 

@@ -10,6 +10,24 @@ const DEFAULT_OUTPUT: u32 = 1 << 20;
 
 impl wit::Host for OperatorState {
     async fn run(&mut self, job: wit::JobRequest) -> Result<wit::JobResult, Error> {
+        self.run_job(job, None).await
+    }
+
+    async fn run_on_chain(
+        &mut self,
+        job: wit::JobRequest,
+        chain_id: u64,
+    ) -> Result<wit::JobResult, Error> {
+        self.run_job(job, Some(chain_id)).await
+    }
+}
+
+impl OperatorState {
+    async fn run_job(
+        &mut self,
+        job: wit::JobRequest,
+        chain_id: Option<u64>,
+    ) -> Result<wit::JobResult, Error> {
         let request = crate::jobs::JobRequest {
             job_id: job.job_id,
             wasm: job.wasm,
@@ -18,6 +36,7 @@ impl wit::Host for OperatorState {
             input: job.input,
             max_stdout: job.max_stdout_bytes.unwrap_or(DEFAULT_OUTPUT) as usize,
             max_stderr: job.max_stderr_bytes.unwrap_or(DEFAULT_OUTPUT) as usize,
+            chain_id,
         };
         let result = self.node()?.run_job(request).await?;
         Ok(wit::JobResult {

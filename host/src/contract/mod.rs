@@ -9,6 +9,7 @@ mod jobs;
 mod modules;
 mod runs;
 mod schedules;
+mod triggers;
 
 use std::sync::Arc;
 
@@ -31,6 +32,7 @@ mod bindings {
             import wasmatic:operator/runs@0.3.0;
             import wasmatic:operator/modules@0.3.0;
             import wasmatic:operator/jobs@0.3.0;
+            import wasmatic:operator/triggers@0.3.0;
         ",
         imports: { default: async },
     });
@@ -74,7 +76,7 @@ impl WasiHttpView for OperatorState {
 /// `wasi:http/proxy` imports), `wasi:http` and every host interface; an
 /// operator imports those it uses.
 pub fn linker(engine: &Engine, full_wasi: bool) -> anyhow::Result<Linker<OperatorState>> {
-    use bindings::wasmatic::operator::{handlers, jobs, modules, runs, schedules};
+    use bindings::wasmatic::operator::{handlers, jobs, modules, runs, schedules, triggers};
     let mut linker = Linker::new(engine);
     if full_wasi {
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
@@ -88,6 +90,7 @@ pub fn linker(engine: &Engine, full_wasi: bool) -> anyhow::Result<Linker<Operato
     runs::add_to_linker::<OperatorState, Data>(&mut linker, |s| s)?;
     modules::add_to_linker::<OperatorState, Data>(&mut linker, |s| s)?;
     jobs::add_to_linker::<OperatorState, Data>(&mut linker, |s| s)?;
+    triggers::add_to_linker::<OperatorState, Data>(&mut linker, |s| s)?;
     Ok(linker)
 }
 

@@ -68,6 +68,16 @@ impl From<RunRecord> for wit::Run {
                     message: a.message,
                 })
                 .collect(),
+            rpc: r
+                .rpc
+                .into_iter()
+                .map(|c| wit::RpcCall {
+                    chain: c.chain,
+                    method: c.method,
+                    duration_us: c.duration_us,
+                    ok: c.ok,
+                })
+                .collect(),
         }
     }
 }

@@ -272,10 +272,9 @@ impl Node {
         slot
     }
 
-    /// Runs one call of a registered component in a task of its own (so
-    /// that its fiber is not nested inside the operator's) and records it;
-    /// `function` is the export called by name, if any. `permit` is the
-    /// call's slot (a client's or a tick's), held until the guest is done.
+    /// Runs one call of a registered component and records it; `function`
+    /// is the export called by name, if any. `permit` is the call's slot (a
+    /// client's or a tick's), held until the guest is done.
     pub(super) async fn run(
         &self,
         handler: Arc<Handler>,
@@ -284,6 +283,25 @@ impl Node {
         function: Option<String>,
         permit: tokio::sync::OwnedSemaphorePermit,
     ) -> Result<String, NodeError> {
+        let (record, result) = self
+            .execute(handler, entry, trigger, function, permit)
+            .await?;
+        self.runs.record(record).await;
+        result
+    }
+
+    /// Runs one call of a registered component in a task of its own (so
+    /// that its fiber is not nested inside the operator's) and answers its
+    /// run record, unrecorded, beside its result: a chain trigger commits
+    /// the record with its cursor.
+    pub(super) async fn execute(
+        &self,
+        handler: Arc<Handler>,
+        entry: Entry,
+        trigger: Option<Trigger>,
+        function: Option<String>,
+        permit: tokio::sync::OwnedSemaphorePermit,
+    ) -> Result<(RunRecord, Result<String, NodeError>), NodeError> {
         let name = handler.info.name.clone();
         let started_at = now_ms();
         let limits = CallLimits {
@@ -336,6 +354,7 @@ impl Node {
             stdout: outcome.stdout,
             stderr: outcome.stderr,
             audit: outcome.audit,
+            rpc: outcome.rpc,
         };
         tracing::info!(
             name,
@@ -344,12 +363,12 @@ impl Node {
             job = trigger.as_ref().map(|t| t.job_id.as_str()),
             "guest ran"
         );
-        self.runs.record(record).await;
-        match outcome.result {
+        let result = match outcome.result {
             Ok(output) => Ok(output),
             Err(CallError::TimedOut(m)) => Err(NodeError::TimedOut(format!("`{name}` {m}"))),
             Err(CallError::Failed(m)) => Err(NodeError::Failed(format!("`{name}` failed: {m}"))),
-        }
+        };
+        Ok((record, result))
     }
 
     /// Records a run that never started.
@@ -374,6 +393,7 @@ impl Node {
             stdout: String::new(),
             stderr: String::new(),
             audit: Vec::new(),
+            rpc: Vec::new(),
         };
         self.runs.record(record).await;
     }

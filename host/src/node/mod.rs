@@ -1,5 +1,5 @@
 //! What the host does for its operator: registered components and their
-//! runs, schedules, core modules and WASI jobs, behind one API with typed
+//! runs, schedules, chain triggers, core modules and WASI jobs, behind one API with typed
 //! errors. The operator's interfaces (`contract`) are a thin translation of
 //! this into WIT; one file here per concern.
 //!
@@ -11,6 +11,7 @@ mod components;
 mod modules;
 mod schedules;
 mod settings;
+mod triggers;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -29,6 +30,7 @@ use crate::scheduler::{self, Scheduler};
 use crate::state::{RunBounds, StateDb};
 
 pub use modules::ModuleInfo;
+pub use triggers::TriggerInfo;
 
 /// Bounds of the node's stored state and of scheduled work.
 #[derive(Clone, Copy, Debug)]
@@ -111,6 +113,7 @@ impl Node {
         node.restore_components().await?;
         node.restore_modules()?;
         node.restore_schedules()?;
+        node.restore_triggers()?;
         let scheduler = node.scheduler.clone();
         let weak = Arc::downgrade(&node);
         tokio::spawn(scheduler::run(scheduler, move |tick| {

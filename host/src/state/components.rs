@@ -106,6 +106,8 @@ impl StateDb {
             .query_map([name], |row| row.get(0))?
             .collect::<Result<Vec<String>, _>>()?;
         tx.execute("DELETE FROM jobs WHERE name = ?1", [name])?;
+        // Its chain triggers go too; their tasks end at their next round.
+        tx.execute("DELETE FROM triggers WHERE name = ?1", [name])?;
         tx.execute("DELETE FROM components WHERE name = ?1", [name])?;
         if let Some(digest) = &digest {
             drop_orphan_blob(&tx, digest)?;

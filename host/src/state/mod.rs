@@ -1,5 +1,6 @@
 //! The node's own state in SQLite: registered components (their bytes by
-//! digest and their settings), core modules, schedules and run history.
+//! digest and their settings), core modules, schedules, chain triggers
+//! and run history.
 //!
 //! It lives in the host's state directory, outside every directory granted
 //! to the operator, so the operator reaches it only through the host's
@@ -16,6 +17,7 @@
 mod components;
 mod runs;
 mod schedules;
+mod triggers;
 
 use std::path::Path;
 use std::sync::Mutex;
@@ -25,6 +27,7 @@ use rusqlite::Connection;
 pub use components::{ComponentRecord, HandlerSettings, ModuleRecord};
 pub use runs::{RunBounds, RunPage, RunRecord};
 pub use schedules::JobRecord;
+pub use triggers::{Cursor, TriggerRecord};
 
 #[derive(Debug, thiserror::Error)]
 #[error("state database: {0}")]
@@ -73,12 +76,24 @@ const SCHEMA: &str = "
         stderr TEXT NOT NULL,
         audit TEXT NOT NULL DEFAULT '[]',
         function TEXT,
-        bytes INTEGER NOT NULL DEFAULT 0
+        bytes INTEGER NOT NULL DEFAULT 0,
+        rpc TEXT NOT NULL DEFAULT '[]'
     );
     CREATE TABLE IF NOT EXISTS modules (
         name TEXT PRIMARY KEY,
         wasm BLOB NOT NULL,
         host_modules TEXT NOT NULL
+    );
+    CREATE TABLE IF NOT EXISTS triggers (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        chain_id INTEGER NOT NULL,
+        spec TEXT NOT NULL,
+        confirmations INTEGER NOT NULL,
+        input TEXT,
+        created_at INTEGER NOT NULL,
+        cursor_block INTEGER NOT NULL,
+        cursor_log INTEGER NOT NULL
     );
     CREATE INDEX IF NOT EXISTS runs_by_name ON runs (name, id);
     CREATE INDEX IF NOT EXISTS runs_by_job ON runs (job_id, id);
@@ -130,6 +145,7 @@ fn migrate(conn: &Connection) -> Result<(), StateError> {
         ("audit", "TEXT NOT NULL DEFAULT '[]'"),
         ("function", "TEXT"),
         ("bytes", "INTEGER NOT NULL DEFAULT 0"),
+        ("rpc", "TEXT NOT NULL DEFAULT '[]'"),
     ] {
         let present = conn
             .prepare("SELECT 1 FROM pragma_table_info('runs') WHERE name = ?1")?

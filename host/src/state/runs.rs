@@ -5,6 +5,7 @@
 use rusqlite::params;
 
 use super::{from_json, to_json, StateDb, StateError};
+use crate::chain::RpcCall;
 use crate::handler::AuditEntry;
 
 /// A run of a registered component.
@@ -26,6 +27,8 @@ pub struct RunRecord {
     pub stderr: String,
     /// What the guest wrote to its audit log.
     pub audit: Vec<AuditEntry>,
+    /// The chain RPC calls it made, in order.
+    pub rpc: Vec<RpcCall>,
 }
 
 impl RunRecord {
@@ -41,6 +44,7 @@ impl RunRecord {
             + self.stdout.len()
             + self.stderr.len()
             + audit
+            + self.rpc.iter().map(|c| c.method.len() + 48).sum::<usize>()
     }
 }
 
@@ -119,75 +123,13 @@ impl StateDb {
     /// removed while the run was going) are not recorded.
     pub fn insert_runs(&self, runs: &[RunRecord], bounds: RunBounds) -> Result<(), StateError> {
         let mut conn = self.write();
-        let mut totals = self.run_totals();
-        let before = *totals;
+        let mut kept = self.run_totals();
         let tx = conn.transaction()?;
-        let done = (|| {
-            let mut insert = tx.prepare_cached(
-                "INSERT INTO runs (name, job_id, scheduled_for, started_at, duration_ms, ok, output, error, stdout, stderr, audit, function, bytes)
-                 SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13
-                 WHERE EXISTS (SELECT 1 FROM components WHERE name = ?1)",
-            )?;
-            for run in runs {
-                let inserted = insert.execute(params![
-                    run.name,
-                    run.job_id,
-                    run.scheduled_for.map(|t| t as i64),
-                    run.started_at as i64,
-                    run.duration_ms as i64,
-                    run.ok,
-                    run.output,
-                    run.error,
-                    run.stdout,
-                    run.stderr,
-                    to_json(&run.audit),
-                    run.function,
-                    run.size() as i64,
-                ])?;
-                if inserted > 0 {
-                    totals.add(run.size() as u64);
-                }
-            }
-            let mut names: Vec<&str> = runs.iter().map(|r| r.name.as_str()).collect();
-            names.sort_unstable();
-            names.dedup();
-            let mut prune = tx.prepare_cached(
-                "DELETE FROM runs WHERE name = ?1 AND id <= (
-                     SELECT id FROM runs WHERE name = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)
-                 RETURNING bytes",
-            )?;
-            for name in names {
-                totals.remove(&mut prune.query(params![name, bounds.per_name])?)?;
-            }
-            // In all: the oldest runs go until both bounds hold. Only the
-            // rows deleted are read.
-            if totals.count > bounds.total || totals.bytes > bounds.total_bytes {
-                let mut oldest = tx.prepare_cached("SELECT id, bytes FROM runs ORDER BY id")?;
-                let mut rows = oldest.query([])?;
-                let (mut count, mut bytes, mut last) = (totals.count, totals.bytes, None);
-                while count > bounds.total || bytes > bounds.total_bytes {
-                    let Some(row) = rows.next()? else { break };
-                    last = Some(row.get::<_, i64>(0)?);
-                    count -= 1;
-                    bytes = bytes.saturating_sub(row.get::<_, i64>(1)? as u64);
-                }
-                drop(rows);
-                if let Some(last) = last {
-                    let mut delete =
-                        tx.prepare_cached("DELETE FROM runs WHERE id <= ?1 RETURNING bytes")?;
-                    totals.remove(&mut delete.query([last])?)?;
-                }
-            }
-            Ok::<_, StateError>(())
-        })();
-        match done.and_then(|()| tx.commit().map_err(StateError::from)) {
-            Ok(()) => Ok(()),
-            Err(e) => {
-                // Rolled back: the totals are what they were.
-                *totals = before;
-                Err(e)
-            }
-        }
+        let mut totals = *kept;
+        insert_runs_in(&tx, runs, bounds, &mut totals)?;
+        tx.commit()?;
+        *kept = totals;
+        Ok(())
     }
 
     pub fn runs_of_handler(
@@ -217,7 +159,7 @@ impl StateDb {
     ) -> Result<RunPage, StateError> {
         let conn = self.read();
         let mut stmt = conn.prepare_cached(&format!(
-            "SELECT id, name, job_id, scheduled_for, started_at, duration_ms, ok, output, error, stdout, stderr, audit, function
+            "SELECT id, name, job_id, scheduled_for, started_at, duration_ms, ok, output, error, stdout, stderr, audit, function, rpc
              FROM runs WHERE {column} = ?1 AND id < ?2 ORDER BY id DESC LIMIT ?3"
         ))?;
         let before = before.map_or(i64::MAX, |b| b.min(i64::MAX as u64) as i64);
@@ -240,6 +182,7 @@ impl StateDb {
                 stderr: row.get(10)?,
                 audit: from_json(&row.get::<_, String>(11)?)?,
                 function: row.get(12)?,
+                rpc: from_json(&row.get::<_, String>(13)?)?,
             };
             let full = page.runs.len() as u32 >= limit
                 || (!page.runs.is_empty() && bytes + run.size() > PAGE_BYTES);
@@ -252,6 +195,75 @@ impl StateDb {
         }
         Ok(page)
     }
+}
+
+/// Records runs within `tx`, then drops the oldest runs beyond the bounds,
+/// keeping `totals` (the caller's copy, written back once `tx` commits) in
+/// step; shared by the run log and the chain triggers, whose runs commit
+/// with their cursors.
+pub(super) fn insert_runs_in(
+    tx: &rusqlite::Transaction<'_>,
+    runs: &[RunRecord],
+    bounds: RunBounds,
+    totals: &mut Totals,
+) -> Result<(), StateError> {
+    let mut insert = tx.prepare_cached(
+        "INSERT INTO runs (name, job_id, scheduled_for, started_at, duration_ms, ok, output, error, stdout, stderr, audit, function, bytes, rpc)
+         SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14
+         WHERE EXISTS (SELECT 1 FROM components WHERE name = ?1)",
+    )?;
+    for run in runs {
+        let inserted = insert.execute(params![
+            run.name,
+            run.job_id,
+            run.scheduled_for.map(|t| t as i64),
+            run.started_at as i64,
+            run.duration_ms as i64,
+            run.ok,
+            run.output,
+            run.error,
+            run.stdout,
+            run.stderr,
+            to_json(&run.audit),
+            run.function,
+            run.size() as i64,
+            to_json(&run.rpc),
+        ])?;
+        if inserted > 0 {
+            totals.add(run.size() as u64);
+        }
+    }
+    let mut names: Vec<&str> = runs.iter().map(|r| r.name.as_str()).collect();
+    names.sort_unstable();
+    names.dedup();
+    let mut prune = tx.prepare_cached(
+        "DELETE FROM runs WHERE name = ?1 AND id <= (
+             SELECT id FROM runs WHERE name = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)
+         RETURNING bytes",
+    )?;
+    for name in names {
+        totals.remove(&mut prune.query(params![name, bounds.per_name])?)?;
+    }
+    // In all: the oldest runs go until both bounds hold. Only the rows
+    // deleted are read.
+    if totals.count > bounds.total || totals.bytes > bounds.total_bytes {
+        let mut oldest = tx.prepare_cached("SELECT id, bytes FROM runs ORDER BY id")?;
+        let mut rows = oldest.query([])?;
+        let (mut count, mut bytes, mut last) = (totals.count, totals.bytes, None);
+        while count > bounds.total || bytes > bounds.total_bytes {
+            let Some(row) = rows.next()? else { break };
+            last = Some(row.get::<_, i64>(0)?);
+            count -= 1;
+            bytes = bytes.saturating_sub(row.get::<_, i64>(1)? as u64);
+        }
+        drop(rows);
+        if let Some(last) = last {
+            let mut delete =
+                tx.prepare_cached("DELETE FROM runs WHERE id <= ?1 RETURNING bytes")?;
+            totals.remove(&mut delete.query([last])?)?;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -282,6 +294,12 @@ mod tests {
             audit: vec![AuditEntry {
                 level: "info".into(),
                 message: format!("ran at {started_at}"),
+            }],
+            rpc: vec![RpcCall {
+                chain: 1,
+                method: "eth_blockNumber".into(),
+                duration_us: 250,
+                ok: true,
             }],
         }
     }

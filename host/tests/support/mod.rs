@@ -2,6 +2,8 @@
 //! real components built by `make components`, and a minimal HTTP client.
 #![allow(dead_code)] // each test binary uses its own part of this module
 
+pub mod anvil;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
