@@ -23,6 +23,9 @@ Scenarios (see BENCHMARKS.md for what each one means):
   f  cron: 1000 jobs every second for 30 s: lateness and missed ticks, with a
      fresh handler instance per run and with handler reuse
   g  peak RSS of the node in c and e
+  h  chain RPC (eth_blockNumber against a local anvil): the time per call a
+     guest sees through the node (a component, and a core-module job, each
+     making RPC_CALLS calls in one run) beside the same call straight to anvil
 """
 
 import http.client
@@ -54,6 +57,10 @@ CONNECTIONS, THREADS = 32, 2
 CRON_JOBS = int(os.environ.get("BENCH_CRON_JOBS", "1000"))
 CRON_SECONDS = int(os.environ.get("BENCH_CRON_SECONDS", "30"))
 START_HANDLERS = 200
+ANVIL = ROOT / "tools" / "node_modules" / "@foundry-rs" / "anvil-linux-amd64" / "bin" / "anvil"
+CHAIN_ID = 31337
+RPC_CALLS = 2000
+BLOCK_NUMBER = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "eth_blockNumber", "params": []})
 
 
 def log(*args):
@@ -425,6 +432,77 @@ def cron_run(label, query):
     return result
 
 
+def start_anvil():
+    """anvil on a free loopback port; (process, port)."""
+    if not ANVIL.exists():
+        sys.exit(f"{ANVIL} is missing: run `make tools`")
+    proc = subprocess.Popen(
+        [ANVIL, "--host", "127.0.0.1", "--port", "0", "--chain-id", str(CHAIN_ID)],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )
+    for line in proc.stdout:
+        if line.startswith("Listening on "):
+            return proc, int(line.strip().rsplit(":", 1)[1])
+    sys.exit("anvil did not start listening")
+
+
+def wrk_post_latency_ms(port, body, seconds):
+    """p50 of one connection posting `body` in a loop (wrk -c1)."""
+    with tempfile.NamedTemporaryFile("w", suffix=".lua") as script:
+        script.write(f"wrk.method = \"POST\"\nwrk.headers[\"content-type\"] = \"application/json\"\nwrk.body = {json.dumps(body)}\n")
+        script.flush()
+        out = subprocess.run(
+            ["wrk", "-t", "1", "-c", "1", "-d", f"{seconds}s", "--latency", "-s", script.name, f"http://127.0.0.1:{port}/"],
+            capture_output=True, text=True, check=True,
+        ).stdout
+    return to_ms(re.search(r"\s50%\s+(\S+)", out).group(1))
+
+
+def scenario_h():
+    """Per call: through the node (mean of RPC_CALLS calls in one run, less
+    the run without calls) beside straight to anvil (p50 of one connection)."""
+    anvil, port = start_anvil()
+    d = node_dir()
+    flags = ["--rpc", f"{CHAIN_ID}=http://127.0.0.1:{port}", "--rpc-max-calls", str(RPC_CALLS)]
+    query = COMPONENTS / "eth_query.wasm"
+    job = ROOT / "target" / "wasm32-wasip1" / "release" / "rpc_job.wasm"
+    rounds = {"direct_p50_ms": [], "component_ms": [], "core_import_ms": []}
+    try:
+        with wasmatic_up(d, *flags) as server:
+            status, body = request(server.port, "POST", "/register?name=eth-query", query.read_bytes())
+            assert status == 201, body
+            job_b64 = __import__("base64").b64encode(job.read_bytes()).decode()
+
+            def component(calls):
+                ask = json.dumps({"chain_id": CHAIN_ID, "method": "eth_blockNumber", "params": [], "repeat": calls}).encode()
+                started = time.perf_counter()
+                status, body = request(server.port, "POST", "/run/eth-query", ask)
+                assert status == 200 and b"result" in body, body
+                return time.perf_counter() - started
+
+            def core_import(calls):
+                ask = {"jobId": "h", "wasmB64": job_b64, "timeoutMs": 30000, "input": {"chainId": CHAIN_ID, "method": "eth_blockNumber", "params": [], "repeat": calls}}
+                started = time.perf_counter()
+                status, body = request(server.port, "POST", "/wasm/run", json.dumps(ask).encode())
+                assert status == 200 and json.loads(body)["ok"], body
+                return time.perf_counter() - started
+
+            for round_ in range(ROUNDS):
+                for way, call in (("component_ms", component), ("core_import_ms", core_import)):
+                    one, many = call(1), call(RPC_CALLS)
+                    rounds[way].append((many - one) / (RPC_CALLS - 1) * 1000)
+                rounds["direct_p50_ms"].append(wrk_post_latency_ms(port, BLOCK_NUMBER, max(2, SECONDS // 2)))
+                log(f"h round {round_ + 1}: " + ", ".join(f"{k} {v[-1]:.3f}" for k, v in rounds.items()))
+    finally:
+        anvil.terminate()
+        anvil.wait()
+        shutil.rmtree(d)
+    result = {k: statistics.median(v) for k, v in rounds.items()} | {"rounds": rounds, "calls": RPC_CALLS}
+    for way in ("component_ms", "core_import_ms"):
+        result[way.replace("_ms", "_added_ms")] = result[way] - result["direct_p50_ms"]
+    return result
+
+
 def machine():
     cpu = re.search(r"model name\s*:\s*(.*)", Path("/proc/cpuinfo").read_text())
     git = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
@@ -448,7 +526,7 @@ def main():
         "settings": {"seconds": SECONDS, "rounds": ROUNDS, "connections": CONNECTIONS, "threads": THREADS},
         "command": "make bench",
     }
-    only = set(sys.argv[1:]) or (set("abc") if QUICK else set("abcdef"))
+    only = set(sys.argv[1:]) or (set("abc") if QUICK else set("abcdefh"))
     for key, run in [
         ("a", lambda: scenario_a(wasmtime)),
         ("b", lambda: scenario_b(wasmtime)),
@@ -456,6 +534,7 @@ def main():
         ("d", scenario_d),
         ("e", scenario_e),
         ("f", scenario_f),
+        ("h", scenario_h),
     ]:
         if key in only:
             results[key] = run()

@@ -150,6 +150,29 @@ def main():
                 f"| {f['lateness_p50_ms']} ms | **{f['lateness_p99_ms']} ms** | {f['lateness_max_ms']} ms | {verdict(ok)} |"
             )
         out.append("")
+    if "h" in r:
+        h = r["h"]
+        out += [
+            "## Chain RPC",
+            "",
+            f"h. `eth_blockNumber` against a local anvil. Straight to anvil: p50 of one connection (wrk -c1). Through",
+            f"the node: the time per call a guest sees, from runs of {h['calls']} calls less a run of one (a mean).",
+            "Target: the node adds at most 0.2 ms.",
+            "",
+            "| way in | per call | straight to anvil (p50) | the node adds | target |",
+            "|---|---:|---:|---:|---|",
+        ]
+        for way, label in (("component", "component (`wasmatic:eth/rpc`)"), ("core_import", "core-module job (`wasmatic:eth.call`)")):
+            added = h[f"{way}_added_ms"]
+            out.append(
+                f"| {label} | {h[f'{way}_ms']:.3f} ms | {h['direct_p50_ms']:.3f} ms | **{added:.3f} ms** | {verdict(added <= 0.2)} |"
+            )
+        out += [
+            "",
+            "A job of the file protocol is not in the table: it polls its response file, so each call waits for",
+            "the job's own sleep and the node's 2 ms check, by design of that protocol.",
+            "",
+        ]
     rss = []
     for mode, res in r.get("c", {}).items():
         rss.append(f"c ({mode}): {res['ours']['runs'][-1]['peak_rss_mib']:.0f} MiB")

@@ -3,8 +3,9 @@
 //! stdin and printing `{"ok": true, "result": …}` or `{"ok": false,
 //! "error": …}`.
 //!
-//! Input: `{"method": "eth_…", "params": […], "chainId"?: N}` (no chain: the
-//! node's default). It makes that one call through the node's
+//! Input: `{"method": "eth_…", "params": […], "chainId"?: N, "repeat"?: N}`
+//! (no chain: the node's default; `repeat` makes the same call N times and
+//! answers the last, for the benchmark). It makes that call through the node's
 //! `wasmatic:eth.call` core import (ABI in the host's `chain/core.rs`): the
 //! node writes its answer into memory the job's own `alloc` gives, and the
 //! job frees it with `dealloc`.
@@ -79,8 +80,13 @@ pub extern "C" fn run() {
             Ok(input) => {
                 let chain = input.get("chainId").and_then(Value::as_u64).unwrap_or(0);
                 let method = input.get("method").and_then(Value::as_str).unwrap_or("");
-                let params = input.get("params").cloned().unwrap_or(json!([]));
-                rpc(chain, method, &params.to_string())
+                let params = input.get("params").cloned().unwrap_or(json!([])).to_string();
+                let repeat = input.get("repeat").and_then(Value::as_u64).unwrap_or(1);
+                let mut answer = rpc(chain, method, &params);
+                for _ in 1..repeat {
+                    answer = rpc(chain, method, &params);
+                }
+                answer
             }
         },
     };
