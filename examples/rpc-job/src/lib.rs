@@ -80,7 +80,11 @@ pub extern "C" fn run() {
             Ok(input) => {
                 let chain = input.get("chainId").and_then(Value::as_u64).unwrap_or(0);
                 let method = input.get("method").and_then(Value::as_str).unwrap_or("");
-                let params = input.get("params").cloned().unwrap_or(json!([])).to_string();
+                let params = input
+                    .get("params")
+                    .cloned()
+                    .unwrap_or(json!([]))
+                    .to_string();
                 let repeat = input.get("repeat").and_then(Value::as_u64).unwrap_or(1);
                 let mut answer = rpc(chain, method, &params);
                 for _ in 1..repeat {

@@ -2,7 +2,7 @@
 //! methods a guest may call on them, and the bounds of one run's calls.
 //!
 //! One implementation serves every way in (components through
-//! `wasmatic:eth/rpc`, see [`guest`]; core-module jobs through one core
+//! `wasmatic:eth/rpc`, see `handler::eth`; core-module jobs through one core
 //! import, see [`core`]): each goes through [`RunRpc::call`],
 //! which checks the method against the allow-list ([`methods`]), counts the
 //! call against the run's budget, forwards it ([`client`]) and records it.
@@ -15,7 +15,6 @@
 mod client;
 pub mod core;
 pub mod files;
-pub mod guest;
 pub mod methods;
 pub mod triggers;
 
@@ -24,7 +23,6 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use serde::{Deserialize, Serialize};
 
 use client::Endpoint;
 
@@ -240,14 +238,7 @@ pub fn get() -> Arc<Chains> {
 }
 
 /// One RPC call of a run, as its run record lists it.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct RpcCall {
-    pub chain: u64,
-    pub method: String,
-    /// Microseconds: a call to a nearby node takes well under one.
-    pub duration_us: u64,
-    pub ok: bool,
-}
+pub use crate::state::RpcCall;
 
 /// The RPC calls of one run: counted against `--rpc-max-calls` and listed.
 /// Clones share the count, so a job's core import and its file protocol

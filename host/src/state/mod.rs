@@ -25,7 +25,7 @@ use std::sync::Mutex;
 use rusqlite::Connection;
 
 pub use components::{ComponentRecord, HandlerSettings, ModuleRecord};
-pub use runs::{RunBounds, RunPage, RunRecord};
+pub use runs::{RpcCall, RunBounds, RunPage, RunRecord};
 pub use schedules::JobRecord;
 pub use triggers::{Cursor, TriggerRecord};
 

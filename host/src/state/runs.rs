@@ -5,8 +5,17 @@
 use rusqlite::params;
 
 use super::{from_json, to_json, StateDb, StateError};
-use crate::chain::RpcCall;
-use crate::handler::AuditEntry;
+use crate::audit_log::AuditEntry;
+
+/// One RPC call of a run, as its run record lists it.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq)]
+pub struct RpcCall {
+    pub chain: u64,
+    pub method: String,
+    /// Microseconds: a call to a nearby node takes well under one.
+    pub duration_us: u64,
+    pub ok: bool,
+}
 
 /// A run of a registered component.
 #[derive(Clone, Debug, PartialEq)]

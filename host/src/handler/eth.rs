@@ -1,13 +1,13 @@
 //! `wasmatic:eth/rpc` for components (handlers and components of any
-//! world): the WIT's calls mapped onto [`super::RunRpc`].
+//! world): the WIT's calls mapped onto [`chain::RunRpc`].
 
-use crate::handler::{eth_rpc, HandlerState};
+use super::{eth_rpc, HandlerState};
 
-use super::RpcError;
+use crate::chain::{self, RpcError};
 
 impl eth_rpc::Host for HandlerState {
     async fn chains(&mut self) -> wasmtime::Result<Vec<u64>> {
-        Ok(super::get().ids())
+        Ok(chain::get().ids())
     }
 
     async fn call(

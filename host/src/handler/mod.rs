@@ -5,8 +5,10 @@
 //! inherited stdio: stdout and stderr are captured into the run record,
 //! truncated past a limit; the environment is their own configuration),
 //! outgoing HTTP through the node's outbound policy, and the node's own
-//! capabilities (`wasmatic:guest`: audit log, configuration), under memory
-//! and time limits.
+//! capabilities (`wasmatic:guest`: audit log, configuration; and
+//! `wasmatic:eth/rpc`, in `eth`), under memory and time limits.
+
+mod eth;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
