@@ -5,19 +5,9 @@
 
 mod support;
 
-use std::path::Path;
-
 use serde_json::{json, Value};
 use support::anvil::{Anvil, DEV_ACCOUNT, RUNTIME_CODE};
-use support::{component_bytes, Node, NodeBuilder};
-
-fn start(dir: &Path, args: &[&str]) -> Node {
-    let mut all = vec!["up"];
-    all.extend_from_slice(args);
-    NodeBuilder::new(dir, &all)
-        .env("WASMATIC_PORT", "0")
-        .start()
-}
+use support::{component_bytes, up, Node, NodeBuilder};
 
 fn register(node: &Node, name: &str, file: &str) {
     let response = node.post(&format!("/register?name={name}"), &component_bytes(file));
@@ -43,7 +33,7 @@ fn a_component_reads_a_deployed_contract_and_every_allowed_method_answers_as_anv
     let anvil = Anvil::start(31337);
     let contract = anvil.deploy();
     let dir = tempfile::tempdir().unwrap();
-    let node = start(dir.path(), &["--rpc", &anvil.rpc_flag()]);
+    let node = up(dir.path(), &["--rpc", &anvil.rpc_flag()]);
     register(&node, "query", "eth_query.wasm");
     let id = anvil.chain_id;
 
@@ -115,7 +105,7 @@ fn a_component_reads_a_deployed_contract_and_every_allowed_method_answers_as_anv
 fn refused_methods_never_reach_the_chain_and_bounds_hold() {
     let anvil = Anvil::start(31337);
     let dir = tempfile::tempdir().unwrap();
-    let node = start(
+    let node = up(
         dir.path(),
         &[
             "--rpc",
@@ -246,7 +236,7 @@ fn a_chain_id_mismatch_refuses_to_start_and_an_unreachable_endpoint_only_warns()
     // Nothing listens there: the node starts, warns, and calls say so.
     let port = support::free_port();
     let nowhere = format!("77=http://127.0.0.1:{port}/SECRETKEY");
-    let node = start(dir.path(), &["--rpc", &nowhere]);
+    let node = up(dir.path(), &["--rpc", &nowhere]);
     assert!(node.log().contains("chain 77"), "{}", node.log());
     register(&node, "query", "eth_query.wasm");
     let answer = query(&node, 77, "eth_blockNumber", json!([]));
@@ -269,7 +259,7 @@ fn a_silent_endpoint_times_out_and_the_node_keeps_serving() {
     });
     let dir = tempfile::tempdir().unwrap();
     let rpc = format!("9=http://{addr}/");
-    let node = start(dir.path(), &["--rpc", &rpc, "--rpc-timeout", "300ms"]);
+    let node = up(dir.path(), &["--rpc", &rpc, "--rpc-timeout", "300ms"]);
     assert!(node.log().contains("chain 9"), "{}", node.log());
     register(&node, "query", "eth_query.wasm");
     let answer = query(&node, 9, "eth_blockNumber", json!([]));

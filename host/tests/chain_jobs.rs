@@ -8,15 +8,7 @@ use std::path::Path;
 
 use serde_json::{json, Value};
 use support::anvil::{Anvil, DEV_ACCOUNT, RUNTIME_CODE};
-use support::{Node, NodeBuilder};
-
-fn start(dir: &Path, args: &[&str]) -> Node {
-    let mut all = vec!["up"];
-    all.extend_from_slice(args);
-    NodeBuilder::new(dir, &all)
-        .env("WASMATIC_PORT", "0")
-        .start()
-}
+use support::{up, Node};
 
 fn wasip1(file: &str) -> Vec<u8> {
     std::fs::read(
@@ -63,7 +55,7 @@ fn a_core_module_job_reads_the_contract_through_the_core_import() {
     let anvil = Anvil::start(31337);
     let contract = anvil.deploy();
     let dir = tempfile::tempdir().unwrap();
-    let node = start(dir.path(), &["--rpc", &anvil.rpc_flag()]);
+    let node = up(dir.path(), &["--rpc", &anvil.rpc_flag()]);
     let job = std::fs::read(
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/wasm32-wasip1/release/rpc_job.wasm"),
     )
@@ -76,23 +68,7 @@ fn a_core_module_job_reads_the_contract_through_the_core_import() {
         response.json()
     };
     // No chainId: the node's only chain.
-    let cases = [
-        (
-            "eth_getCode",
-            json!([contract, "latest"]),
-            json!(RUNTIME_CODE),
-        ),
-        (
-            "eth_getStorageAt",
-            json!([contract, "0x0", "latest"]),
-            json!(format!("0x{:064x}", 42)),
-        ),
-        (
-            "eth_call",
-            json!([{"to": contract}, "latest"]),
-            json!(format!("0x{:064x}", 42)),
-        ),
-    ];
+    let cases = contract_reads(&contract);
     for (method, params, expected) in cases {
         let done = run(json!({"method": method, "params": params}));
         assert_eq!(done["ok"], true, "{method}: {done}");
@@ -141,7 +117,7 @@ fn a_file_protocol_job_reads_the_contract_and_its_work_dir_is_removed() {
     let two = Anvil::start(31338);
     let contract = one.deploy();
     let dir = tempfile::tempdir().unwrap();
-    let node = start(
+    let node = up(
         dir.path(),
         &["--rpc", &one.rpc_flag(), "--rpc", &two.rpc_flag()],
     );
@@ -159,23 +135,7 @@ fn a_file_protocol_job_reads_the_contract_and_its_work_dir_is_removed() {
     };
     // Two chains: the job request's chainId picks one.
     let on_one = json!({"chainId": 31337});
-    let cases = [
-        (
-            "eth_getCode",
-            json!([contract, "latest"]),
-            json!(RUNTIME_CODE),
-        ),
-        (
-            "eth_getStorageAt",
-            json!([contract, "0x0", "latest"]),
-            json!(format!("0x{:064x}", 42)),
-        ),
-        (
-            "eth_call",
-            json!([{"to": contract}, "latest"]),
-            json!(format!("0x{:064x}", 42)),
-        ),
-    ];
+    let cases = contract_reads(&contract);
     for (method, params, expected) in cases {
         let done = run(
             &node,
@@ -232,7 +192,7 @@ fn a_file_protocol_job_reads_the_contract_and_its_work_dir_is_removed() {
 fn a_job_that_fills_its_work_dir_is_stopped() {
     let anvil = Anvil::start(31337);
     let dir = tempfile::tempdir().unwrap();
-    let node = start(dir.path(), &["--rpc", &anvil.rpc_flag()]);
+    let node = up(dir.path(), &["--rpc", &anvil.rpc_flag()]);
     // Opens `big` in its work directory (fd 3, preopened as `.`) and
     // writes 64 KiB to it, forever.
     let filler = wat::parse_str(
@@ -260,4 +220,26 @@ fn a_job_that_fills_its_work_dir_is_stopped() {
     let error = done["error"].as_str().unwrap();
     assert!(error.contains("work directory"), "{done}");
     assert_eq!(node.get("/health").status, 200);
+}
+
+/// The three reads of the deployed contract, with what each answers: its
+/// code, its slot 0 (42), and a call that returns slot 0.
+fn contract_reads(contract: &str) -> [(&'static str, Value, Value); 3] {
+    [
+        (
+            "eth_getCode",
+            json!([contract, "latest"]),
+            json!(RUNTIME_CODE),
+        ),
+        (
+            "eth_getStorageAt",
+            json!([contract, "0x0", "latest"]),
+            json!(format!("0x{:064x}", 42)),
+        ),
+        (
+            "eth_call",
+            json!([{"to": contract}, "latest"]),
+            json!(format!("0x{:064x}", 42)),
+        ),
+    ]
 }
