@@ -16,6 +16,7 @@ mod flags;
 mod handler;
 mod jobs;
 mod limits;
+mod links;
 mod modules;
 mod node;
 mod outbound;

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
 use sha2::{Digest, Sha256};
-use wasmtime::component::Linker;
+use wasmtime::component::{Component, InstancePre, Linker};
 use wasmtime::Engine;
 
 use crate::compile::{CompileError, Compiler};
@@ -22,8 +22,9 @@ use crate::engine::{self, WasmKind};
 use crate::error::NodeError;
 use crate::handler::{self, Compiled, Guest, HandlerIndices, HandlerState, InstancePool};
 use crate::limits::show_size;
+use crate::links;
 use crate::outbound::Rule;
-use crate::state::HandlerSettings;
+use crate::state::{HandlerSettings, Link};
 
 /// Suffix of the component files an older node kept in the registered
 /// directory (imported into the state at start).
@@ -53,6 +54,8 @@ pub struct HandlerInfo {
     pub config_keys: Vec<String>,
     /// Calls one instance may serve.
     pub reuse: u32,
+    /// Providers of the imports the node does not define.
+    pub links: Vec<Link>,
 }
 
 impl HandlerInfo {
@@ -69,6 +72,7 @@ impl HandlerInfo {
             exports: staged.compiled.exports.clone(),
             config_keys: settings.config.iter().map(|(k, _)| k.clone()).collect(),
             reuse: settings.reuse,
+            links: settings.links.clone(),
         }
     }
 }
@@ -283,7 +287,20 @@ impl Registry {
                 CompileError::Invalid(m) => NodeError::Invalid(m),
                 CompileError::Internal(m) => NodeError::Internal(m),
             })?;
-        let pre = self.linker.instantiate_pre(&component).map_err(|e| {
+        // Imports the node does not define are linked at registration (see
+        // `links`); until then they trap, which lets the component be
+        // inspected (its exports, whether it is a handler) but never run:
+        // only a linked `pre` runs a component that has them.
+        let foreign = links::foreign_imports(&self.engine, &component);
+        let pre = if foreign.is_empty() {
+            self.linker.instantiate_pre(&component)
+        } else {
+            let mut inspect = self.linker.clone();
+            inspect
+                .define_unknown_imports_as_traps(&component)
+                .and_then(|()| inspect.instantiate_pre(&component))
+        }
+        .map_err(|e| {
             NodeError::Invalid(format!(
                 "the node does not offer what the component imports (it offers WASI 0.2, wasi:http, wasmatic:guest and wasmatic:eth): {:#}",
                 anyhow::Error::from(e)
@@ -294,6 +311,78 @@ impl Registry {
             exports: crate::values::exports(&self.engine, &component),
             pre,
         })
+    }
+
+    /// Checks the `links` of a component to be registered as `name` (empty:
+    /// only staged) and answers it ready to run with them, and the links
+    /// with each interface in full.
+    pub fn link(
+        &self,
+        name: &str,
+        compiled: &Compiled,
+        links: &[Link],
+    ) -> Result<(Compiled, Vec<Link>), NodeError> {
+        let component = compiled.pre.component();
+        let links = links::check(&self.engine, name, component, links, self)?;
+        if links.is_empty() {
+            return Ok((compiled.clone(), links));
+        }
+        let pre = links::linker(&self.engine, &self.linker, component, &links)
+            .and_then(|linker| linker.instantiate_pre(component))
+            .map_err(|e| {
+                NodeError::Invalid(format!(
+                    "cannot link the component: {:#}",
+                    anyhow::Error::from(e)
+                ))
+            })?;
+        Ok((
+            Compiled {
+                pre,
+                ..compiled.clone()
+            },
+            links,
+        ))
+    }
+
+    /// The components linked to `name`, with the interface each takes
+    /// from it.
+    pub fn dependents(&self, name: &str) -> Vec<(String, Link)> {
+        let mut found: Vec<(String, Link)> = self
+            .read_current()
+            .values()
+            .flat_map(|h| {
+                h.settings
+                    .links
+                    .iter()
+                    .filter(|l| l.provider == name)
+                    .map(|l| (h.info.name.clone(), l.clone()))
+            })
+            .collect();
+        found.sort_by(|a, b| a.0.cmp(&b.0));
+        found
+    }
+
+    /// The providers `handler` needs instantiated before it, in order,
+    /// each at its current version.
+    pub fn providers_of(
+        &self,
+        handler: &Handler,
+    ) -> Result<Vec<(String, InstancePre<HandlerState>)>, NodeError> {
+        if handler.settings.links.is_empty() {
+            return Ok(Vec::new());
+        }
+        let order = links::instantiation_order(&handler.settings.links, |name| {
+            self.get(name).map(|p| p.settings.links.clone())
+        })
+        .map_err(|e| NodeError::Failed(format!("`{}` cannot be linked: {e}", handler.info.name)))?;
+        order
+            .iter()
+            .map(|name| {
+                self.get(name)
+                    .map(|p| (name.clone(), p.compiled.pre.clone()))
+                    .ok_or_else(|| NodeError::Failed(format!("the provider `{name}` is gone")))
+            })
+            .collect()
     }
 
     /// The compiled code of `digest`, if a current or staged component has it.
@@ -307,6 +396,10 @@ impl Registry {
             .map(|h| h.compiled.clone())
     }
 
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
     fn lock_staged(&self) -> std::sync::MutexGuard<'_, Vec<Staged>> {
         self.staged.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -317,6 +410,13 @@ impl Registry {
 
     fn write_current(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Arc<Handler>>> {
         self.current.write().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl links::Providers for Registry {
+    fn provider(&self, name: &str) -> Option<(Component, Vec<Link>)> {
+        self.get(name)
+            .map(|h| (h.compiled.pre.component().clone(), h.settings.links.clone()))
     }
 }
 

@@ -51,6 +51,13 @@ pub fn signature(name: &str, func: &ComponentFunc) -> String {
         .map(|(param, ty)| format!("{param}: {}", type_name(&ty)))
         .collect();
     let results: Vec<String> = func.results().map(|ty| type_name(&ty)).collect();
+    // An async function (the component model's async ABI) is called like
+    // any other; its signature says what it is.
+    let name = if func.async_() {
+        format!("async {name}")
+    } else {
+        name.to_string()
+    };
     match results.as_slice() {
         [] => format!("{name}({})", params.join(", ")),
         [one] => format!("{name}({}) -> {one}", params.join(", ")),

@@ -3,7 +3,7 @@
 use crate::files::Registered;
 use crate::http::{Request, Response};
 use crate::routes::{body, handler_name, host_error, page_request, runs_page};
-use crate::wasmatic::operator::handlers::{self as host, LoadOptions};
+use crate::wasmatic::operator::handlers::{self as host, Link, LoadOptions};
 use crate::wasmatic::operator::runs;
 
 /// `POST /register?name=NAME`: writes the body to a temporary file in
@@ -37,7 +37,7 @@ pub fn register(req: &Request) -> Result<Response, Response> {
 }
 
 /// The registration options in the query: `allow=a.example,*.b.example`,
-/// `env=KEY=VALUE` (repeated), `reuse=N`.
+/// `env=KEY=VALUE` (repeated), `reuse=N`, `link=IFACE=PROVIDER` (repeated).
 fn load_options(req: &Request) -> Result<LoadOptions, Response> {
     let allow_outbound = match req.query_param("allow") {
         None => None,
@@ -74,10 +74,28 @@ fn load_options(req: &Request) -> Result<LoadOptions, Response> {
             })?)
         }
     };
+    // An interface name holds no `=`; the host checks the rest.
+    let links = req
+        .query_params("link")?
+        .into_iter()
+        .map(|pair| match pair.split_once('=') {
+            Some((interface, provider)) if !interface.is_empty() && !provider.is_empty() => {
+                Ok(Link {
+                    interface: interface.to_string(),
+                    provider: provider.to_string(),
+                })
+            }
+            _ => Err(Response::error(
+                400,
+                &format!("link={pair:?} is not INTERFACE=PROVIDER (e.g. link=acme:cipher/audit-log=auditor)"),
+            )),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(LoadOptions {
         allow_outbound,
         config,
         reuse,
+        links,
     })
 }
 

@@ -22,22 +22,23 @@ wit_bindgen::generate!({
     // The host's records go out as JSON with their WIT field names; a run's
     // absent options are left out rather than written as null.
     additional_type_attributes: {
-        "wasmatic:operator/handlers@0.3.0/handler-info": [#[derive(serde::Serialize)]],
-        "wasmatic:operator/handlers@0.3.0/export-info": [#[derive(serde::Serialize)]],
-        "wasmatic:operator/handlers@0.3.0/component-kind": [#[derive(serde::Serialize)] #[serde(rename_all = "lowercase")]],
-        "wasmatic:operator/schedules@0.3.0/schedule": [#[derive(serde::Serialize)]],
-        "wasmatic:operator/runs@0.3.0/run": [#[derive(serde::Serialize)]],
-        "wasmatic:operator/runs@0.3.0/rpc-call": [#[derive(serde::Serialize)]],
-        "wasmatic:operator/modules@0.3.0/module-info": [#[derive(serde::Serialize)]],
-        "wasmatic:operator/types@0.3.0/audit-entry": [#[derive(serde::Serialize)]],
-        "wasmatic:operator/types@0.3.0/audit-level": [#[derive(serde::Serialize)] #[serde(rename_all = "lowercase")]],
+        "wasmatic:operator/handlers@0.4.0/handler-info": [#[derive(serde::Serialize)]],
+        "wasmatic:operator/handlers@0.4.0/export-info": [#[derive(serde::Serialize)]],
+        "wasmatic:operator/handlers@0.4.0/link": [#[derive(serde::Serialize)]],
+        "wasmatic:operator/handlers@0.4.0/component-kind": [#[derive(serde::Serialize)] #[serde(rename_all = "lowercase")]],
+        "wasmatic:operator/schedules@0.4.0/schedule": [#[derive(serde::Serialize)]],
+        "wasmatic:operator/runs@0.4.0/run": [#[derive(serde::Serialize)]],
+        "wasmatic:operator/runs@0.4.0/rpc-call": [#[derive(serde::Serialize)]],
+        "wasmatic:operator/modules@0.4.0/module-info": [#[derive(serde::Serialize)]],
+        "wasmatic:operator/types@0.4.0/audit-entry": [#[derive(serde::Serialize)]],
+        "wasmatic:operator/types@0.4.0/audit-level": [#[derive(serde::Serialize)] #[serde(rename_all = "lowercase")]],
     },
     additional_member_attributes: {
-        "wasmatic:operator/runs@0.3.0/run.function": [#[serde(skip_serializing_if = "Option::is_none")]],
-        "wasmatic:operator/runs@0.3.0/run.job-id": [#[serde(skip_serializing_if = "Option::is_none")]],
-        "wasmatic:operator/runs@0.3.0/run.scheduled-for": [#[serde(skip_serializing_if = "Option::is_none")]],
-        "wasmatic:operator/runs@0.3.0/run.output": [#[serde(skip_serializing_if = "Option::is_none")]],
-        "wasmatic:operator/runs@0.3.0/run.error": [#[serde(skip_serializing_if = "Option::is_none")]],
+        "wasmatic:operator/runs@0.4.0/run.function": [#[serde(skip_serializing_if = "Option::is_none")]],
+        "wasmatic:operator/runs@0.4.0/run.job-id": [#[serde(skip_serializing_if = "Option::is_none")]],
+        "wasmatic:operator/runs@0.4.0/run.scheduled-for": [#[serde(skip_serializing_if = "Option::is_none")]],
+        "wasmatic:operator/runs@0.4.0/run.output": [#[serde(skip_serializing_if = "Option::is_none")]],
+        "wasmatic:operator/runs@0.4.0/run.error": [#[serde(skip_serializing_if = "Option::is_none")]],
     },
 });
 

@@ -3,7 +3,7 @@
 //! | route                              | what it does                              |
 //! |------------------------------------|-------------------------------------------|
 //! | `GET /health`                      | `{"ok": true}`                            |
-//! | `POST /register?name=NAME` (`&env=K=V`…, `&allow=…`, `&reuse=N`) | registers the body, a component of any world |
+//! | `POST /register?name=NAME` (`&env=K=V`…, `&allow=…`, `&reuse=N`, `&link=IFACE=PROVIDER`…) | registers the body, a component of any world |
 //! | `POST /run/NAME`                   | runs NAME with the body as input          |
 //! | `GET /handlers`, `/handlers/NAME`  | registered components, with their exports |
 //! | `DELETE /handlers/NAME`            | unregisters NAME and its schedules        |

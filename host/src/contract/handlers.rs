@@ -4,7 +4,7 @@ use super::bindings::wasmatic::operator::handlers as wit;
 use super::bindings::wasmatic::operator::types::Error;
 use super::OperatorState;
 use crate::registry::HandlerInfo;
-use crate::state::HandlerSettings;
+use crate::state::{HandlerSettings, Link};
 
 impl wit::Host for OperatorState {
     async fn stage(
@@ -63,6 +63,14 @@ impl From<wit::LoadOptions> for HandlerSettings {
             allow: options.allow_outbound,
             config: options.config,
             reuse: options.reuse.unwrap_or(1),
+            links: options
+                .links
+                .into_iter()
+                .map(|l| Link {
+                    interface: l.interface,
+                    provider: l.provider,
+                })
+                .collect(),
         }
     }
 }
@@ -90,6 +98,14 @@ impl From<HandlerInfo> for wit::HandlerInfo {
                 .collect(),
             config_keys: h.config_keys,
             reuse: h.reuse,
+            links: h
+                .links
+                .into_iter()
+                .map(|l| wit::Link {
+                    interface: l.interface,
+                    provider: l.provider,
+                })
+                .collect(),
         }
     }
 }

@@ -27,12 +27,12 @@ mod bindings {
     wasmtime::component::bindgen!({
         path: "../wit/operator",
         interfaces: "
-            import wasmatic:operator/handlers@0.3.0;
-            import wasmatic:operator/schedules@0.3.0;
-            import wasmatic:operator/runs@0.3.0;
-            import wasmatic:operator/modules@0.3.0;
-            import wasmatic:operator/jobs@0.3.0;
-            import wasmatic:operator/triggers@0.3.0;
+            import wasmatic:operator/handlers@0.4.0;
+            import wasmatic:operator/schedules@0.4.0;
+            import wasmatic:operator/runs@0.4.0;
+            import wasmatic:operator/modules@0.4.0;
+            import wasmatic:operator/jobs@0.4.0;
+            import wasmatic:operator/triggers@0.4.0;
         ",
         imports: { default: async },
     });

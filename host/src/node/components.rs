@@ -13,7 +13,8 @@ use anyhow::Context as _;
 use super::settings::{check_settings, not_a_handler, resolve_export};
 use super::{blocking, Node, Trigger};
 use crate::error::{now_ms, NodeError};
-use crate::handler::{self, CallError, CallLimits, Entry, Guest, InstancePool};
+use crate::handler::{self, CallError, CallLimits, Compiled, Entry, Guest, InstancePool};
+use crate::links;
 use crate::pool::Reuse;
 use crate::registry::{is_valid_name, Handler, HandlerInfo, Staged};
 use crate::state::{ComponentRecord, HandlerSettings, RunPage, RunRecord};
@@ -30,8 +31,9 @@ impl Node {
         file: &str,
         settings: HandlerSettings,
     ) -> Result<HandlerInfo, NodeError> {
-        let (settings, _) = check_settings(settings)?;
+        let (mut settings, _) = check_settings(settings)?;
         let staged = self.registry.stage(file).await?;
+        (_, settings.links) = self.registry.link("", &staged.compiled, &settings.links)?;
         Ok(HandlerInfo::new("", &staged, &settings, now_ms()))
     }
 
@@ -44,23 +46,27 @@ impl Node {
         settings: HandlerSettings,
     ) -> Result<HandlerInfo, NodeError> {
         check_name(name)?;
-        let (settings, _) = check_settings(settings)?;
+        let (mut settings, _) = check_settings(settings)?;
         let _changes = self.changes.lock().await;
         if self.modules.get(name).is_some() {
             return Err(NodeError::Conflict(format!(
                 "`{name}` is a core module; remove it (DELETE /modules/{name}) or choose another name"
             )));
         }
-        let current = self.registry.get(name);
-        if let Some(current) = &current {
-            if current.info.digest == digest && current.settings == settings {
-                return Ok(current.info.clone());
-            }
-        }
         let staged = match self.registry.staged(digest) {
             Some(staged) => staged,
             None => self.stored(digest).await?,
         };
+        let (compiled, links) = self
+            .registry
+            .link(name, &staged.compiled, &settings.links)?;
+        settings.links = links;
+        if let Some(current) = self.registry.get(name) {
+            if current.info.digest == digest && current.settings == settings {
+                return Ok(current.info.clone());
+            }
+        }
+        self.check_dependents(name, &compiled)?;
         let record = ComponentRecord {
             name: name.to_string(),
             digest: digest.to_string(),
@@ -71,7 +77,7 @@ impl Node {
         let (stored, bytes) = (record.clone(), staged.bytes.clone());
         blocking(move || state.commit_component(&stored, &bytes)).await??;
         self.registry.unstage(digest);
-        let handler = self.install(&record, &staged)?;
+        let handler = self.install(&record, &staged, compiled)?;
         tracing::info!(
             name,
             digest,
@@ -96,17 +102,43 @@ impl Node {
         self.registry.compile_bytes(bytes).await
     }
 
-    /// Makes a stored version current in memory.
+    /// A new version of `name` must still provide what the components
+    /// linked to it import.
+    fn check_dependents(&self, name: &str, compiled: &Compiled) -> Result<(), NodeError> {
+        let engine = self.registry.engine();
+        for (dependent, link) in self.registry.dependents(name) {
+            let Some(imports) = self.registry.get(&dependent) else {
+                continue;
+            };
+            let import = links::foreign_imports(engine, imports.compiled.pre.component())
+                .into_iter()
+                .find(|i| i.name == link.interface);
+            if let Some(import) = import {
+                links::provides(engine, &import, name, compiled.pre.component()).map_err(
+                    |why| {
+                        NodeError::Conflict(format!(
+                            "`{dependent}` is linked to `{name}` for `{}`, which this version does not provide: {why}",
+                            link.interface
+                        ))
+                    },
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes a stored version current in memory, `compiled` with its links.
     fn install(
         &self,
         record: &ComponentRecord,
         staged: &Staged,
+        compiled: Compiled,
     ) -> Result<Arc<Handler>, NodeError> {
         let (settings, rules) = check_settings(record.settings.clone())?;
         let info = HandlerInfo::new(&record.name, staged, &settings, record.loaded_at);
         Ok(self.registry.install(Handler {
             info,
-            compiled: staged.compiled.clone(),
+            compiled,
             rules: rules.map(Arc::new),
             pool: InstancePool::new(Reuse {
                 max_uses: settings.reuse as usize,
@@ -124,6 +156,17 @@ impl Node {
     pub async fn remove(&self, name: &str) -> Result<(), NodeError> {
         check_name(name)?;
         let _changes = self.changes.lock().await;
+        let dependents = self.registry.dependents(name);
+        if !dependents.is_empty() {
+            let uses: Vec<String> = dependents
+                .iter()
+                .map(|(d, link)| format!("`{d}` ({})", link.interface))
+                .collect();
+            return Err(NodeError::Conflict(format!(
+                "`{name}` provides imports of {}: remove those or register them without the link first",
+                uses.join(", ")
+            )));
+        }
         let state = self.state.clone();
         let owned = name.to_string();
         let (existed, jobs) = blocking(move || state.remove_component(&owned)).await??;
@@ -137,12 +180,16 @@ impl Node {
         Ok(())
     }
 
-    /// Loads every stored component; one that cannot be loaded is logged
-    /// and skipped (it stays stored).
+    /// Loads every stored component, each after the providers it links to;
+    /// one that cannot be loaded is logged and skipped (it stays stored).
     pub(super) async fn restore_components(&self) -> anyhow::Result<()> {
-        for record in self.state.components()? {
+        for record in providers_first(self.state.components()?) {
             let loaded = match self.stored(&record.digest).await {
-                Ok(staged) => self.install(&record, &staged).map(|_| ()),
+                Ok(staged) => self
+                    .registry
+                    .link(&record.name, &staged.compiled, &record.settings.links)
+                    .and_then(|(compiled, _)| self.install(&record, &staged, compiled))
+                    .map(|_| ()),
                 Err(e) => Err(e),
             };
             match loaded {
@@ -303,6 +350,7 @@ impl Node {
         permit: tokio::sync::OwnedSemaphorePermit,
     ) -> Result<(RunRecord, Result<String, NodeError>), NodeError> {
         let name = handler.info.name.clone();
+        let providers = self.registry.providers_of(&handler)?;
         let started_at = now_ms();
         let limits = CallLimits {
             timeout: self.limits.call_timeout,
@@ -323,6 +371,7 @@ impl Node {
         let outcome = tokio::spawn(async move {
             let outcome = handler::call(
                 &handler.compiled,
+                &providers,
                 &handler.pool,
                 entry,
                 handler.guest.clone(),
@@ -415,6 +464,38 @@ impl Node {
         }
         Ok(page)
     }
+}
+
+/// `records` ordered so that each comes after the providers it links to
+/// (a depth-first walk; links stored with no cycle, a cycle is only cut).
+fn providers_first(records: Vec<ComponentRecord>) -> Vec<ComponentRecord> {
+    let by_name: std::collections::HashMap<&str, &ComponentRecord> =
+        records.iter().map(|r| (r.name.as_str(), r)).collect();
+    let mut done: std::collections::HashSet<&str> = std::collections::HashSet::new();
+    let mut ordered = Vec::with_capacity(records.len());
+    for record in &records {
+        let mut stack = vec![(record.name.as_str(), false)];
+        while let Some((name, expanded)) = stack.pop() {
+            if done.contains(name) {
+                continue;
+            }
+            let Some(record) = by_name.get(name) else {
+                continue;
+            };
+            if expanded {
+                done.insert(name);
+                ordered.push((*record).clone());
+                continue;
+            }
+            stack.push((name, true));
+            for link in &record.settings.links {
+                if !done.contains(link.provider.as_str()) && stack.len() <= records.len() {
+                    stack.push((link.provider.as_str(), false));
+                }
+            }
+        }
+    }
+    ordered
 }
 
 fn check_name(name: &str) -> Result<(), NodeError> {

@@ -17,6 +17,15 @@ pub struct HandlerSettings {
     pub config: Vec<(String, String)>,
     /// Calls one instance may serve; 1 gives every call a fresh instance.
     pub reuse: u32,
+    /// Providers of the imports the node does not define.
+    pub links: Vec<Link>,
+}
+
+/// An imported interface and the registered component that provides it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Link {
+    pub interface: String,
+    pub provider: String,
 }
 
 impl Default for HandlerSettings {
@@ -25,6 +34,7 @@ impl Default for HandlerSettings {
             allow: None,
             config: Vec::new(),
             reuse: 1,
+            links: Vec::new(),
         }
     }
 }
@@ -69,10 +79,11 @@ impl StateDb {
         )?;
         let settings = &record.settings;
         tx.execute(
-            "INSERT INTO components (name, digest, allow, config, reuse, loaded_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+            "INSERT INTO components (name, digest, allow, config, reuse, loaded_at, links)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
              ON CONFLICT (name) DO UPDATE SET digest = excluded.digest, allow = excluded.allow,
-                 config = excluded.config, reuse = excluded.reuse, loaded_at = excluded.loaded_at",
+                 config = excluded.config, reuse = excluded.reuse, loaded_at = excluded.loaded_at,
+                 links = excluded.links",
             params![
                 record.name,
                 record.digest,
@@ -80,6 +91,7 @@ impl StateDb {
                 to_json(&settings.config),
                 settings.reuse,
                 record.loaded_at as i64,
+                to_json(&settings.links),
             ],
         )?;
         if let Some(previous) = previous {
@@ -126,7 +138,7 @@ impl StateDb {
     pub fn components(&self) -> Result<Vec<ComponentRecord>, StateError> {
         let conn = self.read();
         let mut stmt = conn.prepare(
-            "SELECT name, digest, allow, config, reuse, loaded_at FROM components ORDER BY name",
+            "SELECT name, digest, allow, config, reuse, loaded_at, links FROM components ORDER BY name",
         )?;
         let rows = stmt
             .query_map([], |row| {
@@ -139,6 +151,7 @@ impl StateDb {
                             .map(|r| r.lines().map(str::to_string).collect()),
                         config: from_json(&row.get::<_, String>(3)?)?,
                         reuse: row.get(4)?,
+                        links: from_json(&row.get::<_, String>(6)?)?,
                     },
                     loaded_at: row.get::<_, i64>(5)? as u64,
                 })
@@ -184,6 +197,7 @@ impl StateDb {
                 allow: allow.map(|r| r.lines().map(str::to_string).collect()),
                 config: from_json(&config)?,
                 reuse,
+                links: Vec::new(),
             },
         })
     }

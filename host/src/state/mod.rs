@@ -24,7 +24,7 @@ use std::sync::Mutex;
 
 use rusqlite::Connection;
 
-pub use components::{ComponentRecord, HandlerSettings, ModuleRecord};
+pub use components::{ComponentRecord, HandlerSettings, Link, ModuleRecord};
 pub use runs::{RpcCall, RunBounds, RunPage, RunRecord};
 pub use schedules::JobRecord;
 pub use triggers::{Cursor, TriggerRecord};
@@ -53,7 +53,8 @@ const SCHEMA: &str = "
         allow TEXT,
         config TEXT NOT NULL DEFAULT '[]',
         reuse INTEGER NOT NULL DEFAULT 1,
-        loaded_at INTEGER NOT NULL
+        loaded_at INTEGER NOT NULL,
+        links TEXT NOT NULL DEFAULT '[]'
     );
     CREATE TABLE IF NOT EXISTS jobs (
         id TEXT PRIMARY KEY,
@@ -140,19 +141,20 @@ fn migrate(conn: &Connection) -> Result<(), StateError> {
         conn.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1")?
             .exists([name])
     };
-    // Columns added to `runs` since its first release.
-    for (column, definition) in [
-        ("audit", "TEXT NOT NULL DEFAULT '[]'"),
-        ("function", "TEXT"),
-        ("bytes", "INTEGER NOT NULL DEFAULT 0"),
-        ("rpc", "TEXT NOT NULL DEFAULT '[]'"),
+    // Columns added since the tables' first release.
+    for (table, column, definition) in [
+        ("runs", "audit", "TEXT NOT NULL DEFAULT '[]'"),
+        ("runs", "function", "TEXT"),
+        ("runs", "bytes", "INTEGER NOT NULL DEFAULT 0"),
+        ("runs", "rpc", "TEXT NOT NULL DEFAULT '[]'"),
+        ("components", "links", "TEXT NOT NULL DEFAULT '[]'"),
     ] {
         let present = conn
-            .prepare("SELECT 1 FROM pragma_table_info('runs') WHERE name = ?1")?
-            .exists([column])?;
+            .prepare("SELECT 1 FROM pragma_table_info(?1) WHERE name = ?2")?
+            .exists([table, column])?;
         if !present {
             conn.execute_batch(&format!(
-                "ALTER TABLE runs ADD COLUMN {column} {definition}"
+                "ALTER TABLE {table} ADD COLUMN {column} {definition}"
             ))?;
         }
     }
