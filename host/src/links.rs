@@ -7,27 +7,32 @@
 //! interface go to the exports of the registered component `auditor`,
 //! without changing either.
 //!
-//! How: linking at run time, not composition at registration. The linked
-//! component gets a linker of its own: the node's, plus each linked
-//! function as a host function that calls the provider's export. Before a
-//! fresh instance of the component is made, its providers are instantiated
-//! in the same store (see `handler::call`), so one budget covers them all
-//! and the provider's stdout, stderr and audit entries are the caller's
-//! run's. Values cross as `Val`s, which is why the types are checked here at
-//! registration, function by function, and why a link carries values but
-//! no resources, streams or futures. A provider is named, not copied: a new
-//! version of it serves the next fresh instance, once it is checked to
-//! still provide what its dependents import.
+//! How: composition at registration (`wac-graph`), not linking at run
+//! time. The component and its providers become one component in which the
+//! guest's import is wired to the provider's export; what that one imports
+//! (WASI, `wasmatic:guest`, …) the node provides as usual. It runs as any
+//! other component: in one store, so one budget covers the guest and its
+//! providers, and the providers' stdout, stderr and audit entries are the
+//! caller's run's; guest-to-guest calls are wasmtime's own, sync or async.
+//! (Linking at run time through host functions cannot call a guest back
+//! from a synchronous import while component-model async is on: the store
+//! is held by the blocked caller.)
+//!
+//! The types are checked here first, function by function, so that a
+//! refusal names the function. A link carries values but no resources,
+//! streams or futures: those belong to the instance that made them. A
+//! provider is named, not copied into the record: a new version of it is
+//! checked against what its dependents import, and they are composed again
+//! with it (see `Node::commit`); a restart composes each from its stored
+//! bytes, and the compiled cache finds the same result.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 
 use wasmtime::component::types::{ComponentFunc, ComponentItem, Type};
-use wasmtime::component::{Component, Linker};
+use wasmtime::component::Component;
 use wasmtime::Engine;
 
 use crate::error::NodeError;
-use crate::handler::HandlerState;
 use crate::state::Link;
 use crate::values::signature;
 
@@ -222,7 +227,8 @@ pub fn provides(
                 import.name
             ));
         }
-        let same = wanted.params().len() == given.params().len()
+        let same = wanted.async_() == given.async_()
+            && wanted.params().len() == given.params().len()
             && wanted
                 .params()
                 .zip(given.params())
@@ -305,103 +311,56 @@ fn check_chains(name: &str, links: &[Link], providers: &impl Providers) -> Resul
     Ok(())
 }
 
-/// The linker of a component with `links` (checked by [`check`]): the
-/// node's, plus each linked function as a call to the provider's export
-/// in the caller's store.
-pub fn linker(
-    engine: &Engine,
-    base: &Linker<HandlerState>,
-    component: &Component,
-    links: &[Link],
-) -> wasmtime::Result<Linker<HandlerState>> {
-    let mut linker = base.clone();
-    for import in foreign_imports(engine, component) {
-        let Some(link) = links.iter().find(|l| l.interface == import.name) else {
-            continue;
-        };
-        let provider: Arc<str> = link.provider.as_str().into();
-        let interface: Arc<str> = import.name.as_str().into();
-        let mut instance = linker.instance(&import.name)?;
-        for (func, _) in import.funcs.unwrap_or_default() {
-            let (provider, interface, name): (Arc<str>, Arc<str>, Arc<str>) =
-                (provider.clone(), interface.clone(), func.as_str().into());
-            instance.func_new_concurrent(&func, move |accessor, _ty, params, results| {
-                let (provider, interface, name) =
-                    (provider.clone(), interface.clone(), name.clone());
-                Box::pin(async move {
-                    let target = accessor.with(|mut access| {
-                        let instance = access.data_mut().linked(&provider).ok_or_else(|| {
-                            wasmtime::Error::msg(format!(
-                                "the provider `{provider}` of `{interface}` is not instantiated"
-                            ))
-                        })?;
-                        let export = instance
-                            .get_export_index(&mut access, None, &interface)
-                            .and_then(|i| instance.get_export_index(&mut access, Some(&i), &name))
-                            .and_then(|i| instance.get_func(&mut access, i));
-                        export.ok_or_else(|| {
-                            wasmtime::Error::msg(format!(
-                                "`{provider}` no longer exports `{interface}.{name}`"
-                            ))
-                        })
-                    })?;
-                    target.call_concurrent(accessor, params, results).await
-                })
-            })?;
-        }
-    }
-    Ok(linker)
-}
+/// `guest` with each linked interface satisfied by its provider: one
+/// component, whose remaining imports are the guest's and the providers'
+/// own. `plugs` are the interfaces with the code of their providers (each
+/// provider already composed with its own links); a provider that serves
+/// several interfaces is instantiated once.
+pub fn compose(guest: &[u8], plugs: &[(String, String, Arc<[u8]>)]) -> anyhow::Result<Vec<u8>> {
+    use wac_graph::types::Package;
+    use wac_graph::{CompositionGraph, EncodeOptions};
 
-/// The providers a component with `links` needs instantiated before it,
-/// each after those it needs itself: a depth-first walk, each provider
-/// once. `links_of` answers a provider's own links.
-pub fn instantiation_order(
-    links: &[Link],
-    links_of: impl Fn(&str) -> Option<Vec<Link>>,
-) -> Result<Vec<String>, String> {
-    let mut order: Vec<String> = Vec::new();
-    let mut seen: HashSet<String> = HashSet::new();
-    // (provider, depth, whether its own providers are already pushed)
-    let mut stack: Vec<(String, usize, bool)> = links
-        .iter()
-        .rev()
-        .map(|l| (l.provider.clone(), 1, false))
-        .collect();
-    while let Some((name, depth, expanded)) = stack.pop() {
-        if seen.contains(&name) {
-            continue;
-        }
-        if expanded {
-            seen.insert(name.clone());
-            order.push(name);
-            continue;
-        }
-        if depth > MAX_DEPTH {
-            return Err(format!("links chain deeper than {MAX_DEPTH} at `{name}`"));
-        }
-        let own =
-            links_of(&name).ok_or_else(|| format!("the provider `{name}` is not registered"))?;
-        stack.push((name, depth, true));
-        for link in own.iter().rev() {
-            if !seen.contains(&link.provider) {
-                stack.push((link.provider.clone(), depth + 1, false));
+    let mut graph = CompositionGraph::new();
+    let package = Package::from_bytes("wasmatic:guest-linked", None, guest, graph.types_mut())?;
+    let guest = graph.register_package(package)?;
+    let instance = graph.instantiate(guest);
+    let mut providers = Vec::new();
+    for (interface, provider, code) in plugs {
+        let provided = match providers.iter().find(|(name, _)| name == provider) {
+            Some((_, provided)) => *provided,
+            None => {
+                // Package names only label the parts of the composition.
+                let label = format!("wasmatic:provider{}", providers.len());
+                let package = Package::from_bytes(&label, None, &code[..], graph.types_mut())
+                    .map_err(|e| e.context(format!("provider `{provider}`")))?;
+                let package = graph.register_package(package)?;
+                let provided = graph.instantiate(package);
+                providers.push((provider.clone(), provided));
+                provided
             }
-        }
+        };
+        let export = graph.alias_instance_export(provided, interface)?;
+        graph.set_instantiation_argument(instance, interface, export)?;
     }
-    Ok(order)
+    let exports: Vec<String> = graph.types()[graph[guest].ty()]
+        .exports
+        .keys()
+        .cloned()
+        .collect();
+    for name in exports {
+        let export = graph.alias_instance_export(instance, &name)?;
+        graph.export(export, &name)?;
+    }
+    // wasmtime validates the result as it compiles it.
+    Ok(graph.encode(EncodeOptions {
+        validate: false,
+        ..EncodeOptions::default()
+    })?)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn link(interface: &str, provider: &str) -> Link {
-        Link {
-            interface: interface.into(),
-            provider: provider.into(),
-        }
-    }
 
     #[test]
     fn interface_names_with_or_without_version() {
@@ -418,18 +377,5 @@ mod tests {
             "acme:cipher/audit-log@0.1.0"
         ));
         assert!(!names("acme:cipher/audit", "acme:cipher/audit-log@0.1.0"));
-    }
-
-    #[test]
-    fn providers_come_before_those_that_need_them() {
-        // a needs b and c; b needs c; c needs nothing.
-        let of = |name: &str| match name {
-            "b" => Some(vec![link("x:y/c", "c")]),
-            "c" => Some(vec![]),
-            _ => None,
-        };
-        let order = instantiation_order(&[link("x:y/b", "b"), link("x:y/c", "c")], of);
-        assert_eq!(order, Ok(vec!["c".to_string(), "b".to_string()]));
-        assert!(instantiation_order(&[link("x:y/z", "missing")], of).is_err());
     }
 }

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
 use sha2::{Digest, Sha256};
-use wasmtime::component::{Component, InstancePre, Linker};
+use wasmtime::component::{Component, Linker};
 use wasmtime::Engine;
 
 use crate::compile::{CompileError, Compiler};
@@ -77,10 +77,25 @@ impl HandlerInfo {
     }
 }
 
+/// A component ready to run: composed with its links, if it has any.
+#[derive(Clone)]
+pub struct Runnable {
+    pub compiled: Compiled,
+    /// The bytes `compiled` was compiled from: what a component linking to
+    /// this one is composed with.
+    pub code: Arc<[u8]>,
+}
+
 /// A registered component ready to run.
 pub struct Handler {
     pub info: HandlerInfo,
     pub compiled: Compiled,
+    /// The bytes it runs (composed with its links), for those that link
+    /// to it.
+    pub code: Arc<[u8]>,
+    /// The component as registered, before any composition: what it
+    /// imports and exports.
+    pub component: Component,
     pub rules: Option<Arc<Vec<Rule>>>,
     pub guest: Arc<Guest>,
     /// Its idle instances, when it opted in to reuse.
@@ -313,35 +328,66 @@ impl Registry {
         })
     }
 
-    /// Checks the `links` of a component to be registered as `name` (empty:
-    /// only staged) and answers it ready to run with them, and the links
-    /// with each interface in full.
-    pub fn link(
+    /// Checks the `links` of `staged` for registration as `name` (empty:
+    /// only staged); answers them with each interface in full.
+    pub fn check_links(
         &self,
         name: &str,
-        compiled: &Compiled,
+        staged: &Staged,
         links: &[Link],
-    ) -> Result<(Compiled, Vec<Link>), NodeError> {
-        let component = compiled.pre.component();
-        let links = links::check(&self.engine, name, component, links, self)?;
+    ) -> Result<Vec<Link>, NodeError> {
+        links::check(
+            &self.engine,
+            name,
+            staged.compiled.pre.component(),
+            links,
+            self,
+        )
+    }
+
+    /// Checks the `links` of a component to be registered as `name` (empty:
+    /// only staged) and answers it ready to run, composed with its
+    /// providers' current code, and the links with each interface in full.
+    pub async fn link(
+        &self,
+        name: &str,
+        staged: &Staged,
+        links: &[Link],
+    ) -> Result<(Runnable, Vec<Link>), NodeError> {
+        let links = self.check_links(name, staged, links)?;
         if links.is_empty() {
-            return Ok((compiled.clone(), links));
+            let runnable = Runnable {
+                compiled: staged.compiled.clone(),
+                code: staged.bytes.clone(),
+            };
+            return Ok((runnable, links));
         }
-        let pre = links::linker(&self.engine, &self.linker, component, &links)
-            .and_then(|linker| linker.instantiate_pre(component))
+        let plugs = links
+            .iter()
+            .map(|l| {
+                let provider = self.get(&l.provider).ok_or_else(|| {
+                    NodeError::NotFound(format!("no component `{}` is registered", l.provider))
+                })?;
+                Ok((
+                    l.interface.clone(),
+                    l.provider.clone(),
+                    provider.code.clone(),
+                ))
+            })
+            .collect::<Result<Vec<_>, NodeError>>()?;
+        let guest = staged.bytes.clone();
+        let composed = tokio::task::spawn_blocking(move || links::compose(&guest, &plugs))
+            .await
+            .map_err(|e| NodeError::Internal(format!("the composition task failed: {e}")))?
             .map_err(|e| {
                 NodeError::Invalid(format!(
-                    "cannot link the component: {:#}",
-                    anyhow::Error::from(e)
+                    "cannot compose the component with its links: {e:#}"
                 ))
             })?;
-        Ok((
-            Compiled {
-                pre,
-                ..compiled.clone()
-            },
-            links,
-        ))
+        let digest = hex::encode(Sha256::digest(&composed));
+        let code: Arc<[u8]> = composed.into();
+        let compiled = self.compile(&digest, code.clone()).await?;
+        Ok((Runnable { compiled, code }, links))
     }
 
     /// The components linked to `name`, with the interface each takes
@@ -362,37 +408,15 @@ impl Registry {
         found
     }
 
-    /// The providers `handler` needs instantiated before it, in order,
-    /// each at its current version.
-    pub fn providers_of(
-        &self,
-        handler: &Handler,
-    ) -> Result<Vec<(String, InstancePre<HandlerState>)>, NodeError> {
-        if handler.settings.links.is_empty() {
-            return Ok(Vec::new());
-        }
-        let order = links::instantiation_order(&handler.settings.links, |name| {
-            self.get(name).map(|p| p.settings.links.clone())
-        })
-        .map_err(|e| NodeError::Failed(format!("`{}` cannot be linked: {e}", handler.info.name)))?;
-        order
-            .iter()
-            .map(|name| {
-                self.get(name)
-                    .map(|p| (name.clone(), p.compiled.pre.clone()))
-                    .ok_or_else(|| NodeError::Failed(format!("the provider `{name}` is gone")))
-            })
-            .collect()
-    }
-
     /// The compiled code of `digest`, if a current or staged component has it.
     fn compiled_of(&self, digest: &str) -> Option<Compiled> {
         if let Some(staged) = self.staged(digest) {
             return Some(staged.compiled);
         }
+        // A linked component runs composed code: not that of its digest.
         self.read_current()
             .values()
-            .find(|h| h.info.digest == digest)
+            .find(|h| h.info.digest == digest && h.settings.links.is_empty())
             .map(|h| h.compiled.clone())
     }
 
@@ -416,7 +440,7 @@ impl Registry {
 impl links::Providers for Registry {
     fn provider(&self, name: &str) -> Option<(Component, Vec<Link>)> {
         self.get(name)
-            .map(|h| (h.compiled.pre.component().clone(), h.settings.links.clone()))
+            .map(|h| (h.component.clone(), h.settings.links.clone()))
     }
 }
 

@@ -59,18 +59,6 @@ pub struct HandlerState {
     audit: AuditLog,
     /// The call's RPC calls (`wasmatic:eth/rpc`), counted and listed.
     pub(crate) rpc: crate::chain::RunRpc,
-    /// The providers instantiated for the call's component, by name.
-    linked: Vec<(String, Instance)>,
-}
-
-impl HandlerState {
-    /// The instance of provider `name` in this store, if instantiated.
-    pub(crate) fn linked(&self, name: &str) -> Option<Instance> {
-        self.linked
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, instance)| *instance)
-    }
 }
 
 /// Who a call runs as: the registered name and its configuration.
@@ -84,9 +72,9 @@ pub struct Guest {
 /// A component compiled and linked, ready to instantiate.
 #[derive(Clone)]
 pub struct Compiled {
-    /// Ready to instantiate with the node's imports; a component that
-    /// imports what the node does not define traps on those until
-    /// `Registry::link` makes it a `pre` with its links.
+    /// Ready to instantiate. A component that imports what the node does
+    /// not define traps on those imports here: it runs only as composed
+    /// with its links (`Registry::link`).
     pub pre: InstancePre<HandlerState>,
     /// Set when the component is of the handler world.
     pub handler: Option<HandlerIndices>,
@@ -265,7 +253,6 @@ fn new_store(
             call_env: Vec::new(),
             audit: AuditLog::default(),
             rpc: Default::default(),
-            linked: Vec::new(),
         },
     );
     store.limiter(|s| &mut s.limiter);
@@ -284,7 +271,6 @@ fn new_store(
 /// it reads `env` through `wasmatic:guest/config` instead.
 pub async fn call(
     compiled: &Compiled,
-    providers: &[(String, InstancePre<HandlerState>)],
     pool: &InstancePool,
     entry: Entry,
     guest: Arc<Guest>,
@@ -304,7 +290,7 @@ pub async fn call(
 
     let start = Instant::now();
     let result = engine::with_deadline(&mut ready.store, timeout)
-        .run(run_entry(&mut ready, compiled, providers, entry))
+        .run(run_entry(&mut ready, compiled, entry))
         .await;
     let stderr = ready.stderr.take_text();
     let stdout = ready.stdout.take_text();
@@ -338,24 +324,16 @@ pub async fn call(
     }
 }
 
-/// Instantiates (unless the instance is reused) its providers and the
-/// component, and runs `entry`. The inner
+/// Instantiates (unless the instance is reused) and runs `entry`. The inner
 /// error is a result the guest gave that cannot be answered.
 async fn run_entry(
     ready: &mut Ready,
     compiled: &Compiled,
-    providers: &[(String, InstancePre<HandlerState>)],
     entry: Entry,
 ) -> wasmtime::Result<Result<String, String>> {
     let instance = match ready.instance {
         Some(instance) => instance,
         None => {
-            // Providers first, each after those it needs (see `links`): the
-            // component's linked imports call into them.
-            for (name, pre) in providers {
-                let provider = pre.instantiate_async(&mut ready.store).await?;
-                ready.store.data_mut().linked.push((name.clone(), provider));
-            }
             let instance = compiled.pre.instantiate_async(&mut ready.store).await?;
             *ready.instance.insert(instance)
         }

@@ -16,7 +16,7 @@ use crate::error::{now_ms, NodeError};
 use crate::handler::{self, CallError, CallLimits, Compiled, Entry, Guest, InstancePool};
 use crate::links;
 use crate::pool::Reuse;
-use crate::registry::{is_valid_name, Handler, HandlerInfo, Staged};
+use crate::registry::{is_valid_name, Handler, HandlerInfo, Runnable, Staged};
 use crate::state::{ComponentRecord, HandlerSettings, RunPage, RunRecord};
 
 /// Most runs one page may ask for.
@@ -33,7 +33,7 @@ impl Node {
     ) -> Result<HandlerInfo, NodeError> {
         let (mut settings, _) = check_settings(settings)?;
         let staged = self.registry.stage(file).await?;
-        (_, settings.links) = self.registry.link("", &staged.compiled, &settings.links)?;
+        settings.links = self.registry.check_links("", &staged, &settings.links)?;
         Ok(HandlerInfo::new("", &staged, &settings, now_ms()))
     }
 
@@ -57,16 +57,14 @@ impl Node {
             Some(staged) => staged,
             None => self.stored(digest).await?,
         };
-        let (compiled, links) = self
-            .registry
-            .link(name, &staged.compiled, &settings.links)?;
+        let (runnable, links) = self.registry.link(name, &staged, &settings.links).await?;
         settings.links = links;
         if let Some(current) = self.registry.get(name) {
             if current.info.digest == digest && current.settings == settings {
                 return Ok(current.info.clone());
             }
         }
-        self.check_dependents(name, &compiled)?;
+        self.check_dependents(name, &runnable.compiled)?;
         let record = ComponentRecord {
             name: name.to_string(),
             digest: digest.to_string(),
@@ -77,7 +75,8 @@ impl Node {
         let (stored, bytes) = (record.clone(), staged.bytes.clone());
         blocking(move || state.commit_component(&stored, &bytes)).await??;
         self.registry.unstage(digest);
-        let handler = self.install(&record, &staged, compiled)?;
+        let handler = self.install(&record, &staged, runnable)?;
+        self.relink_dependents(name).await;
         tracing::info!(
             name,
             digest,
@@ -110,7 +109,7 @@ impl Node {
             let Some(imports) = self.registry.get(&dependent) else {
                 continue;
             };
-            let import = links::foreign_imports(engine, imports.compiled.pre.component())
+            let import = links::foreign_imports(engine, &imports.component)
                 .into_iter()
                 .find(|i| i.name == link.interface);
             if let Some(import) = import {
@@ -127,18 +126,68 @@ impl Node {
         Ok(())
     }
 
-    /// Makes a stored version current in memory, `compiled` with its links.
+    /// Composes the components linked to `name`, directly or through
+    /// others, again with its new version, each after its own providers.
+    /// Each was checked against the new version (`check_dependents`); one
+    /// that still cannot be composed keeps its previous code, logged.
+    async fn relink_dependents(&self, name: &str) {
+        let mut pending: Vec<String> = vec![name.to_string()];
+        let mut done: Vec<String> = Vec::new();
+        while let Some(provider) = pending.pop() {
+            for (dependent, _) in self.registry.dependents(&provider) {
+                if done.contains(&dependent) {
+                    continue;
+                }
+                done.push(dependent.clone());
+                let Some(current) = self.registry.get(&dependent) else {
+                    continue;
+                };
+                let record = ComponentRecord {
+                    name: dependent.clone(),
+                    digest: current.info.digest.clone(),
+                    settings: current.settings.clone(),
+                    loaded_at: current.info.loaded_at,
+                };
+                let relinked = match self.stored(&record.digest).await {
+                    Ok(staged) => self
+                        .registry
+                        .link(&dependent, &staged, &record.settings.links)
+                        .await
+                        .and_then(|(runnable, _)| self.install(&record, &staged, runnable)),
+                    Err(e) => Err(e),
+                };
+                match relinked {
+                    Ok(_) => {
+                        tracing::info!(
+                            name = dependent,
+                            provider,
+                            "composed again with a new version of its provider"
+                        );
+                        pending.push(dependent);
+                    }
+                    Err(e) => {
+                        tracing::error!(name = dependent, provider, "cannot compose again: {e}")
+                    }
+                }
+            }
+        }
+    }
+
+    /// Makes a stored version current in memory, as `runnable` (composed
+    /// with its links).
     fn install(
         &self,
         record: &ComponentRecord,
         staged: &Staged,
-        compiled: Compiled,
+        runnable: Runnable,
     ) -> Result<Arc<Handler>, NodeError> {
         let (settings, rules) = check_settings(record.settings.clone())?;
         let info = HandlerInfo::new(&record.name, staged, &settings, record.loaded_at);
         Ok(self.registry.install(Handler {
             info,
-            compiled,
+            compiled: runnable.compiled,
+            code: runnable.code,
+            component: staged.compiled.pre.component().clone(),
             rules: rules.map(Arc::new),
             pool: InstancePool::new(Reuse {
                 max_uses: settings.reuse as usize,
@@ -187,8 +236,9 @@ impl Node {
             let loaded = match self.stored(&record.digest).await {
                 Ok(staged) => self
                     .registry
-                    .link(&record.name, &staged.compiled, &record.settings.links)
-                    .and_then(|(compiled, _)| self.install(&record, &staged, compiled))
+                    .link(&record.name, &staged, &record.settings.links)
+                    .await
+                    .and_then(|(runnable, _)| self.install(&record, &staged, runnable))
                     .map(|_| ()),
                 Err(e) => Err(e),
             };
@@ -350,7 +400,6 @@ impl Node {
         permit: tokio::sync::OwnedSemaphorePermit,
     ) -> Result<(RunRecord, Result<String, NodeError>), NodeError> {
         let name = handler.info.name.clone();
-        let providers = self.registry.providers_of(&handler)?;
         let started_at = now_ms();
         let limits = CallLimits {
             timeout: self.limits.call_timeout,
@@ -371,7 +420,6 @@ impl Node {
         let outcome = tokio::spawn(async move {
             let outcome = handler::call(
                 &handler.compiled,
-                &providers,
                 &handler.pool,
                 entry,
                 handler.guest.clone(),

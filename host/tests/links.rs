@@ -1,0 +1,298 @@
+//! Components built elsewhere: imports the node does not define, linked at
+//! registration to a registered provider (`link=IFACE=PROVIDER`), with the
+//! component model's async ABI on both sides.
+
+mod support;
+
+use std::path::Path;
+
+use serde_json::{json, Value};
+use support::{component_bytes, register, up, Node};
+
+const CIPHER_LINK: &str = "link=acme:cipher/audit-log=auditor";
+
+fn start(dir: &Path) -> Node {
+    up(dir, &["--call-timeout", "5s"])
+}
+
+/// The `result` of `POST /call/NAME/FUNC` with `args`.
+fn call(node: &Node, path: &str, args: Value) -> Value {
+    let response = node.post(path, args.to_string().as_bytes());
+    assert_eq!(response.status, 200, "{path} {args}: {}", response.text());
+    response.json()["result"].clone()
+}
+
+/// The audit messages of `name`'s runs, newest run first.
+fn audits(node: &Node, name: &str) -> Vec<Vec<String>> {
+    let runs = node.get(&format!("/handlers/{name}/runs")).json();
+    runs.as_array()
+        .expect("runs")
+        .iter()
+        .map(|run| {
+            assert_eq!(run["ok"], true, "{run}");
+            run["audit"]
+                .as_array()
+                .expect("audit")
+                .iter()
+                .map(|e| e["message"].as_str().expect("message").to_string())
+                .collect()
+        })
+        .collect()
+}
+
+/// A component (WAT) that exports `acme:cipher/audit-log@0.1.0` with
+/// `auditrecord` of the type `params`, a function that does nothing.
+fn provider_with(func: &str, params: &str, core_params: &str) -> Vec<u8> {
+    wat::parse_str(format!(
+        r#"(component
+            (core module $m
+                (memory (export "memory") 1)
+                (func (export "f") {core_params})
+                (func (export "realloc") (param i32 i32 i32 i32) (result i32) i32.const 8))
+            (core instance $i (instantiate $m))
+            (func $f {params}
+                (canon lift (core func $i "f") (memory (core memory $i "memory"))
+                    (realloc (core func $i "realloc"))))
+            (instance $iface (export "{func}" (func $f)))
+            (export "acme:cipher/audit-log@0.1.0" (instance $iface)))"#
+    ))
+    .expect("valid component text")
+}
+
+#[test]
+fn the_async_cipher_calls_its_linked_auditor_and_keeps_its_links_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(dir.path());
+    let auditor = register(
+        &node,
+        "/register?name=auditor",
+        &component_bytes("auditor.wasm"),
+    );
+    assert_eq!(
+        auditor["exports"][0]["signature"],
+        "async auditrecord(action: string, detail: string)"
+    );
+
+    let cipher = register(
+        &node,
+        &format!("/register?name=cipher&env=SHIFT_AMOUNT=5&{CIPHER_LINK}"),
+        &component_bytes("cipher.wasm"),
+    );
+    assert_eq!(
+        cipher["links"],
+        json!([{ "interface": "acme:cipher/audit-log@0.1.0", "provider": "auditor" }]),
+        "the interface is named in full, as imported"
+    );
+    assert_eq!(
+        cipher["exports"],
+        json!([
+            { "name": "encr", "signature": "async encr(input: string) -> string" },
+            { "name": "decr", "signature": "async decr(input: string) -> string" },
+        ])
+    );
+
+    let secret = call(&node, "/call/cipher/encr", json!(["Hello, World"]));
+    assert_eq!(secret, "Mjqqt, Btwqi");
+    assert_eq!(
+        call(&node, "/call/cipher/decr", json!([secret])),
+        "Hello, World"
+    );
+    // The provider's records are the caller's: two per call, in its runs.
+    assert_eq!(
+        audits(&node, "cipher"),
+        vec![
+            vec!["decr: 12 characters, shift 5", "decr: done: 12 bytes"],
+            vec!["encr: 12 characters, shift 5", "encr: done: 12 bytes"],
+        ]
+    );
+    assert_eq!(
+        node.get("/handlers/auditor/runs").json(),
+        json!([]),
+        "the provider ran within the cipher's calls, not on its own"
+    );
+
+    // Links survive a restart (the provider is loaded first).
+    assert!(node.terminate().success());
+    let node = start(dir.path());
+    assert_eq!(
+        node.get("/handlers/cipher").json()["links"],
+        cipher["links"]
+    );
+    assert_eq!(call(&node, "/call/cipher/encr", json!(["abc"])), "fgh");
+    assert_eq!(audits(&node, "cipher")[0].len(), 2);
+
+    // A provider others link to stays until they are gone; then it goes.
+    let refused = node.delete("/handlers/auditor");
+    assert_eq!(refused.status, 409, "{}", refused.text());
+    let message = refused.error(409);
+    assert!(message.contains("`cipher`"), "{message}");
+    assert_eq!(call(&node, "/call/cipher/decr", json!(["fgh"])), "abc");
+    assert_eq!(node.delete("/handlers/cipher").status, 204);
+    assert_eq!(node.delete("/handlers/auditor").status, 204);
+}
+
+#[test]
+fn links_that_cannot_work_are_refused_naming_what_is_wrong() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(dir.path());
+    let cipher = component_bytes("cipher.wasm");
+    let refused = |query: &str, bytes: &[u8], status: u16| -> String {
+        let response = node.post(&format!("/register?{query}"), bytes);
+        response.error(status)
+    };
+
+    // An import the node does not define, unlinked.
+    let message = refused("name=cipher", &cipher, 400);
+    assert!(
+        message.contains("`acme:cipher/audit-log@0.1.0`") && message.contains("link="),
+        "{message}"
+    );
+    // A provider that is not registered.
+    let message = refused(&format!("name=cipher&{CIPHER_LINK}"), &cipher, 404);
+    assert!(message.contains("no component `auditor`"), "{message}");
+
+    // A provider without the interface.
+    register(&node, "/register?name=echo", &component_bytes("echo.wasm"));
+    let message = refused("name=cipher&link=acme:cipher/audit-log=echo", &cipher, 400);
+    assert!(
+        message.contains("`echo` does not export `acme:cipher/audit-log@0.1.0`"),
+        "{message}"
+    );
+    // A provider whose function has other types, or another name.
+    register(
+        &node,
+        "/register?name=narrow",
+        &provider_with("auditrecord", "(param \"action\" u32)", "(param i32)"),
+    );
+    let message = refused(
+        "name=cipher&link=acme:cipher/audit-log=narrow",
+        &cipher,
+        400,
+    );
+    assert!(
+        message.contains("function `auditrecord`")
+            && message.contains("auditrecord(action: string, detail: string)")
+            && message.contains("auditrecord(action: u32)"),
+        "{message}"
+    );
+    register(
+        &node,
+        "/register?name=misnamed",
+        &provider_with(
+            "record",
+            "(param \"action\" string) (param \"detail\" string)",
+            "(param i32 i32 i32 i32)",
+        ),
+    );
+    let message = refused(
+        "name=cipher&link=acme:cipher/audit-log=misnamed",
+        &cipher,
+        400,
+    );
+    assert!(
+        message.contains("does not export function `auditrecord`"),
+        "{message}"
+    );
+
+    // Links to what the component does not import, or to what the node
+    // provides itself, or twice; and a malformed link.
+    register(
+        &node,
+        "/register?name=auditor",
+        &component_bytes("auditor.wasm"),
+    );
+    let message = refused(
+        &format!("name=cipher&{CIPHER_LINK}&link=acme:other/thing=auditor"),
+        &cipher,
+        400,
+    );
+    assert!(message.contains("does not import it"), "{message}");
+    let message = refused(
+        "name=gecko&link=wasi:http/outgoing-handler=auditor",
+        &component_bytes("gecko.wasm"),
+        400,
+    );
+    assert!(message.contains("provided by the node itself"), "{message}");
+    let message = refused(
+        &format!("name=cipher&{CIPHER_LINK}&link=acme:cipher/audit-log@0.1.0=auditor"),
+        &cipher,
+        400,
+    );
+    assert!(message.contains("linked twice"), "{message}");
+    let message = refused("name=cipher&link=auditor", &cipher, 400);
+    assert!(message.contains("INTERFACE=PROVIDER"), "{message}");
+
+    // A new version of a provider must still provide what is linked to it.
+    register(
+        &node,
+        &format!("/register?name=cipher&{CIPHER_LINK}"),
+        &cipher,
+    );
+    let message = refused("name=auditor", &component_bytes("echo.wasm"), 409);
+    assert!(
+        message.contains("`cipher` is linked to `auditor`"),
+        "{message}"
+    );
+    // Nothing was lost: the cipher still runs with its auditor.
+    assert_eq!(call(&node, "/call/cipher/encr", json!(["abc"])), "def");
+    assert_eq!(node.get("/health").status, 200);
+}
+
+#[test]
+fn links_that_would_form_a_cycle_are_refused() {
+    // `ping` imports acme:loop/pong and exports acme:loop/ping; `pong` the
+    // other way round; `base` exports acme:loop/pong with no imports.
+    let component = |import: &str, export: &str| -> Vec<u8> {
+        wat::parse_str(format!(
+            r#"(component
+                (import "acme:loop/{import}@0.1.0" (instance $in (export "go" (func))))
+                (core module $m (func (export "go")))
+                (core instance $i (instantiate $m))
+                (func $go (canon lift (core func $i "go")))
+                (instance $out (export "go" (func $go)))
+                (export "acme:loop/{export}@0.1.0" (instance $out)))"#
+        ))
+        .expect("valid component text")
+    };
+    let base = wat::parse_str(
+        r#"(component
+            (core module $m (func (export "go")))
+            (core instance $i (instantiate $m))
+            (func $go (canon lift (core func $i "go")))
+            (instance $out (export "go" (func $go)))
+            (export "acme:loop/pong@0.1.0" (instance $out)))"#,
+    )
+    .expect("valid component text");
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(dir.path());
+    register(&node, "/register?name=base", &base);
+    register(
+        &node,
+        "/register?name=ping&link=acme:loop/pong=base",
+        &component("pong", "ping"),
+    );
+    register(
+        &node,
+        "/register?name=pong&link=acme:loop/ping=ping",
+        &component("ping", "pong"),
+    );
+    // ping → pong → ping.
+    let refused = node.post(
+        "/register?name=ping&link=acme:loop/pong=pong",
+        &component("pong", "ping"),
+    );
+    let message = refused.error(400);
+    assert!(message.contains("cycle: ping → pong → ping"), "{message}");
+    // A component cannot provide to itself.
+    register(&node, "/register?name=loop", &base);
+    let refused = node.post(
+        "/register?name=loop&link=acme:loop/pong=loop",
+        &component("pong", "pong"),
+    );
+    assert!(refused.error(400).contains("to itself"));
+    // The chain that was accepted still resolves: ping's base is intact.
+    assert_eq!(
+        node.get("/handlers/ping").json()["links"],
+        json!([{ "interface": "acme:loop/pong@0.1.0", "provider": "base" }])
+    );
+}
