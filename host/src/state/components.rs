@@ -266,6 +266,11 @@ mod tests {
                 allow: Some(vec!["*.example.com".into(), "127.0.0.1:80".into()]),
                 config: vec![("A".into(), "1".into()), ("B".into(), "x=y".into())],
                 reuse,
+                // Links are kept as given, and read back.
+                links: vec![Link {
+                    interface: "acme:cipher/audit-log@0.1.0".into(),
+                    provider: "auditor".into(),
+                }],
             },
             loaded_at: 7,
         }
