@@ -32,7 +32,7 @@ space := $(empty) $(empty)
 WASM_BUILD = CARGO_ENCODED_RUSTFLAGS='$(subst $(space),$(UNIT_SEP),$(addprefix --remap-path-prefix=,$(strip $(REMAPS))))' \
              $(CARGO) build --locked --release
 
-.PHONY: setup fetch tools components operator build up test lint fmt bench bench-quick clean
+.PHONY: setup fetch tools python components operator build up test lint fmt bench bench-quick clean
 
 ## Puts the toolchain of rust-toolchain.toml in place with the wasm targets,
 ## and curl (idempotent). Every rustup call names its toolchain: until the
@@ -78,6 +78,30 @@ $(ANVIL): tools/package.json tools/package-lock.json
 	npm ci --prefix tools --ignore-scripts --no-audit --no-fund
 	touch $@
 
+## Installs componentize-py from the pinned, hashed tools/python/requirements.txt
+## into a virtual environment under target/ (python3 and its venv module
+## from Debian if missing), then builds the Python examples into
+## target/python/. Each step is a no-op once its output is newer than its
+## inputs.
+PYTHON_VENV     := target/python-venv
+COMPONENTIZE_PY := $(PYTHON_VENV)/bin/componentize-py
+PYTHON_OUT      := target/python
+python: $(PYTHON_OUT)/handler.wasm $(PYTHON_OUT)/cipher.wasm
+$(COMPONENTIZE_PY): tools/python/requirements.txt
+	@python3 -c 'import ensurepip, venv' 2>/dev/null || { apt-get update -q && apt-get install -y -q python3 python3-venv; }
+	rm -rf $(PYTHON_VENV)
+	python3 -m venv $(PYTHON_VENV)
+	$(PYTHON_VENV)/bin/pip install --quiet --disable-pip-version-check --require-hashes --no-deps -r $<
+	touch $@
+# componentize-py runs the app's top-level code at build time and snapshots
+# it; the WIT decides the bindings, so either changing rebuilds.
+$(PYTHON_OUT)/handler.wasm: $(COMPONENTIZE_PY) $(wildcard examples/python/handler/*.py) $(wildcard wit/handler/*.wit wit/deps/*.wit)
+	@mkdir -p $(@D)
+	$(COMPONENTIZE_PY) -d wit/handler -w wasmatic:handler/handler componentize -p examples/python/handler app -o $@
+$(PYTHON_OUT)/cipher.wasm: $(COMPONENTIZE_PY) $(wildcard examples/python/cipher/*.py) $(wildcard examples/cipher/wit/*.wit wit/deps/*.wit)
+	@mkdir -p $(@D)
+	$(COMPONENTIZE_PY) -d examples/cipher/wit -w acme:cipher/cipher componentize -p examples/python/cipher app -o $@
+
 ## Builds the operator and the example components.
 components: fetch
 	$(WASM_BUILD) --target $(WASM_TARGET) $(addprefix -p ,$(COMPONENTS))
@@ -88,7 +112,7 @@ components: fetch
 operator: fmt components
 	cp $(WASM_OUT)/wasmatic_operator.wasm host/assets/proxy.wasm
 
-build: components
+build: components python
 	$(CARGO) build --locked --release -p wasmatic
 
 up: build
@@ -96,7 +120,7 @@ up: build
 
 # The test `embedded_operator_is_current` fails when host/assets/proxy.wasm
 # differs from what operator/ and wit/ build.
-test: components lint tools
+test: components python lint tools
 	$(CARGO) test --locked -p wasmatic
 
 lint: setup
