@@ -32,7 +32,7 @@ space := $(empty) $(empty)
 WASM_BUILD = CARGO_ENCODED_RUSTFLAGS='$(subst $(space),$(UNIT_SEP),$(addprefix --remap-path-prefix=,$(strip $(REMAPS))))' \
              $(CARGO) build --locked --release
 
-.PHONY: setup fetch tools python components operator build up test lint fmt bench bench-quick clean
+.PHONY: setup fetch tools python js components operator build up test lint fmt bench bench-quick clean
 
 ## Puts the toolchain of rust-toolchain.toml in place with the wasm targets,
 ## and curl (idempotent). Every rustup call names its toolchain: until the
@@ -102,6 +102,29 @@ $(PYTHON_OUT)/cipher.wasm: $(COMPONENTIZE_PY) $(wildcard examples/python/cipher/
 	@mkdir -p $(@D)
 	$(COMPONENTIZE_PY) -d examples/cipher/wit -w acme:cipher/cipher componentize -p examples/python/cipher app -o $@
 
+## Installs componentize-js from the pinned tools/js/package-lock.json into
+## target/js-tools (no install scripts: its wizer is a platform package, and
+## nothing is fetched outside the npm registry), then builds the JavaScript
+## example into target/js/. Part of `make test`, which needs npm anyway.
+## `npm install` with the lockfile, checked unchanged after, rather than
+## `npm ci`: some of the tree's optional platform packages (jco-node-fs and
+## rolldown for Windows and musl arm64) were never published at the locked
+## versions, which `npm ci` counts as a lockfile out of sync.
+JS_TOOLS        := target/js-tools
+COMPONENTIZE_JS := $(JS_TOOLS)/node_modules/@bytecodealliance/componentize-js/src/cli.js
+JS_OUT          := target/js
+js: $(JS_OUT)/handler.wasm
+$(COMPONENTIZE_JS): tools/js/package.json tools/js/package-lock.json
+	@command -v npm >/dev/null || { echo "error: npm is needed to install componentize-js (examples/js)" >&2; exit 1; }
+	@mkdir -p $(JS_TOOLS)
+	cp tools/js/package.json tools/js/package-lock.json $(JS_TOOLS)/
+	npm install --prefix $(JS_TOOLS) --ignore-scripts --no-audit --no-fund
+	cmp -s tools/js/package-lock.json $(JS_TOOLS)/package-lock.json || { echo "error: npm changed tools/js/package-lock.json: regenerate it with npm install in tools/js" >&2; exit 1; }
+	touch $@
+$(JS_OUT)/handler.wasm: $(COMPONENTIZE_JS) $(wildcard examples/js/handler/*.js) $(wildcard wit/handler/*.wit wit/deps/*.wit)
+	@mkdir -p $(@D)
+	node $(COMPONENTIZE_JS) --wit wit/handler --world-name wasmatic:handler/handler -o $@ examples/js/handler/handler.js
+
 ## Builds the operator and the example components.
 components: fetch
 	$(WASM_BUILD) --target $(WASM_TARGET) $(addprefix -p ,$(COMPONENTS))
@@ -120,7 +143,7 @@ up: build
 
 # The test `embedded_operator_is_current` fails when host/assets/proxy.wasm
 # differs from what operator/ and wit/ build.
-test: components python lint tools
+test: components python js lint tools
 	$(CARGO) test --locked -p wasmatic
 
 lint: setup
