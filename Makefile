@@ -4,6 +4,8 @@
 #   make test    build the components and run every test, lints included
 #   make bench   the node beside `wasmtime serve`, on loopback: BENCHMARKS.md
 #   make bench-quick   a few seconds a row of a, b, c: the ratios, nothing written
+#   make python  the Python examples (componentize-py in target/python-venv) into target/python
+#   make js      the JavaScript example (componentize-js in target/js-tools) into target/js
 
 CARGO       ?= cargo
 WASM_TARGET := wasm32-wasip2
