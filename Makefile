@@ -4,6 +4,8 @@
 #   make test    build the components and run every test, lints included
 #   make bench   the node beside `wasmtime serve`, on loopback: BENCHMARKS.md
 #   make bench-quick   a few seconds a row of a, b, c: the ratios, nothing written
+#   make python  the Python examples (componentize-py in target/python-venv) into target/python
+#   make js      the JavaScript example (componentize-js in target/js-tools) into target/js
 
 CARGO       ?= cargo
 WASM_TARGET := wasm32-wasip2
@@ -32,7 +34,7 @@ space := $(empty) $(empty)
 WASM_BUILD = CARGO_ENCODED_RUSTFLAGS='$(subst $(space),$(UNIT_SEP),$(addprefix --remap-path-prefix=,$(strip $(REMAPS))))' \
              $(CARGO) build --locked --release
 
-.PHONY: setup fetch tools components operator build up test lint fmt bench bench-quick clean
+.PHONY: setup fetch tools python js components operator build up test lint fmt bench bench-quick clean
 
 ## Puts the toolchain of rust-toolchain.toml in place with the wasm targets,
 ## and curl (idempotent). Every rustup call names its toolchain: until the
@@ -78,6 +80,53 @@ $(ANVIL): tools/package.json tools/package-lock.json
 	npm ci --prefix tools --ignore-scripts --no-audit --no-fund
 	touch $@
 
+## Installs componentize-py from the pinned, hashed tools/python/requirements.txt
+## into a virtual environment under target/ (python3 and its venv module
+## from Debian if missing), then builds the Python examples into
+## target/python/. Each step is a no-op once its output is newer than its
+## inputs.
+PYTHON_VENV     := target/python-venv
+COMPONENTIZE_PY := $(PYTHON_VENV)/bin/componentize-py
+PYTHON_OUT      := target/python
+python: $(PYTHON_OUT)/handler.wasm $(PYTHON_OUT)/cipher.wasm
+$(COMPONENTIZE_PY): tools/python/requirements.txt
+	@python3 -c 'import ensurepip, venv' 2>/dev/null || { apt-get update -q && apt-get install -y -q python3 python3-venv; }
+	rm -rf $(PYTHON_VENV)
+	python3 -m venv $(PYTHON_VENV)
+	$(PYTHON_VENV)/bin/pip install --quiet --disable-pip-version-check --require-hashes --no-deps -r $<
+	touch $@
+# componentize-py runs the app's top-level code at build time and snapshots
+# it; the WIT decides the bindings, so either changing rebuilds.
+$(PYTHON_OUT)/handler.wasm: $(COMPONENTIZE_PY) $(wildcard examples/python/handler/*.py) $(wildcard wit/handler/*.wit wit/deps/*.wit)
+	@mkdir -p $(@D)
+	$(COMPONENTIZE_PY) -d wit/handler -w wasmatic:handler/handler componentize -p examples/python/handler app -o $@
+$(PYTHON_OUT)/cipher.wasm: $(COMPONENTIZE_PY) $(wildcard examples/python/cipher/*.py) $(wildcard examples/cipher/wit/*.wit wit/deps/*.wit)
+	@mkdir -p $(@D)
+	$(COMPONENTIZE_PY) -d examples/cipher/wit -w acme:cipher/cipher componentize -p examples/python/cipher app -o $@
+
+## Installs componentize-js from the pinned tools/js/package-lock.json into
+## target/js-tools (no install scripts: its wizer is a platform package, and
+## nothing is fetched outside the npm registry), then builds the JavaScript
+## example into target/js/. Part of `make test`, which needs npm anyway.
+## `npm install` with the lockfile, checked unchanged after, rather than
+## `npm ci`: some of the tree's optional platform packages (jco-node-fs and
+## rolldown for Windows and musl arm64) were never published at the locked
+## versions, which `npm ci` counts as a lockfile out of sync.
+JS_TOOLS        := target/js-tools
+COMPONENTIZE_JS := $(JS_TOOLS)/node_modules/@bytecodealliance/componentize-js/src/cli.js
+JS_OUT          := target/js
+js: $(JS_OUT)/handler.wasm
+$(COMPONENTIZE_JS): tools/js/package.json tools/js/package-lock.json
+	@command -v npm >/dev/null || { echo "error: npm is needed to install componentize-js (examples/js)" >&2; exit 1; }
+	@mkdir -p $(JS_TOOLS)
+	cp tools/js/package.json tools/js/package-lock.json $(JS_TOOLS)/
+	npm install --prefix $(JS_TOOLS) --ignore-scripts --no-audit --no-fund
+	cmp -s tools/js/package-lock.json $(JS_TOOLS)/package-lock.json || { echo "error: npm changed tools/js/package-lock.json: regenerate it with npm install in tools/js" >&2; exit 1; }
+	touch $@
+$(JS_OUT)/handler.wasm: $(COMPONENTIZE_JS) $(wildcard examples/js/handler/*.js) $(wildcard wit/handler/*.wit wit/deps/*.wit)
+	@mkdir -p $(@D)
+	node $(COMPONENTIZE_JS) --wit wit/handler --world-name wasmatic:handler/handler -o $@ examples/js/handler/handler.js
+
 ## Builds the operator and the example components.
 components: fetch
 	$(WASM_BUILD) --target $(WASM_TARGET) $(addprefix -p ,$(COMPONENTS))
@@ -88,7 +137,7 @@ components: fetch
 operator: fmt components
 	cp $(WASM_OUT)/wasmatic_operator.wasm host/assets/proxy.wasm
 
-build: components
+build: components python
 	$(CARGO) build --locked --release -p wasmatic
 
 up: build
@@ -96,7 +145,7 @@ up: build
 
 # The test `embedded_operator_is_current` fails when host/assets/proxy.wasm
 # differs from what operator/ and wit/ build.
-test: components lint tools
+test: components python js lint tools
 	$(CARGO) test --locked -p wasmatic
 
 lint: setup

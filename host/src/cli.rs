@@ -115,15 +115,21 @@ pub struct NodeOptions {
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_timeout)]
     pub request_timeout: Duration,
 
-    /// Largest handler component accepted.
-    #[arg(long, value_name = "SIZE", default_value = "10MiB", value_parser = parse_size)]
+    /// Largest handler component accepted. A componentize-py component is
+    /// about 18MiB (it carries the Python interpreter and its snapshot), a
+    /// componentize-js one about 13MiB: the default leaves room for their
+    /// dependencies.
+    #[arg(long, value_name = "SIZE", default_value = "64MiB", value_parser = parse_size)]
     pub max_handler_size: u64,
 
-    /// Largest request body accepted (larger: 413).
-    #[arg(long, value_name = "SIZE", default_value = "12MiB", value_parser = parse_size)]
+    /// Largest request body accepted (larger: 413). A component is uploaded
+    /// as the raw body; the margin over `--max-handler-size` is for the
+    /// core-module routes, whose JSON carries the module as hex or base64.
+    #[arg(long, value_name = "SIZE", default_value = "72MiB", value_parser = parse_size)]
     pub max_request_body: u64,
 
-    /// Linear memory one handler instance may use.
+    /// Linear memory one handler instance may use. The Python example
+    /// handler peaks at 13MiB (its interpreter's snapshot is most of it).
     #[arg(long, value_name = "SIZE", default_value = "64MiB", value_parser = parse_size)]
     pub handler_memory: u64,
 

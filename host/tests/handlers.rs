@@ -225,13 +225,13 @@ fn bad_input_gets_a_clear_error_and_writes_nothing() {
     }
     assert!(node.get("/handlers/bad").error(404).contains("bad"));
 
-    // Over the handler limit (10 MiB), and over the request limit (12 MiB).
-    let big = vec![0u8; 10 * 1024 * 1024 + 1];
+    // Over the handler limit (64 MiB), and over the request limit (72 MiB).
+    let big = vec![0u8; 64 * 1024 * 1024 + 1];
     assert!(node
         .post("/register?name=big", &big)
         .error(413)
         .contains("at most"));
-    let huge = vec![0u8; 12 * 1024 * 1024 + 1];
+    let huge = vec![0u8; 72 * 1024 * 1024 + 1];
     assert!(node
         .post("/register?name=huge", &huge)
         .error(413)

@@ -188,7 +188,7 @@ fn bad_start_up_settings_are_refused_with_a_clear_message() {
     .fail();
     assert_eq!(code, Some(1));
     assert!(
-        log.contains("--max-buffered-bodies (1MiB) is less than --max-request-body (12MiB)"),
+        log.contains("--max-buffered-bodies (1MiB) is less than --max-request-body (72MiB)"),
         "{log}"
     );
 
