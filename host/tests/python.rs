@@ -2,8 +2,10 @@
 //! (componentize-js), built by `make python js` from examples/python and
 //! examples/js: registered under the node's default limits, run against a
 //! local API, scheduled, and loaded again from the compiled cache after a
-//! restart. They are large (about 18 and 13 MiB): compiling them is most of
-//! this test's time, so it registers each once, on one node.
+//! restart. The cipher shape in Python (async exports, its own `audit-log`
+//! import) runs linked to the auditor example. They are large (about 18
+//! and 13 MiB): compiling them is most of this test's time, so it
+//! registers each once, on one node.
 
 mod support;
 
@@ -11,7 +13,10 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use support::{built_bytes, compiled_file, post_patiently, wait_for, FakeApi, Node, NodeBuilder};
+use support::{
+    built_bytes, compiled_file, component_bytes, post_patiently, wait_for, FakeApi, Node,
+    NodeBuilder,
+};
 
 const API_BODY: &str = r#"{"hello":"from the api"}"#;
 
@@ -88,6 +93,42 @@ fn run_once(node: &Node, name: &str, input: &str, api: &FakeApi) {
     check_audit(&run, api);
 }
 
+/// `encr` then `decr` of the Python cipher (shift 5) give the input back,
+/// each call with the two records it writes to its linked audit log.
+fn cipher_round_trip(node: &Node) {
+    let call = |func: &str, text: &str| -> Value {
+        let response = node.post(
+            &format!("/call/pycipher/{func}"),
+            json!([text]).to_string().as_bytes(),
+        );
+        assert_eq!(response.status, 200, "{func}: {}", response.text());
+        response.json()["result"].clone()
+    };
+    assert_eq!(call("encr", "Hello, World"), "Mjqqt, Btwqi");
+    assert_eq!(call("decr", "Mjqqt, Btwqi"), "Hello, World");
+    let runs = node.get("/handlers/pycipher/runs?limit=2").json();
+    let audits: Vec<Value> = runs
+        .as_array()
+        .expect("runs")
+        .iter()
+        .map(|run| run["audit"].clone())
+        .collect();
+    let entry = |message: &str| json!({ "level": "info", "message": message });
+    assert_eq!(
+        audits,
+        [
+            json!([
+                entry("decr: shift 5, 12 characters in"),
+                entry("decr: 12 characters out")
+            ]),
+            json!([
+                entry("encr: shift 5, 12 characters in"),
+                entry("encr: 12 characters out")
+            ]),
+        ]
+    );
+}
+
 /// The example handlers: name on the node, and file under `target/`.
 const HANDLERS: [(&str, &str); 2] = [("py", "python/handler.wasm"), ("js", "js/handler.wasm")];
 
@@ -108,6 +149,19 @@ fn python_and_javascript_handlers_call_out_audit_run_on_schedule_and_after_a_res
         run_once(&node, name, "ping", &api);
         digests.push(info["digest"].as_str().unwrap().to_string());
     }
+
+    // The cipher shape: the guest's own import linked to a provider, its
+    // setting read when called.
+    let auditor = node.post("/register?name=auditor", &component_bytes("auditor.wasm"));
+    assert_eq!(auditor.status, 201, "{}", auditor.text());
+    let cipher = post_patiently(
+        node.addr,
+        "/register?name=pycipher&env=SHIFT_AMOUNT=5&link=acme:cipher/audit-log=auditor",
+        &built_bytes("python/cipher.wasm"),
+        Duration::from_secs(120),
+    );
+    assert_eq!(cipher.status, 201, "{}", cipher.text());
+    cipher_round_trip(&node);
 
     // On a schedule: each tick is a run with the schedule's input.
     let sched = node.post(
@@ -149,6 +203,7 @@ fn python_and_javascript_handlers_call_out_audit_run_on_schedule_and_after_a_res
     for (name, _) in HANDLERS {
         run_once(&node, name, "again", &api);
     }
+    cipher_round_trip(&node);
     for (digest, file, written) in cached {
         assert_eq!(compiled_file(&state, digest).as_ref(), Some(&file));
         assert_eq!(

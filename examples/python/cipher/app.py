@@ -1,6 +1,8 @@
 """The cipher shape in Python (world `acme:cipher/cipher`, in
 examples/cipher/wit): a Caesar shift of ASCII letters that writes two
-records to its own `audit-log` import per call.
+records to its own `audit-log` import per call. Its exports and that import
+are `async func`s in the WIT, so they are coroutines here: the component
+uses the component model's async ABI.
 
 `SHIFT_AMOUNT` (0 to 25, default 3) comes from the environment and is read
 on each call: componentize-py runs this module's top-level code at build
@@ -31,16 +33,16 @@ def shift(text: str, by: int) -> str:
 
 
 class WitWorld(wit_world.WitWorld):
-    def encr(self, input: str) -> str:
-        return cipher("encr", input, 1)
+    async def encr(self, input: str) -> str:
+        return await cipher("encr", input, 1)
 
-    def decr(self, input: str) -> str:
-        return cipher("decr", input, -1)
+    async def decr(self, input: str) -> str:
+        return await cipher("decr", input, -1)
 
 
-def cipher(action: str, input: str, sign: int) -> str:
+async def cipher(action: str, input: str, sign: int) -> str:
     by = shift_amount()
-    audit_log.auditrecord(action, f"shift {by}, {len(input)} characters in")
+    await audit_log.auditrecord(action, f"shift {by}, {len(input)} characters in")
     output = shift(input, sign * by)
-    audit_log.auditrecord(action, f"{len(output)} characters out")
+    await audit_log.auditrecord(action, f"{len(output)} characters out")
     return output
