@@ -15,7 +15,7 @@ use crate::limits::EPOCH_TICK;
 /// is used unless `-O pooling-allocator=n` says otherwise or the platform
 /// cannot reserve its memory, in which case the node falls back to on-demand
 /// allocation.
-pub fn build(options: &mut CommonOptions) -> Result<Engine> {
+pub fn build(options: &mut CommonOptions, concurrency: Concurrency) -> Result<Engine> {
     // Returning a pooled instance's memory to the kernel one instance at a
     // time costs a TLB shootdown on every core per instance; in batches, a
     // fresh instance per call is about 15% faster (see BENCHMARKS.md).
@@ -25,7 +25,8 @@ pub fn build(options: &mut CommonOptions) -> Result<Engine> {
         .pooling_decommit_batch_size
         .get_or_insert(DECOMMIT_BATCH_SIZE);
     let explicit_pooling = options.opts.pooling_allocator;
-    let pooled = configure(options, Some(true)).and_then(|c| Engine::new(&c).map_err(Into::into));
+    let pooled = configure(options, Some(true), concurrency)
+        .and_then(|c| Engine::new(&c).map_err(Into::into));
     match (pooled, explicit_pooling) {
         (Ok(engine), _) => Ok(engine),
         (Err(e), Some(true)) => {
@@ -33,7 +34,7 @@ pub fn build(options: &mut CommonOptions) -> Result<Engine> {
         }
         (Err(e), _) => {
             tracing::warn!("pooling allocator unavailable ({e:#}); using on-demand allocation");
-            let config = configure(options, Some(false))?;
+            let config = configure(options, Some(false), concurrency)?;
             Engine::new(&config).wasm_context("cannot create the wasm engine")
         }
     }
@@ -42,12 +43,56 @@ pub fn build(options: &mut CommonOptions) -> Result<Engine> {
 /// Pooled instances whose memory is returned to the kernel together.
 const DECOMMIT_BATCH_SIZE: usize = 64;
 
-fn configure(options: &mut CommonOptions, pooling: Option<bool>) -> Result<wasmtime::Config> {
+/// Whether an engine supports the component model's async ABI. Its calls
+/// then run as concurrent tasks, which costs a plain synchronous call about
+/// a sixth of its speed (measured with `/run/echo`), so the node keeps one
+/// engine of each kind for guests and none for the operator.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Concurrency {
+    Off,
+    On,
+}
+
+/// The two engines guests run on: components that use the async ABI on
+/// `concurrent`, all others on `sync`.
+#[derive(Clone)]
+pub struct GuestEngines {
+    pub sync: Engine,
+    pub concurrent: Engine,
+}
+
+impl GuestEngines {
+    /// Both from the same flags (which building parses, as [`build`]).
+    pub fn build(options: &mut CommonOptions) -> Result<Self> {
+        let sync = build(options, Concurrency::Off)?;
+        let concurrent = build(&mut options.clone(), Concurrency::On)?;
+        Ok(GuestEngines { sync, concurrent })
+    }
+}
+
+fn configure(
+    options: &mut CommonOptions,
+    pooling: Option<bool>,
+    concurrency: Concurrency,
+) -> Result<wasmtime::Config> {
     let mut config = options
         .config(pooling)
         .wasm_context("invalid wasmtime flags")?;
     config.wasm_component_model(true);
     config.epoch_interruption(true);
+    // Flags that ask for an async feature get concurrency everywhere:
+    // wasmtime refuses the one without the other.
+    let wasm = &options.wasm;
+    let asked = [
+        wasm.concurrency_support,
+        wasm.component_model_async,
+        wasm.component_model_more_async_builtins,
+        wasm.component_model_async_stackful,
+        wasm.component_model_threading,
+        wasm.component_model_error_context,
+    ]
+    .contains(&Some(true));
+    config.concurrency_support(asked || concurrency == Concurrency::On);
     Ok(config)
 }
 

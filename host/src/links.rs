@@ -30,7 +30,6 @@ use std::sync::Arc;
 
 use wasmtime::component::types::{ComponentFunc, ComponentItem, Type};
 use wasmtime::component::Component;
-use wasmtime::Engine;
 
 use crate::error::NodeError;
 use crate::state::Link;
@@ -58,7 +57,8 @@ pub struct ForeignImport {
 }
 
 /// The imports of `component` the node does not define.
-pub fn foreign_imports(engine: &Engine, component: &Component) -> Vec<ForeignImport> {
+pub fn foreign_imports(component: &Component) -> Vec<ForeignImport> {
+    let engine = component.engine();
     component
         .component_type()
         .imports(engine)
@@ -101,7 +101,6 @@ pub trait Providers {
 /// link; every link names a foreign import, a registered provider that
 /// exports that interface with the same function types, and forms no cycle.
 pub fn check(
-    engine: &Engine,
     name: &str,
     component: &Component,
     links: &[Link],
@@ -113,10 +112,10 @@ pub fn check(
             links.len()
         )));
     }
-    let foreign = foreign_imports(engine, component);
+    let foreign = foreign_imports(component);
     let all_imports: Vec<String> = component
         .component_type()
-        .imports(engine)
+        .imports(component.engine())
         .map(|(n, _)| n.to_string())
         .collect();
     let mut resolved: Vec<Link> = Vec::new();
@@ -142,7 +141,7 @@ pub fn check(
                 link.interface, link.provider, link.provider
             ))
         })?;
-        provides(engine, import, &link.provider, &provider).map_err(NodeError::Invalid)?;
+        provides(import, &link.provider, &provider).map_err(NodeError::Invalid)?;
         resolved.push(Link {
             interface: import.name.clone(),
             provider: link.provider.clone(),
@@ -188,7 +187,6 @@ fn unknown_link(given: &str, all: &[String], foreign: &[ForeignImport]) -> NodeE
 /// `import` with every function it imports, of the same types; the error
 /// names the function.
 pub fn provides(
-    engine: &Engine,
     import: &ForeignImport,
     provider_name: &str,
     provider: &Component,
@@ -199,6 +197,7 @@ pub fn provides(
             import.name
         ));
     };
+    let engine = provider.engine();
     let exported = provider
         .component_type()
         .exports(engine)

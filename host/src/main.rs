@@ -137,7 +137,7 @@ async fn start(mut options: NodeOptions, source: OperatorSource, addr: SocketAdd
             crate::limits::show_size(limits.max_request_body)
         );
     }
-    let engine = engine::build(&mut options.wasmtime)?;
+    let engines = engine::GuestEngines::build(&mut options.wasmtime)?;
     flags::check(&options.wasmtime)?.install();
     let chains = options.chains()?;
     chains.check_at_start().await?;
@@ -148,7 +148,7 @@ async fn start(mut options: NodeOptions, source: OperatorSource, addr: SocketAdd
     // needs to answer `/health`.
     let mut operator_flags = options.wasmtime.clone();
     size_operator_pool(&mut operator_flags, options.max_in_flight);
-    let operator_engine = engine::build(&mut operator_flags)?;
+    let operator_engine = engine::build(&mut operator_flags, engine::Concurrency::Off)?;
     let wasi = &options.wasmtime.wasi;
     if wasi.http == Some(false) {
         bail!("-S http=n: the operator serves HTTP, so wasi:http cannot be disabled");
@@ -169,7 +169,7 @@ async fn start(mut options: NodeOptions, source: OperatorSource, addr: SocketAdd
             let state_dir = prepare_state_dir(&options.state_dir, &options.dirs)?;
             let cache_dir = state_dir.join("operator");
             let node = Node::start(
-                engine.clone(),
+                engines.clone(),
                 registered.host.clone(),
                 state_dir,
                 limits.clone(),
@@ -211,7 +211,8 @@ async fn start(mut options: NodeOptions, source: OperatorSource, addr: SocketAdd
     };
     let operator = Operator::new(&operator_engine, &bytes, setup, node, cache_dir.as_deref())
         .with_context(|| format!("cannot run {name}"))?;
-    let _ticker = engine::EpochTicker::start(vec![engine, operator_engine]);
+    let _ticker =
+        engine::EpochTicker::start(vec![engines.sync, engines.concurrent, operator_engine]);
     let edge = EdgeSetup {
         connections: serve::ConnectionLimits {
             max_connections: options.max_connections as usize,

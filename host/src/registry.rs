@@ -18,7 +18,7 @@ use wasmtime::component::{Component, Linker};
 use wasmtime::Engine;
 
 use crate::compile::{CompileError, Compiler};
-use crate::engine::{self, WasmKind};
+use crate::engine::{self, GuestEngines, WasmKind};
 use crate::error::NodeError;
 use crate::handler::{self, Compiled, Guest, HandlerIndices, HandlerState, InstancePool};
 use crate::limits::show_size;
@@ -104,15 +104,36 @@ pub struct Handler {
     pub settings: HandlerSettings,
 }
 
-pub struct Registry {
-    engine: Engine,
+/// An engine for guests, with its linker and compile service (bounded, one
+/// compile per digest, caches bounded in bytes in memory and on disk).
+struct GuestEngine {
     linker: Linker<HandlerState>,
+    compiler: Arc<Compiler>,
+}
+
+impl GuestEngine {
+    fn new(engine: &Engine, cache_dir: PathBuf) -> anyhow::Result<Self> {
+        let compiler = Compiler::shared(engine);
+        compiler.set_disk_cache(cache_dir, COMPILED_CACHE_BYTES);
+        Ok(GuestEngine {
+            linker: handler::linker(engine)?,
+            compiler,
+        })
+    }
+}
+
+pub struct Registry {
+    /// Components of the component model as it was before async: their
+    /// calls skip the machinery of concurrent tasks, which costs a sync call
+    /// about a sixth of its speed.
+    sync: GuestEngine,
+    /// Components that use the component model's async ABI (async
+    /// functions, streams, futures, task built-ins), which need the engine's
+    /// concurrency support. A component goes here only if `sync` refuses it.
+    concurrent: GuestEngine,
     /// Host directory behind the operator's `registered`.
     dir: PathBuf,
     max_size: u64,
-    /// The node's compile service (bounded, one compile per digest, caches
-    /// bounded in bytes in memory and on disk).
-    compiler: Arc<Compiler>,
     /// The current version of each component, by name.
     current: RwLock<HashMap<String, Arc<Handler>>>,
     /// Bytes checked by `stage`, by digest, oldest first, for `commit`.
@@ -150,21 +171,19 @@ fn is_plain_file_name(file: &str) -> bool {
 }
 
 impl Registry {
+    /// A registry whose components run on `engines` (without and with
+    /// concurrency support, see [`Registry::sync`]).
     pub fn new(
-        engine: Engine,
+        engines: &GuestEngines,
         dir: PathBuf,
         cache_dir: PathBuf,
         max_size: u64,
     ) -> anyhow::Result<Self> {
-        let linker = handler::linker(&engine)?;
-        let compiler = Compiler::shared(&engine);
-        compiler.set_disk_cache(cache_dir, COMPILED_CACHE_BYTES);
         Ok(Registry {
-            engine,
-            linker,
+            sync: GuestEngine::new(&engines.sync, cache_dir.clone())?,
+            concurrent: GuestEngine::new(&engines.concurrent, cache_dir.join("concurrent"))?,
             dir,
             max_size,
-            compiler,
             current: RwLock::new(HashMap::new()),
             staged: Mutex::new(Vec::new()),
         })
@@ -294,23 +313,38 @@ impl Registry {
             return Ok(found);
         }
         describe_kind(&bytes)?;
-        let component = self
-            .compiler
-            .component(digest.to_string(), bytes)
-            .await
-            .map_err(|e| match e {
-                CompileError::Invalid(m) => NodeError::Invalid(m),
-                CompileError::Internal(m) => NodeError::Internal(m),
-            })?;
+        let compile = |guest: &GuestEngine, bytes: Arc<[u8]>| {
+            let compiler = guest.compiler.clone();
+            let digest = digest.to_string();
+            async move {
+                compiler
+                    .component(digest, bytes)
+                    .await
+                    .map_err(|e| match e {
+                        CompileError::Invalid(m) => NodeError::Invalid(m),
+                        CompileError::Internal(m) => NodeError::Internal(m),
+                    })
+            }
+        };
+        // Validation refuses what the sync engine does not support before
+        // anything is compiled; the concurrent engine's answer is then the
+        // one that counts.
+        let (component, guest) = match compile(&self.sync, bytes.clone()).await {
+            Ok(component) => (component, &self.sync),
+            Err(NodeError::Invalid(_)) => {
+                (compile(&self.concurrent, bytes).await?, &self.concurrent)
+            }
+            Err(e) => return Err(e),
+        };
         // Imports the node does not define are linked at registration (see
         // `links`); until then they trap, which lets the component be
         // inspected (its exports, whether it is a handler) but never run:
         // only a linked `pre` runs a component that has them.
-        let foreign = links::foreign_imports(&self.engine, &component);
+        let foreign = links::foreign_imports(&component);
         let pre = if foreign.is_empty() {
-            self.linker.instantiate_pre(&component)
+            guest.linker.instantiate_pre(&component)
         } else {
-            let mut inspect = self.linker.clone();
+            let mut inspect = guest.linker.clone();
             inspect
                 .define_unknown_imports_as_traps(&component)
                 .and_then(|()| inspect.instantiate_pre(&component))
@@ -323,7 +357,7 @@ impl Registry {
         })?;
         Ok(Compiled {
             handler: HandlerIndices::new(&pre).ok(),
-            exports: crate::values::exports(&self.engine, &component),
+            exports: crate::values::exports(&component),
             pre,
         })
     }
@@ -336,13 +370,7 @@ impl Registry {
         staged: &Staged,
         links: &[Link],
     ) -> Result<Vec<Link>, NodeError> {
-        links::check(
-            &self.engine,
-            name,
-            staged.compiled.pre.component(),
-            links,
-            self,
-        )
+        links::check(name, staged.compiled.pre.component(), links, self)
     }
 
     /// Checks the `links` of a component to be registered as `name` (empty:
@@ -418,10 +446,6 @@ impl Registry {
             .values()
             .find(|h| h.info.digest == digest && h.settings.links.is_empty())
             .map(|h| h.compiled.clone())
-    }
-
-    pub fn engine(&self) -> &Engine {
-        &self.engine
     }
 
     fn lock_staged(&self) -> std::sync::MutexGuard<'_, Vec<Staged>> {

@@ -8,7 +8,6 @@
 use serde_json::{Map, Number, Value};
 use wasmtime::component::types::{ComponentFunc, ComponentItem, Type};
 use wasmtime::component::{Component, Val};
-use wasmtime::Engine;
 
 /// A function a component exports: its name as a client writes it and its
 /// WIT signature.
@@ -20,7 +19,8 @@ pub struct ExportInfo {
 
 /// Every function `component` exports, top-level ones as `func` and those of
 /// exported interfaces as `interface.func`, in the component's order.
-pub fn exports(engine: &Engine, component: &Component) -> Vec<ExportInfo> {
+pub fn exports(component: &Component) -> Vec<ExportInfo> {
+    let engine = component.engine();
     let mut found = Vec::new();
     for (name, item) in component.component_type().exports(engine) {
         match item.ty {

@@ -104,16 +104,15 @@ impl Node {
     /// A new version of `name` must still provide what the components
     /// linked to it import.
     fn check_dependents(&self, name: &str, compiled: &Compiled) -> Result<(), NodeError> {
-        let engine = self.registry.engine();
         for (dependent, link) in self.registry.dependents(name) {
             let Some(imports) = self.registry.get(&dependent) else {
                 continue;
             };
-            let import = links::foreign_imports(engine, &imports.component)
+            let import = links::foreign_imports(&imports.component)
                 .into_iter()
                 .find(|i| i.name == link.interface);
             if let Some(import) = import {
-                links::provides(engine, &import, name, compiled.pre.component()).map_err(
+                links::provides(&import, name, compiled.pre.component()).map_err(
                     |why| {
                         NodeError::Conflict(format!(
                             "`{dependent}` is linked to `{name}` for `{}`, which this version does not provide: {why}",

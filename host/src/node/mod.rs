@@ -16,8 +16,8 @@ mod triggers;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use crate::engine::GuestEngines;
 use anyhow::Context;
-use wasmtime::Engine;
 
 use crate::error::NodeError;
 use crate::jobs::Jobs;
@@ -76,7 +76,7 @@ impl Node {
     /// kept in `registered_dir`), restores every schedule and starts the
     /// scheduler.
     pub async fn start(
-        engine: Engine,
+        engines: GuestEngines,
         registered_dir: PathBuf,
         state_dir: PathBuf,
         limits: Limits,
@@ -94,9 +94,9 @@ impl Node {
         let runs =
             RunLog::start(state.clone(), state_limits.runs).context("cannot start the run log")?;
         let node = Arc::new(Node {
-            modules: Modules::new(engine.clone()),
-            jobs: Jobs::new(engine.clone()),
-            registry: Registry::new(engine, registered_dir, cache_dir, limits.max_handler_size)?,
+            modules: Modules::new(engines.sync.clone()),
+            jobs: Jobs::new(engines.sync.clone()),
+            registry: Registry::new(&engines, registered_dir, cache_dir, limits.max_handler_size)?,
             scheduler: Arc::new(Scheduler::new()),
             state,
             runs,
