@@ -296,3 +296,54 @@ fn links_that_would_form_a_cycle_are_refused() {
         json!([{ "interface": "acme:loop/pong@0.1.0", "provider": "base" }])
     );
 }
+
+/// A provider of `acme:cipher/audit-log@0.1.0` whose `auditrecord` (an
+/// `async func`, lifted async with a callback) keeps nothing.
+const SILENT_AUDITOR: &str = r#"(component
+    (core func $task_return (canon task.return))
+    (core module $m
+        (import "" "task.return" (func $task_return))
+        (memory (export "memory") 1)
+        (func (export "realloc") (param i32 i32 i32 i32) (result i32) i32.const 64)
+        (func (export "record") (param i32 i32 i32 i32) (result i32)
+            call $task_return
+            i32.const 0)
+        (func (export "callback") (param i32 i32 i32) (result i32) unreachable))
+    (core instance $i (instantiate $m
+        (with "" (instance (export "task.return" (func $task_return))))))
+    (type $record (func async (param "action" string) (param "detail" string)))
+    (func $record (type $record)
+        (canon lift (core func $i "record") async (callback (core func $i "callback"))
+            (memory (core memory $i "memory")) (realloc (core func $i "realloc"))))
+    (instance $iface (export "auditrecord" (func $record)))
+    (export "acme:cipher/audit-log@0.1.0" (instance $iface)))"#;
+
+#[test]
+fn a_new_version_of_a_provider_serves_the_components_linked_to_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(dir.path());
+    register(
+        &node,
+        "/register?name=auditor",
+        &component_bytes("auditor.wasm"),
+    );
+    register(
+        &node,
+        &format!("/register?name=cipher&{CIPHER_LINK}"),
+        &component_bytes("cipher.wasm"),
+    );
+    assert_eq!(call(&node, "/call/cipher/encr", json!(["abc"])), "def");
+    assert_eq!(audits(&node, "cipher")[0].len(), 2);
+
+    // The silent auditor replaces it: the cipher is composed again with it.
+    let silent = wat::parse_str(SILENT_AUDITOR).expect("valid component text");
+    register(&node, "/register?name=auditor", &silent);
+    assert_eq!(call(&node, "/call/cipher/encr", json!(["abc"])), "def");
+    assert_eq!(audits(&node, "cipher")[0], Vec::<String>::new());
+
+    // A restart composes it with the provider's current version too.
+    assert!(node.terminate().success());
+    let node = start(dir.path());
+    assert_eq!(call(&node, "/call/cipher/decr", json!(["def"])), "abc");
+    assert_eq!(audits(&node, "cipher")[0], Vec::<String>::new());
+}
