@@ -28,6 +28,7 @@ mod scheduler;
 mod serve;
 mod state;
 mod values;
+mod workflows;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
