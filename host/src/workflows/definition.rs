@@ -11,12 +11,13 @@
 //! everything the node knows (handlers, components, jobs, chains, cron lines,
 //! chain events, JSON-RPC methods).
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::HashSet;
 
 use serde::{Serialize, Serializer};
 use serde_json::{Map, Value};
 
 use super::fields::{Fields, Place};
+use super::references::{check_template, check_templates, template_fields, Visible};
 use super::template;
 use crate::registry::is_valid_name;
 
@@ -447,113 +448,6 @@ fn check_url(url: &str) -> Result<(), String> {
         (Some("http" | "https"), Some(host)) if !host.is_empty() => Ok(()),
         _ => Err(format!(
             "{url:?} is neither a template nor an http(s) URL with a host"
-        )),
-    }
-}
-
-/// The templated values of a step, by field name.
-fn template_fields(kind: &StepKind) -> Vec<(&'static str, Value)> {
-    match kind {
-        StepKind::Run { input, .. }
-        | StepKind::Job { input, .. }
-        | StepKind::WasmValidation { input, .. } => vec![("input", input.clone())],
-        StepKind::Call { args, .. } => vec![("args", Value::Array(args.clone()))],
-        StepKind::Eth { params, .. } => vec![("params", Value::Array(params.clone()))],
-        StepKind::Http {
-            url, headers, body, ..
-        } => {
-            let mut fields = vec![("url", Value::String(url.clone()))];
-            fields.push((
-                "headers",
-                Value::Array(
-                    headers
-                        .iter()
-                        .map(|(_, v)| Value::String(v.clone()))
-                        .collect(),
-                ),
-            ));
-            if let Some(body) = body {
-                fields.push(("body", body.clone()));
-            }
-            fields
-        }
-    }
-}
-
-/// Which steps a template may read.
-enum Visible<'a> {
-    /// A step's templates: the steps before it; `all` tells a later step
-    /// from none.
-    Before {
-        earlier: &'a [&'a str],
-        all: &'a HashSet<&'a str>,
-    },
-    /// The workflow's `result`: every step.
-    All(&'a [&'a str]),
-}
-
-impl Visible<'_> {
-    fn earlier(&self) -> &[&str] {
-        match self {
-            Visible::Before { earlier, .. } => earlier,
-            Visible::All(all) => all,
-        }
-    }
-}
-
-/// Checks every string in `value` that is a template.
-fn check_templates(value: &Value, scope: &Visible<'_>) -> Result<(), String> {
-    match value {
-        Value::String(s) if template::is_template(s) => check_template(s, false, scope),
-        Value::Array(items) => items.iter().try_for_each(|v| check_templates(v, scope)),
-        Value::Object(map) => map.values().try_for_each(|v| check_templates(v, scope)),
-        _ => Ok(()),
-    }
-}
-
-/// Checks that `source` parses (as a condition when `condition`) and reads
-/// only what exists when it is rendered.
-fn check_template(source: &str, condition: bool, scope: &Visible<'_>) -> Result<(), String> {
-    let refs: BTreeSet<String> = if condition {
-        template::condition_references(source)?
-    } else {
-        template::references(source)?
-    };
-    refs.iter()
-        .try_for_each(|path| check_reference(path, scope))
-}
-
-fn check_reference(path: &str, scope: &Visible<'_>) -> Result<(), String> {
-    let mut parts = path.split('.');
-    let root = parts.next().unwrap_or(path);
-    let field = parts.next();
-    match root {
-        "trigger" => Ok(()),
-        "workflow" | "run" => {
-            let has = if root == "workflow" { "name" } else { "id" };
-            match field {
-                Some(f) if f != has => Err(format!(
-                    "`{root}.{f}` does not exist (`{root}` has only `{root}.{has}`)"
-                )),
-                _ => Ok(()),
-            }
-        }
-        "steps" => match (field, scope) {
-            (None, Visible::All(_)) => Ok(()),
-            (None, Visible::Before { .. }) => Err(
-                "`steps` must be followed by a step id, as in `steps.ID.output`, \
-                 so that the reference can be checked"
-                    .into(),
-            ),
-            (Some(id), _) if scope.earlier().contains(&id) => Ok(()),
-            (Some(id), Visible::Before { all, .. }) if all.contains(id) => Err(format!(
-                "`steps.{id}` refers to a step that has not run yet"
-            )),
-            (Some(id), _) => Err(format!("`steps.{id}` refers to no step of this workflow")),
-        },
-        other => Err(format!(
-            "`{other}` is not defined (templates read {})",
-            template::ROOTS.join(", ")
         )),
     }
 }

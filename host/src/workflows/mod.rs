@@ -10,6 +10,7 @@
 
 mod definition;
 mod fields;
+mod references;
 mod template;
 
 pub use definition::{
@@ -17,3 +18,6 @@ pub use definition::{
     MAX_STEP_TIMEOUT_MS, STEP_TYPES,
 };
 pub use template::{condition, render, render_text, Scope, MAX_TEMPLATE_BYTES};
+
+#[cfg(test)]
+mod tests;
