@@ -296,19 +296,15 @@ fn parse_step(
     let place = Place::Step(id.to_owned());
     let fields = Fields::new(map, place.clone());
     let type_name = fields.required_str("type")?;
-    if !STEP_TYPES.contains(&type_name) {
-        return Err(format!(
-            "{place}: unknown type `{type_name}` (known: {})",
-            STEP_TYPES.join(", ")
-        ));
-    }
+    // An unknown type has no fields of its own: `parse_kind` names it.
     let allowed: Vec<&str> = COMMON_FIELDS
         .iter()
         .chain(StepKind::fields(type_name))
         .copied()
         .collect();
-    fields.allow(&allowed, &format!("a `{type_name}` step"))?;
-
+    if STEP_TYPES.contains(&type_name) {
+        fields.allow(&allowed, &format!("a `{type_name}` step"))?;
+    }
     let kind = parse_kind(type_name, &fields, known)?;
     let in_step = |e: String| format!("{place}: {e}");
     for (field, value) in template_fields(&kind) {
@@ -394,7 +390,12 @@ fn parse_kind(
                 params: fields.array("params")?,
             }
         }
-        other => unreachable!("type `{other}` is checked against STEP_TYPES first"),
+        other => {
+            return Err(format!(
+                "{place}: unknown type `{other}` (known: {})",
+                STEP_TYPES.join(", ")
+            ))
+        }
     })
 }
 
@@ -422,6 +423,14 @@ fn parse_http(fields: &Fields<'_>) -> Result<StepKind, String> {
                     return Err(format!("{place}: `headers`: {name:?} is not a header name"));
                 }
                 match value {
+                    // A literal value is checked now, a template once rendered.
+                    Value::String(v)
+                        if !template::is_template(v) && http::HeaderValue::from_str(v).is_err() =>
+                    {
+                        Err(format!(
+                            "{place}: `headers`: the value of {name:?} is not a header value"
+                        ))
+                    }
                     Value::String(v) => Ok((name.clone(), v.clone())),
                     _ => Err(format!(
                         "{place}: `headers`: the value of {name:?} must be a string"

@@ -455,6 +455,9 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.contains("too much work"), "{e}");
+        // Values made by one expression are paid for too.
+        let e = render(&json!("{{ 'x' * 100000000 }}"), &s).unwrap_err();
+        assert!(e.contains("too much work"), "{e}");
         let big = format!(
             "{{{{ trigger.address }}}}{}",
             " ".repeat(MAX_TEMPLATE_BYTES)

@@ -333,6 +333,10 @@ fn http_steps_take_a_known_method_and_an_http_url() {
         "step `h`: `headers`: \"bad name\" is not a header name",
     );
     assert_refused(
+        |d| d["steps"][5]["headers"] = json!({"x-n": "a\nb"}),
+        "step `h`: `headers`: the value of \"x-n\" is not a header value",
+    );
+    assert_refused(
         |d| d["steps"][5]["headers"] = json!({"x-n": 1}),
         "step `h`: `headers`: the value of \"x-n\" must be a string",
     );
