@@ -26,6 +26,8 @@ Scenarios (see BENCHMARKS.md for what each one means):
   h  chain RPC (eth_blockNumber against a local anvil): the time per call a
      guest sees through the node (a component, and a core-module job, each
      making RPC_CALLS calls in one run) beside the same call straight to anvil
+  w  a three-step workflow (three `run` steps) beside the same three calls
+     made one by one over HTTP
 """
 
 import http.client
@@ -506,6 +508,62 @@ def scenario_h():
     return result
 
 
+WORKFLOW_ITERATIONS = 50 if QUICK else 300
+
+
+def scenario_w():
+    """A three-step workflow (three `run` steps of the echo handler, each
+    step's input the previous step's output) beside the same three calls made
+    one after another by the client over HTTP: the median time of one whole
+    sequence, ABBA rounds."""
+    d = node_dir()
+    rounds = {"workflow_ms": [], "separate_ms": []}
+    try:
+        with wasmatic_up(d) as server:
+            status, body = request(server.port, "POST", "/register?name=echo", (COMPONENTS / "echo.wasm").read_bytes())
+            assert status == 201, body
+            workflow = {"name": "three", "steps": [
+                {"id": "a", "type": "run", "handler": "echo", "input": "{{ trigger.text }}"},
+                {"id": "b", "type": "run", "handler": "echo", "input": "{{ steps.a.output }}"},
+                {"id": "c", "type": "run", "handler": "echo", "input": "{{ steps.b.output }}"},
+            ]}
+            status, body = request(server.port, "POST", "/workflows", json.dumps(workflow).encode())
+            assert status == 201, body
+
+            def as_workflow():
+                status, body = request(server.port, "POST", "/workflows/three/run", b'{"text": "hello"}')
+                assert status == 200 and json.loads(body)["ok"], body
+
+            def one_by_one():
+                text = b"hello"
+                for _ in range(3):
+                    status, text = request(server.port, "POST", "/run/echo", text)
+                    assert status == 200, text
+
+            ways = (("workflow_ms", as_workflow), ("separate_ms", one_by_one))
+            for _, call in ways:
+                call()
+            for round_ in range(ROUNDS):
+                for key, call in ways if round_ % 2 == 0 else tuple(reversed(ways)):
+                    times = []
+                    for _ in range(WORKFLOW_ITERATIONS):
+                        started = time.perf_counter()
+                        call()
+                        times.append((time.perf_counter() - started) * 1000)
+                    rounds[key].append(statistics.median(times))
+                log(f"w round {round_ + 1}: workflow {rounds['workflow_ms'][-1]:.2f} ms, one by one {rounds['separate_ms'][-1]:.2f} ms")
+    finally:
+        shutil.rmtree(d)
+    ratios = [w / s for w, s in zip(rounds["workflow_ms"], rounds["separate_ms"])]
+    return {k: statistics.median(v) for k, v in rounds.items()} | {
+        "rounds": rounds,
+        "iterations": WORKFLOW_ITERATIONS,
+        "ratio": statistics.median(ratios),
+        "ratio_min": min(ratios),
+        "ratio_max": max(ratios),
+    }
+
+
 def machine():
     cpu = re.search(r"model name\s*:\s*(.*)", Path("/proc/cpuinfo").read_text())
     git = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
@@ -529,7 +587,7 @@ def main():
         "settings": {"seconds": SECONDS, "rounds": ROUNDS, "connections": CONNECTIONS, "threads": THREADS},
         "command": "make bench",
     }
-    only = set(sys.argv[1:]) or (set("abc") if QUICK else set("abcdefh"))
+    only = set(sys.argv[1:]) or (set("abc") if QUICK else set("abcdefhw"))
     for key, run in [
         ("a", lambda: scenario_a(wasmtime)),
         ("b", lambda: scenario_b(wasmtime)),
@@ -538,6 +596,7 @@ def main():
         ("e", scenario_e),
         ("f", scenario_f),
         ("h", scenario_h),
+        ("w", scenario_w),
     ]:
         if key in only:
             results[key] = run()

@@ -178,6 +178,22 @@ def main():
             "the job's own sleep and the node's 2 ms check, by design of that protocol.",
             "",
         ]
+    if "w" in r:
+        w = r["w"]
+        out += [
+            "## Workflows",
+            "",
+            "w. A workflow of three `run` steps of the echo handler (each step's input the previous output,",
+            "through templates) beside the same three `POST /run/echo` made one after another by the client,",
+            f"each on a new connection: the median time of one whole sequence over {w['iterations']} of each, per round.",
+            "A workflow run is also recorded, with its steps, in the node's state (written when it starts and when",
+            "it ends).",
+            "",
+            "| workflow | three calls one by one | workflow / one by one (min–max) |",
+            "|---:|---:|---:|",
+            f"| {w['workflow_ms']:.2f} ms | {w['separate_ms']:.2f} ms | **{w['ratio']:.2f}×** ({w['ratio_min']:.2f}–{w['ratio_max']:.2f}) |",
+            "",
+        ]
     rss = []
     for mode, res in r.get("c", {}).items():
         rss.append(f"c ({mode}): {res['ours']['runs'][-1]['peak_rss_mib']:.0f} MiB")

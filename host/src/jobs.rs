@@ -105,7 +105,11 @@ enum Compiled {
 pub struct Jobs {
     engine: Engine,
     compiler: Arc<Compiler>,
-    cache: Mutex<ByteCache<Compiled>>,
+    /// Jobs run lately, compiled, with their bytes, by hash.
+    cache: Mutex<ByteCache<(Compiled, Arc<[u8]>)>>,
+    /// Jobs kept by hash for good (the ones workflows name), compiled when
+    /// first run.
+    kept: Mutex<std::collections::HashMap<String, Arc<[u8]>>>,
 }
 
 impl Jobs {
@@ -114,11 +118,35 @@ impl Jobs {
             compiler: Compiler::shared(&engine),
             engine,
             cache: Mutex::new(ByteCache::new(CACHED_JOB_BYTES)),
+            kept: Mutex::new(std::collections::HashMap::new()),
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, ByteCache<Compiled>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, ByteCache<(Compiled, Arc<[u8]>)>> {
         self.cache.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn lock_kept(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, Arc<[u8]>>> {
+        self.kept.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The bytes of job `hash`, if it ran lately or is kept.
+    pub fn bytes_of(&self, hash: &str) -> Option<Arc<[u8]>> {
+        let hash = hash.to_ascii_lowercase();
+        if let Some((_, bytes)) = self.lock().get(&hash) {
+            return Some(bytes);
+        }
+        self.lock_kept().get(&hash).cloned()
+    }
+
+    /// Whether a request naming only `hash` can run.
+    pub fn knows(&self, hash: &str) -> bool {
+        self.bytes_of(hash).is_some()
+    }
+
+    /// Keeps job `hash` runnable by hash whatever the cache drops.
+    pub fn keep(&self, hash: &str, bytes: Arc<[u8]>) {
+        self.lock_kept().insert(hash.to_ascii_lowercase(), bytes);
     }
 
     /// The job's code: compiled now from its bytes, or from the cache by hash.
@@ -131,11 +159,19 @@ impl Jobs {
             let hash = wanted.ok_or_else(|| {
                 NodeError::Invalid("send wasmB64, or the wasmHash of an earlier job".into())
             })?;
-            return self.lock().get(&hash).ok_or_else(|| {
+            if let Some((compiled, _)) = self.lock().get(&hash) {
+                return Ok(compiled);
+            }
+            let kept = self.lock_kept().get(&hash).cloned();
+            let bytes = kept.ok_or_else(|| {
                 NodeError::NotFound(format!(
                     "no job with wasmHash {hash} is cached; send wasmB64 once"
                 ))
-            });
+            })?;
+            let compiled = self.compile(&hash, &bytes).await?;
+            self.lock()
+                .insert(hash, (compiled.clone(), bytes.clone()), bytes.len());
+            return Ok(compiled);
         };
         let digest = hex::encode(Sha256::digest(wasm));
         if let Some(hash) = wanted {
@@ -145,11 +181,15 @@ impl Jobs {
                 )));
             }
         }
-        if let Some(compiled) = self.lock().get(&digest) {
+        if let Some((compiled, _)) = self.lock().get(&digest) {
             return Ok(compiled);
         }
         let compiled = self.compile(&digest, wasm).await?;
-        self.lock().insert(digest, compiled.clone(), wasm.len());
+        self.lock().insert(
+            digest,
+            (compiled.clone(), Arc::from(wasm.as_slice())),
+            wasm.len(),
+        );
         Ok(compiled)
     }
 

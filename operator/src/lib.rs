@@ -14,6 +14,7 @@ mod modules;
 mod routes;
 mod schedules;
 mod triggers;
+mod workflows;
 
 wit_bindgen::generate!({
     path: "../wit/operator",

@@ -18,6 +18,10 @@
 //! | `POST /register` `{"module_name", "wasm_hex", "host_modules"?}` | keeps a core module by name |
 //! | `DELETE /modules/NAME`             | forgets a core module                     |
 //! | `POST /call/NAME/FUNC` (JSON array) | calls an export of a component or module |
+//! | `POST /workflows`, `GET /workflows` | stores (or replaces) / lists JSON workflows |
+//! | `GET`, `DELETE /workflows/NAME`    | one workflow; forgets it and its history  |
+//! | `POST /workflows/NAME/run` (JSON trigger) | runs it now: the run with its steps |
+//! | `GET /workflows/NAME/runs?limit=N` | its runs, newest first, with their steps  |
 //! | `POST /wasm/run`, `GET /wasm/health` | WASI command jobs ("WASM system" API)   |
 //!
 //! When the node runner sets `WASMATIC_TOKEN`, every route that changes the
@@ -27,7 +31,7 @@
 use crate::http::{percent_decode, Request, Response};
 use crate::wasi::http::types::Method;
 use crate::wasmatic::operator::types::Error;
-use crate::{handlers, jobs, modules, schedules, triggers};
+use crate::{handlers, jobs, modules, schedules, triggers, workflows};
 
 pub fn route(req: Request) -> Response {
     let segments: Vec<&str> = req.path.trim_matches('/').split('/').collect();
@@ -63,6 +67,12 @@ pub fn route(req: Request) -> Response {
         (Method::Get, ["triggers"]) => Ok(triggers::list()),
         (Method::Delete, ["triggers", id]) => triggers::remove(id),
         (Method::Get, ["triggers", id, "runs"]) => triggers::runs(&req, id),
+        (Method::Post, ["workflows"]) => workflows::put(&req),
+        (Method::Get, ["workflows"]) => workflows::list(),
+        (Method::Get, ["workflows", name]) => workflows::get(name),
+        (Method::Delete, ["workflows", name]) => workflows::remove(name),
+        (Method::Post, ["workflows", name, "run"]) => workflows::run(&req, name),
+        (Method::Get, ["workflows", name, "runs"]) => workflows::runs(&req, name),
         (_, path) if is_known_path(path) => Err(Response::error(
             405,
             &format!(
@@ -144,6 +154,10 @@ fn is_known_path(path: &[&str]) -> bool {
             | ["triggers"]
             | ["triggers", _]
             | ["triggers", _, "runs"]
+            | ["workflows"]
+            | ["workflows", _]
+            | ["workflows", _, "run"]
+            | ["workflows", _, "runs"]
     )
 }
 

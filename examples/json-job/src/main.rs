@@ -7,7 +7,10 @@
 //! - `{"mode": "fail"}` answers `{"ok": false, "error": "asked to fail"}`;
 //! - `{"mode": "spin"}` never ends; `{"mode": "flood"}` writes 8 MiB;
 //! - `{"mode": "garbage"}` writes something that is not JSON;
-//! - `{"mode": "stderr"}` writes to stderr, then answers.
+//! - `{"mode": "stderr"}` writes to stderr, then answers;
+//! - `{"balance": WEI, "minBalance": WEI}` validates, as a workflow's
+//!   `wasm_validation` step expects: `{"ok": true, "result": {"valid": …}}`,
+//!   with a `reason` when not valid (amounts decimal or `0x` hex strings).
 
 use std::io::{BufRead, Write};
 
@@ -53,10 +56,38 @@ fn main() {
             eprintln!("working on it");
             json!({ "ok": true, "result": "done" })
         }
+        _ if input.get("minBalance").is_some() => validate(&input),
         _ => match input.get("n").and_then(Value::as_i64) {
             Some(n) => json!({ "ok": true, "result": { "doubled": n * 2 } }),
             None => json!({ "ok": false, "error": "expected {\"n\": NUMBER} or {\"mode\": …}" }),
         },
     };
     println!("{answer}");
+}
+
+/// Whether `balance` is at least `minBalance`.
+fn validate(input: &Value) -> Value {
+    let amount = |key: &str| -> Option<u128> {
+        let value = input.get(key)?;
+        match value {
+            Value::String(s) => match s.strip_prefix("0x") {
+                Some(hex) => u128::from_str_radix(hex, 16).ok(),
+                None => s.parse().ok(),
+            },
+            Value::Number(n) => n.as_u64().map(u128::from),
+            _ => None,
+        }
+    };
+    match (amount("balance"), amount("minBalance")) {
+        (Some(balance), Some(min)) if balance >= min => {
+            json!({ "ok": true, "result": { "valid": true, "balance": balance.to_string() } })
+        }
+        (Some(balance), Some(min)) => json!({ "ok": true, "result": {
+            "valid": false,
+            "reason": format!("balance {balance} is below {min}"),
+        } }),
+        _ => {
+            json!({ "ok": false, "error": "expected {\"balance\", \"minBalance\"} as amounts of wei" })
+        }
+    }
 }

@@ -10,6 +10,7 @@ mod modules;
 mod runs;
 mod schedules;
 mod triggers;
+mod workflows;
 
 use std::sync::Arc;
 
@@ -33,6 +34,7 @@ mod bindings {
             import wasmatic:operator/modules@0.4.0;
             import wasmatic:operator/jobs@0.4.0;
             import wasmatic:operator/triggers@0.4.0;
+            import wasmatic:operator/workflows@0.4.0;
         ",
         imports: { default: async },
     });
@@ -76,7 +78,9 @@ impl WasiHttpView for OperatorState {
 /// `wasi:http/proxy` imports), `wasi:http` and every host interface; an
 /// operator imports those it uses.
 pub fn linker(engine: &Engine, full_wasi: bool) -> anyhow::Result<Linker<OperatorState>> {
-    use bindings::wasmatic::operator::{handlers, jobs, modules, runs, schedules, triggers};
+    use bindings::wasmatic::operator::{
+        handlers, jobs, modules, runs, schedules, triggers, workflows,
+    };
     let mut linker = Linker::new(engine);
     if full_wasi {
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
@@ -91,6 +95,7 @@ pub fn linker(engine: &Engine, full_wasi: bool) -> anyhow::Result<Linker<Operato
     modules::add_to_linker::<OperatorState, Data>(&mut linker, |s| s)?;
     jobs::add_to_linker::<OperatorState, Data>(&mut linker, |s| s)?;
     triggers::add_to_linker::<OperatorState, Data>(&mut linker, |s| s)?;
+    workflows::add_to_linker::<OperatorState, Data>(&mut linker, |s| s)?;
     Ok(linker)
 }
 

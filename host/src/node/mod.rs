@@ -12,6 +12,8 @@ mod modules;
 mod schedules;
 mod settings;
 mod triggers;
+mod workflow_steps;
+mod workflows;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -113,6 +115,7 @@ impl Node {
         node.restore_components().await?;
         node.restore_modules()?;
         node.restore_schedules()?;
+        node.restore_workflows()?;
         node.restore_triggers()?;
         let scheduler = node.scheduler.clone();
         let weak = Arc::downgrade(&node);

@@ -64,8 +64,11 @@ impl Node {
         Ok(())
     }
 
+    /// The schedules of handlers (a workflow's timer is shown with it).
     pub fn jobs(&self) -> Vec<Job> {
-        self.scheduler.jobs()
+        let mut jobs = self.scheduler.jobs();
+        jobs.retain(|j| !j.name.starts_with(super::workflows::WORKFLOW_PREFIX));
+        jobs
     }
 
     /// A page of the runs fired by schedule `id`.
@@ -107,6 +110,19 @@ impl Node {
 
     /// Runs (or records as skipped) one tick of a schedule.
     pub(super) async fn tick(&self, tick: Tick) {
+        // Workflows with a cron trigger have timers of their own.
+        let (job, scheduled_for, skipped) = match &tick {
+            Tick::Due {
+                job, scheduled_for, ..
+            } => (job, *scheduled_for, false),
+            Tick::Skipped { job, scheduled_for } => (job, *scheduled_for, true),
+        };
+        if let Some(workflow) = job.name.strip_prefix(super::workflows::WORKFLOW_PREFIX) {
+            let workflow = workflow.to_string();
+            self.workflow_tick(&workflow, scheduled_for, skipped).await;
+            drop(tick);
+            return;
+        }
         let (job, scheduled_for, running) = match tick {
             Tick::Due {
                 job,

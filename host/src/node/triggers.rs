@@ -54,6 +54,21 @@ impl Node {
         input: Option<String>,
     ) -> Result<TriggerInfo, NodeError> {
         self.runnable_handler(name)?;
+        let _changes = self.changes.lock().await;
+        self.insert_trigger(name, chain_id, event, confirmations, input)
+            .await
+    }
+
+    /// Stores and starts a trigger of `target`: a handler's name, or
+    /// `workflow:NAME`. The caller holds the node's `changes` lock.
+    pub(super) async fn insert_trigger(
+        self: &Arc<Self>,
+        name: &str,
+        chain_id: u64,
+        event: Event,
+        confirmations: u32,
+        input: Option<String>,
+    ) -> Result<TriggerInfo, NodeError> {
         let chains = chain::get();
         if !chains.ids().contains(&chain_id) {
             return Err(NodeError::Invalid(format!(
@@ -71,7 +86,6 @@ impl Node {
         })?;
         let on = serde_json::to_string(&event)
             .map_err(|e| NodeError::Internal(format!("cannot store the trigger: {e}")))?;
-        let _changes = self.changes.lock().await;
         let state = self.state.clone();
         let count = blocking(move || state.triggers()).await??.len();
         if count >= MAX_TRIGGERS {
@@ -191,24 +205,34 @@ impl Node {
         if cursor.block > last {
             return Ok(Round::Idle);
         }
-        let handler = self
-            .runnable_handler(&record.name)
-            .map_err(|e| e.to_string())?;
+        let workflow = record.name.strip_prefix(super::workflows::WORKFLOW_PREFIX);
+        let handler = match workflow {
+            Some(_) => None,
+            None => Some(
+                self.runnable_handler(&record.name)
+                    .map_err(|e| e.to_string())?,
+            ),
+        };
         let (events, end) = events_after(&chains, record.chain_id, event, cursor, last, input)
             .await
             .map_err(rpc)?;
         for event in events {
-            let permit = self
-                .ticks
-                .clone()
-                .acquire_owned()
-                .await
-                .map_err(|_| "the node is stopping".to_string())?;
-            let entry = Entry::Handler(event.input.to_string());
-            let (mut run, result) = self
-                .execute(handler.clone(), entry, None, None, permit)
-                .await
-                .map_err(|e| e.to_string())?;
+            let (mut run, result) = match (&handler, workflow) {
+                (Some(handler), _) => {
+                    let permit = self
+                        .ticks
+                        .clone()
+                        .acquire_owned()
+                        .await
+                        .map_err(|_| "the node is stopping".to_string())?;
+                    let entry = Entry::Handler(event.input.to_string());
+                    self.execute(handler.clone(), entry, None, None, permit)
+                        .await
+                        .map_err(|e| e.to_string())?
+                }
+                (None, Some(name)) => self.workflow_event(&record.name, name, event.input).await,
+                (None, None) => return Err("a trigger with no target".into()),
+            };
             if let Err(e) = result {
                 tracing::warn!(
                     trigger = record.id,
@@ -229,6 +253,49 @@ impl Node {
         } else {
             Round::Idle
         })
+    }
+
+    /// Runs workflow `workflow` for one chain event; answers the run
+    /// record the trigger commits with its cursor (its output the
+    /// workflow's result), beside the outcome.
+    async fn workflow_event(
+        &self,
+        target: &str,
+        workflow: &str,
+        event: Value,
+    ) -> (crate::state::RunRecord, Result<String, NodeError>) {
+        let started_at = now_ms();
+        let outcome = self.run_workflow(workflow, event, "chain").await;
+        let (ok, output, error) = match &outcome {
+            Ok(run) if run["ok"] == true => (true, Some(run["result"].to_string()), None),
+            Ok(run) => (
+                false,
+                None,
+                Some(run["error"].as_str().unwrap_or("failed").to_string()),
+            ),
+            Err(e) => (false, None, Some(e.to_string())),
+        };
+        let run = crate::state::RunRecord {
+            id: 0,
+            name: target.to_string(),
+            function: None,
+            job_id: None,
+            scheduled_for: None,
+            started_at,
+            duration_ms: now_ms().saturating_sub(started_at),
+            ok,
+            output: output.clone(),
+            error: error.clone(),
+            stdout: String::new(),
+            stderr: String::new(),
+            audit: Vec::new(),
+            rpc: Vec::new(),
+        };
+        let result = match error {
+            None => Ok(output.unwrap_or_default()),
+            Some(e) => Err(NodeError::Failed(format!("workflow `{workflow}`: {e}"))),
+        };
+        (run, result)
     }
 
     /// Commits a trigger's cursor, with the run of the event it moves past.

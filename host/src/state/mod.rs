@@ -18,6 +18,7 @@ mod components;
 mod runs;
 mod schedules;
 mod triggers;
+mod workflows;
 
 use std::path::Path;
 use std::sync::Mutex;
@@ -28,6 +29,7 @@ pub use components::{ComponentRecord, HandlerSettings, Link, ModuleRecord};
 pub use runs::{RpcCall, RunBounds, RunPage, RunRecord};
 pub use schedules::JobRecord;
 pub use triggers::{Cursor, TriggerRecord};
+pub use workflows::{WorkflowRecord, WorkflowRun};
 
 #[derive(Debug, thiserror::Error)]
 #[error("state database: {0}")]
@@ -96,6 +98,29 @@ const SCHEMA: &str = "
         cursor_block INTEGER NOT NULL,
         cursor_log INTEGER NOT NULL
     );
+    CREATE TABLE IF NOT EXISTS workflows (
+        name TEXT PRIMARY KEY,
+        definition TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL
+    );
+    CREATE TABLE IF NOT EXISTS workflow_runs (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        name TEXT NOT NULL,
+        cause TEXT NOT NULL,
+        started_at INTEGER NOT NULL,
+        duration_ms INTEGER NOT NULL,
+        ok INTEGER NOT NULL,
+        trigger TEXT NOT NULL,
+        steps TEXT NOT NULL,
+        result TEXT,
+        error TEXT
+    );
+    CREATE TABLE IF NOT EXISTS job_blobs (
+        digest TEXT PRIMARY KEY,
+        bytes BLOB NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS workflow_runs_by_name ON workflow_runs (name, id);
     CREATE INDEX IF NOT EXISTS runs_by_name ON runs (name, id);
     CREATE INDEX IF NOT EXISTS runs_by_job ON runs (job_id, id);
     CREATE INDEX IF NOT EXISTS jobs_by_name ON jobs (name);

@@ -112,6 +112,18 @@ fn environment<'s>() -> Environment<'s> {
     // Debug mode makes an undefined-value error name the expression
     // (`steps.bal.output.missing`); it costs nothing until an error.
     env.set_debug(true);
+    // Text is written as is; every other value as JSON (`true`, `null`,
+    // `{"a": 1}`), not as Python would print it: what a step receives is
+    // read by programs, and JSON is what they read.
+    env.set_formatter(|out, _state, value| {
+        if let Some(text) = value.as_str() {
+            return Ok(out.write_str(text)?);
+        }
+        let json = serde_json::to_string(value).map_err(|e| {
+            minijinja::Error::new(minijinja::ErrorKind::BadSerialization, e.to_string())
+        })?;
+        Ok(out.write_str(&json)?)
+    });
     env
 }
 

@@ -2,6 +2,7 @@
 
 use serde_json::{json, Value};
 
+use super::definition::MAX_STEPS;
 use super::*;
 
 const HASH: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";

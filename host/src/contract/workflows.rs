@@ -1,0 +1,37 @@
+//! `wasmatic:operator/workflows`: JSON workflows, passed through as JSON.
+
+use super::bindings::wasmatic::operator::types::Error;
+use super::bindings::wasmatic::operator::workflows as wit;
+use super::OperatorState;
+
+impl wit::Host for OperatorState {
+    async fn put(&mut self, definition: String) -> Result<String, Error> {
+        Ok(self.node()?.put_workflow(&definition).await?)
+    }
+
+    async fn get(&mut self, name: String) -> Option<String> {
+        self.node.as_ref()?.workflow(&name).await
+    }
+
+    async fn list(&mut self) -> String {
+        match &self.node {
+            Some(node) => node.workflows().await,
+            None => "[]".to_string(),
+        }
+    }
+
+    async fn remove(&mut self, name: String) -> Result<(), Error> {
+        Ok(self.node()?.remove_workflow(&name).await?)
+    }
+
+    async fn run(&mut self, name: String, trigger: String) -> Result<String, Error> {
+        Ok(self
+            .node()?
+            .run_workflow_on_request(&name, &trigger)
+            .await?)
+    }
+
+    async fn runs(&mut self, name: String, limit: u32) -> Result<String, Error> {
+        Ok(self.node()?.workflow_runs(&name, limit).await?)
+    }
+}

@@ -1,0 +1,241 @@
+//! JSON workflows against a real local chain (anvil): a balance read, a
+//! validation job by hash and a handler that formats the answer, run on
+//! request, by cron and on new blocks; a failing step stops the rest;
+//! bad definitions are refused naming the step; all of it survives a
+//! restart.
+
+mod support;
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use support::anvil::{Anvil, DEV_ACCOUNT};
+use support::{base64, component_bytes, sha256_hex, wait_for, Node, NodeBuilder};
+
+const CHAIN: u64 = 31337;
+
+fn start(dir: &Path, anvil: &Anvil) -> Node {
+    NodeBuilder::new(
+        dir,
+        &[
+            "up",
+            "--rpc",
+            &anvil.rpc_flag(),
+            "--chain-poll-interval",
+            "100ms",
+        ],
+    )
+    .env("WASMATIC_PORT", "0")
+    .start()
+}
+
+fn post(node: &Node, path: &str, body: &Value) -> support::Response {
+    node.post(path, body.to_string().as_bytes())
+}
+
+/// Runs the validation job once, so that the node knows it by hash.
+fn job_hash(node: &Node) -> String {
+    let wasm = component_bytes("json-job.wasm");
+    let ran = post(
+        node,
+        "/wasm/run",
+        &json!({ "jobId": "seed", "wasmB64": base64(&wasm), "timeoutMs": 5000, "input": { "n": 1 } }),
+    );
+    assert_eq!(ran.status, 200, "{}", ran.text());
+    sha256_hex(&wasm)
+}
+
+/// The three steps: the balance of `{{ trigger.address }}` (the dev
+/// account when the trigger has none), whether it holds `min` wei, and a
+/// line formatted by the `echo` handler.
+fn balance_check(hash: &str, min: &str, trigger: Option<Value>) -> Value {
+    let address = format!("{{{{ trigger.address | default('{DEV_ACCOUNT}') }}}}");
+    let mut workflow = json!({
+        "name": "balance-check",
+        "steps": [
+            { "id": "bal", "type": "eth", "chain_id": CHAIN, "method": "eth_getBalance",
+              "params": [address, "latest"] },
+            { "id": "ok", "type": "wasm_validation", "wasmHash": hash, "timeout": 5000,
+              "input": { "address": address, "balance": "{{ steps.bal.output }}", "minBalance": min } },
+            { "id": "fmt", "type": "run", "handler": "echo",
+              "input": "{{ workflow.name }}: {{ steps.bal.output }} wei, valid: {{ steps.ok.output.valid }}" },
+        ],
+    });
+    if let Some(trigger) = trigger {
+        workflow["trigger"] = trigger;
+    }
+    workflow
+}
+
+fn runs(node: &Node) -> Vec<Value> {
+    let response = node.get("/workflows/balance-check/runs?limit=100");
+    assert_eq!(response.status, 200, "{}", response.text());
+    response.json().as_array().cloned().expect("runs")
+}
+
+#[test]
+fn a_three_step_workflow_runs_on_request_by_cron_and_on_new_blocks_and_survives_a_restart() {
+    let anvil = Anvil::start(CHAIN);
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(dir.path(), &anvil);
+    support::register(&node, "/register?name=echo", &component_bytes("echo.wasm"));
+    let hash = job_hash(&node);
+    let balance = anvil.call("eth_getBalance", json!([DEV_ACCOUNT, "latest"]));
+
+    let stored = post(
+        &node,
+        "/workflows",
+        &balance_check(&hash, "1000000000000000000", None),
+    );
+    assert_eq!(stored.status, 201, "{}", stored.text());
+    assert_eq!(stored.json()["steps"][1]["wasmHash"], hash.as_str());
+
+    // On request: every step's output, and the result (the last output).
+    let ran = post(
+        &node,
+        "/workflows/balance-check/run",
+        &json!({ "address": DEV_ACCOUNT }),
+    );
+    assert_eq!(ran.status, 200, "{}", ran.text());
+    let run = ran.json();
+    assert_eq!(run["ok"], true, "{run}");
+    assert_eq!(run["steps"][0]["output"], balance);
+    assert_eq!(run["steps"][1]["output"]["valid"], true);
+    let line = format!(
+        "balance-check: {} wei, valid: true",
+        balance.as_str().unwrap()
+    );
+    assert_eq!(run["steps"][2]["output"], line.as_str());
+    assert_eq!(run["result"], line.as_str());
+    for step in run["steps"].as_array().unwrap() {
+        assert!(step["duration_ms"].is_u64(), "{step}");
+    }
+    assert_eq!(runs(&node)[0]["run_id"], run["run_id"]);
+
+    // A failing middle step stops the rest, saying why.
+    let strict = balance_check(&hash, "1000000000000000000000000000", None);
+    assert_eq!(post(&node, "/workflows", &strict).status, 201);
+    let failed = post(&node, "/workflows/balance-check/run", &json!({})).json();
+    assert_eq!(failed["ok"], false, "{failed}");
+    assert_eq!(failed["steps"][0]["ok"], true);
+    assert_eq!(failed["steps"][1]["ok"], false);
+    let why = failed["steps"][1]["error"].as_str().unwrap();
+    assert!(
+        why.contains("not valid: balance") && why.contains("is below"),
+        "{why}"
+    );
+    assert_eq!(failed["steps"][2]["not_run"], true, "{failed}");
+    assert!(failed["error"]
+        .as_str()
+        .unwrap()
+        .contains("step `ok` failed"));
+    assert_eq!(failed["result"], Value::Null);
+
+    // By cron: every second, recorded with their cause.
+    let cron = balance_check(&hash, "1", Some(json!({ "cron": "* * * * * *" })));
+    assert_eq!(post(&node, "/workflows", &cron).status, 201);
+    let ticked = wait_for(Duration::from_secs(10), "a cron run", || {
+        runs(&node).into_iter().find(|r| r["cause"] == "cron")
+    });
+    assert_eq!(ticked["ok"], true, "{ticked}");
+    assert!(ticked["trigger"]["scheduled_for"].is_u64());
+    assert!(
+        node.get("/sched").json().as_array().unwrap().is_empty(),
+        "a workflow's timer is not a handler schedule"
+    );
+
+    // On every new block: the chain event is the trigger.
+    let chained = balance_check(
+        &hash,
+        "1",
+        Some(json!({ "chain": { "chain_id": CHAIN, "on": "block" } })),
+    );
+    assert_eq!(post(&node, "/workflows", &chained).status, 201);
+    anvil.mine(2);
+    let on_block = wait_for(Duration::from_secs(10), "a run on a block", || {
+        runs(&node).into_iter().find(|r| r["cause"] == "chain")
+    });
+    assert_eq!(on_block["ok"], true, "{on_block}");
+    assert!(on_block["trigger"].is_object(), "{on_block}");
+
+    // A restart keeps the workflow, its history and its job by hash.
+    let before = runs(&node).len();
+    assert!(node.terminate().success());
+    let node = start(dir.path(), &anvil);
+    assert_eq!(node.get("/workflows").json()[0]["name"], "balance-check");
+    assert!(runs(&node).len() >= before);
+    let again = post(&node, "/workflows/balance-check/run", &json!({})).json();
+    assert_eq!(again["ok"], true, "{again}");
+
+    // Deleting it stops its trigger and forgets its history.
+    assert_eq!(node.delete("/workflows/balance-check").status, 204);
+    assert_eq!(node.get("/workflows/balance-check").status, 404);
+    assert_eq!(node.get("/workflows/balance-check/runs").status, 404);
+    assert_eq!(
+        post(&node, "/workflows/balance-check/run", &json!({})).status,
+        404
+    );
+}
+
+#[test]
+fn bad_definitions_are_refused_naming_the_step_and_the_problem() {
+    let anvil = Anvil::start(CHAIN);
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(dir.path(), &anvil);
+    support::register(&node, "/register?name=echo", &component_bytes("echo.wasm"));
+    let hash = job_hash(&node);
+    let good = balance_check(&hash, "1", None);
+    let refused = |change: &dyn Fn(&mut Value), expected: &[&str]| {
+        let mut workflow = good.clone();
+        change(&mut workflow);
+        let response = post(&node, "/workflows", &workflow);
+        let message = response.error(400);
+        for part in expected {
+            assert!(message.contains(part), "expected `{part}` in `{message}`");
+        }
+    };
+    refused(
+        &|w| w["steps"][0]["type"] = json!("teleport"),
+        &["bal", "teleport"],
+    );
+    refused(
+        &|w| w["steps"][2]["handler"] = json!("nobody"),
+        &["fmt", "nobody"],
+    );
+    refused(
+        &|w| w["steps"][1]["wasmHash"] = json!("ab".repeat(32)),
+        &["ok", "wasmHash"],
+    );
+    refused(&|w| w["steps"][1]["id"] = json!("bal"), &["bal"]);
+    refused(
+        &|w| {
+            w["steps"][2].as_object_mut().unwrap().remove("id");
+        },
+        &["id"],
+    );
+    refused(
+        &|w| w["steps"][2]["input"] = json!("{{ steps.bal.output "),
+        &["fmt"],
+    );
+    refused(
+        &|w| w["steps"][0]["params"][0] = json!("{{ steps.fmt.output }}"),
+        &["bal", "fmt"],
+    );
+    refused(
+        &|w| w["steps"][0]["method"] = json!("eth_sendTransaction"),
+        &["bal", "eth_sendTransaction"],
+    );
+    refused(
+        &|w| w["trigger"] = json!({ "cron": "every day" }),
+        &["cron"],
+    );
+    refused(&|w| w["steps"] = json!([]), &["step"]);
+    let not_json = node.post("/workflows", b"{ not json");
+    assert!(not_json.error(400).contains("JSON"));
+    let bad_trigger = node.post("/workflows/balance-check/run", b"{ nope");
+    assert_eq!(bad_trigger.status, 400);
+    // Nothing was stored, and the node serves on.
+    assert_eq!(node.get("/workflows").json(), json!([]));
+    assert_eq!(node.get("/health").status, 200);
+}
