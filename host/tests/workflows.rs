@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use support::anvil::{Anvil, DEV_ACCOUNT};
-use support::{base64, component_bytes, sha256_hex, wait_for, Node, NodeBuilder};
+use support::{base64, component_bytes, sha256_hex, wait_for, FakeApi, Node, NodeBuilder};
 
 const CHAIN: u64 = 31337;
 
@@ -238,4 +238,104 @@ fn bad_definitions_are_refused_naming_the_step_and_the_problem() {
     // Nothing was stored, and the node serves on.
     assert_eq!(node.get("/workflows").json(), json!([]));
     assert_eq!(node.get("/health").status, 200);
+}
+
+#[test]
+fn every_step_type_runs_and_a_slow_cron_run_skips_the_next_tick() {
+    let api = FakeApi::start(r#"{"greeting":"hi"}"#, Duration::ZERO);
+    let slow = FakeApi::start("{}", Duration::from_millis(1500));
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeBuilder::new(dir.path(), &["up", "--allow-outbound", "127.0.0.1"])
+        .env("WASMATIC_PORT", "0")
+        .start();
+    support::register(&node, "/register?name=echo", &component_bytes("echo.wasm"));
+    support::register(
+        &node,
+        "/register?name=caesar&env=SHIFT_AMOUNT=1",
+        &component_bytes("caesar.wasm"),
+    );
+    let hash = job_hash(&node);
+
+    let all = json!({
+        "name": "all",
+        "steps": [
+            { "id": "h", "type": "http", "method": "GET", "url": format!("http://{}/greeting", api.addr) },
+            { "id": "c", "type": "call", "component": "caesar", "function": "encrypt",
+              "args": ["{{ steps.h.output.body.greeting }}"] },
+            { "id": "j", "type": "job", "wasmHash": hash, "input": { "n": "{{ run.id }}" } },
+            { "id": "skip", "type": "run", "handler": "echo", "input": "never",
+              "when": "{{ steps.j.output.doubled > 1000000 }}" },
+            { "id": "e", "type": "run", "handler": "echo",
+              "input": "{{ steps.c.output }}, skipped: {{ steps.skip.skipped }}" },
+        ],
+        "result": "{{ steps.e.output }}",
+    });
+    assert_eq!(post(&node, "/workflows", &all).status, 201);
+    let run = post(&node, "/workflows/all/run", &Value::Null).json();
+    assert_eq!(run["ok"], true, "{run}");
+    let steps = &run["steps"];
+    assert_eq!(steps[0]["output"]["status"], 200);
+    assert_eq!(steps[0]["output"]["body"], json!({ "greeting": "hi" }));
+    assert_eq!(steps[1]["output"], "ij");
+    assert_eq!(
+        steps[2]["output"],
+        json!({ "doubled": run["run_id"].as_u64().unwrap() * 2 })
+    );
+    assert_eq!(
+        (steps[3]["skipped"].clone(), steps[3]["ok"].clone()),
+        (json!(true), json!(true))
+    );
+    assert_eq!(run["result"], "ij, skipped: true");
+    assert_eq!(api.hits(), 1);
+
+    // Retries: a refused connection, tried three times, then the run stops.
+    let closed = support::free_port();
+    let retried = json!({
+        "name": "retried",
+        "steps": [{ "id": "h", "type": "http", "method": "GET", "retries": 2,
+                    "url": format!("http://127.0.0.1:{closed}/") }],
+    });
+    assert_eq!(post(&node, "/workflows", &retried).status, 201);
+    let failed = post(&node, "/workflows/retried/run", &json!({})).json();
+    assert_eq!(failed["ok"], false);
+    let why = failed["steps"][0]["error"].as_str().unwrap();
+    assert!(
+        why.contains("cannot connect") && why.contains("after 3 attempts"),
+        "{why}"
+    );
+
+    // A cron run that outlasts its second: the next tick is skipped and
+    // recorded as such.
+    let slow_cron = json!({
+        "name": "slow",
+        "trigger": { "cron": "* * * * * *" },
+        "steps": [{ "id": "wait", "type": "http", "method": "GET", "timeout": 5000,
+                    "url": format!("http://{}/slow", slow.addr) }],
+    });
+    assert_eq!(post(&node, "/workflows", &slow_cron).status, 201);
+    let skipped = wait_for(Duration::from_secs(10), "a skipped tick", || {
+        let runs = node.get("/workflows/slow/runs?limit=100").json();
+        runs.as_array()?
+            .iter()
+            .find(|r| r["error"].as_str().is_some_and(|e| e.contains("skipped")))
+            .cloned()
+    });
+    assert_eq!(skipped["ok"], false);
+    assert_eq!(skipped["cause"], "cron");
+    assert_eq!(node.delete("/workflows/slow").status, 204);
+    drop(node);
+
+    // With a token, changing or running a workflow needs it, as for
+    // schedules; reading does not.
+    let dir = tempfile::tempdir().unwrap();
+    let locked = NodeBuilder::new(dir.path(), &["up"])
+        .env("WASMATIC_PORT", "0")
+        .env("WASMATIC_TOKEN", "secret")
+        .start();
+    assert_eq!(post(&locked, "/workflows", &retried).status, 401);
+    assert_eq!(
+        post(&locked, "/workflows/retried/run", &json!({})).status,
+        401
+    );
+    assert_eq!(locked.get("/workflows").status, 200);
 }
