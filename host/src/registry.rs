@@ -200,6 +200,12 @@ impl Registry {
             return Err(NodeError::Invalid(format!("`{file}` is not a file name")));
         }
         let bytes = read_limited(&self.dir.join(file), file, self.max_size).await?;
+        self.stage_bytes(bytes).await
+    }
+
+    /// Validates and compiles `bytes` (or finds them compiled), and keeps
+    /// them by digest for [`Registry::staged`].
+    pub async fn stage_bytes(&self, bytes: Vec<u8>) -> Result<Staged, NodeError> {
         let staged = self.compile_bytes(bytes).await?;
         let mut all = self.lock_staged();
         all.retain(|s| s.digest != staged.digest);

@@ -1,15 +1,13 @@
 //! Registered components: register, run, call, list, remove, runs.
 
-use crate::files::Registered;
 use crate::http::{Request, Response};
 use crate::routes::{body, handler_name, host_error, page_request, runs_page};
 use crate::wasmatic::operator::handlers::{self as host, Link, LoadOptions};
 use crate::wasmatic::operator::runs;
 
-/// `POST /register?name=NAME`: writes the body to a temporary file in
-/// `registered/`, has the host stage it (validate, compile, keep the bytes
-/// by digest), removes the file, and commits that digest under the name.
-/// A failed upload leaves the previous version exactly as it was.
+/// `POST /register?name=NAME`: has the host stage the body (validate,
+/// compile, keep the bytes by digest) and commits that digest under the
+/// name. A failed upload leaves the previous version exactly as it was.
 pub fn register(req: &Request) -> Result<Response, Response> {
     let raw = req
         .query_param("name")
@@ -23,15 +21,9 @@ pub fn register(req: &Request) -> Result<Response, Response> {
             "the body is empty: send the component's wasm bytes",
         ));
     }
-    let dir = Registered::open().map_err(|e| Response::error(500, &e))?;
-    let random = crate::wasi::random::random::get_random_u64();
-    let temp = format!(".upload-{name}-{random:016x}.tmp");
-    dir.write(&temp, bytes)
-        .map_err(|e| Response::error(500, &e))?;
-    // The host has the bytes once staged: the file is not needed either way.
-    let staged = host::stage(&temp, &options);
-    dir.remove(&temp);
-    let staged = staged.map_err(host_error)?;
+    // The bytes go to the host in the call: one copy, no file written,
+    // read back and removed (`stage` takes a file of `registered/`).
+    let staged = host::stage_bytes(bytes, &options).map_err(host_error)?;
     let info = host::commit(&name, &staged.digest, &options).map_err(host_error)?;
     Ok(Response::json(201, &info))
 }

@@ -6,7 +6,6 @@
 //! scheduling, chain triggers, run history) it asks of the host through
 //! the `wasmatic:operator` interfaces.
 
-mod files;
 mod handlers;
 mod http;
 mod jobs;

@@ -15,6 +15,14 @@ impl wit::Host for OperatorState {
         Ok(self.node()?.stage(&file, options.into()).await?.into())
     }
 
+    async fn stage_bytes(
+        &mut self,
+        wasm: Vec<u8>,
+        options: wit::LoadOptions,
+    ) -> Result<wit::HandlerInfo, Error> {
+        Ok(self.node()?.stage_bytes(wasm, options.into()).await?.into())
+    }
+
     async fn commit(
         &mut self,
         name: String,

@@ -31,8 +31,29 @@ impl Node {
         file: &str,
         settings: HandlerSettings,
     ) -> Result<HandlerInfo, NodeError> {
-        let (mut settings, _) = check_settings(settings)?;
+        let (settings, _) = check_settings(settings)?;
         let staged = self.registry.stage(file).await?;
+        self.staged_info(staged, settings)
+    }
+
+    /// As [`Node::stage`], with the bytes given rather than read from the
+    /// registered directory.
+    pub async fn stage_bytes(
+        &self,
+        bytes: Vec<u8>,
+        settings: HandlerSettings,
+    ) -> Result<HandlerInfo, NodeError> {
+        let (settings, _) = check_settings(settings)?;
+        let staged = self.registry.stage_bytes(bytes).await?;
+        self.staged_info(staged, settings)
+    }
+
+    /// What a staged component would be with `settings`, its links checked.
+    fn staged_info(
+        &self,
+        staged: Staged,
+        mut settings: HandlerSettings,
+    ) -> Result<HandlerInfo, NodeError> {
         settings.links = self.registry.check_links("", &staged, &settings.links)?;
         Ok(HandlerInfo::new("", &staged, &settings, now_ms()))
     }
