@@ -185,8 +185,27 @@ fn console_assets_and_redirect() {
         inspected.json(),
         json!({"kind": "module", "exports": [{"name": "add", "signature": "add(i32, i32) -> (i32)"}], "imports": []})
     );
-    let echo = node.post("/inspect", &support::component_bytes("echo.wasm"));
-    assert_eq!(echo.json()["kind"], "handler");
+    let wasip1_job = repo().join("target/wasm32-wasip1/release/json-job.wasm");
+    for (bytes, kind) in [
+        (support::component_bytes("echo.wasm"), "handler"),
+        (support::component_bytes("caesar.wasm"), "component"),
+        (support::component_bytes("json-job.wasm"), "command"),
+        (
+            std::fs::read(&wasip1_job).expect("make components builds json-job for wasip1"),
+            "job",
+        ),
+    ] {
+        let found = node.post("/inspect", &bytes);
+        assert_eq!(found.status, 200, "{}", found.text());
+        assert_eq!(found.json()["kind"], kind, "{}", found.text());
+    }
+    let caesar = node
+        .post("/inspect", &support::component_bytes("caesar.wasm"))
+        .json();
+    assert_eq!(
+        caesar["exports"][0],
+        json!({"name": "encrypt", "signature": "encrypt(text: string) -> string"})
+    );
     assert_eq!(node.get("/handlers").json(), json!([]));
     assert!(node
         .post("/inspect", b"not wasm")
