@@ -34,7 +34,7 @@ space := $(empty) $(empty)
 WASM_BUILD = CARGO_ENCODED_RUSTFLAGS='$(subst $(space),$(UNIT_SEP),$(addprefix --remap-path-prefix=,$(strip $(REMAPS))))' \
              $(CARGO) build --locked --release
 
-.PHONY: setup fetch tools python js components operator build up test lint fmt bench bench-quick clean
+.PHONY: setup fetch tools browser python js components operator build up test lint fmt bench bench-quick clean
 
 ## Puts the toolchain of rust-toolchain.toml in place with the wasm targets,
 ## and curl (idempotent). Every rustup call names its toolchain: until the
@@ -78,6 +78,21 @@ tools: $(ANVIL)
 $(ANVIL): tools/package.json tools/package-lock.json
 	@command -v npm >/dev/null || { echo "error: npm is needed to install anvil (the tests' local chain)" >&2; exit 1; }
 	npm ci --prefix tools --ignore-scripts --no-audit --no-fund
+	touch $@
+
+## Installs what the console's browser tests (host/tests/console.rs) drive:
+## Debian's chromium, if /usr/bin/chromium is missing, and playwright-core
+## from the pinned tools/browser/package-lock.json (no install scripts:
+## playwright never downloads a browser of its own here, it is pointed at
+## the system one). A no-op once both are in place.
+CHROMIUM   := /usr/bin/chromium
+PLAYWRIGHT := tools/browser/node_modules/playwright-core/package.json
+browser: $(CHROMIUM) $(PLAYWRIGHT)
+$(CHROMIUM):
+	apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium
+$(PLAYWRIGHT): tools/browser/package.json tools/browser/package-lock.json
+	@command -v npm >/dev/null || { echo "error: npm is needed to install playwright-core (the console's browser tests)" >&2; exit 1; }
+	npm ci --prefix tools/browser --ignore-scripts --no-audit --no-fund
 	touch $@
 
 ## Installs componentize-py from the pinned, hashed tools/python/requirements.txt
@@ -145,7 +160,7 @@ up: build
 
 # The test `embedded_operator_is_current` fails when host/assets/proxy.wasm
 # differs from what operator/ and wit/ build.
-test: components python js lint tools
+test: components python js lint tools browser
 	$(CARGO) test --locked -p wasmatic
 
 lint: setup

@@ -63,8 +63,8 @@ impl Modules {
         Ok(module)
     }
 
-    /// Compiles `wasm`, or finds it compiled.
-    fn compile_only(&self, wasm: &[u8]) -> Result<Module, NodeError> {
+    /// Compiles `wasm`, or finds it compiled, linking nothing.
+    pub fn compile_only(&self, wasm: &[u8]) -> Result<Module, NodeError> {
         if engine::wasm_kind(wasm) != WasmKind::CoreModule {
             return Err(NodeError::Invalid(
                 "not a core WebAssembly module (no `\\0asm` version 1 header)".into(),
@@ -383,9 +383,13 @@ impl Modules {
     }
 }
 
-/// The signature of `func`, as `name(i32, f64) -> i32`.
+/// The signature of `func`, as `name(i32, f64) -> (i32)`.
 fn signature(func: &Func, store: &Store<GuestLimiter>, name: &str) -> String {
-    let ty = func.ty(store);
+    func_signature(name, &func.ty(store))
+}
+
+/// A function type, as `name(i32, f64) -> (i32)`.
+pub fn func_signature(name: &str, ty: &wasmtime::FuncType) -> String {
     let list = |types: &mut dyn Iterator<Item = ValType>| {
         types.map(|t| t.to_string()).collect::<Vec<_>>().join(", ")
     };

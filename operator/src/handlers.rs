@@ -91,6 +91,20 @@ fn load_options(req: &Request) -> Result<LoadOptions, Response> {
     })
 }
 
+/// `POST /inspect` (body: wasm bytes): what the file is and what it
+/// exports, with nothing registered or written.
+pub fn inspect(req: &Request) -> Result<Response, Response> {
+    let bytes = body(req)?;
+    if bytes.is_empty() {
+        return Err(Response::error(
+            400,
+            "the body is empty: send the wasm bytes to inspect",
+        ));
+    }
+    let found = host::inspect(bytes).map_err(host_error)?;
+    Ok(Response::json(200, &found))
+}
+
 /// `POST /run/NAME`: the body is the input, the answer the output.
 pub fn run(req: &Request, raw: &str) -> Result<Response, Response> {
     let name = handler_name(raw)?;

@@ -14,6 +14,8 @@ pub struct Request {
     pub query: String,
     /// The `authorization` header, if any.
     pub authorization: Option<Vec<u8>>,
+    /// The `accept` header, if any: a browser asking for `/` gets the console.
+    pub accept: Option<Vec<u8>>,
     /// The body, or why it could not be read.
     pub body: Result<Vec<u8>, Response>,
 }
@@ -25,7 +27,10 @@ impl Request {
             Some((path, query)) => (path.to_string(), query.to_string()),
             None => (path_with_query, String::new()),
         };
-        let authorization = request.headers().get("authorization").into_iter().next();
+        let headers = request.headers();
+        let authorization = headers.get("authorization").into_iter().next();
+        let accept = headers.get("accept").into_iter().next();
+        drop(headers);
         let method = request.method();
         // Only these carry a body the API reads; skipping it saves host calls.
         let body = match method {
@@ -37,6 +42,7 @@ impl Request {
             path,
             query,
             authorization,
+            accept,
             body,
         }
     }

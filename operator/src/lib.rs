@@ -13,6 +13,7 @@ mod modules;
 mod routes;
 mod schedules;
 mod triggers;
+mod ui;
 mod workflows;
 
 wit_bindgen::generate!({
@@ -25,6 +26,8 @@ wit_bindgen::generate!({
         "wasmatic:operator/handlers@0.4.0/handler-info": [#[derive(serde::Serialize)]],
         "wasmatic:operator/handlers@0.4.0/export-info": [#[derive(serde::Serialize)]],
         "wasmatic:operator/handlers@0.4.0/link": [#[derive(serde::Serialize)]],
+        "wasmatic:operator/handlers@0.4.0/inspection": [#[derive(serde::Serialize)]],
+        "wasmatic:operator/handlers@0.4.0/file-kind": [#[derive(serde::Serialize)] #[serde(rename_all = "lowercase")]],
         "wasmatic:operator/handlers@0.4.0/component-kind": [#[derive(serde::Serialize)] #[serde(rename_all = "lowercase")]],
         "wasmatic:operator/schedules@0.4.0/schedule": [#[derive(serde::Serialize)]],
         "wasmatic:operator/runs@0.4.0/run": [#[derive(serde::Serialize)]],

@@ -23,6 +23,8 @@
 //! | `POST /workflows/NAME/run` (JSON trigger) | runs it now: the run with its steps |
 //! | `GET /workflows/NAME/runs?limit=N` | its runs, newest first, with their steps  |
 //! | `POST /wasm/run`, `GET /wasm/health` | WASI command jobs ("WASM system" API)   |
+//! | `POST /inspect` (wasm bytes)       | what a file is and exports; keeps nothing |
+//! | `GET /ui/`, `/ui/FILE`             | the web console (`GET /` from a browser goes there) |
 //!
 //! When the node runner sets `WASMATIC_TOKEN`, every route that changes the
 //! node or runs code sent with the request (POST, PUT, DELETE but `/run` and
@@ -31,7 +33,7 @@
 use crate::http::{percent_decode, Request, Response};
 use crate::wasi::http::types::Method;
 use crate::wasmatic::operator::types::Error;
-use crate::{handlers, jobs, modules, schedules, triggers, workflows};
+use crate::{handlers, jobs, modules, schedules, triggers, ui, workflows};
 
 pub fn route(req: Request) -> Response {
     let segments: Vec<&str> = req.path.trim_matches('/').split('/').collect();
@@ -42,6 +44,9 @@ pub fn route(req: Request) -> Response {
     }
     let result = match (&req.method, segments.as_slice()) {
         (Method::Get, ["health"]) => Ok(Response::json(200, &serde_json::json!({ "ok": true }))),
+        (Method::Get, [""]) if ui::wants_html(&req) => Ok(ui::to_console()),
+        (Method::Get, ["ui", file @ ..]) => ui::asset(file),
+        (Method::Post, ["inspect"]) => handlers::inspect(&req),
         (Method::Post, [""]) => modules::run(&req),
         // JSON names a core module; `?name=` with wasm bytes, a component.
         (Method::Post, ["register"]) if req.query_param("name").is_none() => {
@@ -142,6 +147,8 @@ fn is_known_path(path: &[&str]) -> bool {
             | ["call", _, _]
             | ["wasm", "run"]
             | ["wasm", "health"]
+            | ["inspect"]
+            | ["ui", ..]
             | ["register"]
             | ["modules", _]
             | ["run", _]

@@ -3,8 +3,10 @@
 use super::bindings::wasmatic::operator::handlers as wit;
 use super::bindings::wasmatic::operator::types::Error;
 use super::OperatorState;
+use crate::node::FileKind;
 use crate::registry::HandlerInfo;
 use crate::state::{HandlerSettings, Link};
+use crate::values::ExportInfo;
 
 impl wit::Host for OperatorState {
     async fn stage(
@@ -55,6 +57,21 @@ impl wit::Host for OperatorState {
         Ok(self.node()?.invoke(&name, &input).await?)
     }
 
+    async fn inspect(&mut self, wasm: Vec<u8>) -> Result<wit::Inspection, Error> {
+        let found = self.node()?.inspect(wasm).await?;
+        Ok(wit::Inspection {
+            kind: match found.kind {
+                FileKind::Module => wit::FileKind::Module,
+                FileKind::Job => wit::FileKind::Job,
+                FileKind::Handler => wit::FileKind::Handler,
+                FileKind::Component => wit::FileKind::Component,
+                FileKind::Command => wit::FileKind::Command,
+            },
+            exports: found.exports.into_iter().map(export_info).collect(),
+            imports: found.imports,
+        })
+    }
+
     async fn call(
         &mut self,
         name: String,
@@ -96,14 +113,7 @@ impl From<HandlerInfo> for wit::HandlerInfo {
             } else {
                 wit::ComponentKind::Component
             },
-            exports: h
-                .exports
-                .into_iter()
-                .map(|e| wit::ExportInfo {
-                    name: e.name,
-                    signature: e.signature,
-                })
-                .collect(),
+            exports: h.exports.into_iter().map(export_info).collect(),
             config_keys: h.config_keys,
             reuse: h.reuse,
             links: h
@@ -115,5 +125,12 @@ impl From<HandlerInfo> for wit::HandlerInfo {
                 })
                 .collect(),
         }
+    }
+}
+
+fn export_info(e: ExportInfo) -> wit::ExportInfo {
+    wit::ExportInfo {
+        name: e.name,
+        signature: e.signature,
     }
 }

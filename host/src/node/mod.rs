@@ -8,6 +8,7 @@
 //! registration lock, so memory never shows what a restart would not.
 
 mod components;
+mod inspect;
 mod modules;
 mod schedules;
 mod settings;
@@ -31,6 +32,7 @@ use crate::run_log::RunLog;
 use crate::scheduler::{self, Scheduler};
 use crate::state::{RunBounds, StateDb};
 
+pub use inspect::FileKind;
 pub use modules::ModuleInfo;
 pub use triggers::TriggerInfo;
 
