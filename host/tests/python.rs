@@ -13,10 +13,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use support::{
-    built_bytes, compiled_file, component_bytes, post_patiently, wait_for, FakeApi, Node,
-    NodeBuilder,
-};
+use support::built::{built_bytes, compiled_file, post_patiently};
+use support::{component_bytes, wait_for, FakeApi, Node, NodeBuilder};
 
 const API_BODY: &str = r#"{"hello":"from the api"}"#;
 

@@ -246,17 +246,8 @@ impl Node {
         match &workflow.trigger {
             None => {}
             Some(WorkflowTrigger::Cron(line)) => {
-                let cron = scheduler::parse_cron(line).map_err(NodeError::Invalid)?;
-                self.scheduler.add(
-                    JobRecord {
-                        id: id.clone(),
-                        name: id,
-                        cron: line.trim().to_string(),
-                        input: String::new(),
-                        created_at: now_ms(),
-                    },
-                    cron,
-                );
+                self.add_workflow_timer(&workflow.name, line, now_ms())
+                    .map_err(NodeError::Invalid)?;
             }
             Some(WorkflowTrigger::Chain {
                 chain_id,
@@ -269,6 +260,24 @@ impl Node {
                     .await?;
             }
         }
+        Ok(())
+    }
+
+    /// Puts workflow `name` on the node's timer for `line`; its ticks are
+    /// told from handlers' by the `workflow:` prefix of their job.
+    fn add_workflow_timer(&self, name: &str, line: &str, created_at: u64) -> Result<(), String> {
+        let cron = scheduler::parse_cron(line)?;
+        let id = format!("{WORKFLOW_PREFIX}{name}");
+        self.scheduler.add(
+            JobRecord {
+                id: id.clone(),
+                name: id,
+                cron: line.trim().to_string(),
+                input: String::new(),
+                created_at,
+            },
+            cron,
+        );
         Ok(())
     }
 
@@ -302,23 +311,8 @@ impl Node {
                 }
             };
             if let Some(WorkflowTrigger::Cron(line)) = &workflow.trigger {
-                match scheduler::parse_cron(line) {
-                    Ok(cron) => {
-                        let id = format!("{WORKFLOW_PREFIX}{}", workflow.name);
-                        self.scheduler.add(
-                            JobRecord {
-                                id: id.clone(),
-                                name: id,
-                                cron: line.trim().to_string(),
-                                input: String::new(),
-                                created_at: record.created_at,
-                            },
-                            cron,
-                        );
-                    }
-                    Err(e) => {
-                        tracing::error!(name = record.name, "workflow timer not restored: {e}")
-                    }
+                if let Err(e) = self.add_workflow_timer(&workflow.name, line, record.created_at) {
+                    tracing::error!(name = record.name, "workflow timer not restored: {e}");
                 }
             }
         }
