@@ -24,6 +24,10 @@ use crate::workflows::{self, Scope, StepKind, Workflow, WorkflowTrigger};
 /// Names of the node's timers and chain triggers that run a workflow.
 pub const WORKFLOW_PREFIX: &str = "workflow:";
 
+/// The error a run is recorded with when it starts, until it ends: the
+/// API shows such a run as `"running": true`.
+const STILL_RUNNING: &str = "still running";
+
 /// The longest a whole run may take, whatever its steps ask.
 const MAX_RUN_TIME: Duration = Duration::from_secs(120);
 
@@ -142,7 +146,7 @@ impl Node {
             trigger: trigger.to_string(),
             steps: "[]".to_string(),
             result: None,
-            error: Some("running".to_string()),
+            error: Some(STILL_RUNNING.to_string()),
         };
         let state = self.state.clone();
         let first = run.clone();
@@ -388,7 +392,11 @@ fn run_json(run: &WorkflowRun) -> Value {
         "result": run.result.as_deref().map(parse).unwrap_or(Value::Null),
     });
     if let (Some(error), Some(object)) = (&run.error, value.as_object_mut()) {
-        object.insert("error".into(), error.clone().into());
+        if error == STILL_RUNNING {
+            object.insert("running".into(), true.into());
+        } else {
+            object.insert("error".into(), error.clone().into());
+        }
     }
     value
 }
