@@ -333,6 +333,27 @@ fn every_step_type_runs_and_a_slow_cron_run_skips_the_next_tick() {
     assert_eq!(node.delete("/workflows/slow").status, 204);
     drop(node);
 
+    // Cron triggers count against the node's schedules: past the cap, 503
+    // and nothing stored.
+    let dir = tempfile::tempdir().unwrap();
+    let capped = NodeBuilder::new(dir.path(), &["up", "--max-schedules", "1"])
+        .env("WASMATIC_PORT", "0")
+        .start();
+    let cron = |name: &str| {
+        json!({ "name": name, "trigger": { "cron": "0 0 * * * *" },
+                "steps": [{ "id": "a", "type": "http", "method": "GET", "url": "http://127.0.0.1:9/" }] })
+    };
+    assert_eq!(post(&capped, "/workflows", &cron("first")).status, 201);
+    assert_eq!(
+        post(&capped, "/workflows", &cron("first")).status,
+        201,
+        "replacing keeps its timer"
+    );
+    let refused = post(&capped, "/workflows", &cron("second"));
+    assert!(refused.error(503).contains("--max-schedules"));
+    assert_eq!(capped.get("/workflows/second").status, 404);
+    drop(capped);
+
     // With a token, changing or running a workflow needs it, as for
     // schedules; reading does not.
     let dir = tempfile::tempdir().unwrap();

@@ -28,6 +28,9 @@ pub const WORKFLOW_PREFIX: &str = "workflow:";
 /// API shows such a run as `"running": true`.
 const STILL_RUNNING: &str = "still running";
 
+/// Workflows a node holds at most.
+const MAX_WORKFLOWS: usize = 1000;
+
 /// The longest a whole run may take, whatever its steps ask.
 const MAX_RUN_TIME: Duration = Duration::from_secs(120);
 
@@ -40,6 +43,7 @@ impl Node {
         let text = serde_json::to_string(&workflow)
             .map_err(|e| NodeError::Internal(format!("cannot store the workflow: {e}")))?;
         let _changes = self.changes.lock().await;
+        self.check_workflow_caps(&workflow).await?;
         // The jobs it names by hash are kept with it: a restart still finds
         // them.
         for hash in job_hashes(&workflow) {
@@ -56,6 +60,31 @@ impl Node {
         self.workflow(&workflow.name)
             .await
             .ok_or_else(|| NodeError::Internal("the stored workflow is gone".into()))
+    }
+
+    /// A new workflow must fit the node's count of workflows, and a new
+    /// cron trigger its count of schedules (`--max-schedules`, which
+    /// handlers' schedules share).
+    async fn check_workflow_caps(&self, workflow: &Workflow) -> Result<(), NodeError> {
+        let state = self.state.clone();
+        let stored = blocking(move || state.workflows()).await??;
+        let replacing = stored.iter().any(|w| w.name == workflow.name);
+        if !replacing && stored.len() >= MAX_WORKFLOWS {
+            return Err(NodeError::Busy(format!(
+                "the node holds {MAX_WORKFLOWS} workflows, its most; remove one first"
+            )));
+        }
+        if let Some(WorkflowTrigger::Cron(_)) = &workflow.trigger {
+            let id = format!("{WORKFLOW_PREFIX}{}", workflow.name);
+            let has_timer = self.scheduler.jobs().iter().any(|j| j.id == id);
+            let max = self.state_limits.max_schedules;
+            if !has_timer && self.scheduler.count() >= max {
+                return Err(NodeError::Busy(format!(
+                    "the node holds {max} schedules, its most (--max-schedules; workflows' cron triggers count); remove one first"
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// Workflow `name` as JSON, with when it was created and last replaced.
@@ -89,6 +118,16 @@ impl Node {
         if !blocking(move || state.remove_workflow(&owned)).await?? {
             return Err(NodeError::NotFound(format!("no workflow `{name}`")));
         }
+        // The jobs kept for it go, unless another workflow names them.
+        let state = self.state.clone();
+        let remaining = blocking(move || state.workflows()).await??;
+        let named: Vec<String> = remaining
+            .iter()
+            .filter_map(|r| workflows::parse(r.definition.as_bytes(), &workflows::Trusted).ok())
+            .flat_map(|w| job_hashes(&w))
+            .collect();
+        let state = self.state.clone();
+        blocking(move || state.keep_only_job_blobs(&named)).await??;
         tracing::info!(name, "workflow removed");
         Ok(())
     }

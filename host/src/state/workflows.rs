@@ -178,6 +178,21 @@ impl StateDb {
         Ok(())
     }
 
+    /// Drops the kept jobs whose digest is not in `keep`.
+    pub fn keep_only_job_blobs(&self, keep: &[String]) -> Result<(), StateError> {
+        let mut conn = self.write();
+        let tx = conn.transaction()?;
+        let stored = tx
+            .prepare("SELECT digest FROM job_blobs")?
+            .query_map([], |row| row.get::<_, String>(0))?
+            .collect::<Result<Vec<_>, _>>()?;
+        for digest in stored.iter().filter(|d| !keep.contains(d)) {
+            tx.execute("DELETE FROM job_blobs WHERE digest = ?1", [digest])?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
     /// Every kept job, by digest.
     pub fn job_blobs(&self) -> Result<Vec<(String, Vec<u8>)>, StateError> {
         let conn = self.read();
@@ -255,6 +270,11 @@ mod tests {
         assert!(page[0].id > page[1].id, "newest first");
         let next = db.workflow_runs("w", 2, Some(page[1].id)).unwrap();
         assert!(next[0].id < page[1].id);
+
+        db.put_job_blob("a", b"1").unwrap();
+        db.put_job_blob("b", b"2").unwrap();
+        db.keep_only_job_blobs(&["a".to_string()]).unwrap();
+        assert_eq!(db.job_blobs().unwrap(), vec![("a".to_string(), b"1".to_vec())]);
 
         assert!(db.remove_workflow("w").unwrap());
         assert!(!db.remove_workflow("w").unwrap());
