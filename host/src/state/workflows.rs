@@ -274,7 +274,10 @@ mod tests {
         db.put_job_blob("a", b"1").unwrap();
         db.put_job_blob("b", b"2").unwrap();
         db.keep_only_job_blobs(&["a".to_string()]).unwrap();
-        assert_eq!(db.job_blobs().unwrap(), vec![("a".to_string(), b"1".to_vec())]);
+        assert_eq!(
+            db.job_blobs().unwrap(),
+            vec![("a".to_string(), b"1".to_vec())]
+        );
 
         assert!(db.remove_workflow("w").unwrap());
         assert!(!db.remove_workflow("w").unwrap());
