@@ -246,6 +246,21 @@ fn bad_definitions_are_refused_naming_the_step_and_the_problem() {
     // Nothing was stored, and the node serves on.
     assert_eq!(node.get("/workflows").json(), json!([]));
     assert_eq!(node.get("/health").status, 200);
+
+    // A chain trigger whose chain does not answer: 503, and nothing stored.
+    drop(anvil);
+    let on_blocks = balance_check(
+        &hash,
+        "1",
+        Some(json!({ "chain": { "chain_id": CHAIN, "on": "block" } })),
+    );
+    let refused = post(&node, "/workflows", &on_blocks);
+    assert!(
+        refused.error(503).contains("cannot read the head"),
+        "{}",
+        refused.text()
+    );
+    assert_eq!(node.get("/workflows").json(), json!([]));
 }
 
 #[test]

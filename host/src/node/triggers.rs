@@ -55,20 +55,24 @@ impl Node {
     ) -> Result<TriggerInfo, NodeError> {
         self.runnable_handler(name)?;
         let _changes = self.changes.lock().await;
-        self.insert_trigger(name, chain_id, event, confirmations, input)
-            .await
+        let (record, event) = self
+            .prepare_trigger(name, chain_id, event, confirmations, input)
+            .await?;
+        self.start_trigger(record, event).await
     }
 
-    /// Stores and starts a trigger of `target`: a handler's name, or
-    /// `workflow:NAME`. The caller holds the node's `changes` lock.
-    pub(super) async fn insert_trigger(
-        self: &Arc<Self>,
+    /// Checks a trigger of `name` (a handler's name, or `workflow:NAME`)
+    /// and reads where it starts, storing nothing: what can fail for a
+    /// reason of the chain's or the node's fails here. The caller holds the
+    /// node's `changes` lock.
+    pub(super) async fn prepare_trigger(
+        &self,
         name: &str,
         chain_id: u64,
         event: Event,
         confirmations: u32,
         input: Option<String>,
-    ) -> Result<TriggerInfo, NodeError> {
+    ) -> Result<(TriggerRecord, Event), NodeError> {
         let chains = chain::get();
         if !chains.ids().contains(&chain_id) {
             return Err(NodeError::Invalid(format!(
@@ -107,10 +111,24 @@ impl Node {
                 log: 0,
             },
         };
+        Ok((record, event))
+    }
+
+    /// Stores a prepared trigger and starts its task.
+    pub(super) async fn start_trigger(
+        self: &Arc<Self>,
+        record: TriggerRecord,
+        event: Event,
+    ) -> Result<TriggerInfo, NodeError> {
         let state = self.state.clone();
         let stored = record.clone();
         blocking(move || state.insert_trigger(&stored)).await??;
-        tracing::info!(id = record.id, name, chain_id, "trigger added");
+        tracing::info!(
+            id = record.id,
+            name = record.name,
+            chain_id = record.chain_id,
+            "trigger added"
+        );
         self.watch(record.clone(), event.clone());
         Ok(TriggerInfo { record, event })
     }

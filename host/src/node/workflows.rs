@@ -52,10 +52,35 @@ impl Node {
                 blocking(move || state.put_job_blob(&hash, &bytes)).await??;
             }
         }
+        // A chain trigger is checked (the chain's head read) before anything
+        // is stored: a refusal then changes nothing.
+        let prepared = match &workflow.trigger {
+            Some(WorkflowTrigger::Chain {
+                chain_id,
+                on,
+                confirmations,
+            }) => {
+                let event: Event = serde_json::from_value(on.clone())
+                    .map_err(|e| NodeError::Invalid(format!("`on`: {e}")))?;
+                let id = format!("{WORKFLOW_PREFIX}{}", workflow.name);
+                Some(
+                    self.prepare_trigger(&id, *chain_id, event, *confirmations, None)
+                        .await?,
+                )
+            }
+            _ => None,
+        };
         let state = self.state.clone();
         let (name, stored) = (workflow.name.clone(), text.clone());
         blocking(move || state.put_workflow(&name, &stored, now_ms())).await??;
-        self.install_workflow_trigger(&workflow).await?;
+        self.remove_workflow_trigger(&workflow.name).await?;
+        if let Some(WorkflowTrigger::Cron(line)) = &workflow.trigger {
+            self.add_workflow_timer(&workflow.name, line, now_ms())
+                .map_err(NodeError::Invalid)?;
+        }
+        if let Some((record, event)) = prepared {
+            self.start_trigger(record, event).await?;
+        }
         tracing::info!(name = workflow.name, "workflow stored");
         self.workflow(&workflow.name)
             .await
@@ -277,33 +302,6 @@ impl Node {
             .ok_or_else(|| NodeError::NotFound(format!("no workflow `{name}`")))?;
         workflows::parse(record.definition.as_bytes(), &workflows::Trusted)
             .map_err(|e| NodeError::Internal(format!("stored workflow `{name}`: {e}")))
-    }
-
-    /// Puts the workflow's trigger in place of any earlier one.
-    async fn install_workflow_trigger(
-        self: &Arc<Self>,
-        workflow: &Workflow,
-    ) -> Result<(), NodeError> {
-        self.remove_workflow_trigger(&workflow.name).await?;
-        let id = format!("{WORKFLOW_PREFIX}{}", workflow.name);
-        match &workflow.trigger {
-            None => {}
-            Some(WorkflowTrigger::Cron(line)) => {
-                self.add_workflow_timer(&workflow.name, line, now_ms())
-                    .map_err(NodeError::Invalid)?;
-            }
-            Some(WorkflowTrigger::Chain {
-                chain_id,
-                on,
-                confirmations,
-            }) => {
-                let event: Event = serde_json::from_value(on.clone())
-                    .map_err(|e| NodeError::Invalid(format!("`on`: {e}")))?;
-                self.insert_trigger(&id, *chain_id, event, *confirmations, None)
-                    .await?;
-            }
-        }
-        Ok(())
     }
 
     /// Puts workflow `name` on the node's timer for `line`; its ticks are
