@@ -45,6 +45,15 @@ fn clamp(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
+fn record_of(row: &Row<'_>) -> Result<WorkflowRecord, rusqlite::Error> {
+    Ok(WorkflowRecord {
+        name: row.get(0)?,
+        definition: row.get(1)?,
+        created_at: row.get::<_, i64>(2)? as u64,
+        updated_at: row.get::<_, i64>(3)? as u64,
+    })
+}
+
 fn run_of(row: &Row<'_>) -> Result<WorkflowRun, rusqlite::Error> {
     Ok(WorkflowRun {
         id: row.get::<_, i64>(0)? as u64,
@@ -81,14 +90,7 @@ impl StateDb {
             .query_row(
                 "SELECT name, definition, created_at, updated_at FROM workflows WHERE name = ?1",
                 [name],
-                |row| {
-                    Ok(WorkflowRecord {
-                        name: row.get(0)?,
-                        definition: row.get(1)?,
-                        created_at: row.get::<_, i64>(2)? as u64,
-                        updated_at: row.get::<_, i64>(3)? as u64,
-                    })
-                },
+                record_of,
             )
             .optional()?)
     }
@@ -100,14 +102,7 @@ impl StateDb {
             "SELECT name, definition, created_at, updated_at FROM workflows ORDER BY name",
         )?;
         let rows = stmt
-            .query_map([], |row| {
-                Ok(WorkflowRecord {
-                    name: row.get(0)?,
-                    definition: row.get(1)?,
-                    created_at: row.get::<_, i64>(2)? as u64,
-                    updated_at: row.get::<_, i64>(3)? as u64,
-                })
-            })?
+            .query_map([], record_of)?
             .collect::<Result<Vec<_>, _>>()?;
         Ok(rows)
     }
