@@ -106,6 +106,14 @@ pub struct NodeOptions {
     )]
     pub state_dir: PathBuf,
 
+    /// Keep the node's state in PostgreSQL (`postgres://USER@HOST:PORT/DB`)
+    /// instead of SQLite in the state directory: every node started with
+    /// the same URL serves the same handlers, schedules and workflows, and
+    /// each tick or chain event runs on one of them. Compiled code stays in
+    /// each node's state directory.
+    #[arg(long = "state", value_name = "URL", env = "WASMATIC_STATE_URL")]
+    pub state_url: Option<String>,
+
     /// Time a handler call may take before it is stopped.
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
     pub call_timeout: Duration,

@@ -173,6 +173,7 @@ async fn start(mut options: NodeOptions, source: OperatorSource, addr: SocketAdd
                 engines.clone(),
                 registered.host.clone(),
                 state_dir,
+                options.state_url.clone(),
                 limits.clone(),
                 options.state_limits(),
                 policy.clone(),

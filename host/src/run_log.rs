@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, watch};
 
-use crate::state::{RunBounds, RunRecord, StateDb};
+use crate::state::{RunBounds, RunRecord, Store};
 
 /// Runs waiting for the writer at most (each is at most a few MiB: the
 /// output, stdout, stderr and audit caps).
@@ -29,7 +29,7 @@ pub struct RunLog {
 
 impl RunLog {
     /// Starts the writer thread; it ends when the log is dropped.
-    pub fn start(state: Arc<StateDb>, bounds: RunBounds) -> std::io::Result<RunLog> {
+    pub fn start(state: Arc<dyn Store>, bounds: RunBounds) -> std::io::Result<RunLog> {
         let (sender, mut receiver) = mpsc::channel::<RunRecord>(QUEUE);
         let (done, written) = watch::channel(0u64);
         std::thread::Builder::new()
@@ -81,7 +81,8 @@ mod tests {
     #[tokio::test]
     async fn recorded_runs_are_readable_once_flushed() {
         let dir = tempfile::tempdir().unwrap();
-        let state = Arc::new(StateDb::open(&dir.path().join("state.db")).unwrap());
+        let state: Arc<dyn Store> =
+            Arc::new(crate::state::sqlite::Sqlite::open(&dir.path().join("state.db")).unwrap());
         let record = ComponentRecord {
             name: "echo".into(),
             digest: "d".into(),

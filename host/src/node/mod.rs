@@ -30,7 +30,7 @@ use crate::outbound::Policy;
 use crate::registry::Registry;
 use crate::run_log::RunLog;
 use crate::scheduler::{self, Scheduler};
-use crate::state::{RunBounds, StateDb};
+use crate::state::{Fleet, RunBounds, Store};
 
 pub use inspect::FileKind;
 pub use modules::ModuleInfo;
@@ -57,7 +57,9 @@ pub struct Trigger {
 pub struct Node {
     registry: Registry,
     scheduler: Arc<Scheduler>,
-    state: Arc<StateDb>,
+    state: Arc<dyn Store>,
+    /// The fleet this node is part of, when its state is shared.
+    fleet: Option<Arc<dyn Fleet>>,
     limits: Limits,
     state_limits: StateLimits,
     policy: Arc<Policy>,
@@ -83,6 +85,7 @@ impl Node {
         engines: GuestEngines,
         registered_dir: PathBuf,
         state_dir: PathBuf,
+        state_url: Option<String>,
         limits: Limits,
         state_limits: StateLimits,
         policy: Policy,
@@ -90,11 +93,10 @@ impl Node {
         let cache_dir = state_dir.join("compiled");
         std::fs::create_dir_all(&cache_dir)
             .with_context(|| format!("cannot create {}", cache_dir.display()))?;
-        let db_path = state_dir.join("state.db");
-        let state = Arc::new(
-            StateDb::open(&db_path)
-                .with_context(|| format!("cannot open {}", db_path.display()))?,
-        );
+        let crate::state::Opened {
+            store: state,
+            fleet,
+        } = crate::state::open(state_url.as_deref(), &state_dir).await?;
         let runs =
             RunLog::start(state.clone(), state_limits.runs).context("cannot start the run log")?;
         let node = Arc::new(Node {
@@ -103,6 +105,7 @@ impl Node {
             registry: Registry::new(&engines, registered_dir, cache_dir, limits.max_handler_size)?,
             scheduler: Arc::new(Scheduler::new()),
             state,
+            fleet,
             runs,
             calls: Arc::new(tokio::sync::Semaphore::new(limits.max_concurrent_calls)),
             ticks: Arc::new(tokio::sync::Semaphore::new(

@@ -5,7 +5,7 @@
 //! (`--chain-poll-interval`): a trigger whose handler keeps failing or whose
 //! chain is down delays no other. The task reads its cursor from the state
 //! each round and commits each run together with the cursor past its event
-//! ([`crate::state::StateDb::advance_trigger`]), so after a crash or a
+//! ([`crate::state::TriggerStore::advance_trigger`]), so after a crash or a
 //! restart the trigger resumes with the first event whose run was not
 //! recorded. A failed run is still a handled event: it is recorded and the
 //! cursor moves on, so one bad event cannot wedge its trigger. Removing a

@@ -1,211 +1,207 @@
-//! The node's own state in SQLite: registered components (their bytes by
-//! digest and their settings), core modules, schedules, chain triggers
-//! and run history.
+//! The node's own state: registered components (their bytes by digest and
+//! their settings), core modules, schedules, chain triggers, workflows and
+//! run history.
 //!
-//! It lives in the host's state directory, outside every directory granted
-//! to the operator, so the operator reaches it only through the host's
-//! interfaces. Writes are durable when they return (WAL with
-//! `synchronous=FULL`): what a client was told is registered or scheduled
-//! survives `kill -9`, and each change is one transaction, so a crash leaves
-//! the old state or the new one, never a mix.
+//! One interface, two backends:
+//! - [`sqlite`], the embedded default: one node, one file in the host's
+//!   state directory, outside every directory granted to the operator;
+//! - [`postgres`], for a fleet: several nodes share one database, each change
+//!   is announced to the others, and each tick or event is claimed by exactly
+//!   one node ([`Fleet`]).
 //!
-//! Two connections: one for writes (behind a mutex; SQLite has one writer
-//! anyway) and one for reads, so that reading a page of run history never
-//! waits behind the run log's batch writes (WAL lets readers run beside the
-//! writer).
+//! The interface is a handful of small traits, one per concern, that
+//! [`Store`] gathers. Their methods block (SQLite is a library call; the
+//! PostgreSQL backend waits on its pool), so the node calls them off its
+//! async workers. Every change is one transaction and durable when it
+//! returns: what a client was told is registered or scheduled survives
+//! `kill -9`, and a crash leaves the old state or the new one, never a mix.
 
-mod components;
-mod runs;
-mod schedules;
-mod triggers;
-mod workflows;
+mod records;
+pub mod sqlite;
+
+#[cfg(test)]
+mod conformance;
 
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::Arc;
+use std::time::Duration;
 
-use rusqlite::Connection;
+pub use records::*;
 
-pub use components::{ComponentRecord, HandlerSettings, Link, ModuleRecord};
-pub use runs::{RpcCall, RunBounds, RunPage, RunRecord};
-pub use schedules::JobRecord;
-pub use triggers::{Cursor, TriggerRecord};
-pub use workflows::{WorkflowRecord, WorkflowRun};
-
+/// Why the state could not be read or changed.
 #[derive(Debug, thiserror::Error)]
-#[error("state database: {0}")]
-pub struct StateError(#[from] rusqlite::Error);
-
-pub struct StateDb {
-    write: Mutex<Connection>,
-    read: Mutex<Connection>,
-    /// How many runs are stored and their bytes, kept as runs come and go
-    /// (changed only while `write` is held), so that bounding the history
-    /// never scans it.
-    run_totals: Mutex<runs::Totals>,
+pub enum StateError {
+    #[error("state database: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// The shared database cannot be reached now; the node answers 503 and
+    /// recovers when it returns.
+    #[error("the shared state database is unreachable: {0}")]
+    Unavailable(String),
+    #[error("shared state database: {0}")]
+    Postgres(String),
 }
 
-const SCHEMA: &str = "
-    CREATE TABLE IF NOT EXISTS blobs (
-        digest TEXT PRIMARY KEY,
-        bytes BLOB NOT NULL
-    );
-    CREATE TABLE IF NOT EXISTS components (
-        name TEXT PRIMARY KEY,
-        digest TEXT NOT NULL REFERENCES blobs (digest),
-        allow TEXT,
-        config TEXT NOT NULL DEFAULT '[]',
-        reuse INTEGER NOT NULL DEFAULT 1,
-        loaded_at INTEGER NOT NULL,
-        links TEXT NOT NULL DEFAULT '[]'
-    );
-    CREATE TABLE IF NOT EXISTS jobs (
-        id TEXT PRIMARY KEY,
-        name TEXT NOT NULL,
-        cron TEXT NOT NULL,
-        input TEXT NOT NULL,
-        created_at INTEGER NOT NULL
-    );
-    CREATE TABLE IF NOT EXISTS runs (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        name TEXT NOT NULL,
-        job_id TEXT,
-        scheduled_for INTEGER,
-        started_at INTEGER NOT NULL,
-        duration_ms INTEGER NOT NULL,
-        ok INTEGER NOT NULL,
-        output TEXT,
-        error TEXT,
-        stdout TEXT NOT NULL,
-        stderr TEXT NOT NULL,
-        audit TEXT NOT NULL DEFAULT '[]',
-        function TEXT,
-        bytes INTEGER NOT NULL DEFAULT 0,
-        rpc TEXT NOT NULL DEFAULT '[]'
-    );
-    CREATE TABLE IF NOT EXISTS modules (
-        name TEXT PRIMARY KEY,
-        wasm BLOB NOT NULL,
-        host_modules TEXT NOT NULL
-    );
-    CREATE TABLE IF NOT EXISTS triggers (
-        id TEXT PRIMARY KEY,
-        name TEXT NOT NULL,
-        chain_id INTEGER NOT NULL,
-        spec TEXT NOT NULL,
-        confirmations INTEGER NOT NULL,
-        input TEXT,
-        created_at INTEGER NOT NULL,
-        cursor_block INTEGER NOT NULL,
-        cursor_log INTEGER NOT NULL
-    );
-    CREATE TABLE IF NOT EXISTS workflows (
-        name TEXT PRIMARY KEY,
-        definition TEXT NOT NULL,
-        created_at INTEGER NOT NULL,
-        updated_at INTEGER NOT NULL
-    );
-    CREATE TABLE IF NOT EXISTS workflow_runs (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        name TEXT NOT NULL,
-        cause TEXT NOT NULL,
-        started_at INTEGER NOT NULL,
-        duration_ms INTEGER NOT NULL,
-        ok INTEGER NOT NULL,
-        trigger TEXT NOT NULL,
-        steps TEXT NOT NULL,
-        result TEXT,
-        error TEXT
-    );
-    CREATE TABLE IF NOT EXISTS job_blobs (
-        digest TEXT PRIMARY KEY,
-        bytes BLOB NOT NULL
-    );
-    CREATE INDEX IF NOT EXISTS workflow_runs_by_name ON workflow_runs (name, id);
-    CREATE INDEX IF NOT EXISTS runs_by_name ON runs (name, id);
-    CREATE INDEX IF NOT EXISTS runs_by_job ON runs (job_id, id);
-    CREATE INDEX IF NOT EXISTS jobs_by_name ON jobs (name);
-";
-
-impl StateDb {
-    pub fn open(path: &Path) -> Result<Self, StateError> {
-        let write = Connection::open(path)?;
-        write.pragma_update(None, "journal_mode", "WAL")?;
-        write.pragma_update(None, "synchronous", "FULL")?;
-        write.busy_timeout(std::time::Duration::from_secs(5))?;
-        write.execute_batch(SCHEMA)?;
-        migrate(&write)?;
-        let read = Connection::open(path)?;
-        read.busy_timeout(std::time::Duration::from_secs(5))?;
-        read.pragma_update(None, "query_only", true)?;
-        let totals = runs::Totals::count(&write)?;
-        Ok(StateDb {
-            write: Mutex::new(write),
-            read: Mutex::new(read),
-            run_totals: Mutex::new(totals),
-        })
-    }
-
-    /// The writing connection. A panic while holding the lock leaves SQLite
-    /// itself consistent, so a poisoned lock is taken over.
-    fn write(&self) -> std::sync::MutexGuard<'_, Connection> {
-        self.write.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn run_totals(&self) -> std::sync::MutexGuard<'_, runs::Totals> {
-        self.run_totals.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn read(&self) -> std::sync::MutexGuard<'_, Connection> {
-        self.read.lock().unwrap_or_else(|p| p.into_inner())
-    }
+/// Registered components (bytes by digest, settings, links) and core
+/// modules.
+pub trait ComponentStore {
+    /// Makes `record` the current version of its name; `bytes` are stored
+    /// under its digest unless they already are. The bytes of a version no
+    /// longer current anywhere are dropped in the same transaction.
+    fn commit_component(&self, record: &ComponentRecord, bytes: &[u8]) -> Result<(), StateError>;
+    /// Forgets component `name` with its schedules, chain triggers and runs;
+    /// answers whether it existed and the ids of the schedules removed.
+    fn remove_component(&self, name: &str) -> Result<(bool, Vec<String>), StateError>;
+    /// Every registered component, by name.
+    fn components(&self) -> Result<Vec<ComponentRecord>, StateError>;
+    /// The bytes stored under `digest`.
+    fn blob(&self, digest: &str) -> Result<Option<Vec<u8>>, StateError>;
+    /// The settings an older node kept for a component whose file it loaded
+    /// from the registered directory; the defaults when it kept none.
+    fn legacy_settings(&self, name: &str) -> Result<HandlerSettings, StateError>;
+    /// Stores (or replaces) a core module registered by name.
+    fn put_module(
+        &self,
+        name: &str,
+        wasm: &[u8],
+        host_modules: &[String],
+    ) -> Result<(), StateError>;
+    /// Forgets a core module; answers whether it existed.
+    fn remove_module(&self, name: &str) -> Result<bool, StateError>;
+    /// Every stored module.
+    fn modules(&self) -> Result<Vec<ModuleRecord>, StateError>;
 }
 
-/// Brings a database of an older node up to this schema.
-fn migrate(conn: &Connection) -> Result<(), StateError> {
-    let has_table = |name: &str| -> Result<bool, rusqlite::Error> {
-        conn.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1")?
-            .exists([name])
-    };
-    // Columns added since the tables' first release.
-    for (table, column, definition) in [
-        ("runs", "audit", "TEXT NOT NULL DEFAULT '[]'"),
-        ("runs", "function", "TEXT"),
-        ("runs", "bytes", "INTEGER NOT NULL DEFAULT 0"),
-        ("runs", "rpc", "TEXT NOT NULL DEFAULT '[]'"),
-        ("components", "links", "TEXT NOT NULL DEFAULT '[]'"),
-    ] {
-        let present = conn
-            .prepare("SELECT 1 FROM pragma_table_info(?1) WHERE name = ?2")?
-            .exists([table, column])?;
-        if !present {
-            conn.execute_batch(&format!(
-                "ALTER TABLE {table} ADD COLUMN {column} {definition}"
-            ))?;
+/// Cron schedules.
+pub trait ScheduleStore {
+    fn insert_job(&self, job: &JobRecord) -> Result<(), StateError>;
+    /// Deletes a job; returns whether it existed.
+    fn delete_job(&self, id: &str) -> Result<bool, StateError>;
+    fn jobs(&self) -> Result<Vec<JobRecord>, StateError>;
+    fn job_exists(&self, id: &str) -> Result<bool, StateError>;
+}
+
+/// Chain triggers and their cursors. A trigger's cursor moves in the same
+/// transaction that records the run of the event it moves past.
+pub trait TriggerStore {
+    fn insert_trigger(&self, trigger: &TriggerRecord) -> Result<(), StateError>;
+    /// Deletes a trigger; returns whether it existed.
+    fn delete_trigger(&self, id: &str) -> Result<bool, StateError>;
+    fn triggers(&self) -> Result<Vec<TriggerRecord>, StateError>;
+    /// The cursor of trigger `id`, if it exists.
+    fn trigger_cursor(&self, id: &str) -> Result<Option<Cursor>, StateError>;
+    /// Moves trigger `id` to `cursor` (never backwards), recording `run` (the
+    /// run of the event it moves past) in the same transaction. Returns
+    /// false, and records nothing, when the trigger no longer exists.
+    fn advance_trigger(
+        &self,
+        id: &str,
+        cursor: Cursor,
+        run: Option<&RunRecord>,
+        bounds: RunBounds,
+    ) -> Result<bool, StateError>;
+}
+
+/// Workflows, their runs and the jobs they name by hash.
+pub trait WorkflowStore {
+    /// Stores `definition` under `name`, replacing an earlier one (its
+    /// creation time and history stay).
+    fn put_workflow(&self, name: &str, definition: &str, now: u64) -> Result<(), StateError>;
+    fn workflow(&self, name: &str) -> Result<Option<WorkflowRecord>, StateError>;
+    fn workflows(&self) -> Result<Vec<WorkflowRecord>, StateError>;
+    /// Forgets a workflow and its runs; answers whether it existed.
+    fn remove_workflow(&self, name: &str) -> Result<bool, StateError>;
+    /// Records a run (as it starts, or whole); answers its id. The oldest
+    /// runs past [`RUNS_KEPT_PER_WORKFLOW`] go.
+    fn record_workflow_run(&self, run: &WorkflowRun) -> Result<u64, StateError>;
+    /// Writes the outcome of a run recorded as it started.
+    fn finish_workflow_run(&self, run: &WorkflowRun) -> Result<(), StateError>;
+    fn put_job_blob(&self, digest: &str, bytes: &[u8]) -> Result<(), StateError>;
+    /// Drops every job blob whose digest is not in `keep`.
+    fn keep_only_job_blobs(&self, keep: &[String]) -> Result<(), StateError>;
+    fn job_blobs(&self) -> Result<Vec<(String, Vec<u8>)>, StateError>;
+    /// The newest `limit` runs of workflow `name` older than run `before`.
+    fn workflow_runs(
+        &self,
+        name: &str,
+        limit: u32,
+        before: Option<u64>,
+    ) -> Result<Vec<WorkflowRun>, StateError>;
+}
+
+/// Run history, bounded per component and in all, read in pages bounded in
+/// bytes.
+pub trait RunStore {
+    /// Records runs in one transaction, then drops the oldest runs beyond
+    /// the bounds. Runs of a component that is no longer registered are not
+    /// recorded.
+    fn insert_runs(&self, runs: &[RunRecord], bounds: RunBounds) -> Result<(), StateError>;
+    fn runs_of_handler(
+        &self,
+        name: &str,
+        limit: u32,
+        before: Option<u64>,
+    ) -> Result<RunPage, StateError>;
+    fn runs_of_job(&self, id: &str, limit: u32, before: Option<u64>)
+        -> Result<RunPage, StateError>;
+}
+
+/// All of the node's state.
+pub trait Store:
+    ComponentStore + ScheduleStore + TriggerStore + WorkflowStore + RunStore + Send + Sync
+{
+}
+
+impl<T> Store for T where
+    T: ComponentStore + ScheduleStore + TriggerStore + WorkflowStore + RunStore + Send + Sync
+{
+}
+
+/// What several nodes sharing one state need beyond it: changes announced
+/// to the others, and claims so that each tick or event runs on one node.
+///
+/// Claims follow the clustered job store pattern: a row keyed on (what,
+/// when) under a unique constraint, so of the nodes that try, exactly one
+/// inserts it. Each node renews a lease by heartbeat; the claims of a node
+/// whose lease ran out while they were running are recorded as lost by
+/// whichever node sweeps first, in the same statement that marks them.
+pub trait Fleet: Send + Sync {
+    /// This node's id in the fleet (unique per process).
+    fn node_id(&self) -> &str;
+    /// Claims `claim` for this node. `skipped` records the tick as skipped
+    /// (this node knows its previous run still goes).
+    fn claim(&self, claim: &Claim, skipped: bool) -> Result<Claimed, StateError>;
+    /// Marks a claim this node won as done.
+    fn finish(&self, what: &str, at: &str) -> Result<(), StateError>;
+    /// Renews this node's lease.
+    fn heartbeat(&self) -> Result<(), StateError>;
+    /// Marks the running claims of nodes whose lease is older than `lease`
+    /// as lost and records each as a failed run; answers how many. Old
+    /// finished claims are pruned.
+    fn sweep(&self, lease: Duration) -> Result<u64, StateError>;
+    /// Changes announced by other nodes.
+    fn changes(&self) -> Arc<ChangeFeed>;
+}
+
+/// A state backend opened from `--state`.
+pub struct Opened {
+    pub store: Arc<dyn Store>,
+    pub fleet: Option<Arc<dyn Fleet>>,
+}
+
+/// Opens the state named by `url` (a `postgres://` URL), or the SQLite file
+/// in `state_dir` when there is none.
+pub async fn open(url: Option<&str>, state_dir: &Path) -> anyhow::Result<Opened> {
+    use anyhow::Context;
+    match url {
+        Some(url) => anyhow::bail!("cannot open {url}: PostgreSQL state is not built in yet"),
+        None => {
+            let path = state_dir.join("state.db");
+            let store = sqlite::Sqlite::open(&path)
+                .with_context(|| format!("cannot open {}", path.display()))?;
+            Ok(Opened {
+                store: Arc::new(store),
+                fleet: None,
+            })
         }
     }
-    // Outbound lists kept before the other settings existed: they become
-    // settings, which `legacy_settings` hands to the import of old files.
-    if has_table("handler_outbound")? {
-        conn.execute_batch(
-            "CREATE TABLE IF NOT EXISTS handler_settings (
-                 name TEXT PRIMARY KEY, allow TEXT,
-                 config TEXT NOT NULL DEFAULT '[]', reuse INTEGER NOT NULL DEFAULT 1);
-             BEGIN;
-             INSERT OR IGNORE INTO handler_settings (name, allow) SELECT name, rules FROM handler_outbound;
-             DROP TABLE handler_outbound;
-             COMMIT;",
-        )?;
-    }
-    Ok(())
-}
-
-fn to_json<T: serde::Serialize>(value: &T) -> String {
-    serde_json::to_string(value).unwrap_or_else(|_| "[]".into())
-}
-
-/// Reads a JSON column; a malformed one is an error naming the column's text.
-fn from_json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, rusqlite::Error> {
-    serde_json::from_str(text).map_err(|e| {
-        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
-    })
 }

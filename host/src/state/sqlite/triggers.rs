@@ -8,38 +8,16 @@
 use rusqlite::{params, OptionalExtension};
 
 use super::runs::insert_runs_in;
-use super::{RunBounds, RunRecord, StateDb, StateError};
-
-/// A stored trigger. `on` is the event it runs on, as JSON (see
-/// `chain::triggers::Event`).
-#[derive(Clone, Debug, PartialEq)]
-pub struct TriggerRecord {
-    pub id: String,
-    pub name: String,
-    pub chain_id: u64,
-    pub on: String,
-    pub confirmations: u32,
-    pub input: Option<String>,
-    pub created_at: u64,
-    pub cursor: Cursor,
-}
-
-/// Where a trigger is in its chain: the next event it runs is the first at
-/// or after log `log` of block `block` (for block triggers, `log` is 0).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Cursor {
-    pub block: u64,
-    pub log: u64,
-}
-
+use super::Sqlite;
+use crate::state::{Cursor, RunBounds, RunRecord, StateError, TriggerRecord, TriggerStore};
 /// SQLite stores i64; chain numbers above it do not occur, and are clamped
 /// rather than wrapped.
 fn to_sql(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
-impl StateDb {
-    pub fn insert_trigger(&self, t: &TriggerRecord) -> Result<(), StateError> {
+impl TriggerStore for Sqlite {
+    fn insert_trigger(&self, t: &TriggerRecord) -> Result<(), StateError> {
         self.write().execute(
             "INSERT INTO triggers (id, name, chain_id, spec, confirmations, input, created_at, cursor_block, cursor_log)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
@@ -59,14 +37,14 @@ impl StateDb {
     }
 
     /// Deletes a trigger; returns whether it existed.
-    pub fn delete_trigger(&self, id: &str) -> Result<bool, StateError> {
+    fn delete_trigger(&self, id: &str) -> Result<bool, StateError> {
         Ok(self
             .write()
             .execute("DELETE FROM triggers WHERE id = ?1", [id])?
             > 0)
     }
 
-    pub fn triggers(&self) -> Result<Vec<TriggerRecord>, StateError> {
+    fn triggers(&self) -> Result<Vec<TriggerRecord>, StateError> {
         let conn = self.read();
         let mut stmt = conn.prepare(
             "SELECT id, name, chain_id, spec, confirmations, input, created_at, cursor_block, cursor_log
@@ -93,7 +71,7 @@ impl StateDb {
     }
 
     /// The cursor of trigger `id`, if it exists.
-    pub fn trigger_cursor(&self, id: &str) -> Result<Option<Cursor>, StateError> {
+    fn trigger_cursor(&self, id: &str) -> Result<Option<Cursor>, StateError> {
         Ok(self
             .read()
             .query_row(
@@ -112,7 +90,7 @@ impl StateDb {
     /// Moves trigger `id` to `cursor`, recording `run` (the run of the event
     /// it moves past) in the same transaction. Returns false, and records
     /// nothing, when the trigger no longer exists.
-    pub fn advance_trigger(
+    fn advance_trigger(
         &self,
         id: &str,
         cursor: Cursor,
@@ -135,39 +113,5 @@ impl StateDb {
         tx.commit()?;
         *kept = totals;
         Ok(moved)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_cursor_moves_only_while_its_trigger_exists() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = StateDb::open(&dir.path().join("state.db")).unwrap();
-        let record = TriggerRecord {
-            id: "t1".into(),
-            name: "watcher".into(),
-            chain_id: 31337,
-            on: "\"block\"".into(),
-            confirmations: 0,
-            input: None,
-            created_at: 1,
-            cursor: Cursor { block: 5, log: 0 },
-        };
-        db.insert_trigger(&record).unwrap();
-        assert_eq!(db.triggers().unwrap(), vec![record]);
-        let bounds = RunBounds {
-            per_name: 10,
-            total: 10,
-            total_bytes: 1 << 20,
-        };
-        let next = Cursor { block: 6, log: 0 };
-        assert!(db.advance_trigger("t1", next, None, bounds).unwrap());
-        assert_eq!(db.trigger_cursor("t1").unwrap(), Some(next));
-        assert!(db.delete_trigger("t1").unwrap());
-        assert!(!db.advance_trigger("t1", next, None, bounds).unwrap());
-        assert_eq!(db.trigger_cursor("t1").unwrap(), None);
     }
 }

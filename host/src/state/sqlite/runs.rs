@@ -4,69 +4,8 @@
 
 use rusqlite::params;
 
-use super::{from_json, to_json, StateDb, StateError};
-use crate::audit_log::AuditEntry;
-
-/// One RPC call of a run, as its run record lists it.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq)]
-pub struct RpcCall {
-    pub chain: u64,
-    pub method: String,
-    /// Microseconds: a call to a nearby node takes well under one.
-    pub duration_us: u64,
-    pub ok: bool,
-}
-
-/// A run of a registered component.
-#[derive(Clone, Debug, PartialEq)]
-pub struct RunRecord {
-    /// Its place in the history (0 until stored).
-    pub id: u64,
-    pub name: String,
-    /// The export called, for a call by export name.
-    pub function: Option<String>,
-    pub job_id: Option<String>,
-    pub scheduled_for: Option<u64>,
-    pub started_at: u64,
-    pub duration_ms: u64,
-    pub ok: bool,
-    pub output: Option<String>,
-    pub error: Option<String>,
-    pub stdout: String,
-    pub stderr: String,
-    /// What the guest wrote to its audit log.
-    pub audit: Vec<AuditEntry>,
-    /// The chain RPC calls it made, in order.
-    pub rpc: Vec<RpcCall>,
-}
-
-impl RunRecord {
-    /// The bytes it takes, roughly: what the bounds count.
-    pub fn size(&self) -> usize {
-        let text = |s: &Option<String>| s.as_ref().map_or(0, String::len);
-        let audit: usize = self.audit.iter().map(|a| a.message.len() + 8).sum();
-        128 + self.name.len()
-            + text(&self.function)
-            + text(&self.job_id)
-            + text(&self.output)
-            + text(&self.error)
-            + self.stdout.len()
-            + self.stderr.len()
-            + audit
-            + self.rpc.iter().map(|c| c.method.len() + 48).sum::<usize>()
-    }
-}
-
-/// How much history is kept.
-#[derive(Clone, Copy, Debug)]
-pub struct RunBounds {
-    /// Runs kept per component.
-    pub per_name: u32,
-    /// Runs kept in all.
-    pub total: u64,
-    /// Bytes of runs kept in all.
-    pub total_bytes: u64,
-}
+use super::{from_json, to_json, Sqlite};
+use crate::state::{RunBounds, RunPage, RunRecord, RunStore, StateError, PAGE_BYTES};
 
 /// How many runs are stored, and their bytes.
 #[derive(Clone, Copy, Debug, Default)]
@@ -116,21 +55,11 @@ impl Totals {
     }
 }
 
-/// Runs, newest first; `next` is the `before` of the following page.
-#[derive(Debug, Default)]
-pub struct RunPage {
-    pub runs: Vec<RunRecord>,
-    pub next: Option<u64>,
-}
-
-/// Most bytes of runs in one page: a page ends early past it.
-pub const PAGE_BYTES: usize = 4 << 20;
-
-impl StateDb {
+impl RunStore for Sqlite {
     /// Records runs in one transaction, then drops the oldest runs beyond
     /// the bounds. Runs of a component that is no longer registered (it was
     /// removed while the run was going) are not recorded.
-    pub fn insert_runs(&self, runs: &[RunRecord], bounds: RunBounds) -> Result<(), StateError> {
+    fn insert_runs(&self, runs: &[RunRecord], bounds: RunBounds) -> Result<(), StateError> {
         let mut conn = self.write();
         let mut kept = self.run_totals();
         let tx = conn.transaction()?;
@@ -141,7 +70,7 @@ impl StateDb {
         Ok(())
     }
 
-    pub fn runs_of_handler(
+    fn runs_of_handler(
         &self,
         name: &str,
         limit: u32,
@@ -150,7 +79,7 @@ impl StateDb {
         self.runs("name", name, limit, before)
     }
 
-    pub fn runs_of_job(
+    fn runs_of_job(
         &self,
         id: &str,
         limit: u32,
@@ -158,7 +87,9 @@ impl StateDb {
     ) -> Result<RunPage, StateError> {
         self.runs("job_id", id, limit, before)
     }
+}
 
+impl Sqlite {
     fn runs(
         &self,
         column: &str,
@@ -277,156 +208,58 @@ pub(super) fn insert_runs_in(
 
 #[cfg(test)]
 mod tests {
-    use super::super::{ComponentRecord, HandlerSettings};
     use super::*;
-
-    const BOUNDS: RunBounds = RunBounds {
-        per_name: 20,
-        total: 1000,
-        total_bytes: 1 << 30,
-    };
-
-    fn run(name: &str, job: Option<&str>, started_at: u64) -> RunRecord {
-        RunRecord {
-            id: 0,
-            name: name.into(),
-            function: None,
-            job_id: job.map(Into::into),
-            scheduled_for: job.map(|_| started_at),
-            started_at,
-            duration_ms: 1,
-            ok: true,
-            output: Some(format!("out {started_at}")),
-            error: None,
-            stdout: String::new(),
-            stderr: String::new(),
-            audit: vec![AuditEntry {
-                level: "info".into(),
-                message: format!("ran at {started_at}"),
-            }],
-            rpc: vec![RpcCall {
-                chain: 1,
-                method: "eth_blockNumber".into(),
-                duration_us: 250,
-                ok: true,
-            }],
-        }
-    }
-
-    fn db_with(names: &[&str]) -> (tempfile::TempDir, StateDb) {
-        let dir = tempfile::tempdir().unwrap();
-        let db = StateDb::open(&dir.path().join("state.db")).unwrap();
-        for name in names {
-            let record = ComponentRecord {
-                name: name.to_string(),
-                digest: format!("d-{name}"),
-                settings: HandlerSettings::default(),
-                loaded_at: 0,
-            };
-            db.commit_component(&record, b"bytes").unwrap();
-        }
-        (dir, db)
-    }
-
-    fn started(page: &RunPage) -> Vec<u64> {
-        page.runs.iter().map(|r| r.started_at).collect()
-    }
-
-    #[test]
-    fn runs_are_paged_newest_first() {
-        let (_dir, db) = db_with(&["echo"]);
-        let runs: Vec<_> = (0..5).map(|i| run("echo", Some("j1"), i)).collect();
-        db.insert_runs(&runs, BOUNDS).unwrap();
-        let first = db.runs_of_handler("echo", 2, None).unwrap();
-        assert_eq!(started(&first), vec![4, 3]);
-        let second = db.runs_of_handler("echo", 2, first.next).unwrap();
-        assert_eq!(started(&second), vec![2, 1]);
-        let last = db.runs_of_handler("echo", 2, second.next).unwrap();
-        assert_eq!(started(&last), vec![0]);
-        assert_eq!(last.next, None);
-        assert_eq!(db.runs_of_job("j1", 10, None).unwrap().runs.len(), 5);
-    }
-
-    #[test]
-    fn history_is_bounded_per_name_and_in_all() {
-        let (_dir, db) = db_with(&["echo", "other"]);
-        for i in 0..25 {
-            db.insert_runs(&[run("echo", None, i), run("other", None, i)], BOUNDS)
-                .unwrap();
-        }
-        assert_eq!(
-            db.runs_of_handler("echo", 1000, None).unwrap().runs.len(),
-            20
-        );
-        let bounds = RunBounds {
-            total: 30,
-            ..BOUNDS
-        };
-        db.insert_runs(&[run("echo", None, 100)], bounds).unwrap();
-        let echo = db.runs_of_handler("echo", 1000, None).unwrap();
-        let other = db.runs_of_handler("other", 1000, None).unwrap();
-        assert_eq!(echo.runs.len() + other.runs.len(), 30);
-        assert_eq!(echo.runs[0].started_at, 100);
-        // By bytes: a bound of about three runs keeps the newest three.
-        let size = run("echo", None, 200).size() as u64;
-        let bounds = RunBounds {
-            total_bytes: size * 3 + size / 2,
-            ..BOUNDS
-        };
-        db.insert_runs(&[run("echo", None, 200)], bounds).unwrap();
-        let echo = db.runs_of_handler("echo", 1000, None).unwrap();
-        let other = db.runs_of_handler("other", 1000, None).unwrap();
-        assert_eq!(
-            echo.runs.len() + other.runs.len(),
-            3,
-            "{:?}",
-            started(&echo)
-        );
-        assert_totals_match(&db);
-        db.remove_component("other").unwrap();
-        assert_totals_match(&db);
-    }
+    use crate::state::{ComponentRecord, ComponentStore, HandlerSettings};
 
     /// The totals kept as runs come and go are what a count finds.
-    fn assert_totals_match(db: &StateDb) {
+    fn assert_totals_match(db: &Sqlite) {
         let kept = *db.run_totals();
         let counted = Totals::count(&db.write()).unwrap();
         assert_eq!((kept.count, kept.bytes), (counted.count, counted.bytes));
     }
 
     #[test]
-    fn runs_of_removed_components_are_gone_and_not_recorded() {
-        let (_dir, db) = db_with(&["echo"]);
-        db.insert_runs(&[run("echo", None, 1)], BOUNDS).unwrap();
-        db.remove_component("echo").unwrap();
-        db.insert_runs(&[run("echo", None, 2), run("ghost", None, 3)], BOUNDS)
-            .unwrap();
-        assert!(db
-            .runs_of_handler("echo", 10, None)
-            .unwrap()
-            .runs
-            .is_empty());
-        assert!(db
-            .runs_of_handler("ghost", 10, None)
-            .unwrap()
-            .runs
-            .is_empty());
-    }
-
-    #[test]
-    fn a_page_ends_early_past_its_bytes() {
-        let (_dir, db) = db_with(&["big"]);
-        let mut big = run("big", None, 1);
-        big.output = Some("x".repeat(PAGE_BYTES / 3));
-        let runs: Vec<_> = (0..6)
-            .map(|i| RunRecord {
-                started_at: i,
-                ..big.clone()
-            })
-            .collect();
-        db.insert_runs(&runs, BOUNDS).unwrap();
-        let page = db.runs_of_handler("big", 1000, None).unwrap();
-        assert_eq!(page.runs.len(), 2);
-        assert!(page.next.is_some());
+    fn kept_totals_follow_inserts_bounds_and_removals() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Sqlite::open(&dir.path().join("state.db")).unwrap();
+        for name in ["echo", "other"] {
+            let record = ComponentRecord {
+                name: name.into(),
+                digest: format!("d-{name}"),
+                settings: HandlerSettings::default(),
+                loaded_at: 0,
+            };
+            db.commit_component(&record, b"bytes").unwrap();
+        }
+        let bounds = RunBounds {
+            per_name: 5,
+            total: 8,
+            total_bytes: 1 << 30,
+        };
+        for i in 0..10 {
+            let runs: Vec<_> = ["echo", "other"]
+                .iter()
+                .map(|name| RunRecord {
+                    id: 0,
+                    name: name.to_string(),
+                    function: None,
+                    job_id: None,
+                    scheduled_for: None,
+                    started_at: i,
+                    duration_ms: 1,
+                    ok: true,
+                    output: Some("x".repeat(i as usize)),
+                    error: None,
+                    stdout: String::new(),
+                    stderr: String::new(),
+                    audit: Vec::new(),
+                    rpc: Vec::new(),
+                })
+                .collect();
+            db.insert_runs(&runs, bounds).unwrap();
+            assert_totals_match(&db);
+        }
+        db.remove_component("other").unwrap();
+        assert_totals_match(&db);
     }
 }

@@ -2,20 +2,11 @@
 
 use rusqlite::{params, OptionalExtension};
 
-use super::{StateDb, StateError};
+use super::Sqlite;
+use crate::state::{JobRecord, ScheduleStore, StateError};
 
-/// A stored schedule.
-#[derive(Clone, Debug)]
-pub struct JobRecord {
-    pub id: String,
-    pub name: String,
-    pub cron: String,
-    pub input: String,
-    pub created_at: u64,
-}
-
-impl StateDb {
-    pub fn insert_job(&self, job: &JobRecord) -> Result<(), StateError> {
+impl ScheduleStore for Sqlite {
+    fn insert_job(&self, job: &JobRecord) -> Result<(), StateError> {
         self.write().execute(
             "INSERT INTO jobs (id, name, cron, input, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
             params![job.id, job.name, job.cron, job.input, job.created_at as i64],
@@ -24,14 +15,14 @@ impl StateDb {
     }
 
     /// Deletes a job; returns whether it existed.
-    pub fn delete_job(&self, id: &str) -> Result<bool, StateError> {
+    fn delete_job(&self, id: &str) -> Result<bool, StateError> {
         Ok(self
             .write()
             .execute("DELETE FROM jobs WHERE id = ?1", [id])?
             > 0)
     }
 
-    pub fn jobs(&self) -> Result<Vec<JobRecord>, StateError> {
+    fn jobs(&self) -> Result<Vec<JobRecord>, StateError> {
         let conn = self.read();
         let mut stmt = conn.prepare(
             "SELECT id, name, cron, input, created_at FROM jobs ORDER BY created_at, id",
@@ -50,7 +41,7 @@ impl StateDb {
         Ok(jobs)
     }
 
-    pub fn job_exists(&self, id: &str) -> Result<bool, StateError> {
+    fn job_exists(&self, id: &str) -> Result<bool, StateError> {
         Ok(self
             .read()
             .query_row("SELECT 1 FROM jobs WHERE id = ?1", [id], |_| Ok(()))

@@ -6,64 +6,14 @@
 use rusqlite::{params, OptionalExtension};
 
 use super::runs::Totals;
-use super::{from_json, to_json, StateDb, StateError};
+use super::{from_json, to_json, Sqlite};
+use crate::state::{ComponentRecord, ComponentStore, HandlerSettings, ModuleRecord, StateError};
 
-/// How a registered component runs, as given at registration.
-#[derive(Clone, Debug, PartialEq)]
-pub struct HandlerSettings {
-    /// Its own narrowing of the node's outbound policy.
-    pub allow: Option<Vec<String>>,
-    /// Its configuration, sorted by key.
-    pub config: Vec<(String, String)>,
-    /// Calls one instance may serve; 1 gives every call a fresh instance.
-    pub reuse: u32,
-    /// Providers of the imports the node does not define.
-    pub links: Vec<Link>,
-}
-
-/// An imported interface and the registered component that provides it.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Link {
-    pub interface: String,
-    pub provider: String,
-}
-
-impl Default for HandlerSettings {
-    fn default() -> Self {
-        HandlerSettings {
-            allow: None,
-            config: Vec::new(),
-            reuse: 1,
-            links: Vec::new(),
-        }
-    }
-}
-
-/// The current version of a registered component.
-#[derive(Clone, Debug, PartialEq)]
-pub struct ComponentRecord {
-    pub name: String,
-    pub digest: String,
-    pub settings: HandlerSettings,
-    pub loaded_at: u64,
-}
-
-/// A stored core module.
-pub struct ModuleRecord {
-    pub name: String,
-    pub wasm: Vec<u8>,
-    pub host_modules: Vec<String>,
-}
-
-impl StateDb {
+impl ComponentStore for Sqlite {
     /// Makes `record` the current version of its name; `bytes` are stored
     /// under its digest unless they already are. The bytes of a version no
     /// longer current anywhere are dropped in the same transaction.
-    pub fn commit_component(
-        &self,
-        record: &ComponentRecord,
-        bytes: &[u8],
-    ) -> Result<(), StateError> {
+    fn commit_component(&self, record: &ComponentRecord, bytes: &[u8]) -> Result<(), StateError> {
         let mut conn = self.write();
         let tx = conn.transaction()?;
         let previous: Option<String> = tx
@@ -103,7 +53,7 @@ impl StateDb {
 
     /// Forgets component `name` with its schedules and runs; answers whether
     /// it existed and the ids of the schedules removed.
-    pub fn remove_component(&self, name: &str) -> Result<(bool, Vec<String>), StateError> {
+    fn remove_component(&self, name: &str) -> Result<(bool, Vec<String>), StateError> {
         let mut conn = self.write();
         let tx = conn.transaction()?;
         let digest: Option<String> = tx
@@ -135,7 +85,7 @@ impl StateDb {
     }
 
     /// Every registered component, by name.
-    pub fn components(&self) -> Result<Vec<ComponentRecord>, StateError> {
+    fn components(&self) -> Result<Vec<ComponentRecord>, StateError> {
         let conn = self.read();
         let mut stmt = conn.prepare(
             "SELECT name, digest, allow, config, reuse, loaded_at, links FROM components ORDER BY name",
@@ -161,7 +111,7 @@ impl StateDb {
     }
 
     /// The bytes stored under `digest`.
-    pub fn blob(&self, digest: &str) -> Result<Option<Vec<u8>>, StateError> {
+    fn blob(&self, digest: &str) -> Result<Option<Vec<u8>>, StateError> {
         Ok(self
             .read()
             .query_row(
@@ -174,7 +124,7 @@ impl StateDb {
 
     /// The settings an older node kept for a component whose file it loaded
     /// from the registered directory; the defaults when it kept none.
-    pub fn legacy_settings(&self, name: &str) -> Result<HandlerSettings, StateError> {
+    fn legacy_settings(&self, name: &str) -> Result<HandlerSettings, StateError> {
         let conn = self.read();
         let exists = conn
             .prepare(
@@ -203,7 +153,7 @@ impl StateDb {
     }
 
     /// Stores (or replaces) a core module registered by name.
-    pub fn put_module(
+    fn put_module(
         &self,
         name: &str,
         wasm: &[u8],
@@ -218,7 +168,7 @@ impl StateDb {
     }
 
     /// Forgets a core module; answers whether it existed.
-    pub fn remove_module(&self, name: &str) -> Result<bool, StateError> {
+    fn remove_module(&self, name: &str) -> Result<bool, StateError> {
         Ok(self
             .write()
             .execute("DELETE FROM modules WHERE name = ?1", [name])?
@@ -226,7 +176,7 @@ impl StateDb {
     }
 
     /// Every stored module.
-    pub fn modules(&self) -> Result<Vec<ModuleRecord>, StateError> {
+    fn modules(&self) -> Result<Vec<ModuleRecord>, StateError> {
         let conn = self.read();
         let mut stmt =
             conn.prepare("SELECT name, wasm, host_modules FROM modules ORDER BY name")?;
@@ -252,52 +202,4 @@ fn drop_orphan_blob(tx: &rusqlite::Transaction<'_>, digest: &str) -> Result<(), 
         [digest],
     )?;
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn record(name: &str, digest: &str, reuse: u32) -> ComponentRecord {
-        ComponentRecord {
-            name: name.into(),
-            digest: digest.into(),
-            settings: HandlerSettings {
-                allow: Some(vec!["*.example.com".into(), "127.0.0.1:80".into()]),
-                config: vec![("A".into(), "1".into()), ("B".into(), "x=y".into())],
-                reuse,
-                // Links are kept as given, and read back.
-                links: vec![Link {
-                    interface: "acme:cipher/audit-log@0.1.0".into(),
-                    provider: "auditor".into(),
-                }],
-            },
-            loaded_at: 7,
-        }
-    }
-
-    #[test]
-    fn a_commit_replaces_bytes_and_settings_together() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("state.db");
-        let db = StateDb::open(&path).unwrap();
-        db.commit_component(&record("echo", "d1", 1), b"one")
-            .unwrap();
-        db.commit_component(&record("other", "d1", 2), b"one")
-            .unwrap();
-        db.commit_component(&record("echo", "d2", 3), b"two")
-            .unwrap();
-        drop(db);
-        let db = StateDb::open(&path).unwrap();
-        assert_eq!(
-            db.components().unwrap(),
-            vec![record("echo", "d2", 3), record("other", "d1", 2)]
-        );
-        assert_eq!(db.blob("d2").unwrap().as_deref(), Some(&b"two"[..]));
-        // `other` still uses d1; once it goes, so do its bytes.
-        assert!(db.blob("d1").unwrap().is_some());
-        assert_eq!(db.remove_component("other").unwrap(), (true, vec![]));
-        assert!(db.blob("d1").unwrap().is_none());
-        assert_eq!(db.remove_component("other").unwrap(), (false, vec![]));
-    }
 }
