@@ -35,7 +35,14 @@ pub enum NodeError {
 
 impl From<crate::state::StateError> for NodeError {
     fn from(e: crate::state::StateError) -> Self {
-        NodeError::Internal(e.to_string())
+        match e {
+            // A shared database that is down is the node's capacity, not a
+            // fault: 503, and the client retries once it is back.
+            crate::state::StateError::Unavailable(_) => {
+                NodeError::Busy(format!("{e}; retry shortly"))
+            }
+            e => NodeError::Internal(e.to_string()),
+        }
     }
 }
 

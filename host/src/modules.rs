@@ -118,6 +118,15 @@ impl Modules {
             .insert(name.to_string(), module);
     }
 
+    /// Forgets every module not named in `names` (another node of a fleet
+    /// removed them).
+    pub fn retain(&self, names: &std::collections::HashSet<String>) {
+        self.registered
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|name, _| names.contains(name));
+    }
+
     pub fn get(&self, name: &str) -> Option<RegisteredModule> {
         self.read().get(name).cloned()
     }

@@ -150,7 +150,7 @@ impl Node {
     /// others, again with its new version, each after its own providers.
     /// Each was checked against the new version (`check_dependents`); one
     /// that still cannot be composed keeps its previous code, logged.
-    async fn relink_dependents(&self, name: &str) {
+    pub(super) async fn relink_dependents(&self, name: &str) {
         let mut pending: Vec<String> = vec![name.to_string()];
         let mut done: Vec<String> = Vec::new();
         while let Some(provider) = pending.pop() {
@@ -253,16 +253,7 @@ impl Node {
     /// one that cannot be loaded is logged and skipped (it stays stored).
     pub(super) async fn restore_components(&self) -> anyhow::Result<()> {
         for record in providers_first(self.state.components()?) {
-            let loaded = match self.stored(&record.digest).await {
-                Ok(staged) => self
-                    .registry
-                    .link(&record.name, &staged, &record.settings.links)
-                    .await
-                    .and_then(|(runnable, _)| self.install(&record, &staged, runnable))
-                    .map(|_| ()),
-                Err(e) => Err(e),
-            };
-            match loaded {
+            match self.load(&record).await {
                 Ok(()) => tracing::info!(
                     name = record.name,
                     digest = record.digest,
@@ -272,6 +263,18 @@ impl Node {
             }
         }
         Ok(())
+    }
+
+    /// Makes a stored component current in memory: compiled from its
+    /// stored bytes (or this node's compiled cache) and composed with its
+    /// links.
+    pub(super) async fn load(&self, record: &ComponentRecord) -> Result<(), NodeError> {
+        let staged = self.stored(&record.digest).await?;
+        let (runnable, _) = self
+            .registry
+            .link(&record.name, &staged, &record.settings.links)
+            .await?;
+        self.install(record, &staged, runnable).map(|_| ())
     }
 
     /// Imports the component files an older node kept in the registered
@@ -536,7 +539,7 @@ impl Node {
 
 /// `records` ordered so that each comes after the providers it links to
 /// (a depth-first walk; links stored with no cycle, a cycle is only cut).
-fn providers_first(records: Vec<ComponentRecord>) -> Vec<ComponentRecord> {
+pub(super) fn providers_first(records: Vec<ComponentRecord>) -> Vec<ComponentRecord> {
     let by_name: std::collections::HashMap<&str, &ComponentRecord> =
         records.iter().map(|r| (r.name.as_str(), r)).collect();
     let mut done: std::collections::HashSet<&str> = std::collections::HashSet::new();

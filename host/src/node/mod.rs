@@ -8,6 +8,7 @@
 //! registration lock, so memory never shows what a restart would not.
 
 mod components;
+mod fleet;
 mod inspect;
 mod modules;
 mod schedules;
@@ -74,6 +75,8 @@ pub struct Node {
     /// Held while registered state changes (state first, then memory), so
     /// that two registrations of one name cannot interleave.
     changes: tokio::sync::Mutex<()>,
+    /// The chain triggers whose task runs on this node.
+    watched: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 impl Node {
@@ -112,6 +115,7 @@ impl Node {
                 state_limits.max_concurrent_ticks,
             )),
             changes: tokio::sync::Mutex::new(()),
+            watched: Default::default(),
             limits,
             state_limits,
             policy: Arc::new(policy),
@@ -122,6 +126,7 @@ impl Node {
         node.restore_schedules()?;
         node.restore_workflows()?;
         node.restore_triggers()?;
+        node.join_fleet();
         let scheduler = node.scheduler.clone();
         let weak = Arc::downgrade(&node);
         tokio::spawn(scheduler::run(scheduler, move |tick| {

@@ -14,7 +14,7 @@ use super::{blocking, Node, Trigger};
 use crate::error::{now_ms, NodeError};
 use crate::handler::Entry;
 use crate::scheduler::{self, Job, Tick};
-use crate::state::{JobRecord, RunPage, StateError};
+use crate::state::{Claim, ClaimKind, Claimed, JobRecord, RunPage, StateError};
 
 /// How long a tick may wait for a free slot.
 const TICK_WAIT: Duration = Duration::from_secs(1);
@@ -108,47 +108,62 @@ impl Node {
         Ok(())
     }
 
-    /// Runs (or records as skipped) one tick of a schedule.
+    /// Runs (or records as skipped) one tick of a schedule. In a fleet,
+    /// every node's timer fires it and the node that claims it runs it.
     pub(super) async fn tick(&self, tick: Tick) {
-        // Workflows with a cron trigger have timers of their own.
-        let (job, scheduled_for, skipped) = match &tick {
-            Tick::Due {
-                job, scheduled_for, ..
-            } => (job, *scheduled_for, false),
-            Tick::Skipped { job, scheduled_for } => (job, *scheduled_for, true),
-        };
-        if let Some(workflow) = job.name.strip_prefix(super::workflows::WORKFLOW_PREFIX) {
-            let workflow = workflow.to_string();
-            self.workflow_tick(&workflow, scheduled_for, skipped).await;
-            drop(tick);
-            return;
-        }
         let (job, scheduled_for, running) = match tick {
             Tick::Due {
                 job,
                 scheduled_for,
                 running,
-            } => (job, scheduled_for, running),
-            Tick::Skipped { job, scheduled_for } => {
-                tracing::warn!(job = job.id, name = job.name, "tick skipped");
-                let trigger = Trigger {
-                    job_id: job.id.clone(),
-                    scheduled_for,
-                };
-                self.record_failure(
-                    &job.name,
-                    Some(&trigger),
-                    None,
-                    "skipped: the previous run of this job was still running",
-                )
-                .await;
-                return;
-            }
+            } => (job, scheduled_for, Some(running)),
+            Tick::Skipped { job, scheduled_for } => (job, scheduled_for, None),
         };
+        // Workflows with a cron trigger have timers of their own.
+        let workflow = job
+            .name
+            .strip_prefix(super::workflows::WORKFLOW_PREFIX)
+            .map(str::to_string);
+        let claim = Claim {
+            what: job.id.clone(),
+            at: scheduled_for.to_string(),
+            name: workflow.clone().unwrap_or_else(|| job.name.clone()),
+            kind: match workflow {
+                Some(_) => ClaimKind::Workflow,
+                None => ClaimKind::Schedule,
+            },
+        };
+        let skipped = match self.claim(&claim, running.is_none()).await {
+            Some(Claimed::Won) => false,
+            Some(Claimed::Skipped) => true,
+            Some(Claimed::Taken) | None => return,
+        };
+        match workflow {
+            Some(workflow) => self.workflow_tick(&workflow, scheduled_for, skipped).await,
+            None => self.handler_tick(&job, scheduled_for, skipped).await,
+        }
+        drop(running);
+        self.finish(&claim).await;
+    }
+
+    /// A tick of a handler's schedule: run, or recorded as skipped while
+    /// the previous run still goes.
+    async fn handler_tick(&self, job: &Job, scheduled_for: u64, skipped: bool) {
         let trigger = Trigger {
             job_id: job.id.clone(),
             scheduled_for,
         };
+        if skipped {
+            tracing::warn!(job = job.id, name = job.name, "tick skipped");
+            self.record_failure(
+                &job.name,
+                Some(&trigger),
+                None,
+                "skipped: the previous run of this job was still running",
+            )
+            .await;
+            return;
+        }
         let handler = match self.runnable_handler(&job.name) {
             Ok(handler) => handler,
             Err(e) => {
@@ -176,7 +191,6 @@ impl Node {
         if let Err(e) = self.run(handler, entry, Some(trigger), None, permit).await {
             tracing::warn!(job = job.id, name = job.name, "scheduled run failed: {e}");
         }
-        drop(running);
     }
 }
 

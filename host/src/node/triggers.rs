@@ -21,7 +21,7 @@ use crate::chain::triggers::{events_after, head, shared_head, Event};
 use crate::chain::{self, RpcError};
 use crate::error::{now_ms, NodeError};
 use crate::handler::Entry;
-use crate::state::{Cursor, RunPage, StateError, TriggerRecord};
+use crate::state::{Claim, ClaimKind, Claimed, Cursor, RunPage, StateError, TriggerRecord};
 
 /// Triggers a node holds at most: each polls its chain.
 const MAX_TRIGGERS: usize = 1000;
@@ -193,9 +193,21 @@ impl Node {
 
     /// Starts the task that runs `record`'s events until it is removed or
     /// the node stops.
-    fn watch(self: &Arc<Self>, record: TriggerRecord, event: Event) {
+    pub(super) fn watch(self: &Arc<Self>, record: TriggerRecord, event: Event) {
+        if !self.watched().insert(record.id.clone()) {
+            return;
+        }
         let weak = Arc::downgrade(self);
         tokio::spawn(watch(weak, record, event));
+    }
+
+    /// Whether trigger `id` has its task on this node.
+    pub(super) fn is_watched(&self, id: &str) -> bool {
+        self.watched().contains(id)
+    }
+
+    fn watched(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<String>> {
+        self.watched.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Runs the events that are due for one trigger, one poll's worth.
@@ -235,6 +247,22 @@ impl Node {
             .await
             .map_err(rpc)?;
         for event in events {
+            // In a fleet, every node sees the event; the one that claims it
+            // runs it and moves the cursor past it with its run.
+            let claim = Claim {
+                what: record.id.clone(),
+                at: format!("{}:{}", event.after.block, event.after.log),
+                name: workflow.unwrap_or(&record.name).to_string(),
+                kind: match workflow {
+                    Some(_) => ClaimKind::Workflow,
+                    None => ClaimKind::Trigger,
+                },
+            };
+            match self.claim(&claim, false).await {
+                Some(Claimed::Won) => {}
+                Some(Claimed::Taken | Claimed::Skipped) => continue,
+                None => return Err("the shared state database is unreachable".into()),
+            }
             let (mut run, result) = match (&handler, workflow) {
                 (Some(handler), _) => {
                     let permit = self
@@ -259,7 +287,9 @@ impl Node {
                 );
             }
             run.job_id = Some(record.id.clone());
-            if !self.advance(&record.id, event.after, Some(run)).await? {
+            let moved = self.advance(&record.id, event.after, Some(run)).await;
+            self.finish(&claim).await;
+            if !moved? {
                 return Ok(Round::Gone);
             }
         }
@@ -348,6 +378,10 @@ async fn watch(node: Weak<Node>, record: TriggerRecord, event: Event) {
             return;
         };
         let round = strong.trigger_round(&record, &event, input.as_ref()).await;
+        if let Ok(Round::Gone) = round {
+            strong.watched().remove(&record.id);
+            return;
+        }
         drop(strong);
         match round {
             Ok(Round::Gone) => return,

@@ -306,7 +306,12 @@ impl Node {
 
     /// Puts workflow `name` on the node's timer for `line`; its ticks are
     /// told from handlers' by the `workflow:` prefix of their job.
-    fn add_workflow_timer(&self, name: &str, line: &str, created_at: u64) -> Result<(), String> {
+    pub(super) fn add_workflow_timer(
+        &self,
+        name: &str,
+        line: &str,
+        created_at: u64,
+    ) -> Result<(), String> {
         let cron = scheduler::parse_cron(line)?;
         let id = format!("{WORKFLOW_PREFIX}{name}");
         self.scheduler.add(

@@ -145,9 +145,11 @@ fn definitions_are_replaced_and_runs_kept_bounded_and_paged() {
         assert_eq!(db.workflows().unwrap().len(), 1);
 
         for i in 0..(RUNS_KEPT_PER_WORKFLOW + 5) {
-            db.record_workflow_run(&workflow_run("w", i % 2 == 0)).unwrap();
+            db.record_workflow_run(&workflow_run("w", i % 2 == 0))
+                .unwrap();
         }
-        db.record_workflow_run(&workflow_run("other", true)).unwrap();
+        db.record_workflow_run(&workflow_run("other", true))
+            .unwrap();
         let all = db.workflow_runs("w", 5000, None).unwrap();
         assert_eq!(all.len(), RUNS_KEPT_PER_WORKFLOW as usize);
         let page = db.workflow_runs("w", 2, None).unwrap();
