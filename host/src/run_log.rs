@@ -13,7 +13,9 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, watch};
 
-use crate::state::{RunBounds, RunRecord, Store};
+use std::time::{Duration, Instant};
+
+use crate::state::{RunBounds, RunRecord, StateError, Store};
 
 /// Runs waiting for the writer at most (each is at most a few MiB: the
 /// output, stdout, stderr and audit caps).
@@ -43,9 +45,7 @@ impl RunLog {
                             Err(_) => break,
                         }
                     }
-                    if let Err(e) = state.insert_runs(&batch, bounds) {
-                        tracing::error!("cannot record {} runs: {e}", batch.len());
-                    }
+                    write(&*state, &batch, bounds);
                     done.send_modify(|n| *n += batch.len() as u64);
                 }
             })?;
@@ -70,6 +70,26 @@ impl RunLog {
         let mut written = self.written.clone();
         // An error means the writer is gone: nothing more will be written.
         let _ = written.wait_for(|n| *n >= target).await;
+    }
+}
+
+/// How long the writer keeps trying while a shared database is
+/// unreachable; meanwhile the queue fills and callers wait for room.
+const PATIENCE: Duration = Duration::from_secs(30);
+
+/// Writes one batch. A shared database that is down (restarting, say) is
+/// waited for, so that a short outage loses no run.
+fn write(state: &dyn Store, batch: &[RunRecord], bounds: RunBounds) {
+    let started = Instant::now();
+    loop {
+        match state.insert_runs(batch, bounds) {
+            Ok(()) => return,
+            Err(StateError::Unavailable(e)) if started.elapsed() < PATIENCE => {
+                tracing::debug!("run log waits for the database: {e}");
+                std::thread::sleep(Duration::from_millis(250));
+            }
+            Err(e) => return tracing::error!("cannot record {} runs: {e}", batch.len()),
+        }
     }
 }
 
