@@ -31,6 +31,8 @@ Scenarios (see BENCHMARKS.md for what each one means):
      making RPC_CALLS calls in one run) beside the same call straight to anvil
   w  a three-step workflow (three `run` steps) beside the same three calls
      made one by one over HTTP
+  p  a fleet sharing one PostgreSQL (bench/fleet.py): f's cron load on one
+     node and on three, and how soon a registration reaches another node
 """
 
 import http.client
@@ -47,6 +49,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+import fleet
 
 ROOT = Path(__file__).resolve().parent.parent
 TOOLS = ROOT / "target" / "bench-tools"
@@ -633,7 +637,7 @@ def main():
         "settings": {"seconds": SECONDS, "rounds": ROUNDS, "connections": CONNECTIONS, "threads": THREADS},
         "command": "make bench",
     }
-    only = set(sys.argv[1:]) or (set("abc") if QUICK else set("abcdefhw"))
+    only = set(sys.argv[1:]) or (set("abc") if QUICK else set("abcdefhwp"))
     for key, run in [
         ("a", lambda: scenario_a(wasmtime)),
         ("b", lambda: scenario_b(wasmtime)),
@@ -643,6 +647,7 @@ def main():
         ("f", scenario_f),
         ("h", scenario_h),
         ("w", scenario_w),
+        ("p", lambda: fleet.scenario_p(sys.modules[__name__])),
     ]:
         if key in only:
             results[key] = run()

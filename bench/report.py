@@ -185,6 +185,34 @@ def main():
             "the job's own sleep and the node's 2 ms check, by design of that protocol.",
             "",
         ]
+    if "p" in r:
+        p = r["p"]
+        out += [
+            "## A fleet",
+            "",
+            f"p. {p['1 node']['jobs']} schedules every second for {p['1 node']['seconds']:.0f} s against one PostgreSQL",
+            "(started by the bench on loopback, same machine), on one node and on three nodes (all on the same",
+            "2 cores): each tick is claimed by one node. Doubles are ticks run twice; lost are runs of a node",
+            "that stopped (none stop here).",
+            "",
+            "| nodes | runs/s | missed | doubles | skipped | lost | lateness p50 | p99 | peak RSS per node |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for key in ("1 node", "3 nodes"):
+            f = p[key]
+            p50 = "–" if f["lateness_p50_ms"] is None else f"{f['lateness_p50_ms']} ms"
+            p99 = "–" if f["lateness_p99_ms"] is None else f"{f['lateness_p99_ms']} ms"
+            out.append(
+                f"| {f['nodes']} | {f['runs_per_second']:.0f} | {f['missed']} | **{f['doubles']}** | {f['skipped']} | {f['lost']} "
+                f"| {p50} | {p99} | {f['peak_rss_mib']:.0f} MiB |"
+            )
+        g = p["propagation"]
+        out += [
+            "",
+            f"Registration propagation: a component registered on node 1 is served by node 2 after **{g['p50_ms']:.0f} ms**",
+            f"(median of {g['samples']}; {g['min_ms']:.0f}–{g['max_ms']:.0f} ms), measured from the `201` to node 2's first `200`.",
+            "",
+        ]
     if "w" in r:
         w = r["w"]
         out += [
