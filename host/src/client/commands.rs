@@ -11,7 +11,7 @@ use super::args::{
 };
 use super::table::{self, Table};
 use super::transport::{Node, Reply};
-use super::{emit, emit_line, encode, json_or_string, jobs, runs, ClientError};
+use super::{emit, emit_line, encode, jobs, json_or_string, runs, ClientError};
 
 const JSON: &str = "application/json";
 
@@ -68,11 +68,7 @@ async fn register(node: &Node, json: bool, args: &RegisterArgs) -> Result<(), Cl
     }
     let bytes = read_file(&args.file)?;
     let reply = node
-        .post(
-            &format!("/register?{query}"),
-            "application/wasm",
-            bytes,
-        )
+        .post(&format!("/register?{query}"), "application/wasm", bytes)
         .await?;
     if json {
         print_raw(&reply);

@@ -65,9 +65,8 @@ pub async fn workflow(node: &Node, json: bool, action: WorkflowAction) -> Result
             let definition = read_file(&file)?;
             // Checked here so that a typo is named with its file; the node
             // checks the rest.
-            serde_json::from_slice::<Value>(&definition).map_err(|e| {
-                ClientError::Usage(format!("{} is not JSON: {e}", file.display()))
-            })?;
+            serde_json::from_slice::<Value>(&definition)
+                .map_err(|e| ClientError::Usage(format!("{} is not JSON: {e}", file.display())))?;
             let reply = node.post("/workflows", JSON, definition).await?;
             if json {
                 emit_line(&String::from_utf8_lossy(&reply.body));

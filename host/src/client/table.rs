@@ -27,7 +27,8 @@ impl Table {
     }
 
     pub fn row(&mut self, cells: Vec<String>) {
-        self.rows.push(cells.into_iter().map(|c| cell(&c)).collect());
+        self.rows
+            .push(cells.into_iter().map(|c| cell(&c)).collect());
     }
 
     pub fn is_empty(&self) -> bool {

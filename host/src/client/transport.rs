@@ -69,9 +69,7 @@ impl Node {
     /// Parses `--node`: `http://HOST[:PORT][/PATH]` or `https://…`.
     pub fn new(url: &str, token: Option<String>) -> Result<Self, ClientError> {
         let bad = |why: &str| ClientError::Usage(format!("--node `{url}`: {why}"));
-        let uri: http::Uri = url
-            .parse()
-            .map_err(|e| bad(&format!("not a URL ({e})")))?;
+        let uri: http::Uri = url.parse().map_err(|e| bad(&format!("not a URL ({e})")))?;
         let tls = match uri.scheme_str() {
             Some("http") => false,
             Some("https") => true,
@@ -80,12 +78,17 @@ impl Node {
         };
         let authority = uri.authority().ok_or_else(|| bad("no host"))?;
         if authority.as_str().contains('@') {
-            return Err(bad("user names in the URL are not sent; use $WASMATIC_TOKEN"));
+            return Err(bad(
+                "user names in the URL are not sent; use $WASMATIC_TOKEN",
+            ));
         }
         if uri.query().is_some() {
             return Err(bad("a query has no place in the node's URL"));
         }
-        let host = authority.host().trim_start_matches('[').trim_end_matches(']');
+        let host = authority
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']');
         Ok(Node {
             tls,
             host: host.to_string(),
@@ -263,11 +266,7 @@ impl Upload {
             }
             bar
         });
-        Upload {
-            data,
-            sent: 0,
-            bar,
-        }
+        Upload { data, sent: 0, bar }
     }
 }
 
