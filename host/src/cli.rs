@@ -1,4 +1,6 @@
-//! Command-line interface: `wasmatic up` and `wasmatic wasm`.
+//! Command-line interface: `wasmatic up` and `wasmatic wasm` start a node;
+//! the client subcommands (`register`, `run`, `ls`, …; see `client/`) talk
+//! to one.
 //!
 //! `wasm` takes the flags of `wasmtime serve`: the `-O/-C/-D/-W/-S` families
 //! come from the `wasmtime-cli-flags` crate, `--dir` and `--env` have
@@ -53,6 +55,8 @@ pub enum Command {
     /// Serve HTTP by running any `wasi:http/proxy` component as the operator,
     /// with the flags of `wasmtime serve`.
     Wasm(WasmCommand),
+    #[command(flatten)]
+    Client(crate::client::ClientCommand),
 }
 
 #[derive(Args)]

@@ -8,6 +8,7 @@ mod audit_log;
 mod cache;
 mod chain;
 mod cli;
+mod client;
 mod compile;
 mod contract;
 mod engine;
@@ -105,6 +106,9 @@ fn run(cli: Cli) -> Result<()> {
             };
             runtime.block_on(start(wasm.node, OperatorSource::File(path), addr))
         }
+        // The client prints its own errors and exits with a code that says
+        // what kind they are.
+        Command::Client(command) => std::process::exit(client::run(command, &runtime)),
     }
 }
 
