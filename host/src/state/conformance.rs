@@ -156,9 +156,11 @@ fn definitions_are_replaced_and_runs_kept_bounded_and_paged() {
         assert_eq!(db.workflows().unwrap().len(), 1);
 
         for i in 0..(RUNS_KEPT_PER_WORKFLOW + 5) {
-            db.record_workflow_run(&workflow_run("w", i % 2 == 0)).unwrap();
+            db.record_workflow_run(&workflow_run("w", i % 2 == 0))
+                .unwrap();
         }
-        db.record_workflow_run(&workflow_run("other", true)).unwrap();
+        db.record_workflow_run(&workflow_run("other", true))
+            .unwrap();
         let all = db.workflow_runs("w", 5000, None).unwrap();
         assert_eq!(all.len(), RUNS_KEPT_PER_WORKFLOW as usize);
         let page = db.workflow_runs("w", 2, None).unwrap();
@@ -342,7 +344,13 @@ fn texts_keep_every_character() {
         one.stderr = odd.into();
         db.insert_runs(std::slice::from_ref(&one), BOUNDS).unwrap();
         let stored = db.runs_of_handler("echo", 1, None).unwrap().runs.remove(0);
-        assert_eq!(stored, RunRecord { id: stored.id, ..one });
+        assert_eq!(
+            stored,
+            RunRecord {
+                id: stored.id,
+                ..one
+            }
+        );
 
         let job = JobRecord {
             id: "j1".into(),

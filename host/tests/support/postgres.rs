@@ -121,7 +121,10 @@ impl Cluster {
                 .arg(dir.path())
                 .status()
                 .expect("run chown");
-            assert!(status.success(), "cannot hand the test cluster's dir to `postgres`");
+            assert!(
+                status.success(),
+                "cannot hand the test cluster's dir to `postgres`"
+            );
         }
         let mut cluster = Cluster {
             bin,
@@ -131,7 +134,17 @@ impl Cluster {
         };
         let output = cluster
             .command("initdb")
-            .args(["-A", "trust", "-U", "postgres", "-E", "UTF8", "--locale=C", "--no-sync", "-D"])
+            .args([
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "-E",
+                "UTF8",
+                "--locale=C",
+                "--no-sync",
+                "-D",
+            ])
             .arg(cluster.data())
             .output()
             .expect("run initdb");
@@ -147,7 +160,10 @@ impl Cluster {
                 return cluster;
             }
         }
-        panic!("the test PostgreSQL server did not start: {}", cluster.log());
+        panic!(
+            "the test PostgreSQL server did not start: {}",
+            cluster.log()
+        );
     }
 
     fn try_start(&self) -> bool {

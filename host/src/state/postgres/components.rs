@@ -200,11 +200,7 @@ impl ComponentStore for Postgres {
                 .map(|row| ModuleRecord {
                     name: row.get(0),
                     wasm: row.get(1),
-                    host_modules: row
-                        .get::<_, &str>(2)
-                        .lines()
-                        .map(str::to_string)
-                        .collect(),
+                    host_modules: row.get::<_, &str>(2).lines().map(str::to_string).collect(),
                 })
                 .collect())
         })

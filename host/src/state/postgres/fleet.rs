@@ -201,11 +201,7 @@ impl Lost<'_> {
             name: self.name.to_string(),
             function: None,
             job_id: Some(self.what.to_string()),
-            scheduled_for: if schedule {
-                self.at.parse().ok()
-            } else {
-                None
-            },
+            scheduled_for: if schedule { self.at.parse().ok() } else { None },
             started_at: from_sql(self.claimed_at),
             duration_ms: from_sql(self.now - self.claimed_at),
             ok: false,

@@ -46,7 +46,11 @@ pub(super) async fn announce(
 /// Starts listening (answering once the first LISTEN is in place, so that
 /// every change committed after `open` returns is seen) and keeps at it on
 /// the current runtime until it shuts down.
-pub(super) async fn start(config: Config, node: String, feed: Arc<ChangeFeed>) -> Result<(), Fault> {
+pub(super) async fn start(
+    config: Config,
+    node: String,
+    feed: Arc<ChangeFeed>,
+) -> Result<(), Fault> {
     let listening = Listening::connect(&config, &node, &feed).await?;
     tokio::spawn(keep_listening(config, node, feed, listening));
     Ok(())
@@ -89,9 +93,7 @@ impl Listening {
                 }
             }
         });
-        client
-            .batch_execute(&format!("LISTEN {CHANNEL}"))
-            .await?;
+        client.batch_execute(&format!("LISTEN {CHANNEL}")).await?;
         Ok(Listening {
             _client: client,
             reader,
@@ -102,7 +104,12 @@ impl Listening {
 /// Listens again whenever the connection drops, backing off up to
 /// [`MAX_BACKOFF`], and once back tells the node that everything may have
 /// changed meanwhile.
-async fn keep_listening(config: Config, node: String, feed: Arc<ChangeFeed>, mut listening: Listening) {
+async fn keep_listening(
+    config: Config,
+    node: String,
+    feed: Arc<ChangeFeed>,
+    mut listening: Listening,
+) {
     loop {
         // A reader that panicked ends like one whose connection closed.
         let _ = (&mut listening.reader).await;

@@ -277,7 +277,11 @@ fn new_node_id() -> String {
             .unwrap_or_default()
             .as_nanos(),
     );
-    format!("{host}-{}-{:08x}", std::process::id(), random.finish() as u32)
+    format!(
+        "{host}-{}-{:08x}",
+        std::process::id(),
+        random.finish() as u32
+    )
 }
 
 /// Milliseconds and counts are BIGINT: values past i64 do not occur, and are

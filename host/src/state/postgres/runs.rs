@@ -115,8 +115,7 @@ impl Postgres {
         let (mut taken, mut bytes, mut next) = (0usize, 0u64, None);
         for row in &sizes {
             let size = from_sql(row.get(1));
-            let full =
-                taken as u32 >= limit || (taken > 0 && bytes + size > PAGE_BYTES as u64);
+            let full = taken as u32 >= limit || (taken > 0 && bytes + size > PAGE_BYTES as u64);
             if full {
                 next = Some(from_sql(sizes[taken - 1].get(0)));
                 break;
@@ -184,8 +183,14 @@ pub(super) async fn insert_runs_in(
     let started: Vec<i64> = runs.iter().map(|r| to_sql(r.started_at)).collect();
     let durations: Vec<i64> = runs.iter().map(|r| to_sql(r.duration_ms)).collect();
     let oks: Vec<bool> = runs.iter().map(|r| r.ok).collect();
-    let outputs: Vec<Option<&[u8]>> = runs.iter().map(|r| r.output.as_deref().map(str::as_bytes)).collect();
-    let errors: Vec<Option<&[u8]>> = runs.iter().map(|r| r.error.as_deref().map(str::as_bytes)).collect();
+    let outputs: Vec<Option<&[u8]>> = runs
+        .iter()
+        .map(|r| r.output.as_deref().map(str::as_bytes))
+        .collect();
+    let errors: Vec<Option<&[u8]>> = runs
+        .iter()
+        .map(|r| r.error.as_deref().map(str::as_bytes))
+        .collect();
     let stdouts: Vec<&[u8]> = runs.iter().map(|r| r.stdout.as_bytes()).collect();
     let stderrs: Vec<&[u8]> = runs.iter().map(|r| r.stderr.as_bytes()).collect();
     let audits: Vec<String> = runs.iter().map(|r| to_json(&r.audit)).collect();
@@ -211,8 +216,8 @@ pub(super) async fn insert_runs_in(
                  RETURNING bytes)
              SELECT COUNT(*), COALESCE(SUM(bytes), 0)::BIGINT FROM added",
             &[
-                &names, &jobs, &scheduled, &started, &durations, &oks, &outputs, &errors,
-                &stdouts, &stderrs, &audits, &functions, &sizes, &rpcs,
+                &names, &jobs, &scheduled, &started, &durations, &oks, &outputs, &errors, &stdouts,
+                &stderrs, &audits, &functions, &sizes, &rpcs,
             ],
         )
         .await?;

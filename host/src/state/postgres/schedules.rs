@@ -31,10 +31,7 @@ impl ScheduleStore for Postgres {
         self.wait("removing a schedule", async {
             let mut client = self.client().await?;
             let tx = client.transaction().await?;
-            let existed = tx
-                .execute("DELETE FROM jobs WHERE id = $1", &[&id])
-                .await?
-                > 0;
+            let existed = tx.execute("DELETE FROM jobs WHERE id = $1", &[&id]).await? > 0;
             announce(&tx, &self.node_id, &[Change::Schedules]).await?;
             tx.commit().await?;
             Ok(existed)

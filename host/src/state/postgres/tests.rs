@@ -71,7 +71,11 @@ fn expect_changes(feed: &ChangeFeed, expected: u8) {
     let mut seen = 0;
     while seen != expected {
         seen |= next_changes(feed);
-        assert_eq!(seen & !expected, 0, "changes {seen:#b}, expected {expected:#b}");
+        assert_eq!(
+            seen & !expected,
+            0,
+            "changes {seen:#b}, expected {expected:#b}"
+        );
     }
 }
 
@@ -82,7 +86,7 @@ fn next_changes(feed: &ChangeFeed) -> u8 {
         .build()
         .unwrap();
     runtime
-        .block_on(tokio::time::timeout(PATIENCE, feed.next()))
+        .block_on(async { tokio::time::timeout(PATIENCE, feed.next()).await })
         .expect("no change announced in time")
 }
 
@@ -111,7 +115,11 @@ fn of_two_claims_of_one_tick_exactly_one_wins() {
     }
     assert_eq!(a.claim(&tick, false).unwrap(), Claimed::Won);
     assert_eq!(b.claim(&tick, false).unwrap(), Claimed::Taken);
-    assert_eq!(a.claim(&tick, false).unwrap(), Claimed::Taken, "claimed once");
+    assert_eq!(
+        a.claim(&tick, false).unwrap(),
+        Claimed::Taken,
+        "claimed once"
+    );
 
     // The next tick while the first still runs: whoever inserts it first
     // records it as skipped, the other is told it is taken.
@@ -136,7 +144,12 @@ fn a_silent_node_loses_its_running_claims_once() {
     let tick = claim("job1", "1700000000000", "echo", ClaimKind::Schedule);
     let event = claim("trig1", "7:2", "echo", ClaimKind::Trigger);
     let gone = claim("job2", "5", "removed", ClaimKind::Schedule);
-    let flow_tick = claim("workflow:flow", "1700000060000", "flow", ClaimKind::Workflow);
+    let flow_tick = claim(
+        "workflow:flow",
+        "1700000060000",
+        "flow",
+        ClaimKind::Workflow,
+    );
     let flow_event = claim("trig2", "9:0", "flow", ClaimKind::Workflow);
     for c in [&tick, &event, &gone, &flow_tick, &flow_event] {
         assert_eq!(a.claim(c, false).unwrap(), Claimed::Won);
@@ -173,7 +186,10 @@ fn a_silent_node_loses_its_running_claims_once() {
     assert_eq!(b.sweep(lease).unwrap(), 0);
 
     // (A minute, give or take the test's own time.)
-    let lost = format!("lost: node {} stopped during the run (no heartbeat for 6", a.node_id());
+    let lost = format!(
+        "lost: node {} stopped during the run (no heartbeat for 6",
+        a.node_id()
+    );
     let is_lost = |error: Option<&str>| error.is_some_and(|e| e.starts_with(&lost));
     let runs = b.runs_of_job("job1", 10, None).unwrap().runs;
     assert_eq!(runs.len(), 1, "{runs:?}");
@@ -193,7 +209,10 @@ fn a_silent_node_loses_its_running_claims_once() {
     let flow = b.workflow_runs("flow", 10, None).unwrap();
     assert_eq!(flow.len(), 2, "{flow:?}");
     let finished = flow.iter().find(|r| r.id == running).unwrap();
-    assert!(!finished.ok && is_lost(finished.error.as_deref()), "{finished:?}");
+    assert!(
+        !finished.ok && is_lost(finished.error.as_deref()),
+        "{finished:?}"
+    );
     let recorded = flow.iter().find(|r| r.id != running).unwrap();
     assert_eq!((recorded.cause.as_str(), recorded.ok), ("chain", false));
     assert!(is_lost(recorded.error.as_deref()), "{recorded:?}");
@@ -217,7 +236,10 @@ fn a_node_that_never_heartbeated_is_timed_by_its_claims() {
         Claimed::Won
     );
     // As if its lease had been pruned, or it never renewed it.
-    sql(&a, &format!("DELETE FROM nodes WHERE id = '{}'", a.node_id()));
+    sql(
+        &a,
+        &format!("DELETE FROM nodes WHERE id = '{}'", a.node_id()),
+    );
     assert_eq!(b.sweep(Duration::from_secs(30)).unwrap(), 0);
     silence(&a, a.node_id(), 60);
     assert_eq!(b.sweep(Duration::from_secs(30)).unwrap(), 1);
@@ -283,14 +305,28 @@ fn a_cursor_never_moves_back() {
         total: 10,
         total_bytes: 1 << 20,
     };
-    assert!(a.advance_trigger("t1", Cursor { block: 9, log: 3 }, None, bounds).unwrap());
+    assert!(a
+        .advance_trigger("t1", Cursor { block: 9, log: 3 }, None, bounds)
+        .unwrap());
     // A node committing late, behind the cursor: it stays, and the trigger
     // still exists.
-    assert!(b.advance_trigger("t1", Cursor { block: 9, log: 1 }, None, bounds).unwrap());
-    assert!(b.advance_trigger("t1", Cursor { block: 7, log: 9 }, None, bounds).unwrap());
-    assert_eq!(b.trigger_cursor("t1").unwrap(), Some(Cursor { block: 9, log: 3 }));
-    assert!(b.advance_trigger("t1", Cursor { block: 9, log: 4 }, None, bounds).unwrap());
-    assert_eq!(a.trigger_cursor("t1").unwrap(), Some(Cursor { block: 9, log: 4 }));
+    assert!(b
+        .advance_trigger("t1", Cursor { block: 9, log: 1 }, None, bounds)
+        .unwrap());
+    assert!(b
+        .advance_trigger("t1", Cursor { block: 7, log: 9 }, None, bounds)
+        .unwrap());
+    assert_eq!(
+        b.trigger_cursor("t1").unwrap(),
+        Some(Cursor { block: 9, log: 3 })
+    );
+    assert!(b
+        .advance_trigger("t1", Cursor { block: 9, log: 4 }, None, bounds)
+        .unwrap());
+    assert_eq!(
+        a.trigger_cursor("t1").unwrap(),
+        Some(Cursor { block: 9, log: 4 })
+    );
     assert_eq!(a.triggers().unwrap()[0].input.as_deref(), Some("{}"));
 }
 
@@ -345,7 +381,11 @@ fn an_outage_answers_unavailable_and_calls_work_again_after_it() {
     let refused = Postgres::open(&with_password).err().unwrap();
     let message = refused.to_string();
     assert!(matches!(refused, StateError::Unavailable(_)), "{message}");
-    let place = format!("127.0.0.1:{}/{}", cluster.port(), url.rsplit('/').next().unwrap());
+    let place = format!(
+        "127.0.0.1:{}/{}",
+        cluster.port(),
+        url.rsplit('/').next().unwrap()
+    );
     assert!(message.contains(&place), "{message}");
     assert!(!message.contains("hunter2"), "{message}");
 

@@ -8,9 +8,7 @@
 use super::listen::announce;
 use super::runs::{insert_runs_in, Totals};
 use super::{from_sql, opt_text_of, to_sql, Postgres};
-use crate::state::{
-    Change, Cursor, RunBounds, RunRecord, StateError, TriggerRecord, TriggerStore,
-};
+use crate::state::{Change, Cursor, RunBounds, RunRecord, StateError, TriggerRecord, TriggerStore};
 
 impl TriggerStore for Postgres {
     fn insert_trigger(&self, t: &TriggerRecord) -> Result<(), StateError> {
