@@ -91,6 +91,29 @@ fn next_changes(feed: &ChangeFeed) -> u8 {
 }
 
 #[test]
+fn nodes_starting_together_migrate_once() {
+    let url = database();
+    let nodes: Vec<Postgres> = std::thread::scope(|scope| {
+        let opening: Vec<_> = (0..3)
+            .map(|_| scope.spawn(|| Postgres::open(&url).unwrap()))
+            .collect();
+        opening.into_iter().map(|o| o.join().unwrap()).collect()
+    });
+    let versions = nodes[0]
+        .wait("reading the migrations", async {
+            let client = nodes[0].client().await?;
+            Ok(client
+                .query("SELECT version FROM schema_migrations", &[])
+                .await?
+                .iter()
+                .map(|row| row.get::<_, i32>(0))
+                .collect::<Vec<_>>())
+        })
+        .unwrap();
+    assert_eq!(versions, vec![1]);
+}
+
+#[test]
 fn of_two_claims_of_one_tick_exactly_one_wins() {
     let (a, b) = two_nodes();
     let tick = claim("job1", "1000", "echo", ClaimKind::Schedule);
