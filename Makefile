@@ -6,6 +6,7 @@
 #   make bench-quick   a few seconds a row of a, b, c: the ratios, nothing written
 #   make python  the Python examples (componentize-py in target/python-venv) into target/python
 #   make js      the JavaScript example (componentize-js in target/js-tools) into target/js
+#   make postgres  Debian's PostgreSQL, which the state tests start throwaway servers of
 
 CARGO       ?= cargo
 WASM_TARGET := wasm32-wasip2
