@@ -6,6 +6,7 @@
 #   make bench-quick   a few seconds a row of a, b, c: the ratios, nothing written
 #   make python  the Python examples (componentize-py in target/python-venv) into target/python
 #   make js      the JavaScript example (componentize-js in target/js-tools) into target/js
+#   make postgres  Debian's PostgreSQL, which the state tests start throwaway servers of
 
 CARGO       ?= cargo
 WASM_TARGET := wasm32-wasip2
@@ -34,7 +35,7 @@ space := $(empty) $(empty)
 WASM_BUILD = CARGO_ENCODED_RUSTFLAGS='$(subst $(space),$(UNIT_SEP),$(addprefix --remap-path-prefix=,$(strip $(REMAPS))))' \
              $(CARGO) build --locked --release
 
-.PHONY: setup fetch tools browser python js components operator build up test lint fmt bench bench-quick clean
+.PHONY: setup fetch tools browser postgres python js components operator build up test lint fmt bench bench-quick clean
 
 ## Puts the toolchain of rust-toolchain.toml in place with the wasm targets,
 ## and curl (idempotent). Every rustup call names its toolchain: until the
@@ -94,6 +95,14 @@ $(PLAYWRIGHT): tools/browser/package.json tools/browser/package-lock.json
 	@command -v npm >/dev/null || { echo "error: npm is needed to install playwright-core (the console's browser tests)" >&2; exit 1; }
 	npm ci --prefix tools/browser --ignore-scripts --no-audit --no-fund
 	touch $@
+
+## Installs Debian's PostgreSQL (its initdb, pg_ctl and createdb) when no
+## /usr/lib/postgresql/*/bin/initdb exists: the state tests run throwaway
+## servers of it on loopback (host/tests/support/postgres.rs). A no-op once
+## one is there.
+postgres:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends postgresql; }
 
 ## Installs componentize-py from the pinned, hashed tools/python/requirements.txt
 ## into a virtual environment under target/ (python3 and its venv module
@@ -160,7 +169,7 @@ up: build
 
 # The test `embedded_operator_is_current` fails when host/assets/proxy.wasm
 # differs from what operator/ and wit/ build.
-test: components python js lint tools browser
+test: components python js lint tools browser postgres
 	$(CARGO) test --locked -p wasmatic
 
 lint: setup

@@ -4,10 +4,16 @@
 use super::*;
 use crate::audit_log::AuditEntry;
 
+/// The test PostgreSQL servers, shared with the end-to-end tests.
+#[path = "../../tests/support/postgres.rs"]
+pub(super) mod cluster;
+
 /// Where a test keeps its state: opened as often as it likes (reopening is
 /// how a restart looks to the state).
 enum Place {
     Sqlite(tempfile::TempDir),
+    /// A database's URL.
+    Postgres(String),
 }
 
 impl Place {
@@ -16,19 +22,24 @@ impl Place {
             Place::Sqlite(dir) => {
                 Box::new(sqlite::Sqlite::open(&dir.path().join("state.db")).unwrap())
             }
+            Place::Postgres(url) => Box::new(postgres::Postgres::open(url).unwrap()),
         }
     }
 
     fn name(&self) -> &'static str {
         match self {
             Place::Sqlite(_) => "sqlite",
+            Place::Postgres(_) => "postgres",
         }
     }
 }
 
 /// A fresh, empty place of each backend.
 fn places() -> Vec<Place> {
-    vec![Place::Sqlite(tempfile::tempdir().unwrap())]
+    vec![
+        Place::Sqlite(tempfile::tempdir().unwrap()),
+        Place::Postgres(cluster::Cluster::shared().database()),
+    ]
 }
 
 /// Runs `test` against every backend, naming the backend of a failure.
@@ -317,5 +328,44 @@ fn a_page_ends_early_past_its_bytes() {
         let page = db.runs_of_handler("big", 1000, None).unwrap();
         assert_eq!(page.runs.len(), 2);
         assert!(page.next.is_some());
+    });
+}
+
+#[test]
+fn texts_keep_every_character() {
+    // Guests print what they like, NUL included; a run is not lost for it.
+    let odd = "nul \0, quote ', backslash \\, é, \u{1F980}";
+    each_backend(|place| {
+        let db = with_components(place, &["echo"]);
+        let mut one = run("echo", Some("j1"), 1);
+        one.output = Some(odd.into());
+        one.error = Some(odd.into());
+        one.stdout = odd.into();
+        one.stderr = odd.into();
+        db.insert_runs(std::slice::from_ref(&one), BOUNDS).unwrap();
+        let stored = db.runs_of_handler("echo", 1, None).unwrap().runs.remove(0);
+        assert_eq!(
+            stored,
+            RunRecord {
+                id: stored.id,
+                ..one
+            }
+        );
+
+        let job = JobRecord {
+            id: "j1".into(),
+            name: "echo".into(),
+            cron: "* * * * * *".into(),
+            input: odd.into(),
+            created_at: 3,
+        };
+        db.insert_job(&job).unwrap();
+        assert_eq!(db.jobs().unwrap()[0].input, odd);
+
+        let mut failed = workflow_run("w", false);
+        failed.error = Some(odd.into());
+        let id = db.record_workflow_run(&failed).unwrap();
+        let stored = db.workflow_runs("w", 1, None).unwrap().remove(0);
+        assert_eq!(stored, WorkflowRun { id, ..failed });
     });
 }

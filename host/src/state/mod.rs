@@ -16,6 +16,7 @@
 //! returns: what a client was told is registered or scheduled survives
 //! `kill -9`, and a crash leaves the old state or the new one, never a mix.
 
+pub mod postgres;
 mod records;
 pub mod sqlite;
 
@@ -193,7 +194,20 @@ pub struct Opened {
 pub async fn open(url: Option<&str>, state_dir: &Path) -> anyhow::Result<Opened> {
     use anyhow::Context;
     match url {
-        Some(url) => anyhow::bail!("cannot open {url}: PostgreSQL state is not built in yet"),
+        Some(url) => {
+            // Opening connects, migrates and starts listening: blocking
+            // work, kept off the async workers.
+            let url = url.to_string();
+            let store = tokio::task::spawn_blocking(move || postgres::Postgres::open(&url))
+                .await
+                .context("opening the shared state")?
+                .context("cannot open the shared state")?;
+            let store = Arc::new(store);
+            Ok(Opened {
+                store: store.clone(),
+                fleet: Some(store),
+            })
+        }
         None => {
             let path = state_dir.join("state.db");
             let store = sqlite::Sqlite::open(&path)

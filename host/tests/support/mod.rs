@@ -4,6 +4,7 @@
 
 pub mod anvil;
 pub mod built;
+pub mod postgres;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};

@@ -1,0 +1,269 @@
+//! Claims and leases: each tick or event runs on one node of the fleet, and
+//! the runs of a node that stopped are recorded as lost, once.
+//!
+//! A claim is a row keyed on (what, at): of the nodes that insert it, one
+//! succeeds. Each node renews its lease (`nodes.seen_at`) by heartbeat; the
+//! running claims of a node whose lease ran out are marked lost by
+//! whichever node sweeps first, in the transaction that records each as a
+//! failed run. Every time is the database's: the nodes' clocks never meet.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+
+use super::runs::{insert_runs_in, Totals};
+use super::workflows::record_run_in;
+use super::{from_sql, Fault, Postgres};
+use crate::state::{ChangeFeed, Claim, Claimed, Fleet, RunRecord, StateError, WorkflowRun};
+
+/// How long finished claims and silent nodes are kept: long past any
+/// tick's or event's retry, short enough that the tables stay small.
+const KEPT: &str = "1 hour";
+
+/// The error a workflow run is recorded with while it goes (the node's
+/// workflows write it as a run starts).
+const STILL_RUNNING: &[u8] = b"still running";
+
+/// How far a node's clock (which times a workflow run's start) may lag
+/// the database's (which times the claim) for the run to be found.
+const CLOCK_SLACK_MS: i64 = 5_000;
+
+/// Renews `node`'s lease.
+pub(super) async fn heartbeat_on(client: &tokio_postgres::Client, node: &str) -> Result<(), Fault> {
+    client
+        .execute(
+            "INSERT INTO nodes (id, seen_at) VALUES ($1, now())
+             ON CONFLICT (id) DO UPDATE SET seen_at = now()",
+            &[&node],
+        )
+        .await?;
+    Ok(())
+}
+
+impl Fleet for Postgres {
+    fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
+    /// One statement: the claim is inserted unless another node's is
+    /// there, and is inserted as skipped when this node says so or when a
+    /// claim of the same `what` still runs (on any node: its winner
+    /// records the tick as skipped, once).
+    fn claim(&self, claim: &Claim, skipped: bool) -> Result<Claimed, StateError> {
+        self.wait("claiming a run", async {
+            let client = self.client().await?;
+            let statement = client
+                .prepare_cached(
+                    "INSERT INTO claims (what, at, kind, name, node, state)
+                     SELECT $1, $2, $3, $4, $5,
+                         CASE WHEN $6::BOOLEAN OR EXISTS (
+                                  SELECT 1 FROM claims WHERE what = $1 AND state = 'running')
+                              THEN 'skipped' ELSE 'running' END
+                     ON CONFLICT (what, at) DO NOTHING
+                     RETURNING state",
+                )
+                .await?;
+            let row = client
+                .query_opt(
+                    &statement,
+                    &[
+                        &claim.what,
+                        &claim.at,
+                        &claim.kind.as_str(),
+                        &claim.name,
+                        &self.node_id,
+                        &skipped,
+                    ],
+                )
+                .await?;
+            Ok(match row.as_ref().map(|r| r.get::<_, &str>(0)) {
+                None => Claimed::Taken,
+                Some("running") => Claimed::Won,
+                Some(_) => Claimed::Skipped,
+            })
+        })
+    }
+
+    fn finish(&self, what: &str, at: &str) -> Result<(), StateError> {
+        self.wait("finishing a claim", async {
+            let client = self.client().await?;
+            client
+                .execute(
+                    "UPDATE claims SET state = 'done'
+                     WHERE what = $1 AND at = $2 AND node = $3 AND state = 'running'",
+                    &[&what, &at, &self.node_id],
+                )
+                .await?;
+            Ok(())
+        })
+    }
+
+    fn heartbeat(&self) -> Result<(), StateError> {
+        self.wait("renewing this node's lease", async {
+            let client = self.client().await?;
+            heartbeat_on(&client, &self.node_id).await
+        })
+    }
+
+    /// One transaction: the running claims past their node's lease become
+    /// lost (a node sweeping at the same time waits on their rows and then
+    /// finds them no longer running), each recorded as a failed run.
+    fn sweep(&self, lease: Duration) -> Result<u64, StateError> {
+        self.wait("sweeping lost claims", async {
+            let mut client = self.client().await?;
+            let tx = client.transaction().await?;
+            let lost = tx
+                .query(
+                    "UPDATE claims c SET state = 'lost'
+                     FROM (SELECT c2.what, c2.at, COALESCE(n.seen_at, c2.claimed_at) AS seen
+                           FROM claims c2 LEFT JOIN nodes n ON n.id = c2.node
+                           WHERE c2.state = 'running') l
+                     WHERE c.what = l.what AND c.at = l.at AND c.state = 'running'
+                       AND l.seen < now() - make_interval(secs => $1)
+                     RETURNING c.what, c.at, c.kind, c.name, c.node,
+                         FLOOR(EXTRACT(EPOCH FROM c.claimed_at) * 1000)::BIGINT,
+                         FLOOR(EXTRACT(EPOCH FROM now() - l.seen))::BIGINT,
+                         FLOOR(EXTRACT(EPOCH FROM now()) * 1000)::BIGINT",
+                    &[&lease.as_secs_f64()],
+                )
+                .await?;
+            let mut totals = None;
+            for row in &lost {
+                let claim = Lost {
+                    what: row.get(0),
+                    at: row.get(1),
+                    name: row.get(3),
+                    claimed_at: row.get(5),
+                    now: row.get(7),
+                    error: format!(
+                        "lost: node {} stopped during the run (no heartbeat for {}s)",
+                        row.get::<_, &str>(4),
+                        row.get::<_, i64>(6)
+                    ),
+                };
+                match row.get::<_, &str>(2) {
+                    "workflow" => claim.record_workflow_run(&tx).await?,
+                    kind => {
+                        if totals.is_none() {
+                            totals = Some(Totals::lock(&tx).await?);
+                        }
+                        if let Some(totals) = totals.as_mut() {
+                            let run = claim.run(kind == "schedule");
+                            insert_runs_in(&tx, &[run], None, totals).await?;
+                        }
+                    }
+                }
+            }
+            if let Some(totals) = totals {
+                totals.save(&tx).await?;
+            }
+            tx.execute(
+                &format!(
+                    "DELETE FROM claims WHERE state <> 'running' AND claimed_at < now() - interval '{KEPT}'"
+                ),
+                &[],
+            )
+            .await?;
+            tx.execute(
+                &format!("DELETE FROM nodes WHERE seen_at < now() - interval '{KEPT}'"),
+                &[],
+            )
+            .await?;
+            tx.commit().await?;
+            Ok(lost.len() as u64)
+        })
+    }
+
+    fn changes(&self) -> Arc<ChangeFeed> {
+        self.changes.clone()
+    }
+}
+
+/// A claim found lost, as its run is recorded.
+struct Lost<'a> {
+    what: &'a str,
+    at: &'a str,
+    name: &'a str,
+    /// Database times, in ms.
+    claimed_at: i64,
+    now: i64,
+    error: String,
+}
+
+impl Lost<'_> {
+    /// The failed run of a schedule's tick or a trigger's event, recorded as
+    /// the node records theirs: under the schedule's or trigger's id, with
+    /// the tick's time for a schedule.
+    fn run(&self, schedule: bool) -> RunRecord {
+        RunRecord {
+            id: 0,
+            name: self.name.to_string(),
+            function: None,
+            job_id: Some(self.what.to_string()),
+            scheduled_for: if schedule { self.at.parse().ok() } else { None },
+            started_at: from_sql(self.claimed_at),
+            duration_ms: from_sql(self.now - self.claimed_at),
+            ok: false,
+            output: None,
+            error: Some(self.error.clone()),
+            stdout: String::new(),
+            stderr: String::new(),
+            audit: Vec::new(),
+            rpc: Vec::new(),
+        }
+    }
+
+    /// A workflow's run: the lost node recorded it as it started, so that
+    /// row (the newest still running since the claim, of the claim's
+    /// cause: a tick's or an event's) gets the outcome; failing that, while
+    /// the workflow exists, a run is recorded.
+    async fn record_workflow_run(&self, tx: &tokio_postgres::Transaction<'_>) -> Result<(), Fault> {
+        // A tick is at a time in ms; a chain event at `BLOCK:LOG`.
+        let (cause, trigger) = match self.at.parse::<u64>() {
+            Ok(tick) => ("cron", json!({ "scheduled_for": tick })),
+            Err(_) => ("chain", json!({ "event": self.at })),
+        };
+        let finished = tx
+            .execute(
+                "UPDATE workflow_runs SET ok = false, error = $4,
+                     duration_ms = GREATEST($5 - started_at, 0)
+                 WHERE id = (SELECT id FROM workflow_runs
+                             WHERE name = $1 AND cause = $2 AND error = $6 AND started_at >= $3
+                             ORDER BY id DESC LIMIT 1)",
+                &[
+                    &self.name,
+                    &cause,
+                    &(self.claimed_at - CLOCK_SLACK_MS),
+                    &self.error.as_bytes(),
+                    &self.now,
+                    &STILL_RUNNING,
+                ],
+            )
+            .await?;
+        if finished > 0 {
+            return Ok(());
+        }
+        let exists = tx
+            .query_opt("SELECT 1 FROM workflows WHERE name = $1", &[&self.name])
+            .await?
+            .is_some();
+        if !exists {
+            return Ok(());
+        }
+        let run = WorkflowRun {
+            id: 0,
+            name: self.name.to_string(),
+            cause: cause.to_string(),
+            started_at: from_sql(self.claimed_at),
+            duration_ms: from_sql(self.now - self.claimed_at),
+            ok: false,
+            trigger: trigger.to_string(),
+            steps: "[]".to_string(),
+            result: None,
+            error: Some(self.error.clone()),
+        };
+        record_run_in(tx, &run).await?;
+        Ok(())
+    }
+}
