@@ -51,7 +51,11 @@ fn ticks_once(node: &Node, id: &str) -> BTreeSet<u64> {
         .map(|r| r["scheduled_for"].as_u64().expect("scheduled_for"))
         .collect();
     let unique: BTreeSet<u64> = ticks.iter().copied().collect();
-    assert_eq!(unique.len(), ticks.len(), "a tick of {id} ran twice: {ticks:?}");
+    assert_eq!(
+        unique.len(),
+        ticks.len(),
+        "a tick of {id} ran twice: {ticks:?}"
+    );
     let (first, last) = (
         *unique.first().expect("some runs"),
         *unique.last().expect("some runs"),
@@ -154,7 +158,7 @@ fn three_nodes_serve_one_state_and_run_each_tick_once() {
 
 #[test]
 fn a_database_outage_answers_503_and_loses_nothing() {
-    let mut cluster = Cluster::private();
+    let cluster = Cluster::private();
     let url = cluster.database();
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
     let nodes: Vec<Node> = dirs.iter().map(|d| fleet_node(d.path(), &url)).collect();
@@ -170,11 +174,18 @@ fn a_database_outage_answers_503_and_loses_nothing() {
     // What needs the database answers 503 with a JSON error; a handler
     // runs from memory, its run recorded once the database is back.
     let refused = nodes[0].post("/register?name=other", &component_bytes("echo.wasm"));
-    assert!(refused.error(503).contains("unreachable"), "{}", refused.text());
+    assert!(
+        refused.error(503).contains("unreachable"),
+        "{}",
+        refused.text()
+    );
     nodes[1].get("/handlers/echo/runs").error(503);
     let body = json!({ "name": "echo", "cron": "* * * * * *" }).to_string();
     nodes[2].post("/sched", body.as_bytes()).error(503);
-    assert_eq!(nodes[2].post("/run/echo", b"during the outage").text(), "during the outage");
+    assert_eq!(
+        nodes[2].post("/run/echo", b"during the outage").text(),
+        "during the outage"
+    );
     let wait = Duration::from_secs(3).saturating_sub(outage.elapsed());
     std::thread::sleep(wait);
     cluster.start();

@@ -248,7 +248,9 @@ impl Node {
             .map_err(rpc)?;
         for event in events {
             // In a fleet, every node sees the event; the one that claims it
-            // runs it and moves the cursor past it with its run.
+            // runs it and moves the cursor past it with its run. Events run
+            // in order: a node that finds one taken waits for the cursor to
+            // move past it (with its run, or its record as lost).
             let claim = Claim {
                 what: record.id.clone(),
                 at: format!("{}:{}", event.after.block, event.after.log),
@@ -260,7 +262,7 @@ impl Node {
             };
             match self.claim(&claim, false).await {
                 Some(Claimed::Won) => {}
-                Some(Claimed::Taken | Claimed::Skipped) => continue,
+                Some(Claimed::Taken | Claimed::Skipped) => return Ok(Round::Idle),
                 None => return Err("the shared state database is unreachable".into()),
             }
             let (mut run, result) = match (&handler, workflow) {

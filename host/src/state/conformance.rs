@@ -369,3 +369,49 @@ fn texts_keep_every_character() {
         assert_eq!(stored, WorkflowRun { id, ..failed });
     });
 }
+
+#[test]
+fn a_cursor_never_moves_back() {
+    each_backend(|place| {
+        let (a, b) = (place.open(), place.open());
+        let record = TriggerRecord {
+            id: "t1".into(),
+            name: "watcher".into(),
+            chain_id: 1,
+            on: "\"block\"".into(),
+            confirmations: 0,
+            input: Some("{}".into()),
+            created_at: 1,
+            cursor: Cursor { block: 5, log: 0 },
+        };
+        a.insert_trigger(&record).unwrap();
+        let bounds = RunBounds {
+            per_name: 10,
+            total: 10,
+            total_bytes: 1 << 20,
+        };
+        assert!(a
+            .advance_trigger("t1", Cursor { block: 9, log: 3 }, None, bounds)
+            .unwrap());
+        // A node committing late, behind the cursor: it stays, and the trigger
+        // still exists.
+        assert!(b
+            .advance_trigger("t1", Cursor { block: 9, log: 1 }, None, bounds)
+            .unwrap());
+        assert!(b
+            .advance_trigger("t1", Cursor { block: 7, log: 9 }, None, bounds)
+            .unwrap());
+        assert_eq!(
+            b.trigger_cursor("t1").unwrap(),
+            Some(Cursor { block: 9, log: 3 })
+        );
+        assert!(b
+            .advance_trigger("t1", Cursor { block: 9, log: 4 }, None, bounds)
+            .unwrap());
+        assert_eq!(
+            a.trigger_cursor("t1").unwrap(),
+            Some(Cursor { block: 9, log: 4 })
+        );
+        assert_eq!(a.triggers().unwrap()[0].input.as_deref(), Some("{}"));
+    });
+}

@@ -29,6 +29,9 @@ const STILL_RUNNING: &[u8] = b"still running";
 /// the database's (which times the claim) for the run to be found.
 const CLOCK_SLACK_MS: i64 = 5_000;
 
+/// The id prefix of a workflow's cron timer (`node::workflows`).
+const WORKFLOW_TIMER: &str = "workflow:";
+
 /// Renews `node`'s lease.
 pub(super) async fn heartbeat_on(client: &tokio_postgres::Client, node: &str) -> Result<(), Fault> {
     client
@@ -47,9 +50,10 @@ impl Fleet for Postgres {
     }
 
     /// One statement: the claim is inserted unless another node's is
-    /// there, and is inserted as skipped when this node says so or when a
-    /// claim of the same `what` still runs (on any node: its winner
-    /// records the tick as skipped, once).
+    /// there, and is inserted as skipped when this node says so or, for a
+    /// cron tick, when a claim of the same `what` still runs (on any node:
+    /// its winner records the tick as skipped, once). Chain events are not
+    /// skipped: they run in order, each once.
     fn claim(&self, claim: &Claim, skipped: bool) -> Result<Claimed, StateError> {
         self.wait("claiming a run", async {
             let client = self.client().await?;
@@ -57,8 +61,8 @@ impl Fleet for Postgres {
                 .prepare_cached(
                     "INSERT INTO claims (what, at, kind, name, node, state)
                      SELECT $1, $2, $3, $4, $5,
-                         CASE WHEN $6::BOOLEAN OR EXISTS (
-                                  SELECT 1 FROM claims WHERE what = $1 AND state = 'running')
+                         CASE WHEN $6::BOOLEAN OR ($7::BOOLEAN AND EXISTS (
+                                  SELECT 1 FROM claims WHERE what = $1 AND state = 'running'))
                               THEN 'skipped' ELSE 'running' END
                      ON CONFLICT (what, at) DO NOTHING
                      RETURNING state",
@@ -74,6 +78,7 @@ impl Fleet for Postgres {
                         &claim.name,
                         &self.node_id,
                         &skipped,
+                        &event_cursor(&claim.at).is_none(),
                     ],
                 )
                 .await?;
@@ -142,6 +147,11 @@ impl Fleet for Postgres {
                         row.get::<_, i64>(6)
                     ),
                 };
+                // A node that recorded the run and stopped before it marked
+                // its claim done: the run is there, and is not lost.
+                if claim.recorded(&tx).await? {
+                    continue;
+                }
                 match row.get::<_, &str>(2) {
                     "workflow" => claim.record_workflow_run(&tx).await?,
                     kind => {
@@ -157,6 +167,19 @@ impl Fleet for Postgres {
             }
             if let Some(totals) = totals {
                 totals.save(&tx).await?;
+            }
+            // The cursor of a trigger moves past a lost event with its
+            // record, as it would have with its run: the event is not run
+            // again, and the trigger goes on with the next.
+            for row in &lost {
+                if let Some(cursor) = event_cursor(row.get(1)) {
+                    tx.execute(
+                        "UPDATE triggers SET cursor_block = $2, cursor_log = $3
+                         WHERE id = $1 AND (cursor_block, cursor_log) < ($2, $3)",
+                        &[&row.get::<_, &str>(0), &cursor.0, &cursor.1],
+                    )
+                    .await?;
+                }
             }
             tx.execute(
                 &format!(
@@ -191,7 +214,49 @@ struct Lost<'a> {
     error: String,
 }
 
+/// The trigger cursor just past a chain event's claim (`BLOCK:LOG`).
+fn event_cursor(at: &str) -> Option<(i64, i64)> {
+    let (block, log) = at.split_once(':')?;
+    Some((block.parse().ok()?, log.parse().ok()?))
+}
+
 impl Lost<'_> {
+    /// Whether the run of this claim is recorded already: a schedule's tick
+    /// has its run; a chain event's trigger cursor has moved past it (the
+    /// cursor moves with the event's run, in one transaction); a workflow's
+    /// tick has a finished run since the claim.
+    async fn recorded(&self, tx: &tokio_postgres::Transaction<'_>) -> Result<bool, Fault> {
+        let row = if let Some((block, log)) = event_cursor(self.at) {
+            tx.query_opt(
+                "SELECT 1 FROM triggers WHERE id = $1 AND (cursor_block, cursor_log) >= ($2, $3)",
+                &[&self.what, &block, &log],
+            )
+            .await?
+        } else if let Ok(tick) = self.at.parse::<i64>() {
+            if self.what.starts_with(WORKFLOW_TIMER) {
+                tx.query_opt(
+                    "SELECT 1 FROM workflow_runs WHERE name = $1 AND cause = 'cron'
+                         AND started_at >= $2 AND error IS DISTINCT FROM $3",
+                    &[
+                        &self.name,
+                        &(self.claimed_at - CLOCK_SLACK_MS),
+                        &STILL_RUNNING,
+                    ],
+                )
+                .await?
+            } else {
+                tx.query_opt(
+                    "SELECT 1 FROM runs WHERE job_id = $1 AND scheduled_for = $2",
+                    &[&self.what, &tick],
+                )
+                .await?
+            }
+        } else {
+            None
+        };
+        Ok(row.is_some())
+    }
+
     /// The failed run of a schedule's tick or a trigger's event, recorded as
     /// the node records theirs: under the schedule's or trigger's id, with
     /// the tick's time for a schedule.

@@ -310,50 +310,6 @@ fn a_listener_that_loses_its_connection_listens_again_and_reports_everything() {
 }
 
 #[test]
-fn a_cursor_never_moves_back() {
-    let (a, b) = two_nodes();
-    let record = TriggerRecord {
-        id: "t1".into(),
-        name: "watcher".into(),
-        chain_id: 1,
-        on: "\"block\"".into(),
-        confirmations: 0,
-        input: Some("{}".into()),
-        created_at: 1,
-        cursor: Cursor { block: 5, log: 0 },
-    };
-    a.insert_trigger(&record).unwrap();
-    let bounds = RunBounds {
-        per_name: 10,
-        total: 10,
-        total_bytes: 1 << 20,
-    };
-    assert!(a
-        .advance_trigger("t1", Cursor { block: 9, log: 3 }, None, bounds)
-        .unwrap());
-    // A node committing late, behind the cursor: it stays, and the trigger
-    // still exists.
-    assert!(b
-        .advance_trigger("t1", Cursor { block: 9, log: 1 }, None, bounds)
-        .unwrap());
-    assert!(b
-        .advance_trigger("t1", Cursor { block: 7, log: 9 }, None, bounds)
-        .unwrap());
-    assert_eq!(
-        b.trigger_cursor("t1").unwrap(),
-        Some(Cursor { block: 9, log: 3 })
-    );
-    assert!(b
-        .advance_trigger("t1", Cursor { block: 9, log: 4 }, None, bounds)
-        .unwrap());
-    assert_eq!(
-        a.trigger_cursor("t1").unwrap(),
-        Some(Cursor { block: 9, log: 4 })
-    );
-    assert_eq!(a.triggers().unwrap()[0].input.as_deref(), Some("{}"));
-}
-
-#[test]
 fn calls_work_from_every_kind_of_thread() {
     let db = std::sync::Arc::new(Postgres::open(&database()).unwrap());
     // A plain thread (this one).

@@ -100,12 +100,17 @@ impl TriggerStore for Sqlite {
         let mut conn = self.write();
         let mut kept = self.run_totals();
         let tx = conn.transaction()?;
-        let moved = tx.execute(
-            "UPDATE triggers SET cursor_block = ?2, cursor_log = ?3 WHERE id = ?1",
-            params![id, to_sql(cursor.block), to_sql(cursor.log)],
-        )? > 0;
+        let moved = tx
+            .query_row("SELECT 1 FROM triggers WHERE id = ?1", [id], |_| Ok(()))
+            .optional()?
+            .is_some();
         let mut totals = *kept;
         if moved {
+            tx.execute(
+                "UPDATE triggers SET cursor_block = ?2, cursor_log = ?3
+                 WHERE id = ?1 AND (cursor_block, cursor_log) < (?2, ?3)",
+                params![id, to_sql(cursor.block), to_sql(cursor.log)],
+            )?;
             if let Some(run) = run {
                 insert_runs_in(&tx, std::slice::from_ref(run), bounds, &mut totals)?;
             }
