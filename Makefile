@@ -7,6 +7,7 @@
 #   make python  the Python examples (componentize-py in target/python-venv) into target/python
 #   make js      the JavaScript example (componentize-js in target/js-tools) into target/js
 #   make postgres  Debian's PostgreSQL, which the state tests start throwaway servers of
+#   make openapi check operator/openapi.json with openapi-spec-validator (in target/checks-venv)
 
 CARGO       ?= cargo
 WASM_TARGET := wasm32-wasip2
@@ -35,7 +36,7 @@ space := $(empty) $(empty)
 WASM_BUILD = CARGO_ENCODED_RUSTFLAGS='$(subst $(space),$(UNIT_SEP),$(addprefix --remap-path-prefix=,$(strip $(REMAPS))))' \
              $(CARGO) build --locked --release
 
-.PHONY: setup fetch tools browser postgres python js components operator build up test lint fmt bench bench-quick clean
+.PHONY: setup fetch tools browser postgres python js checks openapi components operator build up test lint fmt bench bench-quick clean
 
 ## Puts the toolchain of rust-toolchain.toml in place with the wasm targets,
 ## and curl (idempotent). Every rustup call names its toolchain: until the
@@ -151,6 +152,24 @@ $(JS_OUT)/handler.wasm: $(COMPONENTIZE_JS) $(wildcard examples/js/handler/*.js) 
 	@mkdir -p $(@D)
 	node $(COMPONENTIZE_JS) --wit wit/handler --world-name wasmatic:handler/handler -o $@ examples/js/handler/handler.js
 
+## Installs the checkers of what the node serves (openapi-spec-validator,
+## prometheus-client's OpenMetrics parser) from the pinned, hashed
+## tools/checks/requirements.txt into a virtual environment under target/
+## (python3 and its venv module from Debian if missing); a no-op once done.
+## `make openapi` then validates the API document the operator serves at
+## /openapi.json. Both are part of `make test`.
+CHECKS_VENV       := target/checks-venv
+OPENAPI_VALIDATOR := $(CHECKS_VENV)/bin/openapi-spec-validator
+checks: $(OPENAPI_VALIDATOR)
+openapi: checks
+	$(OPENAPI_VALIDATOR) operator/openapi.json
+$(OPENAPI_VALIDATOR): tools/checks/requirements.txt
+	@python3 -c 'import ensurepip, venv' 2>/dev/null || { apt-get update -q && apt-get install -y -q python3 python3-venv; }
+	rm -rf $(CHECKS_VENV)
+	python3 -m venv $(CHECKS_VENV)
+	$(CHECKS_VENV)/bin/pip install --quiet --disable-pip-version-check --require-hashes --no-deps -r $<
+	touch $@
+
 ## Builds the operator and the example components.
 components: fetch
 	$(WASM_BUILD) --target $(WASM_TARGET) $(addprefix -p ,$(COMPONENTS))
@@ -169,7 +188,7 @@ up: build
 
 # The test `embedded_operator_is_current` fails when host/assets/proxy.wasm
 # differs from what operator/ and wit/ build.
-test: components python js lint tools browser postgres
+test: components python js openapi lint tools browser postgres
 	$(CARGO) test --locked -p wasmatic
 
 lint: setup

@@ -245,6 +245,23 @@ pub struct NodeOptions {
     #[arg(long = "allow-origin", value_name = "ORIGIN", value_parser = parse_origin)]
     pub allow_origins: Vec<String>,
 
+    /// How log lines are written to stderr: `text` for people, `json` (one
+    /// object a line, with the request id of the request it belongs to) for
+    /// log shippers.
+    #[arg(long, value_name = "FORMAT", value_enum, default_value = "text")]
+    pub log_format: crate::logging::LogFormat,
+
+    /// Make `GET /metrics` need `Authorization: Bearer TOKEN` (without it
+    /// the metrics are open, as `/health` is). Best passed in the
+    /// environment, where other users of the machine cannot read it.
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "WASMATIC_METRICS_TOKEN",
+        hide_env_values = true
+    )]
+    pub metrics_token: Option<String>,
+
     /// A chain guests may read, as `CHAIN_ID=URL` (repeatable); wins over
     /// the `RPC_URL_<CHAIN_ID>` environment variables. The URL is checked
     /// with `eth_chainId` at start and never shown.

@@ -119,7 +119,9 @@ impl Compiler {
         bytes: Arc<[u8]>,
     ) -> Result<Module, CompileError> {
         let this = self.clone();
-        tokio::task::spawn_blocking(move || this.module_blocking(&digest, &bytes))
+        // Its log lines belong to the request that asked, if one did.
+        let span = tracing::Span::current();
+        tokio::task::spawn_blocking(move || span.in_scope(|| this.module_blocking(&digest, &bytes)))
             .await
             .map_err(|e| CompileError::Internal(format!("the compile task failed: {e}")))?
     }
@@ -131,15 +133,20 @@ impl Compiler {
         bytes: Arc<[u8]>,
     ) -> Result<Component, CompileError> {
         let this = self.clone();
-        tokio::task::spawn_blocking(move || this.component_blocking(&digest, &bytes))
-            .await
-            .map_err(|e| CompileError::Internal(format!("the compile task failed: {e}")))?
+        // Its log lines belong to the request that asked, if one did.
+        let span = tracing::Span::current();
+        tokio::task::spawn_blocking(move || {
+            span.in_scope(|| this.component_blocking(&digest, &bytes))
+        })
+        .await
+        .map_err(|e| CompileError::Internal(format!("the compile task failed: {e}")))?
     }
 
     /// [`Compiler::module`] for a synchronous caller on the runtime: the
     /// worker hands its other tasks over while this one compiles.
     pub fn module_now(&self, digest: &str, bytes: &[u8]) -> Result<Module, CompileError> {
         if let Some(hit) = lock(&self.modules).get(digest) {
+            crate::metrics::compile_cache("memory", true);
             return Ok(hit);
         }
         // The caller may be a host function running on a guest's fiber,
@@ -170,8 +177,12 @@ impl Compiler {
             let path = lock(&self.disk)
                 .as_ref()
                 .map(|d| d.dir.join(format!("{digest}-{}.cwasm", d.engine_hash)));
-            if let Some(component) = path.as_deref().and_then(|p| self.load(p)) {
-                return Ok(component);
+            if let Some(path) = path.as_deref() {
+                let loaded = self.load(path);
+                crate::metrics::compile_cache("disk", loaded.is_some());
+                if let Some(component) = loaded {
+                    return Ok(component);
+                }
             }
             let component = Component::new(&self.engine, bytes).map_err(|e| {
                 CompileError::Invalid(format!(
@@ -201,6 +212,7 @@ impl Compiler {
         let mut in_flight = lock(&self.in_flight);
         loop {
             if let Some(hit) = lock(cache).get(digest) {
+                crate::metrics::compile_cache("memory", true);
                 return Ok(hit);
             }
             if !in_flight.contains(digest) {
@@ -213,6 +225,7 @@ impl Compiler {
         }
         in_flight.insert(digest.to_string());
         drop(in_flight);
+        crate::metrics::compile_cache("memory", false);
         // Whatever happens below, even a panic, the digest is released.
         let _claim = Claim {
             compiler: self,

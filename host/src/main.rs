@@ -18,6 +18,8 @@ mod handler;
 mod jobs;
 mod limits;
 mod links;
+mod logging;
+mod metrics;
 mod modules;
 mod node;
 mod outbound;
@@ -47,14 +49,11 @@ const EMBEDDED_OPERATOR: &[u8] = include_bytes!("../assets/proxy.wasm");
 
 fn main() {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+    logging::init(match &cli.command {
+        Command::Up(up) => up.node.log_format,
+        Command::Wasm(wasm) => wasm.node.log_format,
+        Command::Client(_) => logging::LogFormat::Text,
+    });
     if let Err(e) = run(cli) {
         eprintln!("error: {e:#}");
         std::process::exit(1);
@@ -135,6 +134,13 @@ impl OperatorSource {
 async fn start(mut options: NodeOptions, source: OperatorSource, addr: SocketAddr) -> Result<()> {
     let limits = options.limits()?;
     let token = node_token()?;
+    match options.metrics_token.take() {
+        Some(token) if token.is_empty() => bail!(
+            "--metrics-token is empty: set it to a secret, or leave it out to let anyone read /metrics"
+        ),
+        Some(token) => metrics::require_token(token),
+        None => {}
+    }
     if options.max_buffered_bodies < limits.max_request_body {
         bail!(
             "--max-buffered-bodies ({}) is less than --max-request-body ({}): the largest body allowed could never be buffered",

@@ -126,6 +126,7 @@ impl<T> WarmPool<T> {
             uses,
             since: Instant::now(),
         });
+        crate::metrics::idle_instances(self.inner.metric(), 1);
     }
 
     /// Idle instances kept right now.
@@ -155,8 +156,22 @@ impl<T> Inner<T> {
     }
 
     fn forget(&self, n: usize) {
-        if self.counted && n > 0 {
+        if n == 0 {
+            return;
+        }
+        if self.counted {
             IDLE_GUESTS.fetch_sub(n, Ordering::AcqRel);
+        }
+        crate::metrics::idle_instances(self.metric(), -(n as i64));
+    }
+
+    /// Which pool the node's metrics count this one's idle instances in:
+    /// the uncounted pool is the operator's.
+    fn metric(&self) -> crate::metrics::Pool {
+        if self.counted {
+            crate::metrics::Pool::Component
+        } else {
+            crate::metrics::Pool::Operator
         }
     }
 }

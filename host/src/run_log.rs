@@ -64,6 +64,11 @@ impl RunLog {
         }
     }
 
+    /// Runs waiting in the queue for the writer (a node metric).
+    pub fn queued(&self) -> usize {
+        self.sender.max_capacity() - self.sender.capacity()
+    }
+
     /// Resolves once every run recorded before the call is written.
     pub async fn flushed(&self) {
         let target = self.sent.load(Ordering::SeqCst);

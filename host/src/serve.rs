@@ -3,29 +3,28 @@
 //! (`--max-instance-reuse-count`), an instance that answered before.
 //!
 //! The path of one request: [`listen`] accepts the connection and reads the
-//! head; [`Server::respond`] checks the origin and reads the whole body
-//! ([`body`]) before it takes an operator slot, so that a slow client holds
-//! none; [`Operator::handle`] runs the operator on the buffered request.
+//! head; [`server`] names the request (its id and log span), checks the
+//! origin and reads the whole body ([`body`]) before it takes an operator
+//! slot, so that a slow client holds none; [`Operator::handle`] runs the
+//! operator on the buffered request.
 
 mod body;
 mod edge;
 mod listen;
+mod request_id;
+mod server;
+mod stdio;
 
-use std::future::Future;
 use std::hash::{Hash, Hasher};
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Result};
-use hyper::body::Incoming;
-use hyper::header::{HeaderValue, CONNECTION};
-use hyper::{Request, Response, StatusCode};
+use hyper::{Request, Response};
 use sha2::{Digest, Sha256};
-use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tracing::Instrument;
 use wasmtime::component::Component;
 use wasmtime::{Engine, Store};
 use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
@@ -37,7 +36,7 @@ use wasmtime_wasi_http::WasiHttpView;
 use crate::cli::DirMapping;
 use crate::contract::{self, OperatorState};
 use crate::engine::{self, WasmContext, WasmKind};
-use crate::limits::{show_size, GuestLimiter};
+use crate::limits::GuestLimiter;
 use crate::node::Node;
 use crate::outbound::{OutboundHooks, Policy};
 use crate::pool::{Reuse, WarmPool};
@@ -45,6 +44,7 @@ use crate::pool::{Reuse, WarmPool};
 pub use body::BodyBudget;
 pub use edge::Origins;
 pub use listen::ConnectionLimits;
+pub use server::{serve, EdgeSetup};
 
 /// What every operator instance is given.
 pub struct OperatorSetup {
@@ -145,7 +145,11 @@ impl Operator {
     /// per request.
     fn new_store(&self) -> Result<Store<OperatorState>> {
         let mut wasi = WasiCtxBuilder::new();
-        wasi.inherit_stdout().inherit_stderr().envs(&self.setup.env);
+        // What the operator prints becomes log lines of the request it
+        // answers, rather than text interleaved with the node's log.
+        wasi.stdout(stdio::LoggedOutput::new("stdout"))
+            .stderr(stdio::LoggedOutput::new("stderr"))
+            .envs(&self.setup.env);
         for dir in &self.setup.dirs {
             wasi.preopened_dir(&dir.host, &dir.guest, FsPerms::ReadWrite)
                 .with_wasm_context(|| format!("cannot open {}", dir.host.display()))?;
@@ -212,28 +216,34 @@ impl Operator {
         // The guest runs in its own task: it may go on streaming the body
         // after it has handed over the response head. The slot is held until
         // the task ends.
-        let task = tokio::spawn(async move {
-            let call = async {
-                let (proxy, uses) = match warm {
-                    Some(warm) => warm,
-                    None => (pre.instantiate_async(&mut store).await?, 0),
+        let in_use = crate::metrics::InUse::start(crate::metrics::Pool::Operator);
+        let task = tokio::spawn(
+            async move {
+                let _in_use = in_use;
+                let call = async {
+                    let (proxy, uses) = match warm {
+                        Some(warm) => warm,
+                        None => (pre.instantiate_async(&mut store).await?, 0),
+                    };
+                    proxy
+                        .wasi_http_incoming_handler()
+                        .call_handle(&mut store, req, out)
+                        .await?;
+                    Ok::<_, wasmtime::Error>((proxy, uses + 1))
                 };
-                proxy
-                    .wasi_http_incoming_handler()
-                    .call_handle(&mut store, req, out)
-                    .await?;
-                Ok::<_, wasmtime::Error>((proxy, uses + 1))
-            };
-            match deadline.run(call).await {
-                Ok(Ok((proxy, uses))) => {
-                    // Only an instance that answered cleanly is used again.
-                    pool.give_back((store, proxy, permit), uses);
-                    Ok(())
+                match deadline.run(call).await {
+                    Ok(Ok((proxy, uses))) => {
+                        // Only an instance that answered cleanly is used again.
+                        pool.give_back((store, proxy, permit), uses);
+                        Ok(())
+                    }
+                    Ok(Err(e)) => Err(anyhow::Error::from(e)),
+                    Err(timeout) => Err(anyhow::Error::new(timeout)),
                 }
-                Ok(Err(e)) => Err(anyhow::Error::from(e)),
-                Err(timeout) => Err(anyhow::Error::new(timeout)),
             }
-        });
+            // The operator's host calls log under the request's span.
+            .in_current_span(),
+        );
 
         match receiver.await {
             Ok(Ok(response)) => Ok(response),
@@ -293,178 +303,6 @@ fn write_cache(component: &Component, dir: &Path, path: &PathBuf) -> Result<()> 
     std::fs::write(&tmp, bytes)?;
     std::fs::rename(&tmp, path)?;
     Ok(())
-}
-
-/// How the host treats a request before the operator sees it.
-pub struct EdgeSetup {
-    pub connections: ConnectionLimits,
-    /// Largest request body, in bytes.
-    pub max_request_body: u64,
-    /// Longest wait for the next piece of a request body.
-    pub body_timeout: Duration,
-    /// Bytes of request bodies buffered at once, node-wide.
-    pub body_budget: Arc<BodyBudget>,
-    pub origins: Origins,
-}
-
-/// The operator with the host's edge in front of it.
-struct Server {
-    operator: Operator,
-    edge: EdgeSetup,
-    next_request: AtomicU64,
-}
-
-/// Serves `operator` on `listener` until `shutdown` resolves, then lets
-/// in-flight requests finish.
-pub async fn serve(
-    operator: Operator,
-    edge: EdgeSetup,
-    listener: TcpListener,
-    shutdown: impl Future<Output = ()>,
-) -> Result<()> {
-    let connections = edge.connections;
-    let server = Arc::new(Server {
-        operator,
-        edge,
-        next_request: AtomicU64::new(1),
-    });
-    let handle = move |req, peer| {
-        let server = server.clone();
-        async move { server.respond(req, peer).await }
-    };
-    listen::serve(listener, connections, handle, shutdown).await;
-    Ok(())
-}
-
-/// Why the host answered a request itself.
-enum Refused {
-    /// A client's mistake (a foreign origin, a body too large): said as is.
-    Plain(StatusCode, String),
-    /// The node is at capacity: 503 with `Retry-After`.
-    Busy(String),
-    /// The connection is dropped after this answer.
-    Closing(StatusCode, String),
-}
-
-impl Server {
-    async fn respond(
-        &self,
-        req: Request<Incoming>,
-        peer: SocketAddr,
-    ) -> Response<HyperOutgoingBody> {
-        let id = self.next_request.fetch_add(1, Ordering::Relaxed);
-        let method = req.method().clone();
-        let uri = req.uri().clone();
-        let start = Instant::now();
-        let mut response = match self.admit(req).await {
-            Err(refused) => {
-                let (response, reason) = match refused {
-                    Refused::Plain(status, reason) => {
-                        (edge::error_response(status, &reason), reason)
-                    }
-                    Refused::Busy(reason) => (edge::busy_response(&reason), reason),
-                    Refused::Closing(status, reason) => {
-                        let mut response = edge::error_response(status, &reason);
-                        response
-                            .headers_mut()
-                            .insert(CONNECTION, HeaderValue::from_static("close"));
-                        (response, reason)
-                    }
-                };
-                tracing::info!(id, %method, %uri, "refused: {reason}");
-                response
-            }
-            Ok(req) => match self.operator.handle(req).await {
-                Ok(response) => response,
-                Err(e) => self.failure(id, &method, &uri, e),
-            },
-        };
-        response
-            .headers_mut()
-            .insert(edge::REQUEST_ID, HeaderValue::from(id));
-        tracing::info!(
-            id,
-            %peer,
-            %method,
-            %uri,
-            status = response.status().as_u16(),
-            ms = %format_args!("{:.2}", start.elapsed().as_secs_f64() * 1000.0),
-            "request"
-        );
-        response
-    }
-
-    /// The request with its body read, or why the host answers it itself.
-    async fn admit(&self, req: Request<Incoming>) -> Result<Request<body::Buffered>, Refused> {
-        if let Some(reason) = self.edge.origins.refusal(req.method(), req.headers()) {
-            return Err(Refused::Plain(StatusCode::FORBIDDEN, reason));
-        }
-        let max = self.edge.max_request_body;
-        let too_large = || {
-            Refused::Plain(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("the request body is larger than {}", show_size(max)),
-            )
-        };
-        let declared = req
-            .headers()
-            .get(hyper::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        if declared.is_some_and(|len| len > max) {
-            return Err(too_large());
-        }
-        let limits = body::BodyLimits {
-            max,
-            progress: self.edge.body_timeout,
-            total: self.operator.setup.request_timeout,
-        };
-        let (parts, incoming) = req.into_parts();
-        match body::read(incoming, limits, &self.edge.body_budget).await {
-            Ok(buffered) => Ok(Request::from_parts(parts, buffered)),
-            Err(e @ (body::BodyError::Stalled(_) | body::BodyError::TooSlow(_))) => {
-                Err(Refused::Closing(StatusCode::REQUEST_TIMEOUT, e.to_string()))
-            }
-            Err(body::BodyError::TooLarge) => Err(too_large()),
-            Err(e @ body::BodyError::NodeBusy) => {
-                Err(Refused::Busy(format!("{e}; try again shortly")))
-            }
-            Err(e @ body::BodyError::Client(_)) => {
-                Err(Refused::Closing(StatusCode::BAD_REQUEST, e.to_string()))
-            }
-        }
-    }
-
-    /// The answer for an operator that failed: the client learns what kind
-    /// of failure and the request id; the node log has the whole story.
-    fn failure(
-        &self,
-        id: u64,
-        method: &hyper::Method,
-        uri: &hyper::Uri,
-        e: anyhow::Error,
-    ) -> Response<HyperOutgoingBody> {
-        if e.is::<Busy>() {
-            tracing::info!(id, %method, %uri, "refused: every operator slot is in use (--max-in-flight)");
-            return edge::busy_response(
-                "the node is answering as many requests as it can; try again shortly",
-            );
-        }
-        tracing::error!(id, %method, %uri, "{e:#}");
-        match e
-            .chain()
-            .find_map(|cause| cause.downcast_ref::<engine::Timeout>())
-        {
-            Some(timeout) => edge::error_response(
-                StatusCode::GATEWAY_TIMEOUT,
-                &format!("the operator {timeout} (request {id})"),
-            ),
-            None => edge::error_response(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                &format!("the operator failed (request {id}); see the node log"),
-            ),
-        }
-    }
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

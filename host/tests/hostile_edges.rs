@@ -143,7 +143,7 @@ fn operator_failures_name_the_request_not_the_internals() {
     let entry = wait_for(Duration::from_secs(5), "the failure logged", || {
         log_entries(&node.log())
             .into_iter()
-            .find(|e| e.contains("ERROR") && e.contains(&format!("id={id} ")))
+            .find(|e| e.contains("ERROR") && e.contains(&format!("request{{request_id={id}}}")))
     });
     assert!(entry.contains("unreachable"), "{entry}");
     // Listening on loopback without a token: no warning.

@@ -16,6 +16,10 @@ pub struct Request {
     pub authorization: Option<Vec<u8>>,
     /// The `accept` header, if any: a browser asking for `/` gets the console.
     pub accept: Option<Vec<u8>>,
+    /// The request's id (`x-request-id`), which the host sets on every
+    /// request: error answers quote it, so a client can find the request's
+    /// lines in the node's log.
+    pub request_id: Option<String>,
     /// The body, or why it could not be read.
     pub body: Result<Vec<u8>, Response>,
 }
@@ -30,6 +34,11 @@ impl Request {
         let headers = request.headers();
         let authorization = headers.get("authorization").into_iter().next();
         let accept = headers.get("accept").into_iter().next();
+        let request_id = headers
+            .get("x-request-id")
+            .into_iter()
+            .next()
+            .and_then(|id| String::from_utf8(id).ok());
         drop(headers);
         let method = request.method();
         // Only these carry a body the API reads; skipping it saves host calls.
@@ -43,6 +52,7 @@ impl Request {
             query,
             authorization,
             accept,
+            request_id,
             body,
         }
     }
@@ -174,6 +184,27 @@ impl Response {
             headers: Vec::new(),
             body: Vec::new(),
         }
+    }
+
+    /// Adds `"request_id"` to an error's JSON body (`{"error": …}`), as
+    /// the host does to the errors it answers itself; other answers are
+    /// left as they are.
+    pub fn with_request_id(mut self, id: Option<&str>) -> Response {
+        let Some(id) = id else {
+            return self;
+        };
+        if self.status < 400 || self.content_type != "application/json" {
+            return self;
+        }
+        if let Ok(serde_json::Value::Object(mut error)) = serde_json::from_slice(&self.body) {
+            if error.contains_key("error") {
+                error.insert("request_id".into(), id.into());
+                if let Ok(body) = serde_json::to_vec(&error) {
+                    self.body = body;
+                }
+            }
+        }
+        self
     }
 
     pub fn with_header(mut self, name: &'static str, value: String) -> Response {

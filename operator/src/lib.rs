@@ -23,25 +23,25 @@ wit_bindgen::generate!({
     // The host's records go out as JSON with their WIT field names; a run's
     // absent options are left out rather than written as null.
     additional_type_attributes: {
-        "wasmatic:operator/handlers@0.4.0/handler-info": [#[derive(serde::Serialize)]],
-        "wasmatic:operator/handlers@0.4.0/export-info": [#[derive(serde::Serialize)]],
-        "wasmatic:operator/handlers@0.4.0/link": [#[derive(serde::Serialize)]],
-        "wasmatic:operator/handlers@0.4.0/inspection": [#[derive(serde::Serialize)]],
-        "wasmatic:operator/handlers@0.4.0/file-kind": [#[derive(serde::Serialize)] #[serde(rename_all = "lowercase")]],
-        "wasmatic:operator/handlers@0.4.0/component-kind": [#[derive(serde::Serialize)] #[serde(rename_all = "lowercase")]],
-        "wasmatic:operator/schedules@0.4.0/schedule": [#[derive(serde::Serialize)]],
-        "wasmatic:operator/runs@0.4.0/run": [#[derive(serde::Serialize)]],
-        "wasmatic:operator/runs@0.4.0/rpc-call": [#[derive(serde::Serialize)]],
-        "wasmatic:operator/modules@0.4.0/module-info": [#[derive(serde::Serialize)]],
-        "wasmatic:operator/types@0.4.0/audit-entry": [#[derive(serde::Serialize)]],
-        "wasmatic:operator/types@0.4.0/audit-level": [#[derive(serde::Serialize)] #[serde(rename_all = "lowercase")]],
+        "wasmatic:operator/handlers@0.5.0/handler-info": [#[derive(serde::Serialize)]],
+        "wasmatic:operator/handlers@0.5.0/export-info": [#[derive(serde::Serialize)]],
+        "wasmatic:operator/handlers@0.5.0/link": [#[derive(serde::Serialize)]],
+        "wasmatic:operator/handlers@0.5.0/inspection": [#[derive(serde::Serialize)]],
+        "wasmatic:operator/handlers@0.5.0/file-kind": [#[derive(serde::Serialize)] #[serde(rename_all = "lowercase")]],
+        "wasmatic:operator/handlers@0.5.0/component-kind": [#[derive(serde::Serialize)] #[serde(rename_all = "lowercase")]],
+        "wasmatic:operator/schedules@0.5.0/schedule": [#[derive(serde::Serialize)]],
+        "wasmatic:operator/runs@0.5.0/run": [#[derive(serde::Serialize)]],
+        "wasmatic:operator/runs@0.5.0/rpc-call": [#[derive(serde::Serialize)]],
+        "wasmatic:operator/modules@0.5.0/module-info": [#[derive(serde::Serialize)]],
+        "wasmatic:operator/types@0.5.0/audit-entry": [#[derive(serde::Serialize)]],
+        "wasmatic:operator/types@0.5.0/audit-level": [#[derive(serde::Serialize)] #[serde(rename_all = "lowercase")]],
     },
     additional_member_attributes: {
-        "wasmatic:operator/runs@0.4.0/run.function": [#[serde(skip_serializing_if = "Option::is_none")]],
-        "wasmatic:operator/runs@0.4.0/run.job-id": [#[serde(skip_serializing_if = "Option::is_none")]],
-        "wasmatic:operator/runs@0.4.0/run.scheduled-for": [#[serde(skip_serializing_if = "Option::is_none")]],
-        "wasmatic:operator/runs@0.4.0/run.output": [#[serde(skip_serializing_if = "Option::is_none")]],
-        "wasmatic:operator/runs@0.4.0/run.error": [#[serde(skip_serializing_if = "Option::is_none")]],
+        "wasmatic:operator/runs@0.5.0/run.function": [#[serde(skip_serializing_if = "Option::is_none")]],
+        "wasmatic:operator/runs@0.5.0/run.job-id": [#[serde(skip_serializing_if = "Option::is_none")]],
+        "wasmatic:operator/runs@0.5.0/run.scheduled-for": [#[serde(skip_serializing_if = "Option::is_none")]],
+        "wasmatic:operator/runs@0.5.0/run.output": [#[serde(skip_serializing_if = "Option::is_none")]],
+        "wasmatic:operator/runs@0.5.0/run.error": [#[serde(skip_serializing_if = "Option::is_none")]],
     },
 });
 
@@ -52,7 +52,9 @@ impl exports::wasi::http::incoming_handler::Guest for Operator {
         request: wasi::http::types::IncomingRequest,
         response_out: wasi::http::types::ResponseOutparam,
     ) {
-        let response = routes::route(http::Request::read(request));
+        let request = http::Request::read(request);
+        let id = request.request_id.clone();
+        let response = routes::route(request).with_request_id(id.as_deref());
         response.send(response_out);
     }
 }

@@ -13,7 +13,9 @@
 //!   reads it back (the guest directory `data` is granted with
 //!   `wasmatic wasm --dir HOST_DIR::data`);
 //! - `GET /fetch/HOST:PORT` calls `http://HOST:PORT/` and answers what came
-//!   back (the node's `--allow-outbound` policy applies to operators too).
+//!   back (the node's `--allow-outbound` policy applies to operators too);
+//! - `GET /say/TEXT` writes TEXT to stdout and stderr, which the node logs
+//!   as lines of the request.
 //!
 //! It is built against WASI 0.2.0 with the `wasi` crate and uses Rust's
 //! `std::fs`, not the node's WIT, as the original wasmatic operator did: any
@@ -64,6 +66,11 @@ impl Guest for CustomOperator {
                     Ok(text) => (200, text),
                     Err(e) => (404, format!("cannot read data/{name}: {e}\n")),
                 }
+            }
+            (Method::Get, ["say", text]) => {
+                println!("{text}");
+                eprintln!("{text}");
+                (200, format!("said {text}\n"))
             }
             (Method::Get, ["fetch", authority]) => match fetch(authority) {
                 Ok(text) => (200, text),

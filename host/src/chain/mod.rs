@@ -209,14 +209,16 @@ impl Chains {
             .get(&chain)
             .ok_or(RpcError::UnknownChain(chain))?;
         let params = methods::check(method, params, self.limits.max_log_range)?;
-        endpoint
+        let answer = endpoint
             .call(
                 method,
                 params,
                 self.limits.timeout,
                 self.limits.max_response,
             )
-            .await
+            .await;
+        crate::metrics::rpc_call(chain, method, answer.is_ok());
+        answer
     }
 }
 

@@ -6,6 +6,7 @@
 
 mod handlers;
 mod jobs;
+mod metrics;
 mod modules;
 mod runs;
 mod schedules;
@@ -28,13 +29,14 @@ mod bindings {
     wasmtime::component::bindgen!({
         path: "../wit/operator",
         interfaces: "
-            import wasmatic:operator/handlers@0.4.0;
-            import wasmatic:operator/schedules@0.4.0;
-            import wasmatic:operator/runs@0.4.0;
-            import wasmatic:operator/modules@0.4.0;
-            import wasmatic:operator/jobs@0.4.0;
-            import wasmatic:operator/triggers@0.4.0;
-            import wasmatic:operator/workflows@0.4.0;
+            import wasmatic:operator/handlers@0.5.0;
+            import wasmatic:operator/schedules@0.5.0;
+            import wasmatic:operator/runs@0.5.0;
+            import wasmatic:operator/modules@0.5.0;
+            import wasmatic:operator/jobs@0.5.0;
+            import wasmatic:operator/triggers@0.5.0;
+            import wasmatic:operator/workflows@0.5.0;
+            import wasmatic:operator/metrics@0.5.0;
         ",
         imports: { default: async },
     });
@@ -79,7 +81,7 @@ impl WasiHttpView for OperatorState {
 /// operator imports those it uses.
 pub fn linker(engine: &Engine, full_wasi: bool) -> anyhow::Result<Linker<OperatorState>> {
     use bindings::wasmatic::operator::{
-        handlers, jobs, modules, runs, schedules, triggers, workflows,
+        handlers, jobs, metrics, modules, runs, schedules, triggers, workflows,
     };
     let mut linker = Linker::new(engine);
     if full_wasi {
@@ -96,6 +98,7 @@ pub fn linker(engine: &Engine, full_wasi: bool) -> anyhow::Result<Linker<Operato
     jobs::add_to_linker::<OperatorState, Data>(&mut linker, |s| s)?;
     triggers::add_to_linker::<OperatorState, Data>(&mut linker, |s| s)?;
     workflows::add_to_linker::<OperatorState, Data>(&mut linker, |s| s)?;
+    metrics::add_to_linker::<OperatorState, Data>(&mut linker, |s| s)?;
     Ok(linker)
 }
 

@@ -246,6 +246,7 @@ impl Node {
             return Err(NodeError::NotFound(format!("no handler `{name}`")));
         }
         tracing::info!(name, "component removed");
+        crate::metrics::forget_handler(name);
         Ok(())
     }
 
@@ -386,6 +387,7 @@ impl Node {
     ) -> Result<tokio::sync::OwnedSemaphorePermit, NodeError> {
         let slot = self.client_slot();
         if let Err(busy) = &slot {
+            crate::metrics::handler_call(name, crate::metrics::Outcome::Busy, None);
             self.record_failure(name, None, function.map(str::to_string), &busy.to_string())
                 .await;
         }
@@ -440,7 +442,10 @@ impl Node {
             ],
             None => Vec::new(),
         };
-        let outcome = tokio::spawn(async move {
+        crate::metrics::schedule_lateness(trigger.as_ref().map(|t| (t.scheduled_for, started_at)));
+        // The task logs under the request that asked for the call, if any.
+        let outcome = tokio::spawn(tracing::Instrument::in_current_span(async move {
+            let _in_use = crate::metrics::InUse::start(crate::metrics::Pool::Component);
             let outcome = handler::call(
                 &handler.compiled,
                 &handler.pool,
@@ -452,7 +457,7 @@ impl Node {
             .await;
             drop(permit);
             outcome
-        })
+        }))
         .await
         .map_err(|e| NodeError::Internal(format!("the call's task failed: {e}")))?;
 
@@ -483,6 +488,7 @@ impl Node {
             job = trigger.as_ref().map(|t| t.job_id.as_str()),
             "guest ran"
         );
+        crate::metrics::call_ran(&name, &outcome.result, outcome.duration);
         let result = match outcome.result {
             Ok(output) => Ok(output),
             Err(CallError::TimedOut(m)) => Err(NodeError::TimedOut(format!("`{name}` {m}"))),

@@ -139,6 +139,11 @@ impl Node {
 }
 
 impl Node {
+    /// Run records waiting for the run log's writer (`GET /metrics`).
+    pub fn queued_runs(&self) -> usize {
+        self.runs.queued()
+    }
+
     /// A client's call slot, or `Busy` at once: a client beyond the limit
     /// is told to come back, never queued.
     fn client_slot(&self) -> Result<tokio::sync::OwnedSemaphorePermit, NodeError> {

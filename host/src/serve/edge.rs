@@ -1,6 +1,7 @@
 //! What the host answers by itself, before or instead of the operator:
-//! JSON errors that name the request in the node log, and the refusal of
-//! mutating requests sent by other web origins.
+//! JSON errors that name the request (`request_id`, as the operator's
+//! errors do), and the refusal of mutating requests sent by other web
+//! origins.
 
 use std::convert::Infallible;
 
@@ -10,15 +11,16 @@ use hyper::header::{HeaderMap, HeaderValue, CONTENT_TYPE, HOST, ORIGIN};
 use hyper::{Method, Response, StatusCode};
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
-/// The header naming a request in the node log.
-pub const REQUEST_ID: &str = "x-request-id";
-
 /// Seconds a client refused for lack of capacity is told to wait.
 const RETRY_AFTER_SECONDS: &str = "1";
 
-/// A JSON error response from the host itself.
-pub fn error_response(status: StatusCode, message: &str) -> Response<HyperOutgoingBody> {
-    let body = serde_json::json!({ "error": message }).to_string();
+/// A JSON error response from the host itself, naming the request.
+pub fn error_response(
+    status: StatusCode,
+    message: &str,
+    request_id: &str,
+) -> Response<HyperOutgoingBody> {
+    let body = serde_json::json!({ "error": message, "request_id": request_id }).to_string();
     let mut response = Response::new(
         Full::new(Bytes::from(body))
             .map_err(|e: Infallible| match e {})
@@ -32,8 +34,8 @@ pub fn error_response(status: StatusCode, message: &str) -> Response<HyperOutgoi
 }
 
 /// A 503 for a node at capacity: the client may try again shortly.
-pub fn busy_response(message: &str) -> Response<HyperOutgoingBody> {
-    let mut response = error_response(StatusCode::SERVICE_UNAVAILABLE, message);
+pub fn busy_response(message: &str, request_id: &str) -> Response<HyperOutgoingBody> {
+    let mut response = error_response(StatusCode::SERVICE_UNAVAILABLE, message, request_id);
     response.headers_mut().insert(
         hyper::header::RETRY_AFTER,
         HeaderValue::from_static(RETRY_AFTER_SECONDS),

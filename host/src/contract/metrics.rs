@@ -1,0 +1,16 @@
+//! `wasmatic:operator/metrics`: the host's metrics, behind the metrics
+//! token, which is checked here so that an operator never holds it.
+
+use super::bindings::wasmatic::operator::metrics::{Denial, Host};
+use super::OperatorState;
+use crate::metrics::{self, Denied};
+
+impl Host for OperatorState {
+    async fn render(&mut self, authorization: Option<String>) -> Result<String, Denial> {
+        metrics::authorize(authorization.as_deref()).map_err(|denied| match denied {
+            Denied::TokenNeeded => Denial::TokenNeeded,
+            Denied::TokenWrong => Denial::TokenWrong,
+        })?;
+        Ok(metrics::render(self.node.as_deref()))
+    }
+}

@@ -1,0 +1,96 @@
+//! Request ids: every request gets one, kept from the client when it sent
+//! a usable `x-request-id` (so that a caller's or a proxy's id follows the
+//! request through the node's log), made up here otherwise. The id is
+//! answered in `x-request-id`, handed to the operator in the same header,
+//! carried by every error body and by every log line of the request (a
+//! tracing span around its handling).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use hyper::header::{HeaderMap, HeaderValue};
+
+/// The header naming a request, both ways.
+pub const HEADER: &str = "x-request-id";
+
+/// Longest id kept from a client: room for a UUID or a trace id, too short
+/// to fill log lines.
+const MAX_LEN: usize = 64;
+
+/// Whether a client's id is kept: 1 to 64 of `A-Z a-z 0-9 . _ -`. Anything
+/// else (spaces, quotes, control characters) could forge or garble a log
+/// line, and is replaced.
+pub fn is_well_formed(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_LEN
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// Makes up ids unique to this node process: the time it started and its
+/// process id, then a counter (`19a2b3c4d5e-4f2-17`).
+pub struct RequestIds {
+    prefix: String,
+    next: AtomicU64,
+}
+
+impl RequestIds {
+    pub fn new() -> Self {
+        let started = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis())
+            .unwrap_or_default();
+        RequestIds {
+            prefix: format!("{started:x}-{:x}", std::process::id()),
+            next: AtomicU64::new(1),
+        }
+    }
+
+    /// The request's id: the client's when well-formed, else a new one;
+    /// written back into `headers` so that the operator reads the same.
+    pub fn assign(&self, headers: &mut HeaderMap) -> String {
+        let given = headers
+            .get(HEADER)
+            .and_then(|v| v.to_str().ok())
+            .filter(|id| is_well_formed(id))
+            .map(str::to_string);
+        let id = given.unwrap_or_else(|| {
+            let n = self.next.fetch_add(1, Ordering::Relaxed);
+            format!("{}-{n}", self.prefix)
+        });
+        // Well-formed ids are valid header values; `insert` drops any
+        // other copies the client sent.
+        if let Ok(value) = HeaderValue::from_str(&id) {
+            headers.insert(HEADER, value);
+        }
+        id
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_well_formed_id_is_kept_and_anything_else_replaced() {
+        let ids = RequestIds::new();
+        let mut headers = HeaderMap::new();
+        headers.insert(HEADER, HeaderValue::from_static("abc-123_X.9"));
+        assert_eq!(ids.assign(&mut headers), "abc-123_X.9");
+
+        for bad in ["", "has space", "quote\"", &"x".repeat(65)] {
+            let mut headers = HeaderMap::new();
+            headers.insert(HEADER, HeaderValue::from_str(bad).unwrap());
+            let id = ids.assign(&mut headers);
+            assert_ne!(id, bad);
+            assert!(is_well_formed(&id), "{id}");
+            assert_eq!(headers.get(HEADER).unwrap(), id.as_str());
+        }
+        let (a, b) = (
+            ids.assign(&mut HeaderMap::new()),
+            ids.assign(&mut HeaderMap::new()),
+        );
+        assert_ne!(a, b);
+    }
+}
