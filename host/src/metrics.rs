@@ -400,8 +400,6 @@ pub fn rpc_call(chain: u64, method: &str, ok: bool) {
 
 /// A claim of a scheduled run in a fleet: `won` (this node runs it),
 /// `taken` (another node does) or `skipped` (recorded as skipped).
-// Called from the fleet's claims (node/fleet.rs).
-#[allow(dead_code)]
 pub fn claim(outcome: &str) {
     let outcome = ["won", "taken", "skipped"]
         .into_iter()

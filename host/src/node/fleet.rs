@@ -64,7 +64,14 @@ impl Node {
         loop {
             let (fleet, owned) = (fleet.clone(), claim.clone());
             match blocking(move || fleet.claim(&owned, skipped)).await {
-                Ok(Ok(claimed)) => return Some(claimed),
+                Ok(Ok(claimed)) => {
+                    crate::metrics::claim(match claimed {
+                        Claimed::Won => "won",
+                        Claimed::Taken => "taken",
+                        Claimed::Skipped => "skipped",
+                    });
+                    return Some(claimed);
+                }
                 Ok(Err(StateError::Unavailable(e))) if started.elapsed() < CLAIM_PATIENCE => {
                     tracing::debug!(what = claim.what, at = claim.at, "claim waits: {e}");
                     tokio::time::sleep(CLAIM_RETRY).await;
