@@ -19,7 +19,7 @@ const PROPAGATION: Duration = Duration::from_secs(10);
 const LOST_AFTER: Duration = Duration::from_secs(30);
 
 fn fleet_node(dir: &Path, url: &str) -> Node {
-    NodeBuilder::new(dir, &["up", "--state", url, "--call-timeout", "40s"])
+    NodeBuilder::new(dir, &["up", "--state", url, "--call-timeout", "30s"])
         .env("WASMATIC_PORT", "0")
         .start()
 }
