@@ -223,3 +223,95 @@ fn an_unreachable_database_at_start_is_a_clear_error() {
     assert_eq!(code, Some(1), "{log}");
     assert!(log.contains(&format!("127.0.0.1:{port}")), "{log}");
 }
+
+#[test]
+fn each_chain_event_and_workflow_tick_runs_on_one_node() {
+    let anvil = support::anvil::Anvil::start(31337);
+    let url = Cluster::shared().database();
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let nodes: Vec<Node> = dirs
+        .iter()
+        .map(|d| {
+            let args = [
+                "up",
+                "--state",
+                &url,
+                "--rpc",
+                &anvil.rpc_flag(),
+                "--chain-poll-interval",
+                "100ms",
+            ];
+            NodeBuilder::new(d.path(), &args)
+                .env("WASMATIC_PORT", "0")
+                .start()
+        })
+        .collect();
+    register(&nodes[0], "watcher", "watcher.wasm");
+    register(&nodes[0], "echo", "echo.wasm");
+    for node in &nodes {
+        wait_for(PROPAGATION, "watcher and echo on every node", || {
+            let listed = node.get("/handlers").json();
+            (listed.as_array().map(Vec::len) == Some(2)).then_some(())
+        });
+    }
+    let body = json!({ "name": "watcher", "chain_id": 31337, "on": "block" }).to_string();
+    let response = nodes[1].post("/triggers", body.as_bytes());
+    assert_eq!(response.status, 201, "{}", response.text());
+    let trigger = response.json();
+    let first_block = trigger["next_block"].as_u64().expect("next_block");
+    // A workflow on a cron tick every second, and one on every block.
+    for (name, on) in [
+        ("ticking", json!({ "cron": "* * * * * *" })),
+        (
+            "chained",
+            json!({ "chain": { "chain_id": 31337, "on": "block" } }),
+        ),
+    ] {
+        let workflow = json!({
+            "name": name,
+            "trigger": on,
+            "steps": [{ "id": "say", "type": "run", "handler": "echo", "input": "{{ trigger }}" }],
+        });
+        let response = nodes[2].post("/workflows", workflow.to_string().as_bytes());
+        assert_eq!(response.status, 201, "{}", response.text());
+    }
+    wait_for(PROPAGATION, "the workflows' triggers on every node", || {
+        let triggers = nodes[0].get("/triggers").json();
+        (triggers.as_array().map(Vec::len) == Some(2)).then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    const BLOCKS: u64 = 12;
+    for _ in 0..BLOCKS {
+        anvil.mine(1);
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let id = trigger["id"].as_str().expect("id");
+    let blocks = wait_for(PROPAGATION, "a run of every block", || {
+        let blocks: Vec<u64> = runs(&nodes[0], &format!("/triggers/{id}/runs?limit=1000"))
+            .iter()
+            .rev()
+            .filter_map(|r| r["output"].as_str())
+            .filter_map(|o| serde_json::from_str::<Value>(o).ok())
+            .filter_map(|o| o["block"].as_u64())
+            .collect();
+        (blocks.len() as u64 >= BLOCKS).then_some(blocks)
+    });
+    // Every block once, in chain order, whichever node ran it.
+    assert_eq!(
+        blocks,
+        (first_block..first_block + BLOCKS).collect::<Vec<_>>()
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    for name in ["ticking", "chained"] {
+        let runs = runs(&nodes[1], &format!("/workflows/{name}/runs?limit=1000"));
+        let triggers: Vec<String> = runs.iter().map(|r| r["trigger"].to_string()).collect();
+        let unique: BTreeSet<&String> = triggers.iter().collect();
+        assert_eq!(
+            unique.len(),
+            triggers.len(),
+            "{name} ran a trigger twice: {triggers:?}"
+        );
+        assert!(runs.len() >= 3, "{name}: {runs:?}");
+        assert!(runs.iter().all(|r| r["ok"] == true), "{name}: {runs:?}");
+    }
+}

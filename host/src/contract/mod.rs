@@ -29,14 +29,14 @@ mod bindings {
     wasmtime::component::bindgen!({
         path: "../wit/operator",
         interfaces: "
-            import wasmatic:operator/handlers@0.5.0;
-            import wasmatic:operator/schedules@0.5.0;
-            import wasmatic:operator/runs@0.5.0;
-            import wasmatic:operator/modules@0.5.0;
-            import wasmatic:operator/jobs@0.5.0;
-            import wasmatic:operator/triggers@0.5.0;
-            import wasmatic:operator/workflows@0.5.0;
-            import wasmatic:operator/metrics@0.5.0;
+            import wasmatic:operator/handlers@0.4.1;
+            import wasmatic:operator/schedules@0.4.1;
+            import wasmatic:operator/runs@0.4.1;
+            import wasmatic:operator/modules@0.4.1;
+            import wasmatic:operator/jobs@0.4.1;
+            import wasmatic:operator/triggers@0.4.1;
+            import wasmatic:operator/workflows@0.4.1;
+            import wasmatic:operator/metrics@0.4.1;
         ",
         imports: { default: async },
     });

@@ -73,13 +73,40 @@ impl NodeBuilder {
         self
     }
 
+    /// The state a node of `up` keeps in PostgreSQL when the suite runs on
+    /// that backend (`WASMATIC_TEST_STATE=postgres`, as `make test` runs the
+    /// suites that exercise the state a second time): one database of the
+    /// process's shared server per node directory, so that a restart finds
+    /// it again.
+    fn matrix_state(&self) -> Option<String> {
+        if std::env::var("WASMATIC_TEST_STATE").ok()? != "postgres"
+            || self.args.first()? != "up"
+            || self.args.iter().any(|a| a == "--state")
+        {
+            return None;
+        }
+        static DATABASES: std::sync::Mutex<Vec<(PathBuf, String)>> =
+            std::sync::Mutex::new(Vec::new());
+        let mut databases = DATABASES.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, url)) = databases.iter().find(|(dir, _)| *dir == self.dir) {
+            return Some(url.clone());
+        }
+        let url = postgres::Cluster::shared().database();
+        databases.push((self.dir.clone(), url.clone()));
+        Some(url)
+    }
+
     fn command(&self, log: &Path) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_wasmatic"));
-        cmd.args(&self.args)
-            .current_dir(&self.dir)
+        cmd.args(&self.args);
+        if let Some(url) = self.matrix_state() {
+            cmd.args(["--state", &url]);
+        }
+        cmd.current_dir(&self.dir)
             .env_remove("WASMATIC")
             .env_remove("WASMATIC_PORT")
             .env_remove("WASMATIC_STATE")
+            .env_remove("WASMATIC_STATE_URL")
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
