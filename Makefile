@@ -188,8 +188,15 @@ up: build
 
 # The test `embedded_operator_is_current` fails when host/assets/proxy.wasm
 # differs from what operator/ and wit/ build.
+## The suites that exercise the node's state run a second time with it in
+## PostgreSQL: the same tests, on the other backend. (chain_triggers stays
+## on SQLite: it kills a node mid-event, and a fleet records such an event
+## as lost where one node alone runs it again; tests/fleet.rs covers that.)
+STATE_SUITES := handlers components workflows modules links jobs async_guests
+
 test: components python js openapi lint tools browser postgres
 	$(CARGO) test --locked -p wasmatic
+	WASMATIC_TEST_STATE=postgres $(CARGO) test --locked -p wasmatic $(addprefix --test ,$(STATE_SUITES))
 
 lint: setup
 	$(CARGO) fmt --all -- --check
