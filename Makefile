@@ -209,7 +209,7 @@ fmt: setup
 
 ## Installs its own tools (wrk, wasmtime-cli of our wasmtime version) once;
 ## BENCH_SECONDS, BENCH_ROUNDS set the length; `bench/bench.py a b` runs some.
-bench: build
+bench: build postgres
 	python3 bench/bench.py
 
 ## A few seconds a row of a, b and c: ratios printed, nothing written. Run it

@@ -94,6 +94,8 @@ def cron_fleet(b, pg, count):
         first = servers[0]
         status, body = b.request(first.port, "POST", "/register?name=echo", b.ECHO.read_bytes())
         assert status == 201, body
+        for server in servers:
+            wait_for(lambda: b.request(server.port, "GET", "/handlers/echo")[0] == 200, "echo on every node")
         job = b.json.dumps({"name": "echo", "cron": "* * * * * *", "input": "tick"}).encode()
         for i in range(b.CRON_JOBS):
             status, body = b.request(servers[i % count].port, "POST", "/sched", job)
@@ -115,7 +117,7 @@ def cron_fleet(b, pg, count):
         "SELECT job_id, scheduled_for, started_at, ok, coalesce(error, '') FROM runs "
         f"WHERE job_id IS NOT NULL AND scheduled_for BETWEEN {first_tick} AND {last_tick}",
     )
-    seen, doubles, lateness, skipped, lost, failed = {}, 0, [], 0, 0, 0
+    seen, doubles, lateness, skipped, lost, failed, why = {}, 0, [], 0, 0, 0, set()
     for job_id, scheduled_for, started_at, ok, error in runs:
         ticks = seen.setdefault(job_id, set())
         if int(scheduled_for) in ticks:
@@ -129,6 +131,7 @@ def cron_fleet(b, pg, count):
             lost += 1
         else:
             failed += 1
+            why.add(error[:160])
     missed = sum(len(expected - seen.get(j, set())) for j in jobs)
     lateness.sort()
     result = {
@@ -142,6 +145,7 @@ def cron_fleet(b, pg, count):
         "skipped": skipped,
         "lost": lost,
         "failed": failed,
+        "failed_why": sorted(why)[:5],
         "lateness_p50_ms": lateness[len(lateness) // 2] if lateness else None,
         "lateness_p99_ms": lateness[int(len(lateness) * 0.99)] if lateness else None,
         "peak_rss_mib": max(rss),
@@ -149,6 +153,14 @@ def cron_fleet(b, pg, count):
     }
     b.log(f"p/{count} nodes: {result}")
     return result
+
+
+def wait_for(check, what, timeout=30):
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"timed out waiting for {what}")
+        time.sleep(0.01)
 
 
 def propagation(b, pg):

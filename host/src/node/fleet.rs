@@ -18,6 +18,8 @@ use std::collections::HashSet;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use tokio::sync::{mpsc, oneshot};
+
 use super::{blocking, Node};
 use crate::error::NodeError;
 use crate::scheduler;
@@ -45,6 +47,11 @@ impl Node {
             return;
         };
         tracing::info!(node = fleet.node_id(), "joined the fleet");
+        let (sender, receiver) = mpsc::unbounded_channel();
+        if self.claims.set(sender).is_err() {
+            return;
+        }
+        tokio::spawn(claim_batches(fleet.clone(), receiver));
         tokio::spawn(heartbeat(fleet.clone()));
         tokio::spawn(catch_up(Arc::downgrade(self), fleet));
     }
@@ -53,75 +60,37 @@ impl Node {
     /// always (as a skip when `skipped`); in a fleet, when it wins the
     /// claim. `None` when no answer came within [`CLAIM_PATIENCE`].
     pub(super) async fn claim(&self, claim: &Claim, skipped: bool) -> Option<Claimed> {
-        let Some(fleet) = self.fleet.clone() else {
+        let Some(claims) = self.claims.get() else {
             return Some(if skipped {
                 Claimed::Skipped
             } else {
                 Claimed::Won
             });
         };
-        let started = tokio::time::Instant::now();
-        loop {
-            let (fleet, owned) = (fleet.clone(), claim.clone());
-            match blocking(move || fleet.claim(&owned, skipped)).await {
-                Ok(Ok(claimed)) => {
-                    crate::metrics::claim(match claimed {
-                        Claimed::Won => "won",
-                        Claimed::Taken => "taken",
-                        Claimed::Skipped => "skipped",
-                    });
-                    return Some(claimed);
-                }
-                Ok(Err(StateError::Unavailable(e))) if started.elapsed() < CLAIM_PATIENCE => {
-                    tracing::debug!(what = claim.what, at = claim.at, "claim waits: {e}");
-                    tokio::time::sleep(CLAIM_RETRY).await;
-                }
-                Ok(Err(e)) => {
-                    tracing::error!(
-                        what = claim.what,
-                        at = claim.at,
-                        "not run: cannot claim: {e}"
-                    );
-                    return None;
-                }
-                Err(e) => {
-                    tracing::error!(what = claim.what, at = claim.at, "not run: {e}");
-                    return None;
-                }
-            }
-        }
+        let (answer, answered) = oneshot::channel();
+        claims
+            .send(Pending::Claim(claim.clone(), skipped, answer))
+            .ok()?;
+        let claimed = answered.await.ok()??;
+        crate::metrics::claim(match claimed {
+            Claimed::Won => "won",
+            Claimed::Taken => "taken",
+            Claimed::Skipped => "skipped",
+        });
+        Some(claimed)
     }
 
     /// Marks a claim this node won as done, once its run is recorded: a node
     /// that dies before leaves it running, to be swept as lost.
     pub(super) async fn finish(&self, claim: &Claim) {
-        let Some(fleet) = self.fleet.clone() else {
+        let Some(claims) = self.claims.get() else {
             return;
         };
         self.runs.flushed().await;
-        let started = tokio::time::Instant::now();
-        loop {
-            let (fleet, what, at) = (fleet.clone(), claim.what.clone(), claim.at.clone());
-            match blocking(move || fleet.finish(&what, &at)).await {
-                Ok(Ok(())) => return,
-                Ok(Err(StateError::Unavailable(_))) if started.elapsed() < CLAIM_PATIENCE => {
-                    tokio::time::sleep(CLAIM_RETRY).await;
-                }
-                Ok(Err(e)) => {
-                    return tracing::error!(
-                        what = claim.what,
-                        at = claim.at,
-                        "claim not finished: {e}"
-                    )
-                }
-                Err(e) => {
-                    return tracing::error!(
-                        what = claim.what,
-                        at = claim.at,
-                        "claim not finished: {e}"
-                    )
-                }
-            }
+        let (answer, answered) = oneshot::channel();
+        let done = Pending::Finish(claim.what.clone(), claim.at.clone(), answer);
+        if claims.send(done).is_ok() {
+            let _ = answered.await;
         }
     }
 
@@ -283,6 +252,85 @@ impl Node {
             }
         }
         Ok(())
+    }
+}
+
+/// A claim, or a claim done, on its way to the database with others.
+pub(super) enum Pending {
+    Claim(Claim, bool, oneshot::Sender<Option<Claimed>>),
+    Finish(String, String, oneshot::Sender<()>),
+}
+
+/// Most claims sent in one statement.
+const MAX_BATCH: usize = 2000;
+
+/// Sends claims to the database in batches: whatever queued while the
+/// previous batch was on its way goes in the next, so a thousand ticks of
+/// one second cost a few round trips, not a thousand. A database that is
+/// unreachable is waited for up to [`CLAIM_PATIENCE`] per batch; claims
+/// still undecided then are not run (and logged).
+async fn claim_batches(fleet: Arc<dyn Fleet>, mut queue: mpsc::UnboundedReceiver<Pending>) {
+    while let Some(first) = queue.recv().await {
+        let mut claims = Vec::new();
+        let mut finishes = Vec::new();
+        let mut next = Some(first);
+        while let Some(pending) = next.take() {
+            match pending {
+                Pending::Claim(claim, skipped, answer) => claims.push((claim, skipped, answer)),
+                Pending::Finish(what, at, answer) => finishes.push(((what, at), answer)),
+            }
+            if claims.len() + finishes.len() < MAX_BATCH {
+                next = queue.try_recv().ok();
+            }
+        }
+        if !finishes.is_empty() {
+            let done: Vec<(String, String)> = finishes.iter().map(|(k, _)| k.clone()).collect();
+            let fleet = fleet.clone();
+            if let Err(e) = patiently(move || fleet.finish_all(&done)).await {
+                tracing::error!(claims = finishes.len(), "claims not marked done: {e}");
+            }
+            for (_, answer) in finishes {
+                let _ = answer.send(());
+            }
+        }
+        if !claims.is_empty() {
+            let asked: Vec<(Claim, bool)> =
+                claims.iter().map(|(c, s, _)| (c.clone(), *s)).collect();
+            let fleet = fleet.clone();
+            let outcome = patiently(move || fleet.claim_all(&asked)).await;
+            match outcome {
+                Ok(claimed) => {
+                    for ((_, _, answer), claimed) in claims.into_iter().zip(claimed) {
+                        let _ = answer.send(Some(claimed));
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(claims = claims.len(), "not run: cannot claim: {e}");
+                    for (_, _, answer) in claims {
+                        let _ = answer.send(None);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Runs `call` off the async workers, again while the database is
+/// unreachable, for up to [`CLAIM_PATIENCE`].
+async fn patiently<T: Send + 'static>(
+    call: impl Fn() -> Result<T, StateError> + Send + Sync + 'static,
+) -> Result<T, NodeError> {
+    let call = Arc::new(call);
+    let started = tokio::time::Instant::now();
+    loop {
+        let attempt = call.clone();
+        match blocking(move || attempt()).await? {
+            Ok(value) => return Ok(value),
+            Err(StateError::Unavailable(_)) if started.elapsed() < CLAIM_PATIENCE => {
+                tokio::time::sleep(CLAIM_RETRY).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
     }
 }
 

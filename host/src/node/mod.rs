@@ -75,6 +75,8 @@ pub struct Node {
     /// Held while registered state changes (state first, then memory), so
     /// that two registrations of one name cannot interleave.
     changes: tokio::sync::Mutex<()>,
+    /// Where this node's claims go to be batched, in a fleet.
+    claims: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<fleet::Pending>>,
     /// The chain triggers whose task runs on this node.
     watched: std::sync::Mutex<std::collections::HashSet<String>>,
 }
@@ -116,6 +118,7 @@ impl Node {
             )),
             changes: tokio::sync::Mutex::new(()),
             watched: Default::default(),
+            claims: Default::default(),
             limits,
             state_limits,
             policy: Arc::new(policy),

@@ -168,11 +168,24 @@ impl<T> Store for T where
 pub trait Fleet: Send + Sync {
     /// This node's id in the fleet (unique per process).
     fn node_id(&self) -> &str;
-    /// Claims `claim` for this node. `skipped` records the tick as skipped
-    /// (this node knows its previous run still goes).
-    fn claim(&self, claim: &Claim, skipped: bool) -> Result<Claimed, StateError>;
-    /// Marks a claim this node won as done.
-    fn finish(&self, what: &str, at: &str) -> Result<(), StateError>;
+    /// Claims each of `claims` for this node, in one round trip (a node's
+    /// timer fires a thousand ticks in the same millisecond); answers in the
+    /// same order. With a claim, `true` records the tick as skipped (this
+    /// node knows its previous run still goes).
+    fn claim_all(&self, claims: &[(Claim, bool)]) -> Result<Vec<Claimed>, StateError>;
+    /// Marks claims this node won, as (what, at), done.
+    fn finish_all(&self, done: &[(String, String)]) -> Result<(), StateError>;
+    /// [`Fleet::claim_all`] of one claim.
+    #[cfg(test)]
+    fn claim(&self, claim: &Claim, skipped: bool) -> Result<Claimed, StateError> {
+        let claimed = self.claim_all(&[(claim.clone(), skipped)])?;
+        Ok(claimed.first().copied().unwrap_or(Claimed::Taken))
+    }
+    /// [`Fleet::finish_all`] of one claim.
+    #[cfg(test)]
+    fn finish(&self, what: &str, at: &str) -> Result<(), StateError> {
+        self.finish_all(&[(what.to_string(), at.to_string())])
+    }
     /// Renews this node's lease.
     fn heartbeat(&self) -> Result<(), StateError>;
     /// Marks the running claims of nodes whose lease is older than `lease`

@@ -49,54 +49,79 @@ impl Fleet for Postgres {
         &self.node_id
     }
 
-    /// One statement: the claim is inserted unless another node's is
-    /// there, and is inserted as skipped when this node says so or, for a
-    /// cron tick, when a claim of the same `what` still runs (on any node:
-    /// its winner records the tick as skipped, once). Chain events are not
-    /// skipped: they run in order, each once.
-    fn claim(&self, claim: &Claim, skipped: bool) -> Result<Claimed, StateError> {
-        self.wait("claiming a run", async {
+    /// One statement for the whole batch: each claim is inserted unless
+    /// another node's is there, and is inserted as skipped when this node
+    /// says so or, for a cron tick, when a claim of the same `what` still
+    /// runs (on any node: its winner records the tick as skipped, once).
+    /// Chain events are not skipped: they run in order, each once.
+    fn claim_all(&self, claims: &[(Claim, bool)]) -> Result<Vec<Claimed>, StateError> {
+        if claims.is_empty() {
+            return Ok(Vec::new());
+        }
+        let column =
+            |f: fn(&Claim) -> &str| -> Vec<&str> { claims.iter().map(|(c, _)| f(c)).collect() };
+        let (what, at, name) = (column(|c| &c.what), column(|c| &c.at), column(|c| &c.name));
+        let kind: Vec<&str> = claims.iter().map(|(c, _)| c.kind.as_str()).collect();
+        let skipped: Vec<bool> = claims.iter().map(|(_, s)| *s).collect();
+        let tick: Vec<bool> = claims
+            .iter()
+            .map(|(c, _)| event_cursor(&c.at).is_none())
+            .collect();
+        let rows = self.wait("claiming runs", async {
             let client = self.client().await?;
             let statement = client
                 .prepare_cached(
                     "INSERT INTO claims (what, at, kind, name, node, state)
-                     SELECT $1, $2, $3, $4, $5,
-                         CASE WHEN $6::BOOLEAN OR ($7::BOOLEAN AND EXISTS (
-                                  SELECT 1 FROM claims WHERE what = $1 AND state = 'running'))
+                     SELECT c.what, c.at, c.kind, c.name, $5,
+                         CASE WHEN c.skipped OR (c.tick AND EXISTS (
+                                  SELECT 1 FROM claims r WHERE r.what = c.what AND r.state = 'running'))
                               THEN 'skipped' ELSE 'running' END
+                     FROM UNNEST($1::TEXT[], $2::TEXT[], $3::TEXT[], $4::TEXT[], $6::BOOLEAN[], $7::BOOLEAN[])
+                          AS c (what, at, kind, name, skipped, tick)
                      ON CONFLICT (what, at) DO NOTHING
-                     RETURNING state",
+                     RETURNING what, at, state",
                 )
                 .await?;
-            let row = client
-                .query_opt(
-                    &statement,
-                    &[
-                        &claim.what,
-                        &claim.at,
-                        &claim.kind.as_str(),
-                        &claim.name,
-                        &self.node_id,
-                        &skipped,
-                        &event_cursor(&claim.at).is_none(),
-                    ],
+            Ok(client
+                .query(&statement, &[&what, &at, &kind, &name, &self.node_id, &skipped, &tick])
+                .await?)
+        })?;
+        let mut won: std::collections::HashMap<(&str, &str), &str> = rows
+            .iter()
+            .map(|r| {
+                (
+                    (r.get::<_, &str>(0), r.get::<_, &str>(1)),
+                    r.get::<_, &str>(2),
                 )
-                .await?;
-            Ok(match row.as_ref().map(|r| r.get::<_, &str>(0)) {
-                None => Claimed::Taken,
-                Some("running") => Claimed::Won,
-                Some(_) => Claimed::Skipped,
             })
-        })
+            .collect();
+        // A claim given twice in one batch is won once: the first takes it.
+        Ok(claims
+            .iter()
+            .map(
+                |(c, _)| match won.remove(&(c.what.as_str(), c.at.as_str())) {
+                    None => Claimed::Taken,
+                    Some("running") => Claimed::Won,
+                    Some(_) => Claimed::Skipped,
+                },
+            )
+            .collect())
     }
 
-    fn finish(&self, what: &str, at: &str) -> Result<(), StateError> {
-        self.wait("finishing a claim", async {
+    fn finish_all(&self, done: &[(String, String)]) -> Result<(), StateError> {
+        if done.is_empty() {
+            return Ok(());
+        }
+        let what: Vec<&str> = done.iter().map(|(w, _)| w.as_str()).collect();
+        let at: Vec<&str> = done.iter().map(|(_, a)| a.as_str()).collect();
+        self.wait("finishing claims", async {
             let client = self.client().await?;
             client
                 .execute(
                     "UPDATE claims SET state = 'done'
-                     WHERE what = $1 AND at = $2 AND node = $3 AND state = 'running'",
+                     FROM UNNEST($1::TEXT[], $2::TEXT[]) AS d (what, at)
+                     WHERE claims.what = d.what AND claims.at = d.at
+                       AND claims.node = $3 AND claims.state = 'running'",
                     &[&what, &at, &self.node_id],
                 )
                 .await?;

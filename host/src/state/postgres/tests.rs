@@ -391,3 +391,41 @@ fn now_ms() -> u64 {
         .unwrap()
         .as_millis() as u64
 }
+
+#[test]
+fn a_batch_of_claims_is_decided_claim_by_claim() {
+    let (a, b) = two_nodes();
+    let tick = |what: &str| claim(what, "1000", "echo", ClaimKind::Schedule);
+    assert_eq!(b.claim(&tick("taken"), false).unwrap(), Claimed::Won);
+    b.finish("taken", "1000").unwrap();
+    // "busy" still runs on b: a's tick of it at another time is skipped.
+    let busy = claim("busy", "0", "echo", ClaimKind::Schedule);
+    assert_eq!(b.claim(&busy, false).unwrap(), Claimed::Won);
+    let batch = vec![
+        (tick("fresh"), false),
+        (tick("taken"), false),
+        (tick("told"), true),
+        (tick("busy"), false),
+        // The same occurrence twice in one batch is won once.
+        (tick("fresh"), false),
+        // A chain event is never skipped for another still running.
+        (claim("busy", "7:0", "echo", ClaimKind::Trigger), false),
+    ];
+    assert_eq!(
+        a.claim_all(&batch).unwrap(),
+        vec![
+            Claimed::Won,
+            Claimed::Taken,
+            Claimed::Skipped,
+            Claimed::Skipped,
+            Claimed::Taken,
+            Claimed::Won,
+        ]
+    );
+    a.finish_all(&[
+        ("fresh".into(), "1000".into()),
+        ("busy".into(), "7:0".into()),
+    ])
+    .unwrap();
+    assert!(a.claim_all(&[]).unwrap().is_empty());
+}
