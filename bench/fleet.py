@@ -119,6 +119,8 @@ def cron_fleet(b, pg, count):
     )
     seen, doubles, lateness, skipped, lost, failed, why = {}, 0, [], 0, 0, 0, set()
     for job_id, scheduled_for, started_at, ok, error in runs:
+        if error.startswith("\\x"):  # psql shows BYTEA as hex
+            error = bytes.fromhex(error[2:]).decode(errors="replace")
         ticks = seen.setdefault(job_id, set())
         if int(scheduled_for) in ticks:
             doubles += 1

@@ -80,16 +80,29 @@ impl Node {
         Some(claimed)
     }
 
-    /// Marks a claim this node won as done, once its run is recorded: a node
-    /// that dies before leaves it running, to be swept as lost.
-    pub(super) async fn finish(&self, claim: &Claim) {
+    /// Marks a claim this node won as done once its run is recorded: a node
+    /// that dies before has it swept as lost. A run recorded by the run log
+    /// (`via_run_log`) is first marked as ended, so that the next tick of
+    /// its schedule is not skipped while the record is on its way.
+    pub(super) async fn finish(&self, claim: &Claim, via_run_log: bool) {
         let Some(claims) = self.claims.get() else {
             return;
         };
-        self.runs.flushed().await;
-        let (answer, answered) = oneshot::channel();
-        let done = Pending::Finish(claim.what.clone(), claim.at.clone(), answer);
-        if claims.send(done).is_ok() {
+        let send = |recorded: bool| {
+            let (answer, answered) = oneshot::channel();
+            let key = (claim.what.clone(), claim.at.clone());
+            claims
+                .send(Pending::Finish(key, recorded, answer))
+                .ok()
+                .map(|()| answered)
+        };
+        if via_run_log {
+            if let Some(answered) = send(false) {
+                let _ = answered.await;
+            }
+            self.runs.flushed().await;
+        }
+        if let Some(answered) = send(true) {
             let _ = answered.await;
         }
     }
@@ -258,7 +271,8 @@ impl Node {
 /// A claim, or a claim done, on its way to the database with others.
 pub(super) enum Pending {
     Claim(Claim, bool, oneshot::Sender<Option<Claimed>>),
-    Finish(String, String, oneshot::Sender<()>),
+    /// (what, at), and whether its run is recorded.
+    Finish((String, String), bool, oneshot::Sender<()>),
 }
 
 /// Most claims sent in one statement.
@@ -272,22 +286,28 @@ const MAX_BATCH: usize = 2000;
 async fn claim_batches(fleet: Arc<dyn Fleet>, mut queue: mpsc::UnboundedReceiver<Pending>) {
     while let Some(first) = queue.recv().await {
         let mut claims = Vec::new();
-        let mut finishes = Vec::new();
+        let mut finishes: [Vec<_>; 2] = [Vec::new(), Vec::new()];
         let mut next = Some(first);
         while let Some(pending) = next.take() {
             match pending {
                 Pending::Claim(claim, skipped, answer) => claims.push((claim, skipped, answer)),
-                Pending::Finish(what, at, answer) => finishes.push(((what, at), answer)),
+                Pending::Finish(key, recorded, answer) => {
+                    finishes[usize::from(recorded)].push((key, answer))
+                }
             }
-            if claims.len() + finishes.len() < MAX_BATCH {
+            if claims.len() + finishes[0].len() + finishes[1].len() < MAX_BATCH {
                 next = queue.try_recv().ok();
             }
         }
-        if !finishes.is_empty() {
+        for (recorded, finishes) in finishes.into_iter().enumerate() {
+            if finishes.is_empty() {
+                continue;
+            }
             let done: Vec<(String, String)> = finishes.iter().map(|(k, _)| k.clone()).collect();
             let fleet = fleet.clone();
-            if let Err(e) = patiently(move || fleet.finish_all(&done)).await {
-                tracing::error!(claims = finishes.len(), "claims not marked done: {e}");
+            let recorded = recorded == 1;
+            if let Err(e) = patiently(move || fleet.finish_all(&done, recorded)).await {
+                tracing::error!(claims = finishes.len(), "claims not marked as run: {e}");
             }
             for (_, answer) in finishes {
                 let _ = answer.send(());

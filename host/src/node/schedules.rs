@@ -138,12 +138,20 @@ impl Node {
             Some(Claimed::Skipped) => true,
             Some(Claimed::Taken) | None => return,
         };
-        match workflow {
-            Some(workflow) => self.workflow_tick(&workflow, scheduled_for, skipped).await,
-            None => self.handler_tick(&job, scheduled_for, skipped).await,
-        }
+        // A handler's run is recorded by the run log; a workflow's as it
+        // runs.
+        let via_run_log = match workflow {
+            Some(workflow) => {
+                self.workflow_tick(&workflow, scheduled_for, skipped).await;
+                false
+            }
+            None => {
+                self.handler_tick(&job, scheduled_for, skipped).await;
+                true
+            }
+        };
         drop(running);
-        self.finish(&claim).await;
+        self.finish(&claim, via_run_log).await;
     }
 
     /// A tick of a handler's schedule: run, or recorded as skipped while

@@ -290,7 +290,7 @@ impl Node {
             }
             run.job_id = Some(record.id.clone());
             let moved = self.advance(&record.id, event.after, Some(run)).await;
-            self.finish(&claim).await;
+            self.finish(&claim, false).await;
             if !moved? {
                 return Ok(Round::Gone);
             }

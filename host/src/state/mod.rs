@@ -173,8 +173,12 @@ pub trait Fleet: Send + Sync {
     /// same order. With a claim, `true` records the tick as skipped (this
     /// node knows its previous run still goes).
     fn claim_all(&self, claims: &[(Claim, bool)]) -> Result<Vec<Claimed>, StateError>;
-    /// Marks claims this node won, as (what, at), done.
-    fn finish_all(&self, done: &[(String, String)]) -> Result<(), StateError>;
+    /// Marks claims this node won, as (what, at), as run: `recorded` once
+    /// their runs are recorded (done), else as ended with their records
+    /// on the way (a later tick of the same schedule is then not skipped
+    /// for them, and a node that dies before recording them still has
+    /// them swept as lost).
+    fn finish_all(&self, done: &[(String, String)], recorded: bool) -> Result<(), StateError>;
     /// [`Fleet::claim_all`] of one claim.
     #[cfg(test)]
     fn claim(&self, claim: &Claim, skipped: bool) -> Result<Claimed, StateError> {
@@ -184,7 +188,7 @@ pub trait Fleet: Send + Sync {
     /// [`Fleet::finish_all`] of one claim.
     #[cfg(test)]
     fn finish(&self, what: &str, at: &str) -> Result<(), StateError> {
-        self.finish_all(&[(what.to_string(), at.to_string())])
+        self.finish_all(&[(what.to_string(), at.to_string())], true)
     }
     /// Renews this node's lease.
     fn heartbeat(&self) -> Result<(), StateError>;

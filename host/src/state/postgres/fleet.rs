@@ -108,7 +108,7 @@ impl Fleet for Postgres {
             .collect())
     }
 
-    fn finish_all(&self, done: &[(String, String)]) -> Result<(), StateError> {
+    fn finish_all(&self, done: &[(String, String)], recorded: bool) -> Result<(), StateError> {
         if done.is_empty() {
             return Ok(());
         }
@@ -118,11 +118,11 @@ impl Fleet for Postgres {
             let client = self.client().await?;
             client
                 .execute(
-                    "UPDATE claims SET state = 'done'
+                    "UPDATE claims SET state = CASE WHEN $4 THEN 'done' ELSE 'ran' END
                      FROM UNNEST($1::TEXT[], $2::TEXT[]) AS d (what, at)
                      WHERE claims.what = d.what AND claims.at = d.at
-                       AND claims.node = $3 AND claims.state = 'running'",
-                    &[&what, &at, &self.node_id],
+                       AND claims.node = $3 AND claims.state IN ('running', 'ran')",
+                    &[&what, &at, &self.node_id, &recorded],
                 )
                 .await?;
             Ok(())
@@ -148,8 +148,8 @@ impl Fleet for Postgres {
                     "UPDATE claims c SET state = 'lost'
                      FROM (SELECT c2.what, c2.at, COALESCE(n.seen_at, c2.claimed_at) AS seen
                            FROM claims c2 LEFT JOIN nodes n ON n.id = c2.node
-                           WHERE c2.state = 'running') l
-                     WHERE c.what = l.what AND c.at = l.at AND c.state = 'running'
+                           WHERE c2.state IN ('running', 'ran')) l
+                     WHERE c.what = l.what AND c.at = l.at AND c.state IN ('running', 'ran')
                        AND l.seen < now() - make_interval(secs => $1)
                      RETURNING c.what, c.at, c.kind, c.name, c.node,
                          FLOOR(EXTRACT(EPOCH FROM c.claimed_at) * 1000)::BIGINT,
@@ -208,7 +208,7 @@ impl Fleet for Postgres {
             }
             tx.execute(
                 &format!(
-                    "DELETE FROM claims WHERE state <> 'running' AND claimed_at < now() - interval '{KEPT}'"
+                    "DELETE FROM claims WHERE state NOT IN ('running', 'ran') AND claimed_at < now() - interval '{KEPT}'"
                 ),
                 &[],
             )

@@ -118,13 +118,15 @@ const V1: &str = "
         kind TEXT NOT NULL CHECK (kind IN ('schedule', 'trigger', 'workflow')),
         name TEXT NOT NULL,
         node TEXT NOT NULL,
-        state TEXT NOT NULL CHECK (state IN ('running', 'done', 'skipped', 'lost')),
+        -- running, then ran (its run ended; its record may still be on its
+        -- way), then done; or skipped, or lost.
+        state TEXT NOT NULL CHECK (state IN ('running', 'ran', 'done', 'skipped', 'lost')),
         claimed_at TIMESTAMPTZ NOT NULL DEFAULT now(),
         PRIMARY KEY (what, at)
     );
     -- The sweep reads the running claims; the pruning the old others.
-    CREATE INDEX claims_running ON claims (node) WHERE state = 'running';
-    CREATE INDEX claims_finished ON claims (claimed_at) WHERE state <> 'running';
+    CREATE INDEX claims_running ON claims (node) WHERE state IN ('running', 'ran');
+    CREATE INDEX claims_finished ON claims (claimed_at) WHERE state NOT IN ('running', 'ran');
 ";
 
 /// Applies the migrations this database lacks. A database that a newer

@@ -177,6 +177,9 @@ fn a_silent_node_loses_its_running_claims_once() {
     for c in [&tick, &event, &gone, &flow_tick, &flow_event] {
         assert_eq!(a.claim(c, false).unwrap(), Claimed::Won);
     }
+    // The tick's run ended; its record never made it.
+    a.finish_all(&[(tick.what.clone(), tick.at.clone())], false)
+        .unwrap();
     // The node started the workflow's tick and recorded it as running.
     let started = WorkflowRun {
         id: 0,
@@ -422,10 +425,17 @@ fn a_batch_of_claims_is_decided_claim_by_claim() {
             Claimed::Won,
         ]
     );
-    a.finish_all(&[
-        ("fresh".into(), "1000".into()),
-        ("busy".into(), "7:0".into()),
-    ])
+    a.finish_all(
+        &[
+            ("fresh".into(), "1000".into()),
+            ("busy".into(), "7:0".into()),
+        ],
+        true,
+    )
     .unwrap();
     assert!(a.claim_all(&[]).unwrap().is_empty());
+    // A run that ended, its record on the way, holds up no later tick.
+    b.finish_all(&[("busy".into(), "0".into())], false).unwrap();
+    let later = claim("busy", "2000", "echo", ClaimKind::Schedule);
+    assert_eq!(a.claim(&later, false).unwrap(), Claimed::Won);
 }
