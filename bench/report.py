@@ -195,7 +195,7 @@ def main():
             "2 cores): each tick is claimed by one node. Doubles are ticks run twice; lost are runs of a node",
             "that stopped (none stop here).",
             "",
-            "| nodes | runs/s | missed | doubles | skipped | lost | lateness p50 | p99 | peak RSS per node |",
+            "| nodes | tick records/s (run or skipped) | missed | doubles | skipped | lost | lateness p50 | p99 | peak RSS, largest node |",
             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for key in ("1 node", "3 nodes"):
