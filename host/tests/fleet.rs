@@ -119,6 +119,20 @@ fn three_nodes_serve_one_state_and_run_each_tick_once() {
         let ticks = ticks_once(&three, id);
         assert!(ticks.len() >= 8, "{id} ran {} ticks in 10 s", ticks.len());
     }
+    // Each node counts its claims: the two left won some ticks and lost
+    // others to each other.
+    for node in [&one, &three] {
+        let metrics = node.get("/metrics").text();
+        for outcome in ["won", "taken"] {
+            let line = format!("wasmatic_fleet_claims_total{{outcome=\"{outcome}\"}} ");
+            let count: u64 = metrics
+                .lines()
+                .find_map(|l| l.strip_prefix(&line))
+                .and_then(|n| n.trim().parse().ok())
+                .unwrap_or(0);
+            assert!(count > 0, "no {outcome} claims counted:\n{metrics}");
+        }
+    }
 
     // The run node 2 had in flight is recorded as lost, once.
     let lost = wait_for(LOST_AFTER, "the killed node's run recorded as lost", || {
