@@ -33,6 +33,9 @@ Scenarios (see BENCHMARKS.md for what each one means):
      made one by one over HTTP
   p  a fleet sharing one PostgreSQL (bench/fleet.py): f's cron load on one
      node and on three, and how soon a registration reaches another node
+  r  the node's RSS under hostile load (bench/hostile.py): stalled
+     connections, large uploads, guests growing memory, spinning, printing,
+     hoarding HTTP fields; and whether it kept answering meanwhile
 """
 
 import http.client
@@ -51,6 +54,7 @@ import time
 from pathlib import Path
 
 import fleet
+import hostile
 
 ROOT = Path(__file__).resolve().parent.parent
 TOOLS = ROOT / "target" / "bench-tools"
@@ -143,6 +147,11 @@ class Server:
         status = Path(f"/proc/{self.proc.pid}/status").read_text()
         kib = int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1))
         return kib / 1024
+
+    def cpu_seconds(self):
+        """User and system CPU time of the process so far."""
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def __exit__(self, *exc):
         self.proc.terminate()
@@ -439,7 +448,9 @@ def cron_run(label, query):
             status, body = request(server.port, "POST", "/sched", job)
             assert status == 201, body
         scheduled_at = time.time()
+        cpu_before = server.cpu_seconds()
         time.sleep(CRON_SECONDS)
+        cpu = server.cpu_seconds() - cpu_before
         ended_at = time.time()
         rss = server.peak_rss_mib()
     db = sqlite3.connect(d / ".wasmatic" / "state.db")
@@ -479,6 +490,8 @@ def cron_run(label, query):
         "lateness_max_ms": lateness[-1],
         "peak_rss_mib": rss,
         "seconds": ended_at - scheduled_at,
+        # The node's CPU time (user and system, all threads) per tick due.
+        "cpu_ms_per_run": cpu * 1000 / max(1, len(jobs) * CRON_SECONDS),
     }
     log(f"f/{label}: {result}")
     return result
@@ -637,7 +650,7 @@ def main():
         "settings": {"seconds": SECONDS, "rounds": ROUNDS, "connections": CONNECTIONS, "threads": THREADS},
         "command": "make bench",
     }
-    only = set(sys.argv[1:]) or (set("abc") if QUICK else set("abcdefhwp"))
+    only = set(sys.argv[1:]) or (set("abc") if QUICK else set("abcdefhwpr"))
     for key, run in [
         ("a", lambda: scenario_a(wasmtime)),
         ("b", lambda: scenario_b(wasmtime)),
@@ -648,6 +661,7 @@ def main():
         ("h", scenario_h),
         ("w", scenario_w),
         ("p", lambda: fleet.scenario_p(sys.modules[__name__])),
+        ("r", lambda: hostile.scenario_r(sys.modules[__name__])),
     ]:
         if key in only:
             results[key] = run()

@@ -147,16 +147,18 @@ def main():
             "",
             f"f. {any_f['jobs']} jobs every second for {any_f['seconds']:.0f} s, each running the echo handler.",
             "Lateness is each run's start against its tick; a skipped tick is one that came while the job's",
-            "previous run was still going. Target: p99 < 20 ms and no missed tick.",
+            "previous run was still going. Node CPU per run is the node's CPU time (all threads, user and",
+            "system) over the run, divided by the ticks due. Target: p99 < 20 ms and no missed tick.",
             "",
-            "| handler | runs / ticks due | missed | skipped | failed | p50 | p99 | max | target |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---|",
+            "| handler | runs / ticks due | missed | skipped | failed | p50 | p99 | max | node CPU per run | target |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
         ]
         for mode, f in r["f"].items():
             ok = f["lateness_p99_ms"] < 20 and f["missed"] == 0
+            cpu = f"{f['cpu_ms_per_run'] * 1000:.0f} µs" if "cpu_ms_per_run" in f else "–"
             out.append(
                 f"| {mode} | {f['runs']:,} / {f['ticks_expected']:,} | **{f['missed']}** | {f['skipped']} | {f['failed']} "
-                f"| {f['lateness_p50_ms']} ms | **{f['lateness_p99_ms']} ms** | {f['lateness_max_ms']} ms | {verdict(ok)} |"
+                f"| {f['lateness_p50_ms']} ms | **{f['lateness_p99_ms']} ms** | {f['lateness_max_ms']} ms | {cpu} | {verdict(ok)} |"
             )
         out.append("")
     if "h" in r:
@@ -229,6 +231,23 @@ def main():
             f"| {w['workflow_ms']:.2f} ms | {w['separate_ms']:.2f} ms | **{w['ratio']:.2f}×** ({w['ratio_min']:.2f}–{w['ratio_max']:.2f}) |",
             "",
         ]
+    if "r" in r:
+        out += [
+            "## Under attack",
+            "",
+            "r. The node's memory under hostile load from loopback, each case on a node of its own with the",
+            "default limits, for a few seconds, while a probe asks `GET /health` every 0.1 s: peak RSS",
+            "(VmHWM) beside the same node idle, RSS a second after the load stops, and what the probe saw.",
+            "",
+            "| case | idle RSS | peak RSS | RSS after | /health answered | slowest /health | serving after |",
+            "|---|---:|---:|---:|---:|---:|---|",
+        ]
+        for case, c in r["r"].items():
+            out.append(
+                f"| {case} | {c['idle_rss_mib']:.0f} MiB | **{c['peak_rss_mib']:.0f} MiB** | {c['rss_after_mib']:.0f} MiB "
+                f"| {c['probes_ok']} / {c['probes']} | {c['probe_max_ms']:.0f} ms | {'yes' if c['serving_after'] else '**no**'} |"
+            )
+        out.append("")
     rss = []
     for mode, res in r.get("c", {}).items():
         rss.append(f"c ({mode}): {res['ours']['runs'][-1]['peak_rss_mib']:.0f} MiB")

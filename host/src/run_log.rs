@@ -1,28 +1,50 @@
 //! The run history's writer: one thread that writes run records in batches.
 //!
-//! A busy node records a run per guest call and per cron tick, a thousand a
-//! second or more; one transaction (and one fsync) per batch instead of per
-//! run keeps that cheap. The queue to the writer is bounded: when the disk
-//! falls behind, callers wait for room rather than the node buffering
-//! without end. Run records are history, not acknowledged state, so they
-//! need not be durable before a call returns; but a reader must see the runs
-//! that finished before it asked, which [`RunLog::flushed`] provides.
+//! A busy node records a run per guest call and per cron tick, tens of
+//! thousands a second on a fast handler. Each commit costs far more than
+//! each row (SQLite writes every page it touched to its log), so the writer
+//! waits a moment after the first run of a batch for more to arrive, and
+//! commits them together. The queue to the writer is bounded in bytes: when
+//! the disk falls behind, callers wait for room rather than the node
+//! buffering without end. Run records are history, not acknowledged state,
+//! so they need not be durable before a call returns; but a reader must see
+//! the runs that finished before it asked, which [`RunLog::flushed`]
+//! provides, cutting the writer's wait short.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-
-use tokio::sync::{mpsc, watch};
-
+use std::thread::Thread;
 use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 
 use crate::state::{RunBounds, RunRecord, StateError, Store};
 
-/// Runs waiting for the writer at most (each is at most a few MiB: the
-/// output, stdout, stderr and audit caps).
-const QUEUE: usize = 64;
+/// Bytes of run records waiting for the writer at most (a record's size is
+/// [`RunRecord::size`]; one larger than this waits for an empty queue).
+const QUEUE_BYTES: usize = 32 << 20;
+
+/// Runs written in one transaction at most.
+const BATCH: usize = 1024;
+
+/// How long the writer waits after the first run of a batch for more,
+/// unless a reader is waiting or a batch's worth is already queued.
+const LINGER: Duration = Duration::from_millis(5);
+
+/// A run on its way to the writer, with its room in the queue, given back
+/// once it is written.
+struct Queued {
+    run: RunRecord,
+    _room: OwnedSemaphorePermit,
+}
 
 pub struct RunLog {
-    sender: mpsc::Sender<RunRecord>,
+    sender: mpsc::UnboundedSender<Queued>,
+    room: Arc<Semaphore>,
+    /// Runs in the queue now.
+    queued: Arc<AtomicUsize>,
+    /// The writer thread, woken early by readers and by a full batch.
+    writer: Thread,
     /// Runs handed to the writer so far.
     sent: AtomicU64,
     /// Runs the writer has finished with (written, or failed and logged).
@@ -32,25 +54,35 @@ pub struct RunLog {
 impl RunLog {
     /// Starts the writer thread; it ends when the log is dropped.
     pub fn start(state: Arc<dyn Store>, bounds: RunBounds) -> std::io::Result<RunLog> {
-        let (sender, mut receiver) = mpsc::channel::<RunRecord>(QUEUE);
+        let (sender, mut receiver) = mpsc::unbounded_channel::<Queued>();
         let (done, written) = watch::channel(0u64);
-        std::thread::Builder::new()
+        let queued = Arc::new(AtomicUsize::new(0));
+        let in_queue = queued.clone();
+        let writer = std::thread::Builder::new()
             .name("run-log".into())
             .spawn(move || {
                 while let Some(first) = receiver.blocking_recv() {
+                    if in_queue.load(Ordering::SeqCst) < BATCH {
+                        std::thread::park_timeout(LINGER);
+                    }
                     let mut batch = vec![first];
-                    while batch.len() < QUEUE {
+                    while batch.len() < BATCH {
                         match receiver.try_recv() {
                             Ok(run) => batch.push(run),
                             Err(_) => break,
                         }
                     }
-                    write(&*state, &batch, bounds);
-                    done.send_modify(|n| *n += batch.len() as u64);
+                    in_queue.fetch_sub(batch.len(), Ordering::SeqCst);
+                    let runs: Vec<RunRecord> = batch.into_iter().map(|q| q.run).collect();
+                    write(&*state, &runs, bounds);
+                    done.send_modify(|n| *n += runs.len() as u64);
                 }
             })?;
         Ok(RunLog {
             sender,
+            room: Arc::new(Semaphore::new(QUEUE_BYTES)),
+            queued,
+            writer: writer.thread().clone(),
             sent: AtomicU64::new(0),
             written,
         })
@@ -58,21 +90,33 @@ impl RunLog {
 
     /// Queues a run for the writer, waiting while the queue is full.
     pub async fn record(&self, run: RunRecord) {
+        let bytes = run.size().clamp(1, QUEUE_BYTES) as u32;
+        let Ok(room) = self.room.clone().acquire_many_owned(bytes).await else {
+            return tracing::error!("the run log has stopped; a run was not recorded");
+        };
         self.sent.fetch_add(1, Ordering::SeqCst);
-        if self.sender.send(run).await.is_err() {
-            tracing::error!("the run log has stopped; a run was not recorded");
+        let queued = self.queued.fetch_add(1, Ordering::SeqCst) + 1;
+        if self.sender.send(Queued { run, _room: room }).is_err() {
+            return tracing::error!("the run log has stopped; a run was not recorded");
+        }
+        // A full batch, or a queue at half its bytes, need not wait.
+        if queued == BATCH || self.room.available_permits() < QUEUE_BYTES / 2 {
+            self.writer.unpark();
         }
     }
 
     /// Runs waiting in the queue for the writer (a node metric).
     pub fn queued(&self) -> usize {
-        self.sender.max_capacity() - self.sender.capacity()
+        self.queued.load(Ordering::SeqCst)
     }
 
     /// Resolves once every run recorded before the call is written.
     pub async fn flushed(&self) {
         let target = self.sent.load(Ordering::SeqCst);
         let mut written = self.written.clone();
+        if *written.borrow() < target {
+            self.writer.unpark();
+        }
         // An error means the writer is gone: nothing more will be written.
         let _ = written.wait_for(|n| *n >= target).await;
     }

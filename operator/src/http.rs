@@ -5,56 +5,62 @@ use crate::wasi::http::types::{
     http_error_code, ErrorCode, Fields, IncomingRequest, Method, OutgoingBody, OutgoingResponse,
     ResponseOutparam,
 };
-use crate::wasi::io::streams::StreamError;
+use crate::wasi::io::streams::{OutputStream, StreamError};
+use std::cell::OnceCell;
 
 pub struct Request {
     pub method: Method,
     /// The path, percent-encoded as received, without the query.
     pub path: String,
     pub query: String,
-    /// The `authorization` header, if any.
-    pub authorization: Option<Vec<u8>>,
-    /// The `accept` header, if any: a browser asking for `/` gets the console.
-    pub accept: Option<Vec<u8>>,
-    /// The request's id (`x-request-id`), which the host sets on every
-    /// request: error answers quote it, so a client can find the request's
-    /// lines in the node's log.
-    pub request_id: Option<String>,
     /// The body, or why it could not be read.
     pub body: Result<Vec<u8>, Response>,
+    /// The request's headers, fetched from the host when first asked for:
+    /// most routes read none, and each read is a host call. Declared before
+    /// `incoming`, so that this child resource is dropped before its parent.
+    headers: OnceCell<Fields>,
+    incoming: IncomingRequest,
 }
 
 impl Request {
-    pub fn read(request: IncomingRequest) -> Request {
-        let path_with_query = request.path_with_query().unwrap_or_else(|| "/".into());
+    pub fn read(incoming: IncomingRequest) -> Request {
+        let path_with_query = incoming.path_with_query().unwrap_or_else(|| "/".into());
         let (path, query) = match path_with_query.split_once('?') {
             Some((path, query)) => (path.to_string(), query.to_string()),
             None => (path_with_query, String::new()),
         };
-        let headers = request.headers();
-        let authorization = headers.get("authorization").into_iter().next();
-        let accept = headers.get("accept").into_iter().next();
-        let request_id = headers
-            .get("x-request-id")
-            .into_iter()
-            .next()
-            .and_then(|id| String::from_utf8(id).ok());
-        drop(headers);
-        let method = request.method();
-        // Only these carry a body the API reads; skipping it saves host calls.
-        let body = match method {
-            Method::Post | Method::Put | Method::Patch => read_body(&request),
-            _ => Ok(Vec::new()),
-        };
-        Request {
-            method,
+        let mut request = Request {
+            method: incoming.method(),
             path,
             query,
-            authorization,
-            accept,
-            request_id,
-            body,
+            body: Ok(Vec::new()),
+            headers: OnceCell::new(),
+            incoming,
+        };
+        // Only these carry a body the API reads; skipping it saves host calls.
+        if matches!(request.method, Method::Post | Method::Put | Method::Patch) {
+            request.body = read_body(&request);
         }
+        request
+    }
+
+    /// The first value of header `name` (lower case), if any.
+    pub fn header(&self, name: &str) -> Option<Vec<u8>> {
+        let headers = self.headers.get_or_init(|| self.incoming.headers());
+        headers.get(name).into_iter().next()
+    }
+
+    /// The `authorization` header, if any.
+    pub fn authorization(&self) -> Option<Vec<u8>> {
+        self.header("authorization")
+    }
+
+    /// The request's id (`x-request-id`), which the host sets on every
+    /// request: error answers quote it, so a client can find the request's
+    /// lines in the node's log.
+    pub fn request_id(&self) -> Option<String> {
+        self.header("x-request-id")
+            .and_then(|id| String::from_utf8(id).ok())
     }
 
     /// The value of query parameter `key`, percent-decoded.
@@ -79,8 +85,9 @@ impl Request {
 
 /// Reads the whole body. The host bounds its size: past the node's limit
 /// the read fails with `HTTP-request-body-size`, answered with 413.
-fn read_body(request: &IncomingRequest) -> Result<Vec<u8>, Response> {
+fn read_body(request: &Request) -> Result<Vec<u8>, Response> {
     let body = request
+        .incoming
         .consume()
         .map_err(|()| Response::error(500, "the request body was already taken"))?;
     let stream = body
@@ -88,10 +95,8 @@ fn read_body(request: &IncomingRequest) -> Result<Vec<u8>, Response> {
         .map_err(|()| Response::error(500, "the request body has no stream"))?;
     // Sized once from the declared length (the host has checked it).
     let declared = request
-        .headers()
-        .get("content-length")
-        .first()
-        .and_then(|v| std::str::from_utf8(v).ok()?.trim().parse::<usize>().ok());
+        .header("content-length")
+        .and_then(|v| std::str::from_utf8(&v).ok()?.trim().parse::<usize>().ok());
     let mut bytes = Vec::with_capacity(declared.unwrap_or(0));
     loop {
         match stream.blocking_read(1024 * 1024) {
@@ -237,14 +242,30 @@ impl Response {
         };
         ResponseOutparam::set(out, Ok(response));
         if let Ok(stream) = body.write() {
-            // `blocking-write-and-flush` takes at most 4096 bytes per call.
-            for chunk in self.body.chunks(4096) {
-                if stream.blocking_write_and_flush(chunk).is_err() {
-                    break;
-                }
-            }
+            write_all(&stream, &self.body);
             drop(stream);
         }
         let _ = OutgoingBody::finish(body, None);
+    }
+}
+
+/// Writes `bytes` as fast as the stream takes them, waiting only when it is
+/// full: a body that fits is handed over in one write, with no wait for it
+/// to be flushed (`finish` ends the body after what was written).
+fn write_all(stream: &OutputStream, mut bytes: &[u8]) {
+    while !bytes.is_empty() {
+        let room = match stream.check_write() {
+            Ok(0) => {
+                stream.subscribe().block();
+                continue;
+            }
+            Ok(room) => usize::try_from(room).unwrap_or(usize::MAX),
+            Err(_) => return,
+        };
+        let (now, rest) = bytes.split_at(room.min(bytes.len()));
+        if stream.write(now).is_err() {
+            return;
+        }
+        bytes = rest;
     }
 }

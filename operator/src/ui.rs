@@ -47,7 +47,7 @@ pub fn asset(file: &[&str]) -> Result<Response, Response> {
 /// Whether a `GET /` comes from a browser (it accepts HTML): it is sent
 /// to the console, while API clients keep the answer they had.
 pub fn wants_html(req: &Request) -> bool {
-    req.accept
+    req.header("accept")
         .as_deref()
         .and_then(|a| std::str::from_utf8(a).ok())
         .is_some_and(|a| a.to_ascii_lowercase().contains("text/html"))

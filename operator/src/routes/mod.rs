@@ -29,12 +29,12 @@ const OPENAPI: &str = include_str!("../../openapi.json");
 /// never the path, so that the metrics' labels stay few.
 const ROUTE_HEADER: &str = "wasmatic-route";
 
-pub fn route(req: Request) -> Response {
+pub fn route(req: &Request) -> Response {
     let method = method_name(&req.method);
     match table::find(&method, &req.path) {
         Found::Route(route, params) => {
-            let answer = if route.token { authorize(&req) } else { Ok(()) }
-                .and_then(|()| dispatch(&req, route, &params));
+            let answer = if route.token { authorize(req) } else { Ok(()) }
+                .and_then(|()| dispatch(req, route, &params));
             answer
                 .unwrap_or_else(|response| response)
                 .with_header(ROUTE_HEADER, route.path.into())
@@ -51,9 +51,12 @@ pub fn route(req: Request) -> Response {
 /// route's `{…}` places.
 fn dispatch(req: &Request, route: &Route, params: &[&str]) -> Result<Response, Response> {
     match (route.method, route.path, params) {
-        ("GET", "/health", []) | ("GET", "/wasm/health", []) => {
-            Ok(Response::json(200, &serde_json::json!({ "ok": true })))
-        }
+        ("GET", "/health", []) | ("GET", "/wasm/health", []) => Ok(Response {
+            status: 200,
+            content_type: "application/json",
+            headers: Vec::new(),
+            body: br#"{"ok":true}"#.to_vec(),
+        }),
         ("GET", "/openapi.json", []) => Ok(Response {
             status: 200,
             content_type: "application/json",
@@ -111,9 +114,8 @@ fn dispatch(req: &Request, route: &Route, params: &[&str]) -> Result<Response, R
 /// checks the metrics token against the `Authorization` header passed on.
 fn metrics(req: &Request) -> Result<Response, Response> {
     let authorization = req
-        .authorization
-        .as_deref()
-        .map(|a| String::from_utf8_lossy(a).into_owned());
+        .authorization()
+        .map(|a| String::from_utf8_lossy(&a).into_owned());
     match host_metrics::render(authorization.as_deref()) {
         Ok(text) => Ok(Response {
             status: 200,
@@ -145,8 +147,8 @@ fn authorize(req: &Request) -> Result<(), Response> {
         return Ok(());
     }
     let expected = format!("Bearer {token}");
-    let given = req.authorization.as_deref().unwrap_or_default();
-    if constant_time_eq(given, expected.as_bytes()) {
+    let given = req.authorization().unwrap_or_default();
+    if constant_time_eq(&given, expected.as_bytes()) {
         Ok(())
     } else {
         let message = if given.is_empty() {

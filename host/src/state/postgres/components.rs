@@ -21,15 +21,25 @@ impl ComponentStore for Postgres {
                 )
                 .await?
                 .map(|row| row.get(0));
-            // The no-op update locks a blob that is already stored, so that
-            // another node dropping it as unused waits for this commit (and
-            // then finds it used).
-            tx.execute(
-                "INSERT INTO blobs (digest, bytes) VALUES ($1, $2)
-                 ON CONFLICT (digest) DO UPDATE SET digest = blobs.digest",
-                &[&record.digest, &bytes],
-            )
-            .await?;
+            // A blob already stored is locked, so that another node dropping
+            // it as unused waits for this commit (and then finds it used),
+            // and its bytes are not sent again. A new one is inserted; the
+            // no-op update locks it if another node inserted it meanwhile.
+            let stored = tx
+                .query_opt(
+                    "SELECT 1 FROM blobs WHERE digest = $1 FOR UPDATE",
+                    &[&record.digest],
+                )
+                .await?
+                .is_some();
+            if !stored {
+                tx.execute(
+                    "INSERT INTO blobs (digest, bytes) VALUES ($1, $2)
+                     ON CONFLICT (digest) DO UPDATE SET digest = blobs.digest",
+                    &[&record.digest, &bytes],
+                )
+                .await?;
+            }
             let settings = &record.settings;
             tx.execute(
                 "INSERT INTO components (name, digest, allow, config, reuse, loaded_at, links)

@@ -23,10 +23,17 @@ impl ComponentStore for Sqlite {
                 |row| row.get(0),
             )
             .optional()?;
-        tx.execute(
-            "INSERT OR IGNORE INTO blobs (digest, bytes) VALUES (?1, ?2)",
-            params![record.digest, bytes],
-        )?;
+        // Bytes already stored are not sent to SQLite again: binding them
+        // copies them even when the insert is then ignored.
+        let stored = tx
+            .prepare_cached("SELECT 1 FROM blobs WHERE digest = ?1")?
+            .exists([&record.digest])?;
+        if !stored {
+            tx.execute(
+                "INSERT INTO blobs (digest, bytes) VALUES (?1, ?2)",
+                params![record.digest, bytes],
+            )?;
+        }
         let settings = &record.settings;
         tx.execute(
             "INSERT INTO components (name, digest, allow, config, reuse, loaded_at, links)

@@ -62,11 +62,19 @@ impl RunStore for Sqlite {
     fn insert_runs(&self, runs: &[RunRecord], bounds: RunBounds) -> Result<(), StateError> {
         let mut conn = self.write();
         let mut kept = self.run_totals();
-        let tx = conn.transaction()?;
-        let mut totals = *kept;
-        insert_runs_in(&tx, runs, bounds, &mut totals)?;
-        tx.commit()?;
-        *kept = totals;
+        // History need not survive a power cut the way acknowledged state
+        // must: its commits skip the fsync, and the next commit that syncs
+        // (any registration, schedule or cursor) makes them durable too.
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        let written = (|| {
+            let tx = conn.transaction()?;
+            let mut totals = *kept;
+            insert_runs_in(&tx, runs, bounds, &mut totals)?;
+            tx.commit()?;
+            Ok::<_, StateError>(totals)
+        })();
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        *kept = written?;
         Ok(())
     }
 
