@@ -265,7 +265,7 @@ def scenario_a(wasmtime):
     modes = {
         "pooling": ["-O", "pooling-allocator=y"],
         # Our default decommit batch, given to the peer too.
-        "pooling, decommit batch 64 on both": ["-O", "pooling-allocator=y,pooling-decommit-batch-size=64"],
+        "pooling, decommit batch 16 on both": ["-O", "pooling-allocator=y,pooling-decommit-batch-size=16"],
         "no pooling": ["-O", "pooling-allocator=n"],
         "reuse 128": ["--max-instance-reuse-count", "128"],
     }

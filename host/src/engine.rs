@@ -40,8 +40,12 @@ pub fn build(options: &mut CommonOptions, concurrency: Concurrency) -> Result<En
     }
 }
 
-/// Pooled instances whose memory is returned to the kernel together.
-const DECOMMIT_BATCH_SIZE: usize = 64;
+/// Pooled instances whose memory is returned to the kernel together. The
+/// memory of up to this many finished instances stays resident until the
+/// batch is full (wasmtime flushes it on no timer): 16 keeps nearly all of
+/// the speed of 64 (`make bench`, row a) while a burst of guests that grew
+/// to their memory limit leaves a quarter as much behind (row r).
+const DECOMMIT_BATCH_SIZE: usize = 16;
 
 /// Whether an engine supports the component model's async ABI. Its calls
 /// then run as concurrent tasks, which costs a plain synchronous call about

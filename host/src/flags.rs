@@ -25,7 +25,7 @@ use wasmtime_cli_flags::CommonOptions;
 /// may hold at once unless `-S max-resources` says otherwise: enough for any
 /// honest handler, few enough that a loop creating them cannot take the
 /// node's memory.
-pub const DEFAULT_MAX_RESOURCES: usize = 10_000;
+pub const DEFAULT_MAX_RESOURCES: usize = 1_000;
 
 /// Bytes of one `wasi:http` `fields` resource (headers, trailers) unless
 /// `-S max-http-fields-size` says otherwise. wasmtime's default, 128 KiB,

@@ -123,7 +123,6 @@ impl GuestLimiter {
     }
 
     /// Bytes of linear memory the store's instances hold.
-    #[cfg(test)]
     pub fn memory_used(&self) -> usize {
         self.memory_used
     }

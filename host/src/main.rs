@@ -19,6 +19,7 @@ mod jobs;
 mod limits;
 mod links;
 mod logging;
+mod memory;
 mod metrics;
 mod modules;
 mod node;
@@ -225,6 +226,7 @@ async fn start(mut options: NodeOptions, source: OperatorSource, addr: SocketAdd
         .with_context(|| format!("cannot run {name}"))?;
     let _ticker =
         engine::EpochTicker::start(vec![engines.sync, engines.concurrent, operator_engine]);
+    memory::start_trimming();
     let edge = EdgeSetup {
         connections: serve::ConnectionLimits {
             max_connections: options.max_connections as usize,

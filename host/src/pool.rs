@@ -16,6 +16,11 @@ use std::time::{Duration, Instant};
 /// instance that could have been kept is dropped instead.
 pub const MAX_IDLE_GUEST_INSTANCES: usize = 256;
 
+/// Linear memory an instance may hold and still be kept idle. One that grew
+/// past it (serving a large upload, say) is dropped after its call: kept, it
+/// would hold that memory resident for as long as it waits.
+pub const MAX_IDLE_MEMORY: usize = 16 << 20;
+
 /// How often the reaper looks for expired idle instances; an instance is
 /// released at most this long after its timeout.
 const REAP_EVERY: Duration = Duration::from_millis(250);

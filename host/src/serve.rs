@@ -233,8 +233,11 @@ impl Operator {
                 };
                 match deadline.run(call).await {
                     Ok(Ok((proxy, uses))) => {
-                        // Only an instance that answered cleanly is used again.
-                        pool.give_back((store, proxy, permit), uses);
+                        // Only an instance that answered cleanly, and did not
+                        // grow large doing so, is used again.
+                        if store.data().limiter.memory_used() <= crate::pool::MAX_IDLE_MEMORY {
+                            pool.give_back((store, proxy, permit), uses);
+                        }
                         Ok(())
                     }
                     Ok(Err(e)) => Err(anyhow::Error::from(e)),

@@ -292,7 +292,7 @@ fn a_handler_hoarding_http_fields_is_stopped_at_its_resource_bounds() {
         assert!(message.contains("resource table"), "{message}");
         assert_healthy(&node);
     }
-    // 10 000 entries of at most 32 KiB each, not 1M entries of 128 KiB.
+    // 1 000 entries of at most 32 KiB each, not 1M entries of 128 KiB.
     let rss = rss_bytes(node.pid());
     assert!(rss < 1 << 30, "the node holds {} MiB", rss >> 20);
 

@@ -376,3 +376,47 @@ fn connections_and_buffered_bodies_are_capped_and_idle_ones_closed() {
     drop(holding);
     assert_ne!(node.post("/run/echo", &[b'b'; 600]).status, 503);
 }
+
+#[test]
+fn half_sent_heads_filling_the_cap_do_not_lock_clients_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = up(dir.path(), &["--max-connections", "8"]);
+    let addr = node.addr;
+    // Twice the cap of connections that never finish their request head:
+    // the later ones push out the earlier ones.
+    let mut held: Vec<TcpStream> = (0..16)
+        .map(|_| stalled(addr, "POST /register?name=x HTTP/1.1\r\nhost: node\r\n"))
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    // A client still gets in, long before the 10 s header-read timeout
+    // would free a connection, every time it asks.
+    for _ in 0..5 {
+        health_within(&node, Duration::from_secs(2));
+    }
+    // The oldest half-sent head was closed to make room.
+    let (raw, closed) = read_until_closed(&mut held[0]);
+    assert!(closed, "the oldest stalled connection is still open");
+    assert!(raw.is_empty(), "{}", String::from_utf8_lossy(&raw));
+    // A connection between requests is not preferred over a stalled one:
+    // a keep-alive client that has been answered keeps its connection
+    // while stalled heads remain.
+    let mut kept = stalled(
+        addr,
+        &format!("GET /health HTTP/1.1\r\nhost: {addr}\r\n\r\n"),
+    );
+    kept.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut first = [0u8; 12];
+    kept.read_exact(&mut first).unwrap();
+    assert_eq!(&first, b"HTTP/1.1 200");
+    held.extend((0..4).map(|_| stalled(addr, "GET /x HTTP/1.1\r\n")));
+    std::thread::sleep(Duration::from_millis(300));
+    let mut rest = Vec::new();
+    kept.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let _ = kept.read_to_end(&mut rest);
+    kept.write_all(format!("GET /health HTTP/1.1\r\nhost: {addr}\r\n\r\n").as_bytes())
+        .unwrap();
+    kept.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    kept.read_exact(&mut first).unwrap();
+    assert_eq!(&first, b"HTTP/1.1 200");
+}

@@ -311,7 +311,8 @@ pub async fn call(
         Ok(Err(e)) => Err(describe_failure(e, &stderr)),
         Err(timeout) => Err(CallError::TimedOut(timeout.to_string())),
     };
-    if returned && pool.reuses() {
+    let small = ready.store.data().limiter.memory_used() <= crate::pool::MAX_IDLE_MEMORY;
+    if returned && pool.reuses() && small {
         pool.give_back(ready, uses + 1);
     }
     CallOutcome {

@@ -1,13 +1,21 @@
 //! Connections: accepting them within a cap, and closing those that are
 //! slow or idle, so that holding sockets open costs a client more than it
 //! costs the node.
+//!
+//! At the cap, a new connection is not simply refused: the connection that
+//! has waited longest without a request in progress (one that never sent a
+//! whole request head first) is closed to make room. Otherwise a client
+//! holding the cap's worth of half-sent heads would lock everyone out until
+//! the header-read timeout. Only when every connection has a request in
+//! progress is the new one answered 503.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -17,7 +25,7 @@ use hyper::Request;
 use hyper_util::rt::TokioTimer;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{watch, Notify, Semaphore};
 use wasmtime_wasi_http::io::TokioIo;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
@@ -34,6 +42,10 @@ const CAP_WARNING_EVERY: Duration = Duration::from_secs(10);
 
 /// How long an excess connection is given to take its 503.
 const REFUSE_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// How long a new connection at the cap waits for the room a closed idle
+/// connection makes.
+const ROOM_WAIT: Duration = Duration::from_millis(500);
 
 /// What the cap refuses with; written as-is to a connection the node has not
 /// read from.
@@ -72,6 +84,8 @@ pub async fn serve<H, F>(
 {
     let open = Arc::new(Semaphore::new(limits.max_connections));
     let refusing = Arc::new(Semaphore::new(MAX_REFUSING));
+    let waiting = Arc::new(Semaphore::new(MAX_REFUSING));
+    let registry = Arc::new(Registry::default());
     let (stop, stopped) = watch::channel(false);
     let mut last_warning = None;
     tokio::pin!(shutdown);
@@ -88,24 +102,43 @@ pub async fn serve<H, F>(
             },
             _ = &mut shutdown => break,
         };
-        let Ok(permit) = open.clone().try_acquire_owned() else {
+        let _ = stream.set_nodelay(true);
+        let (handle, stopped, registry) = (handle.clone(), stopped.clone(), registry.clone());
+        if let Ok(permit) = open.clone().try_acquire_owned() {
+            tokio::spawn(async move {
+                connection(stream, peer, limits, handle, stopped, &registry).await;
+                drop(permit);
+            });
+            continue;
+        }
+        // At the cap: close the longest-idle connection, and take its room.
+        let room = match waiting.clone().try_acquire_owned() {
+            Ok(waiter) if registry.evict_one() => Some(waiter),
+            _ => None,
+        };
+        let Some(waiter) = room else {
             if last_warning.is_none_or(|at: Instant| at.elapsed() >= CAP_WARNING_EVERY) {
                 last_warning = Some(Instant::now());
                 tracing::warn!(
                     %peer,
-                    "refusing connections: {} are open (--max-connections)",
+                    "refusing connections: {} are open (--max-connections), each with a request in progress",
                     limits.max_connections
                 );
             }
             refuse(stream, &refusing);
             continue;
         };
-        let _ = stream.set_nodelay(true);
-        let handle = handle.clone();
-        let stopped = stopped.clone();
+        let (open, refusing) = (open.clone(), refusing.clone());
         tokio::spawn(async move {
-            connection(stream, peer, limits, handle, stopped).await;
-            drop(permit);
+            let permit = tokio::time::timeout(ROOM_WAIT, open.acquire_owned()).await;
+            drop(waiter);
+            match permit {
+                Ok(Ok(permit)) => {
+                    connection(stream, peer, limits, handle, stopped, &registry).await;
+                    drop(permit);
+                }
+                _ => refuse(stream, &refusing),
+            }
         });
     }
     drop(listener);
@@ -149,11 +182,13 @@ async fn connection<H, F>(
     limits: ConnectionLimits,
     handle: H,
     mut stopped: watch::Receiver<bool>,
+    registry: &Registry,
 ) where
     H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = hyper::Response<HyperOutgoingBody>> + Send + 'static,
 {
     let activity = Arc::new(Activity::new());
+    let _registered = registry.add(&activity);
     let service = {
         let activity = activity.clone();
         hyper::service::service_fn(move |req| {
@@ -194,6 +229,14 @@ async fn connection<H, F>(
                 closing = true;
                 conn.as_mut().graceful_shutdown();
             }
+            _ = activity.evict.notified() => {
+                // Chosen to make room; a request may have begun since.
+                if activity.idle_for().is_some() {
+                    tracing::debug!(%peer, "connection closed to make room for a new one");
+                    return;
+                }
+                activity.evicting.store(false, Ordering::Release);
+            }
             _ = idle_check, if !closing => {
                 if activity.idle_for() >= Some(limits.keep_alive_timeout) {
                     closing = true;
@@ -205,12 +248,70 @@ async fn connection<H, F>(
     }
 }
 
+/// The open connections, for choosing one to close at the cap.
+#[derive(Default)]
+struct Registry {
+    next: AtomicU64,
+    open: Mutex<HashMap<u64, Arc<Activity>>>,
+}
+
+/// A connection's place in the registry, given up when dropped.
+struct Registered<'r> {
+    registry: &'r Registry,
+    id: u64,
+}
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        self.registry.lock().remove(&self.id);
+    }
+}
+
+impl Registry {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<Activity>>> {
+        self.open.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn add(&self, activity: &Arc<Activity>) -> Registered<'_> {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        self.lock().insert(id, activity.clone());
+        Registered { registry: self, id }
+    }
+
+    /// Asks the connection without a request in progress that has waited
+    /// longest to close, preferring one that never sent a whole request
+    /// head; false when every connection has a request in progress.
+    fn evict_one(&self) -> bool {
+        let victim = self
+            .lock()
+            .values()
+            .filter(|a| !a.evicting.load(Ordering::Acquire))
+            .filter_map(|a| Some((a.served.load(Ordering::Acquire) > 0, a.idle_for()?, a)))
+            .min_by_key(|(served, idle, _)| (*served, std::cmp::Reverse(*idle)))
+            .map(|(_, _, a)| a.clone());
+        match victim {
+            Some(activity) => {
+                activity.evicting.store(true, Ordering::Release);
+                activity.evict.notify_one();
+                true
+            }
+            None => false,
+        }
+    }
+}
+
 /// Requests in progress on one connection, and since when it has had none.
 struct Activity {
     started: Instant,
     busy: AtomicUsize,
+    /// Requests the connection has begun, in all.
+    served: AtomicU64,
     /// Milliseconds after `started` at which the last request ended.
     idle_since: AtomicU64,
+    /// Tells the connection to close, to make room at the cap.
+    evict: Notify,
+    /// Set once the connection is told to close, so that it is chosen once.
+    evicting: AtomicBool,
 }
 
 impl Activity {
@@ -218,7 +319,10 @@ impl Activity {
         Activity {
             started: Instant::now(),
             busy: AtomicUsize::new(0),
+            served: AtomicU64::new(0),
             idle_since: AtomicU64::new(0),
+            evict: Notify::new(),
+            evicting: AtomicBool::new(false),
         }
     }
 
@@ -252,6 +356,7 @@ struct Busy(Arc<Activity>);
 impl Busy {
     fn start(activity: &Arc<Activity>) -> Self {
         activity.busy.fetch_add(1, Ordering::AcqRel);
+        activity.served.fetch_add(1, Ordering::AcqRel);
         Busy(activity.clone())
     }
 }
