@@ -85,15 +85,7 @@ impl NodeBuilder {
         {
             return None;
         }
-        static DATABASES: std::sync::Mutex<Vec<(PathBuf, String)>> =
-            std::sync::Mutex::new(Vec::new());
-        let mut databases = DATABASES.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((_, url)) = databases.iter().find(|(dir, _)| *dir == self.dir) {
-            return Some(url.clone());
-        }
-        let url = postgres::Cluster::shared().database();
-        databases.push((self.dir.clone(), url.clone()));
-        Some(url)
+        Some(postgres::database_of(&self.dir))
     }
 
     fn command(&self, log: &Path) -> Command {

@@ -20,7 +20,7 @@ use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 
 /// A PostgreSQL server of the tests.
 pub struct Cluster {
@@ -250,4 +250,18 @@ fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("free port")
+}
+
+/// The database of the shared server that a node in `dir` keeps its state
+/// in: made on first use, the same one for every node started there, so
+/// that a restart finds its state again.
+pub fn database_of(dir: &Path) -> String {
+    static DATABASES: Mutex<Vec<(PathBuf, String)>> = Mutex::new(Vec::new());
+    let mut databases = DATABASES.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((_, url)) = databases.iter().find(|(d, _)| d == dir) {
+        return url.clone();
+    }
+    let url = Cluster::shared().database();
+    databases.push((dir.to_path_buf(), url.clone()));
+    url
 }
