@@ -389,14 +389,36 @@ fn half_sent_heads_filling_the_cap_do_not_lock_clients_out() {
         .collect();
     std::thread::sleep(Duration::from_millis(300));
     // A client still gets in, long before the 10 s header-read timeout
-    // would free a connection, every time it asks.
+    // would free a connection, every time it asks (retrying a 503, as its
+    // `retry-after` says, while the cap is contended).
     for _ in 0..5 {
-        health_within(&node, Duration::from_secs(2));
+        let start = Instant::now();
+        wait_for(
+            Duration::from_secs(3),
+            "/health past the stalled heads",
+            || {
+                try_request(addr, "GET", "/health", &[], b"")
+                    .ok()
+                    .filter(|r| r.status == 200)
+            },
+        );
+        assert!(start.elapsed() < Duration::from_secs(3));
     }
-    // The oldest half-sent head was closed to make room.
-    let (raw, closed) = read_until_closed(&mut held[0]);
-    assert!(closed, "the oldest stalled connection is still open");
-    assert!(raw.is_empty(), "{}", String::from_utf8_lossy(&raw));
+    // Stalled connections were closed to make room, without an answer.
+    let closed = held
+        .iter_mut()
+        .take(8)
+        .filter_map(|s| {
+            s.set_read_timeout(Some(Duration::from_millis(200)))
+                .unwrap();
+            match s.read(&mut [0u8; 1]) {
+                Ok(0) => Some(()),
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => Some(()),
+                _ => None,
+            }
+        })
+        .count();
+    assert!(closed > 0, "no stalled connection was closed");
     // A connection between requests is not preferred over a stalled one:
     // a keep-alive client that has been answered keeps its connection
     // while stalled heads remain.

@@ -280,15 +280,21 @@ impl Registry {
 
     /// Asks the connection without a request in progress that has waited
     /// longest to close, preferring one that never sent a whole request
-    /// head; false when every connection has a request in progress.
+    /// head; false when every connection has a request in progress (or is
+    /// already closing to make room for another).
     fn evict_one(&self) -> bool {
-        let victim = self
-            .lock()
-            .values()
-            .filter(|a| !a.evicting.load(Ordering::Acquire))
-            .filter_map(|a| Some((a.served.load(Ordering::Acquire) > 0, a.idle_for()?, a)))
-            .min_by_key(|(served, idle, _)| (*served, std::cmp::Reverse(*idle)))
-            .map(|(_, _, a)| a.clone());
+        let open = self.lock();
+        // Idle times are in milliseconds: connections of the same
+        // millisecond go oldest first (their ids count up).
+        let victim = open
+            .iter()
+            .filter(|(_, a)| !a.evicting.load(Ordering::Acquire))
+            .filter_map(|(id, a)| {
+                let served = a.served.load(Ordering::Acquire) > 0;
+                Some(((served, std::cmp::Reverse(a.idle_for()?), *id), a))
+            })
+            .min_by_key(|(key, _)| *key)
+            .map(|(_, a)| a);
         match victim {
             Some(activity) => {
                 activity.evicting.store(true, Ordering::Release);
