@@ -123,8 +123,15 @@ impl GuestLimiter {
     }
 
     /// Bytes of linear memory the store's instances hold.
+    #[cfg(test)]
     pub fn memory_used(&self) -> usize {
         self.memory_used
+    }
+
+    /// Whether the store's instances are small enough to be kept idle for
+    /// reuse (see [`crate::pool::MAX_IDLE_MEMORY`]).
+    pub fn may_idle(&self) -> bool {
+        self.memory_used <= crate::pool::MAX_IDLE_MEMORY
     }
 }
 

@@ -235,7 +235,7 @@ impl Operator {
                     Ok(Ok((proxy, uses))) => {
                         // Only an instance that answered cleanly, and did not
                         // grow large doing so, is used again.
-                        if store.data().limiter.memory_used() <= crate::pool::MAX_IDLE_MEMORY {
+                        if store.data().limiter.may_idle() {
                             pool.give_back((store, proxy, permit), uses);
                         }
                         Ok(())

@@ -194,13 +194,14 @@ impl Response {
     /// Adds `"request_id"` to an error's JSON body (`{"error": …}`), as
     /// the host does to the errors it answers itself; other answers are
     /// left as they are.
-    pub fn with_request_id(mut self, id: Option<&str>) -> Response {
-        let Some(id) = id else {
-            return self;
-        };
+    pub fn with_request_id(mut self, req: &Request) -> Response {
         if self.status < 400 || self.content_type != "application/json" {
             return self;
         }
+        // Read only for an error: other answers spare the host call.
+        let Some(id) = req.request_id() else {
+            return self;
+        };
         if let Ok(serde_json::Value::Object(mut error)) = serde_json::from_slice(&self.body) {
             if error.contains_key("error") {
                 error.insert("request_id".into(), id.into());

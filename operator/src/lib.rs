@@ -53,13 +53,7 @@ impl exports::wasi::http::incoming_handler::Guest for Operator {
         response_out: wasi::http::types::ResponseOutparam,
     ) {
         let request = http::Request::read(request);
-        let response = routes::route(&request);
-        // Errors quote the request's id; other answers need not read it.
-        let response = if response.status >= 400 {
-            response.with_request_id(request.request_id().as_deref())
-        } else {
-            response
-        };
+        let response = routes::route(&request).with_request_id(&request);
         response.send(response_out);
     }
 }

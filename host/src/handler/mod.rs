@@ -311,8 +311,7 @@ pub async fn call(
         Ok(Err(e)) => Err(describe_failure(e, &stderr)),
         Err(timeout) => Err(CallError::TimedOut(timeout.to_string())),
     };
-    let small = ready.store.data().limiter.memory_used() <= crate::pool::MAX_IDLE_MEMORY;
-    if returned && pool.reuses() && small {
+    if returned && pool.reuses() && ready.store.data().limiter.may_idle() {
         pool.give_back(ready, uses + 1);
     }
     CallOutcome {
