@@ -12,7 +12,7 @@
 CARGO       ?= cargo
 WASM_TARGET := wasm32-wasip2
 WASM_OUT    := target/$(WASM_TARGET)/release
-COMPONENTS  := wasmatic-operator echo gecko custom-operator misbehave hello-proxy json-job caesar typed balance-check eth-query watcher cipher auditor async-echo
+COMPONENTS  := wasmatic-operator echo gecko custom-operator misbehave hello-proxy json-job caesar typed balance-check eth-query watcher cipher auditor async-echo wat-check
 WASM_TARGETS := $(WASM_TARGET) wasm32-wasip1
 
 # The pinned toolchain (rust-toolchain.toml's channel).

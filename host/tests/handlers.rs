@@ -444,3 +444,66 @@ fn the_state_directory_must_lie_outside_every_granted_directory() {
         .fail();
     assert!(stderr.contains("lies inside"), "{stderr}");
 }
+
+#[test]
+fn a_stopping_node_finishes_and_records_its_scheduled_run_and_starts_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start_node(dir.path());
+    register(&node, "nap", &component_bytes("misbehave.wasm"));
+    let job = schedule(
+        &node,
+        json!({ "name": "nap", "cron": "* * * * * *", "input": "nap" }),
+    );
+    let job_runs = format!("/sched/{}/runs?limit=100", job["id"].as_str().unwrap());
+    // Ticks fall on whole seconds and a run naps 2 s: 1.5 s after the
+    // schedule was added, its first run is going and none has ended.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        runs(&node, &job_runs).iter().all(|r| r["ok"] != true),
+        "no run has ended yet"
+    );
+    let stopped_at = now_ms();
+    assert!(node.terminate().success());
+
+    let node = start_node(dir.path());
+    let recorded = runs(&node, &job_runs);
+    let napped: Vec<&Value> = recorded
+        .iter()
+        .filter(|r| r["output"] == "napped")
+        .collect();
+    assert_eq!(
+        napped.len(),
+        1,
+        "the run going at SIGTERM ended and was recorded: {recorded:?}"
+    );
+    assert!(napped[0]["started_at"].as_u64().unwrap() < stopped_at);
+    assert!(
+        recorded
+            .iter()
+            .all(|r| r["scheduled_for"].as_u64().unwrap() < stopped_at),
+        "no tick after SIGTERM ran or was recorded: {recorded:?}"
+    );
+}
+
+#[test]
+fn a_handler_of_two_mib_of_code_registers_runs_and_says_what_is_wrong() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start_node(dir.path());
+    let wat_check = component_bytes("wat_check.wasm");
+    let info = register(&node, "wat", &wat_check);
+    assert_eq!(info["kind"], "handler");
+    // The same bytes again are found by digest.
+    assert_eq!(register(&node, "wat", &wat_check)["digest"], info["digest"]);
+    let module = r#"(module (func (export "inc") (param i32) (result i32) local.get 0 i32.const 1 i32.add))"#;
+    let checked = node.post("/run/wat", module.as_bytes());
+    assert_eq!(checked.status, 200, "{}", checked.text());
+    let checked = checked.json();
+    assert_eq!(checked["bytes"], 40);
+    let printed = checked["wat"].as_str().unwrap();
+    assert!(printed.contains("(export \"inc\" (func 0))"), "{printed}");
+    assert!(printed.contains("i32.add"), "{printed}");
+    let invalid = node.post("/run/wat", b"(module (func (result i32) i64.const 1))");
+    assert_eq!(invalid.status, 200);
+    let error = invalid.json()["error"].as_str().unwrap().to_string();
+    assert!(error.contains("type mismatch"), "{error}");
+}
