@@ -222,6 +222,7 @@ async fn start(mut options: NodeOptions, source: OperatorSource, addr: SocketAdd
         max_in_flight,
         outbound: Arc::new(policy),
     };
+    let stopping = node.clone();
     let operator = Operator::new(&operator_engine, &bytes, setup, node, cache_dir.as_deref())
         .with_context(|| format!("cannot run {name}"))?;
     let _ticker =
@@ -246,7 +247,13 @@ async fn start(mut options: NodeOptions, source: OperatorSource, addr: SocketAdd
         .local_addr()
         .context("cannot read the listening address")?;
     println!("wasmatic listening on http://{local}/ (operator: {name})");
-    serve::serve(operator, edge, listener, serve::shutdown_signal()).await
+    serve::serve(operator, edge, listener, serve::shutdown_signal()).await?;
+    // The requests are answered; the scheduled runs going finish and are
+    // recorded before the process ends.
+    if let Some(node) = stopping {
+        node.stop().await;
+    }
+    Ok(())
 }
 
 /// The node's token from `$WASMATIC_TOKEN`, if set. Set but empty or not

@@ -9,6 +9,7 @@
 //! | `recurse`   | recurses without end                            |
 //! | `print`     | writes 4 MiB to stdout and to stderr, returns   |
 //! | `sleep`     | sleeps for a minute                             |
+//! | `nap`       | sleeps for two seconds, returns `napped`        |
 //! | `big`       | returns 2 MiB                                   |
 //! | `env`       | returns every environment variable it sees      |
 //! | `files`     | lists what it can see of a filesystem           |
@@ -66,6 +67,10 @@ impl Guest for Misbehave {
             "sleep" => {
                 std::thread::sleep(std::time::Duration::from_secs(60));
                 "woke".into()
+            }
+            "nap" => {
+                std::thread::sleep(std::time::Duration::from_secs(2));
+                "napped".into()
             }
             "big" => "y".repeat(2 << 20),
             "fields" => {

@@ -13,6 +13,7 @@ mod inspect;
 mod modules;
 mod schedules;
 mod settings;
+mod stopping;
 mod triggers;
 mod workflow_steps;
 mod workflows;
@@ -79,6 +80,8 @@ pub struct Node {
     claims: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<fleet::Pending>>,
     /// The chain triggers whose task runs on this node.
     watched: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// Ticks and trigger rounds going, which a stopping node waits for.
+    in_flight: Arc<stopping::InFlight>,
 }
 
 impl Node {
@@ -119,6 +122,7 @@ impl Node {
             changes: tokio::sync::Mutex::new(()),
             watched: Default::default(),
             claims: Default::default(),
+            in_flight: Default::default(),
             limits,
             state_limits,
             policy: Arc::new(policy),
@@ -133,8 +137,16 @@ impl Node {
         let scheduler = node.scheduler.clone();
         let weak = Arc::downgrade(&node);
         tokio::spawn(scheduler::run(scheduler, move |tick| {
-            if let Some(node) = weak.upgrade() {
-                tokio::spawn(async move { node.tick(tick).await });
+            let Some(node) = weak.upgrade() else {
+                return;
+            };
+            // A stopping node starts no tick: the next node to run the
+            // schedule (a restart, or another in a fleet) takes it.
+            if let Some(going) = node.in_flight.enter() {
+                tokio::spawn(async move {
+                    node.tick(tick).await;
+                    drop(going);
+                });
             }
         }));
         Ok(node)

@@ -379,7 +379,13 @@ async fn watch(node: Weak<Node>, record: TriggerRecord, event: Event) {
         let Some(strong) = node.upgrade() else {
             return;
         };
+        // A stopping node starts no round; its cursor says where the next
+        // start resumes.
+        let Some(going) = strong.in_flight.enter() else {
+            return;
+        };
         let round = strong.trigger_round(&record, &event, input.as_ref()).await;
+        drop(going);
         if let Ok(Round::Gone) = round {
             strong.watched().remove(&record.id);
             return;
