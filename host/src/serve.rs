@@ -217,7 +217,9 @@ impl Operator {
         // after it has handed over the response head. The slot is held until
         // the task ends.
         let in_use = crate::metrics::InUse::start(crate::metrics::Pool::Operator);
-        let task = tokio::spawn(
+        // Boxed before it is spawned: the call's future is large, and a
+        // spawned future is moved into its task.
+        let task = tokio::spawn(Box::pin(
             async move {
                 let _in_use = in_use;
                 let call = async {
@@ -246,7 +248,7 @@ impl Operator {
             }
             // The operator's host calls log under the request's span.
             .in_current_span(),
-        );
+        ));
 
         match receiver.await {
             Ok(Ok(response)) => Ok(response),

@@ -236,7 +236,10 @@ impl Response {
             Err(_) => Fields::new(),
         };
         let response = OutgoingResponse::new(headers);
-        let _ = response.set_status_code(self.status);
+        // A new response is 200 already: most answers spare the host call.
+        if self.status != 200 {
+            let _ = response.set_status_code(self.status);
+        }
         let Ok(body) = response.body() else {
             ResponseOutparam::set(out, Ok(response));
             return;

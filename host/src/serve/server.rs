@@ -58,9 +58,11 @@ pub async fn serve(
         edge,
         ids: RequestIds::new(),
     });
+    // Boxed: the answer's future is large (it holds the operator call's),
+    // and hyper moves the future it is given; a box moves as a pointer.
     let handle = move |req, peer| {
         let server = server.clone();
-        async move { server.respond(req, peer).await }
+        Box::pin(async move { server.respond(req, peer).await })
     };
     listen::serve(listener, connections, handle, shutdown).await;
     Ok(())

@@ -31,7 +31,7 @@ const ROUTE_HEADER: &str = "wasmatic-route";
 
 pub fn route(req: &Request) -> Response {
     let method = method_name(&req.method);
-    match table::find(&method, &req.path) {
+    match table::find(method, &req.path) {
         Found::Route(route, params) => {
             let answer = if route.token { authorize(req) } else { Ok(()) }
                 .and_then(|()| dispatch(req, route, &params));
@@ -169,18 +169,18 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-fn method_name(method: &Method) -> String {
+fn method_name(method: &Method) -> &str {
     match method {
-        Method::Get => "GET".into(),
-        Method::Head => "HEAD".into(),
-        Method::Post => "POST".into(),
-        Method::Put => "PUT".into(),
-        Method::Delete => "DELETE".into(),
-        Method::Connect => "CONNECT".into(),
-        Method::Options => "OPTIONS".into(),
-        Method::Trace => "TRACE".into(),
-        Method::Patch => "PATCH".into(),
-        Method::Other(other) => other.clone(),
+        Method::Get => "GET",
+        Method::Head => "HEAD",
+        Method::Post => "POST",
+        Method::Put => "PUT",
+        Method::Delete => "DELETE",
+        Method::Connect => "CONNECT",
+        Method::Options => "OPTIONS",
+        Method::Trace => "TRACE",
+        Method::Patch => "PATCH",
+        Method::Other(other) => other,
     }
 }
 
