@@ -208,8 +208,9 @@ fmt: setup
 	$(CARGO) fmt --all
 
 ## Installs its own tools (wrk, wasmtime-cli of our wasmtime version) once;
-## BENCH_SECONDS, BENCH_ROUNDS set the length; `bench/bench.py a b` runs some.
-bench: build postgres
+## BENCH_SECONDS, BENCH_ROUNDS set the length; `bench/bench.py a b` runs some
+## rows into target/bench-partial.json, leaving BENCHMARKS.md alone.
+bench: build postgres tools js
 	python3 bench/bench.py
 
 ## A few seconds a row of a, b and c: ratios printed, nothing written. Run it

@@ -681,7 +681,11 @@ def main():
         "settings": {"seconds": SECONDS, "rounds": ROUNDS, "connections": CONNECTIONS, "threads": THREADS},
         "command": "make bench",
     }
+    # Some rows only (`bench/bench.py d e`): kept in target/bench-partial.json,
+    # never written over the whole run's report.
+    subset = bool(sys.argv[1:])
     only = set(sys.argv[1:]) or (set("abc") if QUICK else set("abcdefhwpr"))
+    partial = ROOT / "target" / "bench-partial.json"
     for key, run in [
         ("a", lambda: scenario_a(wasmtime)),
         ("b", lambda: scenario_b(wasmtime)),
@@ -697,12 +701,14 @@ def main():
         if key in only:
             results[key] = run()
             # Kept as each row finishes, so that a failure later loses none.
-            partial = ROOT / "target" / "bench-partial.json"
             partial.write_text(json.dumps(results, indent=2) + "\n")
     if QUICK:
         for key in "abc":
             for mode, res in results.get(key, {}).items():
                 print(f"{key}. {mode}: ours/peer {res['ratio']:.2f}x ({res['ratio_min']:.2f}-{res['ratio_max']:.2f})")
+        return
+    if subset:
+        log(f"rows {' '.join(sorted(only))} only: kept in {partial}; BENCHMARKS.md is left as it is")
         return
     out = ROOT / "bench" / "results.json"
     out.write_text(json.dumps(results, indent=2) + "\n")
