@@ -444,7 +444,7 @@ impl Node {
         };
         crate::metrics::schedule_lateness(trigger.as_ref().map(|t| (t.scheduled_for, started_at)));
         // The task logs under the request that asked for the call, if any.
-        let outcome = tokio::spawn(tracing::Instrument::in_current_span(async move {
+        let call = tracing::Instrument::in_current_span(async move {
             let _in_use = crate::metrics::InUse::start(crate::metrics::Pool::Component);
             let outcome = handler::call(
                 &handler.compiled,
@@ -457,9 +457,14 @@ impl Node {
             .await;
             drop(permit);
             outcome
-        }))
-        .await
-        .map_err(|e| NodeError::Internal(format!("the call's task failed: {e}")))?;
+        });
+        // Boxed before it is spawned: the call's future is about 4 KB, and
+        // spawning moves it by value through several frames; a box moves as
+        // a pointer (a profile of 1000 ticks a second put 13% of the node's
+        // CPU in memmove before both this and the tick's were boxed).
+        let outcome = tokio::spawn(Box::pin(call))
+            .await
+            .map_err(|e| NodeError::Internal(format!("the call's task failed: {e}")))?;
 
         let (output, error) = match &outcome.result {
             Ok(output) => (Some(output.clone()), None),
