@@ -40,13 +40,13 @@ const OTHER: &str = "other";
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
     method: &'static str,
-    route: String,
+    route: &'static str,
     status: u16,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RouteLabels {
-    route: String,
+    route: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -103,7 +103,10 @@ struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
     request_seconds: Family<RouteLabels, Histogram, Buckets>,
-    routes: Mutex<HashSet<String>>,
+    /// The route labels seen, kept for the life of the process (at most
+    /// [`MAX_ROUTES`] of at most 80 bytes): a request's labels then borrow
+    /// them instead of allocating.
+    routes: Mutex<HashSet<&'static str>>,
     calls: Family<CallLabels, Counter>,
     call_seconds: Family<NameLabels, Histogram, Buckets>,
     instances: Family<InstanceLabels, Gauge>,
@@ -211,28 +214,30 @@ fn is_pattern(route: &str) -> bool {
 
 /// The label for `route`, the pattern the operator says it matched: itself
 /// while there is room for it, else `other`.
-fn route_label(route: Option<&str>) -> String {
-    let Some(route) = route.filter(|r| is_pattern(r)) else {
-        return OTHER.into();
-    };
-    let mut routes = metrics().routes.lock().unwrap_or_else(|p| p.into_inner());
-    if routes.contains(route) || (routes.len() < MAX_ROUTES && routes.insert(route.to_string())) {
-        route.to_string()
-    } else {
-        OTHER.into()
+pub fn route_label(route: &str) -> &'static str {
+    if !is_pattern(route) {
+        return OTHER;
     }
+    let mut routes = metrics().routes.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(known) = routes.get(route) {
+        return known;
+    }
+    if routes.len() >= MAX_ROUTES {
+        return OTHER;
+    }
+    let kept: &'static str = Box::leak(route.to_owned().into_boxed_str());
+    routes.insert(kept);
+    kept
 }
 
 /// One request answered with `status` after `elapsed`; `route` is the
-/// pattern the operator matched, if it said (none for unknown routes and
-/// the host's own answers).
-pub fn request(method: &str, route: Option<&str>, status: u16, elapsed: Duration) {
+/// label of the pattern the operator matched ([`route_label`]), if it said
+/// (none for unknown routes and the host's own answers).
+pub fn request(method: &str, route: Option<&'static str>, status: u16, elapsed: Duration) {
     let m = metrics();
-    let route = route_label(route);
+    let route = route.unwrap_or(OTHER);
     m.request_seconds
-        .get_or_create(&RouteLabels {
-            route: route.clone(),
-        })
+        .get_or_create(&RouteLabels { route })
         .observe(elapsed.as_secs_f64());
     m.requests
         .get_or_create(&RequestLabels {
@@ -479,9 +484,8 @@ mod tests {
         assert!(!is_pattern("handlers"));
         assert!(!is_pattern("/run/a b"));
         assert!(!is_pattern(&format!("/{}", "x".repeat(100))));
-        assert_eq!(route_label(Some("/run/{name}")), "/run/{name}");
-        assert_eq!(route_label(Some("/run/\"x\"")), OTHER);
-        assert_eq!(route_label(None), OTHER);
+        assert_eq!(route_label("/run/{name}"), "/run/{name}");
+        assert_eq!(route_label("/run/\"x\""), OTHER);
         assert_eq!(method_label("BREW"), OTHER);
     }
 

@@ -46,6 +46,11 @@ pub use edge::Origins;
 pub use listen::ConnectionLimits;
 pub use server::{serve, EdgeSetup};
 
+/// The metrics label of the route the operator said a request matched, on
+/// its response's extensions (never sent to the client).
+#[derive(Clone, Copy)]
+struct MatchedRoute(&'static str);
+
 /// What every operator instance is given.
 pub struct OperatorSetup {
     pub dirs: Vec<DirMapping>,
@@ -167,6 +172,7 @@ impl Operator {
                 table: crate::limits::resource_table(),
                 limiter: GuestLimiter::new(self.setup.memory),
                 node: self.node.clone(),
+                route: Default::default(),
             },
         );
         store.limiter(|s| &mut s.limiter);
@@ -204,6 +210,9 @@ impl Operator {
             permit,
         } = self.slot()?;
         let deadline = engine::with_deadline(&mut store, timeout);
+        let route = store.data().route.clone();
+        // A reused instance's store still holds the last request's route.
+        route.take();
         let (sender, receiver) = tokio::sync::oneshot::channel();
         let req = store
             .data_mut()
@@ -251,7 +260,13 @@ impl Operator {
         ));
 
         match receiver.await {
-            Ok(Ok(response)) => Ok(response),
+            Ok(Ok(mut response)) => {
+                // Named, if at all, before the head was set.
+                if let Some(label) = route.take() {
+                    response.extensions_mut().insert(MatchedRoute(label));
+                }
+                Ok(response)
+            }
             Ok(Err(code)) => bail!("the operator answered with an error: {code:?}"),
             Err(_) => {
                 let reason = match task.await {

@@ -1,5 +1,6 @@
 //! `wasmatic:operator/metrics`: the host's metrics, behind the metrics
-//! token, which is checked here so that an operator never holds it.
+//! token, which is checked here so that an operator never holds it; and
+//! the route a request matched, which labels its request metrics.
 
 use super::bindings::wasmatic::operator::metrics::{Denial, Host};
 use super::OperatorState;
@@ -12,5 +13,9 @@ impl Host for OperatorState {
             Denied::TokenWrong => Denial::TokenWrong,
         })?;
         Ok(metrics::render(self.node.as_deref()))
+    }
+
+    fn matched_route(&mut self, pattern: String) {
+        self.route.set(metrics::route_label(&pattern));
     }
 }

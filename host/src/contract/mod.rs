@@ -29,16 +29,20 @@ mod bindings {
     wasmtime::component::bindgen!({
         path: "../wit/operator",
         interfaces: "
-            import wasmatic:operator/handlers@0.4.1;
-            import wasmatic:operator/schedules@0.4.1;
-            import wasmatic:operator/runs@0.4.1;
-            import wasmatic:operator/modules@0.4.1;
-            import wasmatic:operator/jobs@0.4.1;
-            import wasmatic:operator/triggers@0.4.1;
-            import wasmatic:operator/workflows@0.4.1;
-            import wasmatic:operator/metrics@0.4.1;
+            import wasmatic:operator/handlers@0.4.2;
+            import wasmatic:operator/schedules@0.4.2;
+            import wasmatic:operator/runs@0.4.2;
+            import wasmatic:operator/modules@0.4.2;
+            import wasmatic:operator/jobs@0.4.2;
+            import wasmatic:operator/triggers@0.4.2;
+            import wasmatic:operator/workflows@0.4.2;
+            import wasmatic:operator/metrics@0.4.2;
         ",
-        imports: { default: async },
+        // Naming a route is a plain store write: no future for it.
+        imports: {
+            default: async,
+            "wasmatic:operator/metrics.matched-route":
+        },
     });
 }
 
@@ -55,6 +59,32 @@ pub struct OperatorState {
     /// `None` when no directory is mapped to the guest path `registered`:
     /// the operator is then a plain proxy and host calls fail.
     pub node: Option<Arc<Node>>,
+    /// The route pattern the request being answered matched, as the
+    /// operator names it (`metrics.matched-route`).
+    pub route: MatchedRoute,
+}
+
+/// Where the operator's `matched-route` lands, shared with the request's
+/// handling (`serve`), which reads it once the response head is out: the
+/// store itself is then still in the operator's task. One per store, reset
+/// for each request a reused instance answers.
+#[derive(Clone, Default)]
+pub struct MatchedRoute(Arc<std::sync::Mutex<Option<&'static str>>>);
+
+impl MatchedRoute {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<&'static str>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records the metrics label of the matched route.
+    pub fn set(&self, label: &'static str) {
+        *self.lock() = Some(label);
+    }
+
+    /// The label recorded since the last take, if any; clears it.
+    pub fn take(&self) -> Option<&'static str> {
+        self.lock().take()
+    }
 }
 
 impl WasiView for OperatorState {

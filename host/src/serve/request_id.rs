@@ -49,7 +49,9 @@ impl RequestIds {
 
     /// The request's id: the client's when well-formed, else a new one;
     /// written back into `headers` so that the operator reads the same.
-    pub fn assign(&self, headers: &mut HeaderMap) -> String {
+    /// Also answered as the header value, to be set on the response (a
+    /// clone of it shares its bytes).
+    pub fn assign(&self, headers: &mut HeaderMap) -> (String, Option<HeaderValue>) {
         let given = headers
             .get(HEADER)
             .and_then(|v| v.to_str().ok())
@@ -61,10 +63,11 @@ impl RequestIds {
         });
         // Well-formed ids are valid header values; `insert` drops any
         // other copies the client sent.
-        if let Ok(value) = HeaderValue::from_str(&id) {
-            headers.insert(HEADER, value);
+        let value = HeaderValue::from_str(&id).ok();
+        if let Some(value) = &value {
+            headers.insert(HEADER, value.clone());
         }
-        id
+        (id, value)
     }
 }
 
@@ -77,19 +80,20 @@ mod tests {
         let ids = RequestIds::new();
         let mut headers = HeaderMap::new();
         headers.insert(HEADER, HeaderValue::from_static("abc-123_X.9"));
-        assert_eq!(ids.assign(&mut headers), "abc-123_X.9");
+        assert_eq!(ids.assign(&mut headers).0, "abc-123_X.9");
 
         for bad in ["", "has space", "quote\"", &"x".repeat(65)] {
             let mut headers = HeaderMap::new();
             headers.insert(HEADER, HeaderValue::from_str(bad).unwrap());
-            let id = ids.assign(&mut headers);
+            let (id, value) = ids.assign(&mut headers);
+            assert_eq!(value.as_ref().map(|v| v.as_bytes()), Some(id.as_bytes()));
             assert_ne!(id, bad);
             assert!(is_well_formed(&id), "{id}");
             assert_eq!(headers.get(HEADER).unwrap(), id.as_str());
         }
         let (a, b) = (
-            ids.assign(&mut HeaderMap::new()),
-            ids.assign(&mut HeaderMap::new()),
+            ids.assign(&mut HeaderMap::new()).0,
+            ids.assign(&mut HeaderMap::new()).0,
         );
         assert_ne!(a, b);
     }

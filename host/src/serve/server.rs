@@ -16,14 +16,11 @@ use tracing::Instrument;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
 use super::request_id::{self, RequestIds};
-use super::{body, edge, listen, BodyBudget, Busy, ConnectionLimits, Operator, Origins};
+use super::{
+    body, edge, listen, BodyBudget, Busy, ConnectionLimits, MatchedRoute, Operator, Origins,
+};
 use crate::engine;
 use crate::limits::show_size;
-
-/// The response header in which the operator names the route pattern it
-/// matched (`/handlers/{name}`), for the request metrics. The host takes
-/// it off the response: it is between the operator and the host.
-pub const ROUTE_HEADER: &str = "wasmatic-route";
 
 /// How the host treats a request before the operator sees it.
 pub struct EdgeSetup {
@@ -87,9 +84,13 @@ impl Server {
         mut req: Request<Incoming>,
         peer: SocketAddr,
     ) -> Response<HyperOutgoingBody> {
-        let id = self.ids.assign(req.headers_mut());
+        let (id, header) = self.ids.assign(req.headers_mut());
         let span = tracing::info_span!("request", request_id = %id);
-        self.answer(req, peer, &id).instrument(span).await
+        let mut response = self.answer(req, peer, &id).instrument(span).await;
+        if let Some(header) = header {
+            response.headers_mut().insert(request_id::HEADER, header);
+        }
+        response
     }
 
     async fn answer(
@@ -101,7 +102,7 @@ impl Server {
         let method = req.method().clone();
         let uri = req.uri().clone();
         let start = Instant::now();
-        let mut response = match self.admit(req).await {
+        let response = match self.admit(req).await {
             Err(refused) => {
                 let (response, reason) = match refused {
                     Refused::Plain(status, reason) => {
@@ -124,18 +125,10 @@ impl Server {
                 Err(e) => failure(id, &method, &uri, e),
             },
         };
-        let route = response.headers_mut().remove(ROUTE_HEADER);
-        if let Ok(value) = HeaderValue::from_str(id) {
-            response.headers_mut().insert(request_id::HEADER, value);
-        }
+        let route = response.extensions().get::<MatchedRoute>().map(|r| r.0);
         let status = response.status().as_u16();
         let elapsed = start.elapsed();
-        crate::metrics::request(
-            method.as_str(),
-            route.as_ref().and_then(|r| r.to_str().ok()),
-            status,
-            elapsed,
-        );
+        crate::metrics::request(method.as_str(), route, status, elapsed);
         tracing::info!(
             %peer,
             %method,

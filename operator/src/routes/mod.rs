@@ -24,20 +24,16 @@ use table::{Found, Route};
 /// answers and errors.
 const OPENAPI: &str = include_str!("../../openapi.json");
 
-/// The response header naming the route pattern a request matched, for the
-/// host's request metrics (the host takes it off the response). A pattern,
-/// never the path, so that the metrics' labels stay few.
-const ROUTE_HEADER: &str = "wasmatic-route";
-
 pub fn route(req: &Request) -> Response {
     let method = method_name(&req.method);
     match table::find(method, &req.path) {
         Found::Route(route, params) => {
-            let answer = if route.token { authorize(req) } else { Ok(()) }
-                .and_then(|()| dispatch(req, route, &params));
-            answer
+            // The pattern, never the path, labels the host's request
+            // metrics, so that their labels stay few.
+            host_metrics::matched_route(route.path);
+            if route.token { authorize(req) } else { Ok(()) }
+                .and_then(|()| dispatch(req, route, &params))
                 .unwrap_or_else(|response| response)
-                .with_header(ROUTE_HEADER, route.path.into())
         }
         Found::OtherMethods(allowed) => {
             Response::error(405, &format!("{method} is not allowed on {}", req.path))
