@@ -293,6 +293,12 @@ type SendResult = Result<
 >;
 
 impl WasiHttpHooks for OutboundHooks {
+    /// wasmtime's own list, checked in place: its default wraps the check
+    /// in a new `Arc` for every header of every request and response.
+    fn is_forbidden_header(&mut self, name: &http::HeaderName) -> bool {
+        wasmtime_wasi_http::DEFAULT_FORBIDDEN_HEADERS.contains(name)
+    }
+
     fn send_request(
         &mut self,
         request: http::Request<WasiBody>,
