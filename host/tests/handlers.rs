@@ -507,3 +507,39 @@ fn a_handler_of_two_mib_of_code_registers_runs_and_says_what_is_wrong() {
     let error = invalid.json()["error"].as_str().unwrap().to_string();
     assert!(error.contains("type mismatch"), "{error}");
 }
+
+/// `bytes` with a custom section `name` holding `payload` appended: the same
+/// component, other bytes.
+fn with_custom_section(bytes: &[u8], payload: &[u8]) -> Vec<u8> {
+    let name = b"wasmatic-test";
+    let size = 1 + name.len() + payload.len();
+    assert!(size < 128, "one LEB128 byte of size");
+    let mut out = bytes.to_vec();
+    out.extend_from_slice(&[0, size as u8, name.len() as u8]);
+    out.extend_from_slice(name);
+    out.extend_from_slice(payload);
+    out
+}
+
+#[test]
+fn the_same_bytes_again_keep_their_digest_and_other_bytes_of_that_length_get_theirs() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start_node(dir.path());
+    let echo = component_bytes("echo.wasm");
+    let (a, b) = (
+        with_custom_section(&echo, b"aaaa"),
+        with_custom_section(&echo, b"bbbb"),
+    );
+    assert_eq!(a.len(), b.len());
+    let first = register(&node, "a", &a);
+    assert_eq!(first["digest"], sha256_hex(&a));
+    // Found among the kept copies, under its name and under another one.
+    assert_eq!(register(&node, "a", &a)["digest"], first["digest"]);
+    assert_eq!(register(&node, "a2", &a)["digest"], first["digest"]);
+    // As long, not the same: hashed, and its own.
+    let other = register(&node, "b", &b);
+    assert_eq!(other["digest"], sha256_hex(&b));
+    assert_ne!(other["digest"], first["digest"]);
+    assert_eq!(node.post("/run/b", b"both run").text(), "both run");
+    assert_eq!(node.post("/run/a2", b"both run").text(), "both run");
+}

@@ -93,13 +93,21 @@ fn read_body(request: &Request) -> Result<Vec<u8>, Response> {
     let stream = body
         .stream()
         .map_err(|()| Response::error(500, "the request body has no stream"))?;
-    // Sized once from the declared length (the host has checked it).
+    // The host holds the whole body, in one piece, before the operator
+    // runs: asked for all of it (the declared length, which the host has
+    // checked), one read answers it, and that read's buffer is kept as the
+    // body rather than copied.
     let declared = request
         .header("content-length")
-        .and_then(|v| std::str::from_utf8(&v).ok()?.trim().parse::<usize>().ok());
-    let mut bytes = Vec::with_capacity(declared.unwrap_or(0));
+        .and_then(|v| std::str::from_utf8(&v).ok()?.trim().parse::<usize>().ok())
+        .unwrap_or(0);
+    let mut bytes = Vec::new();
     loop {
-        match stream.blocking_read(1024 * 1024) {
+        match stream.blocking_read(declared.max(1024 * 1024) as u64) {
+            Ok(chunk) if bytes.is_empty() => {
+                bytes = chunk;
+                bytes.reserve(declared.saturating_sub(bytes.len()));
+            }
             Ok(chunk) => bytes.extend_from_slice(&chunk),
             Err(StreamError::Closed) => break,
             Err(StreamError::LastOperationFailed(e)) => {

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use wasmtime_wasi_http::Error as HttpError;
@@ -151,6 +151,19 @@ pub async fn read(
     match tokio::time::timeout(limits.total, whole).await {
         Ok(result) => result?,
         Err(_) => return Err(BodyError::TooSlow(limits.total)),
+    }
+    // One piece, so that the operator reads the body in one host call (an
+    // upload of megabytes arrives in hundreds of pieces) into one buffer.
+    // The copy is counted against the budget while both exist; without
+    // room for it, the pieces stay as they are.
+    let len = lease.bytes;
+    if chunks.len() > 1 && lease.grow(len) {
+        let mut whole = BytesMut::with_capacity(len as usize);
+        for chunk in chunks.drain(..) {
+            whole.extend_from_slice(&chunk);
+        }
+        chunks.push_back(whole.freeze());
+        lease.shrink(len);
     }
     Ok(Buffered { chunks, lease })
 }
