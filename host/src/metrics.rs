@@ -110,6 +110,9 @@ struct Metrics {
     calls: Family<CallLabels, Counter>,
     call_seconds: Family<NameLabels, Histogram, Buckets>,
     instances: Family<InstanceLabels, Gauge>,
+    /// The gauges of `instances`, made once: every request moves two of
+    /// them, which then costs no label lookup.
+    instance_gauges: InstanceGauges,
     compile_cache: Family<CacheLabels, Counter>,
     run_log_queue: Gauge,
     lateness: Histogram,
@@ -132,12 +135,14 @@ impl Metrics {
             calls: Family::default(),
             call_seconds: Family::new_with_constructor(Buckets(seconds)),
             instances: Family::default(),
+            instance_gauges: InstanceGauges::default(),
             compile_cache: Family::default(),
             run_log_queue: Gauge::default(),
             lateness: seconds(),
             rpc_calls: Family::default(),
             claims: Family::default(),
         };
+        m.instance_gauges = InstanceGauges::of(&m.instances);
         let registry = &mut m.registry;
         registry.register(
             "http_requests",
@@ -337,15 +342,37 @@ impl Pool {
     }
 }
 
+/// The `instances` gauge of each pool and state.
+#[derive(Default)]
+struct InstanceGauges {
+    /// Indexed by [`Pool`]: idle, then in use.
+    by_pool: [(Gauge, Gauge); 2],
+}
+
+impl InstanceGauges {
+    fn of(family: &Family<InstanceLabels, Gauge>) -> Self {
+        let gauge = |pool: Pool, state| {
+            family
+                .get_or_create(&InstanceLabels {
+                    pool: pool.label(),
+                    state,
+                })
+                .clone()
+        };
+        let both = |pool| (gauge(pool, "idle"), gauge(pool, "in_use"));
+        InstanceGauges {
+            by_pool: [both(Pool::Operator), both(Pool::Component)],
+        }
+    }
+
+    fn of_pool(&self, pool: Pool) -> &(Gauge, Gauge) {
+        &self.by_pool[pool as usize]
+    }
+}
+
 /// Idle instances of `pool` went up (or down) by `delta`.
 pub fn idle_instances(pool: Pool, delta: i64) {
-    metrics()
-        .instances
-        .get_or_create(&InstanceLabels {
-            pool: pool.label(),
-            state: "idle",
-        })
-        .inc_by(delta);
+    metrics().instance_gauges.of_pool(pool).0.inc_by(delta);
 }
 
 /// An instance of `pool` counted as in use until dropped.
@@ -353,13 +380,7 @@ pub struct InUse(Gauge);
 
 impl InUse {
     pub fn start(pool: Pool) -> InUse {
-        let gauge = metrics()
-            .instances
-            .get_or_create(&InstanceLabels {
-                pool: pool.label(),
-                state: "in_use",
-            })
-            .clone();
+        let gauge = metrics().instance_gauges.of_pool(pool).1.clone();
         gauge.inc();
         InUse(gauge)
     }

@@ -15,9 +15,12 @@ mod request_id;
 mod server;
 mod stdio;
 
+use std::future::Future;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use anyhow::{bail, Result};
@@ -222,13 +225,15 @@ impl Operator {
         let pre = self.pre.clone();
         let pool = self.warm.clone();
 
-        // The guest runs in its own task: it may go on streaming the body
-        // after it has handed over the response head. The slot is held until
-        // the task ends.
+        // The guest runs in the request's task while the answer's head is
+        // awaited. Most answers are complete by the time the call returns;
+        // a guest still running then (streaming a body that did not fit the
+        // pipe) goes on in a task of its own, and so does one whose request
+        // is dropped (a client that left): an operator's work is never cut
+        // short. The slot is held until the guest is done.
         let in_use = crate::metrics::InUse::start(crate::metrics::Pool::Operator);
-        // Boxed before it is spawned: the call's future is large, and a
-        // spawned future is moved into its task.
-        let task = tokio::spawn(Box::pin(
+        // Boxed: the call's future is large, and it may be moved into a task.
+        let call: GuestCall = Box::pin(
             async move {
                 let _in_use = in_use;
                 let call = async {
@@ -257,26 +262,117 @@ impl Operator {
             }
             // The operator's host calls log under the request's span.
             .in_current_span(),
-        ));
-
-        match receiver.await {
-            Ok(Ok(mut response)) => {
+        );
+        let mut call = Inline(Some(call));
+        let mut receiver = receiver;
+        let (head, ended) =
+            std::future::poll_fn(|cx| call.poll_until_head(&mut receiver, cx)).await;
+        let head = match (head, ended) {
+            // The guest answered and is still writing: it goes on alone.
+            (Some(head), None) => {
+                call.detach();
+                head
+            }
+            (Some(head), Some(ended)) => {
+                if let Err(e) = ended {
+                    tracing::warn!("the operator failed after answering: {e:#}");
+                }
+                head
+            }
+            // It ended, or dropped its outparam; either way no head comes.
+            (None, ended) => {
+                let ended = match ended {
+                    Some(ended) => ended,
+                    None => call.finish().await,
+                };
+                let reason = match ended {
+                    Ok(()) => anyhow::anyhow!("it returned without setting a response"),
+                    Err(e) => e,
+                };
+                return Err(reason.context("the operator did not answer"));
+            }
+        };
+        match head {
+            Ok(mut response) => {
                 // Named, if at all, before the head was set.
                 if let Some(label) = route.take() {
                     response.extensions_mut().insert(MatchedRoute(label));
                 }
                 Ok(response)
             }
-            Ok(Err(code)) => bail!("the operator answered with an error: {code:?}"),
-            Err(_) => {
-                let reason = match task.await {
-                    Ok(Ok(())) => anyhow::anyhow!("it returned without setting a response"),
-                    Ok(Err(e)) => e,
-                    Err(e) => anyhow::Error::from(e),
-                };
-                Err(reason.context("the operator did not answer"))
+            Err(code) => bail!("the operator answered with an error: {code:?}"),
+        }
+    }
+}
+
+/// One call of the operator: its instance, its slot and what it answers.
+type GuestCall = Pin<Box<dyn Future<Output = Result<()>> + Send>>;
+
+/// What the operator answers a request with: its response head (and body),
+/// or the error code it set.
+type Head =
+    Result<Response<HyperOutgoingBody>, wasmtime_wasi_http::p2::bindings::http::types::ErrorCode>;
+
+/// An operator call run inside the request's own task, saving a task and a
+/// wake-up per request; handed to a task of its own when it outlives the
+/// request's wait (see [`Operator::handle`]).
+struct Inline(Option<GuestCall>);
+
+impl Inline {
+    /// Runs the call until the response head is set or the call ends:
+    /// the head (`None` when it will never come) and the call's end (`None`
+    /// while it runs on).
+    fn poll_until_head(
+        &mut self,
+        receiver: &mut tokio::sync::oneshot::Receiver<Head>,
+        cx: &mut Context<'_>,
+    ) -> Poll<(Option<Head>, Option<Result<()>>)> {
+        if let Some(call) = self.0.as_mut() {
+            if let Poll::Ready(ended) = call.as_mut().poll(cx) {
+                self.0 = None;
+                // The call is over: the head is there now, or never.
+                return Poll::Ready((receiver.try_recv().ok(), Some(ended)));
             }
         }
+        match Pin::new(receiver).poll(cx) {
+            Poll::Ready(head) => Poll::Ready((head.ok(), None)),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    /// Waits for the call's end.
+    async fn finish(&mut self) -> Result<()> {
+        match self.0.take() {
+            Some(call) => call.await,
+            None => Ok(()),
+        }
+    }
+
+    /// Lets the call run on in a task of its own.
+    fn detach(&mut self) {
+        let Some(call) = self.0.take() else {
+            return;
+        };
+        let run = async move {
+            if let Err(e) = call.await {
+                tracing::warn!("the operator failed after answering: {e:#}");
+            }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(run);
+            }
+            // Only while the node stops: the call ends with it.
+            Err(_) => tracing::debug!("an operator call was cut short by the node stopping"),
+        }
+    }
+}
+
+impl Drop for Inline {
+    /// A request dropped while its operator call runs (its client left)
+    /// does not cut the call short.
+    fn drop(&mut self) {
+        self.detach();
     }
 }
 

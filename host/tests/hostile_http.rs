@@ -154,6 +154,41 @@ fn requests_past_the_in_flight_cap_get_503_with_retry_after() {
 }
 
 #[test]
+fn a_client_that_leaves_does_not_cut_the_operators_call_short() {
+    let dir = tempfile::tempdir().unwrap();
+    let operator = component("custom_operator.wasm");
+    let node = NodeBuilder::new(
+        dir.path(),
+        &[
+            "wasm",
+            "--addr",
+            "127.0.0.1:0",
+            "--max-in-flight",
+            "1",
+            "--max-instance-reuse-count",
+            "10",
+            operator.to_str().unwrap(),
+        ],
+    )
+    .start();
+    // The client asks for a 2 s answer and hangs up after 300 ms.
+    let leaver = stalled(
+        node.addr,
+        &format!("GET /sleep/2000 HTTP/1.1\r\nhost: {}\r\n\r\n", node.addr),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    leaver.shutdown(std::net::Shutdown::Both).expect("hang up");
+    drop(leaver);
+    // The call goes on, holding the only slot, until it ends.
+    std::thread::sleep(Duration::from_millis(500));
+    node.get("/count").error(503);
+    // Then the slot comes back.
+    wait_for(Duration::from_secs(10), "the slot to come back", || {
+        (node.get("/count").status == 200).then_some(())
+    });
+}
+
+#[test]
 fn guests_cannot_take_the_operators_instance_slots() {
     let dir = tempfile::tempdir().unwrap();
     // One component instance for all guests together; the operator's slots
