@@ -6,13 +6,15 @@ use crate::wasi::http::types::{
     ResponseOutparam,
 };
 use crate::wasi::io::streams::{OutputStream, StreamError};
+use std::borrow::Cow;
 use std::cell::OnceCell;
 
 pub struct Request {
     pub method: Method,
-    /// The path, percent-encoded as received, without the query.
-    pub path: String,
-    pub query: String,
+    /// The path and query, percent-encoded as received.
+    path_with_query: String,
+    /// Where the path ends (at the `?`, or the end).
+    path_end: usize,
     /// The body, or why it could not be read.
     pub body: Result<Vec<u8>, Response>,
     /// The request's headers, fetched from the host when first asked for:
@@ -25,14 +27,11 @@ pub struct Request {
 impl Request {
     pub fn read(incoming: IncomingRequest) -> Request {
         let path_with_query = incoming.path_with_query().unwrap_or_else(|| "/".into());
-        let (path, query) = match path_with_query.split_once('?') {
-            Some((path, query)) => (path.to_string(), query.to_string()),
-            None => (path_with_query, String::new()),
-        };
+        let path_end = path_with_query.find('?').unwrap_or(path_with_query.len());
         let mut request = Request {
             method: incoming.method(),
-            path,
-            query,
+            path_with_query,
+            path_end,
             body: Ok(Vec::new()),
             headers: OnceCell::new(),
             incoming,
@@ -42,6 +41,18 @@ impl Request {
             request.body = read_body(&request);
         }
         request
+    }
+
+    /// The path, percent-encoded as received, without the query.
+    pub fn path(&self) -> &str {
+        &self.path_with_query[..self.path_end]
+    }
+
+    /// The query, without its `?` (empty when there is none).
+    fn query(&self) -> &str {
+        self.path_with_query
+            .get(self.path_end + 1..)
+            .unwrap_or_default()
     }
 
     /// The first value of header `name` (lower case), if any.
@@ -65,7 +76,7 @@ impl Request {
 
     /// The value of query parameter `key`, percent-decoded.
     pub fn query_param(&self, key: &str) -> Option<Result<String, Response>> {
-        self.query.split('&').find_map(|pair| {
+        self.query().split('&').find_map(|pair| {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
             (k == key).then(|| percent_decode(v))
         })
@@ -73,7 +84,7 @@ impl Request {
 
     /// Every value of a query parameter that may repeat, in order.
     pub fn query_params(&self, key: &str) -> Result<Vec<String>, Response> {
-        self.query
+        self.query()
             .split('&')
             .filter_map(|pair| {
                 let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
@@ -161,7 +172,9 @@ pub struct Response {
     pub status: u16,
     pub content_type: &'static str,
     pub headers: Vec<(&'static str, String)>,
-    pub body: Vec<u8>,
+    /// Borrowed when it is fixed (`/health`, the console's files, the API
+    /// document): answering it copies nothing.
+    pub body: Cow<'static, [u8]>,
 }
 
 impl Response {
@@ -173,7 +186,7 @@ impl Response {
             status,
             content_type: "application/json",
             headers: Vec::new(),
-            body,
+            body: body.into(),
         }
     }
 
@@ -182,7 +195,7 @@ impl Response {
             status,
             content_type: "text/plain; charset=utf-8",
             headers: Vec::new(),
-            body: text.into_bytes(),
+            body: text.into_bytes().into(),
         }
     }
 
@@ -195,7 +208,7 @@ impl Response {
             status: 204,
             content_type: "",
             headers: Vec::new(),
-            body: Vec::new(),
+            body: Cow::Borrowed(&[]),
         }
     }
 
@@ -214,7 +227,7 @@ impl Response {
             if error.contains_key("error") {
                 error.insert("request_id".into(), id.into());
                 if let Ok(body) = serde_json::to_vec(&error) {
-                    self.body = body;
+                    self.body = body.into();
                 }
             }
         }
@@ -227,11 +240,12 @@ impl Response {
     }
 
     pub fn send(self, out: ResponseOutparam) {
-        let mut entries: Vec<(String, Vec<u8>)> = self
-            .headers
-            .into_iter()
-            .map(|(n, v)| (n.to_string(), v.into_bytes()))
-            .collect();
+        let mut entries: Vec<(String, Vec<u8>)> = Vec::with_capacity(self.headers.len() + 2);
+        entries.extend(
+            self.headers
+                .into_iter()
+                .map(|(n, v)| (n.to_string(), v.into_bytes())),
+        );
         entries.push((
             "content-length".into(),
             self.body.len().to_string().into_bytes(),

@@ -7,6 +7,8 @@
 //! elsewhere), so text a handler returns can never become code on the page
 //! even if the script had a bug that inserted it as HTML.
 
+use std::borrow::Cow;
+
 use crate::http::{Request, Response};
 
 const INDEX: &str = include_str!("../ui/index.html");
@@ -40,7 +42,7 @@ pub fn asset(file: &[&str]) -> Result<Response, Response> {
             // The files change with the node's binary: ask again each time.
             ("cache-control", "no-cache".into()),
         ],
-        body: text.as_bytes().to_vec(),
+        body: Cow::Borrowed(text.as_bytes()),
     })
 }
 
@@ -59,6 +61,6 @@ pub fn to_console() -> Response {
         status: 303,
         content_type: "",
         headers: vec![("location", "/ui/".into())],
-        body: Vec::new(),
+        body: Cow::Borrowed(&[]),
     }
 }

@@ -98,7 +98,7 @@ pub fn runs_page(req: &Request, page: Page, limit: u32) -> Response {
     match page.next {
         Some(next) => response.with_header(
             "link",
-            format!("<{}?limit={limit}&before={next}>; rel=\"next\"", req.path),
+            format!("<{}?limit={limit}&before={next}>; rel=\"next\"", req.path()),
         ),
         None => response,
     }

@@ -12,6 +12,8 @@
 mod input;
 pub mod table;
 
+use std::borrow::Cow;
+
 pub use input::{body, handler_name, host_error, json_body, page_request, runs_page};
 
 use crate::http::{percent_decode, Request, Response};
@@ -26,7 +28,7 @@ const OPENAPI: &str = include_str!("../../openapi.json");
 
 pub fn route(req: &Request) -> Response {
     let method = method_name(&req.method);
-    match table::find(method, &req.path) {
+    match table::find(method, req.path()) {
         Found::Route(route, params) => {
             // The pattern, never the path, labels the host's request
             // metrics, so that their labels stay few.
@@ -36,10 +38,10 @@ pub fn route(req: &Request) -> Response {
                 .unwrap_or_else(|response| response)
         }
         Found::OtherMethods(allowed) => {
-            Response::error(405, &format!("{method} is not allowed on {}", req.path))
+            Response::error(405, &format!("{method} is not allowed on {}", req.path()))
                 .with_header("allow", allowed.join(", "))
         }
-        Found::Nothing => Response::error(404, &format!("no route {method} {}", req.path)),
+        Found::Nothing => Response::error(404, &format!("no route {method} {}", req.path())),
     }
 }
 
@@ -51,13 +53,13 @@ fn dispatch(req: &Request, route: &Route, params: &[&str]) -> Result<Response, R
             status: 200,
             content_type: "application/json",
             headers: Vec::new(),
-            body: br#"{"ok":true}"#.to_vec(),
+            body: Cow::Borrowed(br#"{"ok":true}"#),
         }),
         ("GET", "/openapi.json", []) => Ok(Response {
             status: 200,
             content_type: "application/json",
             headers: Vec::new(),
-            body: OPENAPI.as_bytes().to_vec(),
+            body: Cow::Borrowed(OPENAPI.as_bytes()),
         }),
         ("GET", "/metrics", []) => metrics(req),
         // Browsers are sent to the console; API clients keep the 405 they
@@ -117,7 +119,7 @@ fn metrics(req: &Request) -> Result<Response, Response> {
             status: 200,
             content_type: "application/openmetrics-text; version=1.0.0; charset=utf-8",
             headers: Vec::new(),
-            body: text.into_bytes(),
+            body: text.into_bytes().into(),
         }),
         Err(denial) => {
             let message = match denial {
