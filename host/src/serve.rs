@@ -340,12 +340,18 @@ impl Inline {
         }
     }
 
-    /// Waits for the call's end.
+    /// Waits for the call's end, polling it in place: should the request
+    /// be dropped meanwhile, the call still runs on (see `Drop` below).
     async fn finish(&mut self) -> Result<()> {
-        match self.0.take() {
-            Some(call) => call.await,
-            None => Ok(()),
-        }
+        std::future::poll_fn(|cx| {
+            let Some(call) = self.0.as_mut() else {
+                return Poll::Ready(Ok(()));
+            };
+            let ended = std::task::ready!(call.as_mut().poll(cx));
+            self.0 = None;
+            Poll::Ready(ended)
+        })
+        .await
     }
 
     /// Lets the call run on in a task of its own.
@@ -355,7 +361,9 @@ impl Inline {
         };
         let run = async move {
             if let Err(e) = call.await {
-                tracing::warn!("the operator failed after answering: {e:#}");
+                tracing::warn!(
+                    "the operator's call, run on past its request's wait, failed: {e:#}"
+                );
             }
         };
         match tokio::runtime::Handle::try_current() {
