@@ -342,11 +342,11 @@ impl Pool {
     }
 }
 
-/// The `instances` gauge of each pool and state.
+/// The `instances` gauges of each pool: idle, then in use.
 #[derive(Default)]
 struct InstanceGauges {
-    /// Indexed by [`Pool`]: idle, then in use.
-    by_pool: [(Gauge, Gauge); 2],
+    operator: (Gauge, Gauge),
+    component: (Gauge, Gauge),
 }
 
 impl InstanceGauges {
@@ -361,12 +361,16 @@ impl InstanceGauges {
         };
         let both = |pool| (gauge(pool, "idle"), gauge(pool, "in_use"));
         InstanceGauges {
-            by_pool: [both(Pool::Operator), both(Pool::Component)],
+            operator: both(Pool::Operator),
+            component: both(Pool::Component),
         }
     }
 
     fn of_pool(&self, pool: Pool) -> &(Gauge, Gauge) {
-        &self.by_pool[pool as usize]
+        match pool {
+            Pool::Operator => &self.operator,
+            Pool::Component => &self.component,
+        }
     }
 }
 
