@@ -216,7 +216,7 @@ impl Operator {
         let route = store.data().route.clone();
         // A reused instance's store still holds the last request's route.
         route.take();
-        let (sender, receiver) = tokio::sync::oneshot::channel();
+        let (sender, mut receiver) = tokio::sync::oneshot::channel();
         let req = store
             .data_mut()
             .http()
@@ -264,7 +264,6 @@ impl Operator {
             .in_current_span(),
         );
         let mut call = Inline(Some(call));
-        let mut receiver = receiver;
         let (head, ended) =
             std::future::poll_fn(|cx| call.poll_until_head(&mut receiver, cx)).await;
         let head = match (head, ended) {

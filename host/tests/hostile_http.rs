@@ -65,6 +65,27 @@ fn status_of(raw: &[u8]) -> Option<u16> {
         .ok()
 }
 
+/// `wasmatic wasm` serving the custom operator (its `/sleep/MS` holds a
+/// slot, its `/count` answers at once) with `max_in_flight` slots and
+/// instances reused.
+fn custom_operator_node(dir: &std::path::Path, max_in_flight: &str) -> Node {
+    let operator = component("custom_operator.wasm");
+    NodeBuilder::new(
+        dir,
+        &[
+            "wasm",
+            "--addr",
+            "127.0.0.1:0",
+            "--max-in-flight",
+            max_in_flight,
+            "--max-instance-reuse-count",
+            "10",
+            operator.to_str().unwrap(),
+        ],
+    )
+    .start()
+}
+
 fn health_within(node: &Node, bound: Duration) {
     let start = Instant::now();
     let r = node.get("/health");
@@ -105,21 +126,7 @@ fn slow_request_bodies_hold_no_operator_instance() {
 #[test]
 fn requests_past_the_in_flight_cap_get_503_with_retry_after() {
     let dir = tempfile::tempdir().unwrap();
-    let operator = component("custom_operator.wasm");
-    let node = NodeBuilder::new(
-        dir.path(),
-        &[
-            "wasm",
-            "--addr",
-            "127.0.0.1:0",
-            "--max-in-flight",
-            "2",
-            "--max-instance-reuse-count",
-            "10",
-            operator.to_str().unwrap(),
-        ],
-    )
-    .start();
+    let node = custom_operator_node(dir.path(), "2");
     let addr = node.addr;
     // Two requests take both slots (a moment after they are sent) for 4 s;
     // nothing else is sent meanwhile, lest it take a slot first.
@@ -156,21 +163,7 @@ fn requests_past_the_in_flight_cap_get_503_with_retry_after() {
 #[test]
 fn a_client_that_leaves_does_not_cut_the_operators_call_short() {
     let dir = tempfile::tempdir().unwrap();
-    let operator = component("custom_operator.wasm");
-    let node = NodeBuilder::new(
-        dir.path(),
-        &[
-            "wasm",
-            "--addr",
-            "127.0.0.1:0",
-            "--max-in-flight",
-            "1",
-            "--max-instance-reuse-count",
-            "10",
-            operator.to_str().unwrap(),
-        ],
-    )
-    .start();
+    let node = custom_operator_node(dir.path(), "1");
     // The client asks for a 2 s answer and hangs up after 300 ms.
     let leaver = stalled(
         node.addr,
