@@ -264,8 +264,10 @@ def wasmatic_up(directory, *flags):
 def scenario_a(wasmtime):
     modes = {
         "pooling": ["-O", "pooling-allocator=y"],
-        # Our default decommit batch, given to the peer too.
-        "pooling, decommit batch 16 on both": ["-O", "pooling-allocator=y,pooling-decommit-batch-size=16"],
+        # The node's pooling defaults (engine.rs), given to both sides
+        # explicitly: the decommit batch, and slots that keep what an
+        # instance wrote resident where the kernel can scan for it.
+        "pooling, the node's pooling defaults on both": ["-O", NODE_POOLING],
         "no pooling": ["-O", "pooling-allocator=n"],
         "reuse 128": ["--max-instance-reuse-count", "128"],
     }
@@ -288,6 +290,10 @@ def scenario_a(wasmtime):
 
 
 # The peer's wasm features that the node's wasmtime does not build.
+NODE_POOLING = (
+    "pooling-allocator=y,pooling-decommit-batch-size=16,pooling-pagemap-scan=auto,"
+    "pooling-memory-keep-resident=1048576,pooling-table-keep-resident=65536"
+)
 PEER_TRIM = "component-model-async=n,gc=n,threads=n,exceptions=n,function-references=n"
 
 
