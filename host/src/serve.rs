@@ -49,11 +49,6 @@ pub use edge::Origins;
 pub use listen::ConnectionLimits;
 pub use server::{serve, EdgeSetup};
 
-/// The metrics label of the route the operator said a request matched, on
-/// its response's extensions (never sent to the client).
-#[derive(Clone, Copy)]
-struct MatchedRoute(&'static str);
-
 /// What every operator instance is given.
 pub struct OperatorSetup {
     pub dirs: Vec<DirMapping>,
@@ -205,7 +200,12 @@ impl Operator {
 
     /// Answers one request, its body already read, with a fresh instance of
     /// the operator, or a warm one when reuse is on.
-    async fn handle(&self, req: Request<body::Buffered>) -> Result<Response<HyperOutgoingBody>> {
+    /// Answers the response and the metrics label of the route the operator
+    /// said the request matched, if it did.
+    async fn handle(
+        &self,
+        req: Request<body::Buffered>,
+    ) -> Result<(Response<HyperOutgoingBody>, Option<&'static str>)> {
         let timeout = self.setup.request_timeout;
         let Slot {
             mut store,
@@ -292,13 +292,8 @@ impl Operator {
             }
         };
         match head {
-            Ok(mut response) => {
-                // Named, if at all, before the head was set.
-                if let Some(label) = route.take() {
-                    response.extensions_mut().insert(MatchedRoute(label));
-                }
-                Ok(response)
-            }
+            // The route is named, if at all, before the head is set.
+            Ok(response) => Ok((response, route.take())),
             Err(code) => bail!("the operator answered with an error: {code:?}"),
         }
     }

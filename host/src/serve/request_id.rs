@@ -58,10 +58,7 @@ impl RequestIds {
             .and_then(|v| v.to_str().ok())
             .filter(|id| is_well_formed(id))
             .map(str::to_string);
-        let id = given.unwrap_or_else(|| {
-            let n = self.next.fetch_add(1, Ordering::Relaxed);
-            format!("{}-{n}", self.prefix)
-        });
+        let id = given.unwrap_or_else(|| self.make_up());
         // Well-formed ids are valid header values; `insert` drops any
         // other copies the client sent.
         let value = HeaderValue::from_str(&id).ok();
@@ -69,6 +66,28 @@ impl RequestIds {
             headers.insert(HEADER, value.clone());
         }
         (id, value)
+    }
+
+    /// The next id of this process: the prefix, a dash and the counter in
+    /// decimal, written straight into a string of the right size (a
+    /// `format!` here was a visible share of a short request's time).
+    fn make_up(&self) -> String {
+        let mut n = self.next.fetch_add(1, Ordering::Relaxed);
+        let mut digits = [0u8; 20];
+        let mut start = digits.len();
+        loop {
+            start -= 1;
+            digits[start] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        let mut id = String::with_capacity(self.prefix.len() + 1 + digits.len() - start);
+        id.push_str(&self.prefix);
+        id.push('-');
+        id.extend(digits[start..].iter().map(|&d| char::from(d)));
+        id
     }
 }
 
@@ -97,5 +116,18 @@ mod tests {
             ids.assign(&mut HeaderMap::new()).0,
         );
         assert_ne!(a, b);
+    }
+
+    #[test]
+    fn made_up_ids_count_in_decimal_after_the_prefix() {
+        let ids = RequestIds::new();
+        let prefix = format!("{}-", ids.prefix);
+        for expected in [1u64, 2, 3, 4, 5, 6, 7, 8, 9, 10] {
+            assert_eq!(ids.make_up(), format!("{prefix}{expected}"));
+        }
+        ids.next.store(u64::MAX, Ordering::Relaxed);
+        assert_eq!(ids.make_up(), format!("{prefix}{}", u64::MAX));
+        ids.next.store(0, Ordering::Relaxed);
+        assert_eq!(ids.make_up(), format!("{prefix}0"));
     }
 }

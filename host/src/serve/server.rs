@@ -16,9 +16,7 @@ use tracing::Instrument;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
 use super::request_id::{self, RequestIds};
-use super::{
-    body, edge, listen, BodyBudget, Busy, ConnectionLimits, MatchedRoute, Operator, Origins,
-};
+use super::{body, edge, listen, BodyBudget, Busy, ConnectionLimits, Operator, Origins};
 use crate::engine;
 use crate::limits::show_size;
 
@@ -102,7 +100,7 @@ impl Server {
         let method = req.method().clone();
         let uri = req.uri().clone();
         let start = Instant::now();
-        let response = match self.admit(req).await {
+        let (response, route) = match self.admit(req).await {
             Err(refused) => {
                 let (response, reason) = match refused {
                     Refused::Plain(status, reason) => {
@@ -118,14 +116,13 @@ impl Server {
                     }
                 };
                 tracing::info!(%method, %uri, "refused: {reason}");
-                response
+                (response, None)
             }
             Ok(req) => match self.operator.handle(req).await {
-                Ok(response) => response,
-                Err(e) => failure(id, &method, &uri, e),
+                Ok(answer) => answer,
+                Err(e) => (failure(id, &method, &uri, e), None),
             },
         };
-        let route = response.extensions().get::<MatchedRoute>().map(|r| r.0);
         let status = response.status().as_u16();
         let elapsed = start.elapsed();
         crate::metrics::request(method.as_str(), route, status, elapsed);
