@@ -315,16 +315,7 @@ pub fn guest_failure(e: wasmtime::Error) -> GuestFailure {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser;
-
-    fn parse(args: &[&str]) -> CommonOptions {
-        #[derive(Parser)]
-        struct Args {
-            #[command(flatten)]
-            wasmtime: CommonOptions,
-        }
-        Args::parse_from(std::iter::once("wasmatic").chain(args.iter().copied())).wasmtime
-    }
+    use crate::flags::tests::parse;
 
     #[test]
     fn slots_keep_what_they_wrote_only_where_the_kernel_can_scan_it() {

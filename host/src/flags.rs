@@ -253,13 +253,13 @@ fn group<T: serde::Serialize>(options: &T) -> Result<Vec<(String, Value)>> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use clap::Parser;
 
     /// The options as `wasmatic up` would parse them, configured the way
     /// the engine's construction configures them.
-    fn parse(args: &[&str]) -> CommonOptions {
+    pub(crate) fn parse(args: &[&str]) -> CommonOptions {
         #[derive(Parser)]
         struct Args {
             #[command(flatten)]

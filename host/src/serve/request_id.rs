@@ -72,21 +72,13 @@ impl RequestIds {
     /// decimal, written straight into a string of the right size (a
     /// `format!` here was a visible share of a short request's time).
     fn make_up(&self) -> String {
-        let mut n = self.next.fetch_add(1, Ordering::Relaxed);
-        let mut digits = [0u8; 20];
-        let mut start = digits.len();
-        loop {
-            start -= 1;
-            digits[start] = b'0' + (n % 10) as u8;
-            n /= 10;
-            if n == 0 {
-                break;
-            }
-        }
-        let mut id = String::with_capacity(self.prefix.len() + 1 + digits.len() - start);
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        let mut digits = itoa::Buffer::new();
+        let digits = digits.format(n);
+        let mut id = String::with_capacity(self.prefix.len() + 1 + digits.len());
         id.push_str(&self.prefix);
         id.push('-');
-        id.extend(digits[start..].iter().map(|&d| char::from(d)));
+        id.push_str(digits);
         id
     }
 }
