@@ -6,12 +6,15 @@
 //! waits a moment after the first run of a batch for more to arrive, and
 //! commits them together. The queue to the writer is bounded in bytes: when
 //! the disk falls behind, callers wait for room rather than the node
-//! buffering without end. Run records are history, not acknowledged state,
+//! buffering without end. While runs keep arriving (a thousand ticks due
+//! at once, say) the writer keeps waiting, up to [`MAX_LINGER`], so that
+//! it commits the burst once it is over instead of taking a core from the
+//! runs still to start. Run records are history, not acknowledged state,
 //! so they need not be durable before a call returns; but a reader must see
 //! the runs that finished before it asked, which [`RunLog::flushed`]
 //! provides, cutting the writer's wait short.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::Thread;
 use std::time::{Duration, Instant};
@@ -28,8 +31,12 @@ const QUEUE_BYTES: usize = 32 << 20;
 const BATCH: usize = 1024;
 
 /// How long the writer waits after the first run of a batch for more,
-/// unless a reader is waiting or a batch's worth is already queued.
+/// unless a reader is waiting or a batch's worth is already queued; and
+/// again, as long as more came in the last wait.
 const LINGER: Duration = Duration::from_millis(5);
+
+/// The longest the writer waits in all before it commits what came.
+const MAX_LINGER: Duration = Duration::from_millis(100);
 
 /// A run on its way to the writer, with its room in the queue, given back
 /// once it is written.
@@ -45,6 +52,8 @@ pub struct RunLog {
     queued: Arc<AtomicUsize>,
     /// The writer thread, woken early by readers and by a full batch.
     writer: Thread,
+    /// Set when the writer should stop waiting and commit now.
+    hurry: Arc<AtomicBool>,
     /// Runs handed to the writer so far.
     sent: AtomicU64,
     /// Runs the writer has finished with (written, or failed and logged).
@@ -58,13 +67,13 @@ impl RunLog {
         let (done, written) = watch::channel(0u64);
         let queued = Arc::new(AtomicUsize::new(0));
         let in_queue = queued.clone();
+        let hurry = Arc::new(AtomicBool::new(false));
+        let hurried = hurry.clone();
         let writer = std::thread::Builder::new()
             .name("run-log".into())
             .spawn(move || {
                 while let Some(first) = receiver.blocking_recv() {
-                    if in_queue.load(Ordering::SeqCst) < BATCH {
-                        std::thread::park_timeout(LINGER);
-                    }
+                    linger(&in_queue, &hurried);
                     let mut batch = vec![first];
                     while batch.len() < BATCH {
                         match receiver.try_recv() {
@@ -83,6 +92,7 @@ impl RunLog {
             room: Arc::new(Semaphore::new(QUEUE_BYTES)),
             queued,
             writer: writer.thread().clone(),
+            hurry,
             sent: AtomicU64::new(0),
             written,
         })
@@ -101,8 +111,13 @@ impl RunLog {
         }
         // A full batch, or a queue at half its bytes, need not wait.
         if queued == BATCH || self.room.available_permits() < QUEUE_BYTES / 2 {
-            self.writer.unpark();
+            self.hurry_writer();
         }
+    }
+
+    fn hurry_writer(&self) {
+        self.hurry.store(true, Ordering::SeqCst);
+        self.writer.unpark();
     }
 
     /// Runs waiting in the queue for the writer (a node metric).
@@ -115,10 +130,30 @@ impl RunLog {
         let target = self.sent.load(Ordering::SeqCst);
         let mut written = self.written.clone();
         if *written.borrow() < target {
-            self.writer.unpark();
+            self.hurry_writer();
         }
         // An error means the writer is gone: nothing more will be written.
         let _ = written.wait_for(|n| *n >= target).await;
+    }
+}
+
+/// The writer's wait before a batch: [`LINGER`], then again while runs
+/// keep coming, until a batch's worth is queued, someone is waiting for
+/// the runs to be written, or [`MAX_LINGER`] has passed.
+fn linger(queued: &AtomicUsize, hurry: &AtomicBool) {
+    let started = Instant::now();
+    let mut seen = 0;
+    loop {
+        let now = queued.load(Ordering::SeqCst);
+        let hurried = hurry.swap(false, Ordering::SeqCst);
+        if now >= BATCH || now == seen || hurried {
+            return;
+        }
+        let Some(left) = MAX_LINGER.checked_sub(started.elapsed()) else {
+            return;
+        };
+        seen = now;
+        std::thread::park_timeout(left.min(LINGER));
     }
 }
 

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 
 use super::settings::{check_settings, not_a_handler, resolve_export};
-use super::{blocking, Node, Trigger};
+use super::{blocking, CallTask, Node, Trigger};
 use crate::error::{now_ms, NodeError};
 use crate::handler::{self, CallError, CallLimits, Compiled, Entry, Guest, InstancePool};
 use crate::links;
@@ -345,6 +345,7 @@ impl Node {
             None,
             None,
             permit,
+            CallTask::Own,
         )
         .await
     }
@@ -375,7 +376,8 @@ impl Node {
             .ok_or_else(|| NodeError::NotFound(format!("no component `{name}`")))?;
         let entry = resolve_export(&handler, export, args)?;
         let permit = self.call_slot(name, Some(export)).await?;
-        self.run(handler, entry, None, Some(export.to_string()), permit)
+        let export = Some(export.to_string());
+        self.run(handler, entry, None, export, permit, CallTask::Own)
             .await
     }
 
@@ -404,16 +406,16 @@ impl Node {
         trigger: Option<Trigger>,
         function: Option<String>,
         permit: tokio::sync::OwnedSemaphorePermit,
+        task: CallTask,
     ) -> Result<String, NodeError> {
         let (record, result) = self
-            .execute(handler, entry, trigger, function, permit)
+            .execute(handler, entry, trigger, function, permit, task)
             .await?;
         self.runs.record(record).await;
         result
     }
 
-    /// Runs one call of a registered component in a task of its own (so
-    /// that its fiber is not nested inside the operator's) and answers its
+    /// Runs one call of a registered component in `task` and answers its
     /// run record, unrecorded, beside its result: a chain trigger commits
     /// the record with its cursor.
     pub(super) async fn execute(
@@ -423,6 +425,7 @@ impl Node {
         trigger: Option<Trigger>,
         function: Option<String>,
         permit: tokio::sync::OwnedSemaphorePermit,
+        task: CallTask,
     ) -> Result<(RunRecord, Result<String, NodeError>), NodeError> {
         let name = handler.info.name.clone();
         let started_at = now_ms();
@@ -461,10 +464,13 @@ impl Node {
         // Boxed before it is spawned: the call's future is about 4 KB, and
         // spawning moves it by value through several frames; a box moves as
         // a pointer (a profile of 1000 ticks a second put 13% of the node's
-        // CPU in memmove before both this and the tick's were boxed).
-        let outcome = tokio::spawn(Box::pin(call))
-            .await
-            .map_err(|e| NodeError::Internal(format!("the call's task failed: {e}")))?;
+        // CPU in memmove before it was boxed).
+        let outcome = match task {
+            CallTask::Own => tokio::spawn(Box::pin(call))
+                .await
+                .map_err(|e| NodeError::Internal(format!("the call's task failed: {e}")))?,
+            CallTask::Callers => call.await,
+        };
 
         let (output, error) = match &outcome.result {
             Ok(output) => (Some(output.clone()), None),

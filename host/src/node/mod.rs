@@ -14,6 +14,7 @@ mod modules;
 mod schedules;
 mod settings;
 mod stopping;
+mod ticks;
 mod triggers;
 mod workflow_steps;
 mod workflows;
@@ -56,6 +57,17 @@ pub struct Trigger {
     pub scheduled_for: u64,
 }
 
+/// Which task a guest call runs in.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum CallTask {
+    /// A task of its own: the caller is one of the operator's host calls,
+    /// and a guest's fiber must not nest inside the operator's.
+    Own,
+    /// The caller's: a tick runner runs one call at a time, and a task
+    /// per call would cost a spawn and a wake-up per run.
+    Callers,
+}
+
 pub struct Node {
     registry: Registry,
     scheduler: Arc<Scheduler>,
@@ -82,6 +94,8 @@ pub struct Node {
     watched: std::sync::Mutex<std::collections::HashSet<String>>,
     /// Ticks and trigger rounds going, which a stopping node waits for.
     in_flight: Arc<stopping::InFlight>,
+    /// Handlers' ticks waiting for a runner.
+    tick_queue: Arc<ticks::TickQueue>,
 }
 
 impl Node {
@@ -123,6 +137,7 @@ impl Node {
             watched: Default::default(),
             claims: Default::default(),
             in_flight: Default::default(),
+            tick_queue: Default::default(),
             limits,
             state_limits,
             policy: Arc::new(policy),
@@ -134,6 +149,7 @@ impl Node {
         node.restore_workflows()?;
         node.restore_triggers()?;
         node.join_fleet();
+        node.start_tick_runners();
         let scheduler = node.scheduler.clone();
         let weak = Arc::downgrade(&node);
         tokio::spawn(scheduler::run(scheduler, move |tick| {
@@ -143,11 +159,7 @@ impl Node {
             // A stopping node starts no tick: the next node to run the
             // schedule (a restart, or another in a fleet) takes it.
             if let Some(going) = node.in_flight.enter() {
-                // Boxed: a tick's future is about 9 KB (see `execute`).
-                tokio::spawn(Box::pin(async move {
-                    node.tick(tick).await;
-                    drop(going);
-                }));
+                node.fire(tick, going);
             }
         }));
         Ok(node)

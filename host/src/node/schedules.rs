@@ -1,23 +1,13 @@
-//! Cron schedules of handlers, and running their ticks.
-//!
-//! Ticks have call slots of their own (`--max-concurrent-ticks`): a burst
-//! of ticks never makes clients' calls fail with 503, and clients never
-//! starve ticks. A tick that finds no free slot within [`TICK_WAIT`] is not
-//! queued further: it is recorded as a failed run saying so.
-
-use std::time::Duration;
+//! Cron schedules of handlers: adding, removing, listing and restoring
+//! them (their ticks run in `ticks.rs`).
 
 use sha2::{Digest, Sha256};
 
 use super::settings::not_a_handler;
-use super::{blocking, Node, Trigger};
+use super::{blocking, Node};
 use crate::error::{now_ms, NodeError};
-use crate::handler::Entry;
-use crate::scheduler::{self, Job, Tick};
-use crate::state::{Claim, ClaimKind, Claimed, JobRecord, RunPage, StateError};
-
-/// How long a tick may wait for a free slot.
-const TICK_WAIT: Duration = Duration::from_secs(1);
+use crate::scheduler::{self, Job};
+use crate::state::{JobRecord, RunPage, StateError};
 
 impl Node {
     /// Runs handler `name` with `input` at every tick of `cron`.
@@ -106,99 +96,6 @@ impl Node {
             }
         }
         Ok(())
-    }
-
-    /// Runs (or records as skipped) one tick of a schedule. In a fleet,
-    /// every node's timer fires it and the node that claims it runs it.
-    pub(super) async fn tick(&self, tick: Tick) {
-        let (job, scheduled_for, running) = match tick {
-            Tick::Due {
-                job,
-                scheduled_for,
-                running,
-            } => (job, scheduled_for, Some(running)),
-            Tick::Skipped { job, scheduled_for } => (job, scheduled_for, None),
-        };
-        // Workflows with a cron trigger have timers of their own.
-        let workflow = job
-            .name
-            .strip_prefix(super::workflows::WORKFLOW_PREFIX)
-            .map(str::to_string);
-        let claim = Claim {
-            what: job.id.clone(),
-            at: scheduled_for.to_string(),
-            name: workflow.clone().unwrap_or_else(|| job.name.clone()),
-            kind: match workflow {
-                Some(_) => ClaimKind::Workflow,
-                None => ClaimKind::Schedule,
-            },
-        };
-        let skipped = match self.claim(&claim, running.is_none()).await {
-            Some(Claimed::Won) => false,
-            Some(Claimed::Skipped) => true,
-            Some(Claimed::Taken) | None => return,
-        };
-        // A handler's run is recorded by the run log; a workflow's as it
-        // runs.
-        let via_run_log = match workflow {
-            Some(workflow) => {
-                self.workflow_tick(&workflow, scheduled_for, skipped).await;
-                false
-            }
-            None => {
-                self.handler_tick(&job, scheduled_for, skipped).await;
-                true
-            }
-        };
-        drop(running);
-        self.finish(&claim, via_run_log).await;
-    }
-
-    /// A tick of a handler's schedule: run, or recorded as skipped while
-    /// the previous run still goes.
-    async fn handler_tick(&self, job: &Job, scheduled_for: u64, skipped: bool) {
-        let trigger = Trigger {
-            job_id: job.id.clone(),
-            scheduled_for,
-        };
-        if skipped {
-            tracing::warn!(job = job.id, name = job.name, "tick skipped");
-            self.record_failure(
-                &job.name,
-                Some(&trigger),
-                None,
-                "skipped: the previous run of this job was still running",
-            )
-            .await;
-            return;
-        }
-        let handler = match self.runnable_handler(&job.name) {
-            Ok(handler) => handler,
-            Err(e) => {
-                tracing::warn!(
-                    job = job.id,
-                    name = job.name,
-                    "scheduled run not started: {e}"
-                );
-                return;
-            }
-        };
-        let slot = tokio::time::timeout(TICK_WAIT, self.ticks.clone().acquire_owned()).await;
-        let Ok(Ok(permit)) = slot else {
-            let busy = format!(
-                "not run: the node was running {} scheduled runs, its most (--max-concurrent-ticks), for {}s",
-                self.state_limits.max_concurrent_ticks,
-                TICK_WAIT.as_secs()
-            );
-            tracing::warn!(job = job.id, name = job.name, "{busy}");
-            self.record_failure(&job.name, Some(&trigger), None, &busy)
-                .await;
-            return;
-        };
-        let entry = Entry::Handler(job.input.clone());
-        if let Err(e) = self.run(handler, entry, Some(trigger), None, permit).await {
-            tracing::warn!(job = job.id, name = job.name, "scheduled run failed: {e}");
-        }
     }
 }
 

@@ -16,7 +16,7 @@ use std::sync::{Arc, Weak};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use super::{blocking, Node};
+use super::{blocking, CallTask, Node};
 use crate::chain::triggers::{events_after, head, shared_head, Event};
 use crate::chain::{self, RpcError};
 use crate::error::{now_ms, NodeError};
@@ -274,7 +274,7 @@ impl Node {
                         .await
                         .map_err(|_| "the node is stopping".to_string())?;
                     let entry = Entry::Handler(event.input.to_string());
-                    self.execute(handler.clone(), entry, None, None, permit)
+                    self.execute(handler.clone(), entry, None, None, permit, CallTask::Own)
                         .await
                         .map_err(|e| e.to_string())?
                 }
