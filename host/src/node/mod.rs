@@ -64,7 +64,8 @@ pub(crate) enum CallTask {
     /// and a guest's fiber must not nest inside the operator's.
     Own,
     /// The caller's: a tick runner runs one call at a time, and a task
-    /// per call would cost a spawn and a wake-up per run.
+    /// per call would cost a spawn and a wake-up per run. (A fleet's ticks
+    /// keep `Own`: their path stays as it was measured in a fleet.)
     Callers,
 }
 

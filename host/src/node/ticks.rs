@@ -16,9 +16,10 @@
 //! allocator's lock, and each tick woken for a slot ran on its waker's
 //! thread, so a burst ran on about one core.)
 //!
-//! In a fleet, each tick's claim is decided first, in a task of its own,
-//! so that a burst's claims reach the database together. A workflow's
-//! tick, which takes no slot, runs in a task of its own.
+//! In a fleet, a tick runs in a task of its own, as before: it waits for
+//! the database to decide its claim, and afterwards to mark the claim done,
+//! and a burst's claims reach the database together. A workflow's tick,
+//! which takes no slot, runs in a task of its own too.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, Weak};
@@ -35,15 +36,14 @@ use crate::state::{Claim, ClaimKind, Claimed};
 /// How long a tick may wait for a free slot.
 const TICK_WAIT: Duration = Duration::from_secs(1);
 
-/// A handler's tick whose claim this node won, waiting for a runner.
+/// A handler's tick on a node of its own, waiting for a runner.
 pub(super) struct Queued {
     job: Job,
     scheduled_for: u64,
-    /// Recorded as skipped instead of run: the previous run still goes.
-    skipped: bool,
-    /// Clears the schedule's running mark once the tick is done.
+    /// Clears the schedule's running mark once the tick is done; `None`
+    /// when the tick is to be recorded as skipped (the previous run still
+    /// goes).
     running: Option<RunningGuard>,
-    claim: Claim,
     handed_over: Instant,
     _going: Going,
 }
@@ -89,8 +89,12 @@ async fn runner(node: Weak<Node>, queue: Arc<TickQueue>) {
 }
 
 impl Node {
-    /// Starts the runners of handlers' ticks, one per tick slot.
+    /// Starts the runners of handlers' ticks, one per tick slot, on a node
+    /// of its own.
     pub(super) fn start_tick_runners(self: &Arc<Self>) {
+        if self.claims.get().is_some() {
+            return;
+        }
         for _ in 0..self.state_limits.max_concurrent_ticks {
             tokio::spawn(runner(Arc::downgrade(self), self.tick_queue.clone()));
         }
@@ -112,6 +116,16 @@ impl Node {
             .name
             .strip_prefix(super::workflows::WORKFLOW_PREFIX)
             .map(str::to_string);
+        if workflow.is_none() && self.claims.get().is_none() {
+            // On a node of its own, every tick is this node's.
+            return self.tick_queue.push(Queued {
+                job,
+                scheduled_for,
+                running,
+                handed_over: Instant::now(),
+                _going: going,
+            });
+        }
         let claim = Claim {
             what: job.id.clone(),
             at: scheduled_for.to_string(),
@@ -122,68 +136,59 @@ impl Node {
             },
         };
         let node = self.clone();
-        if let Some(workflow) = workflow {
-            tokio::spawn(async move {
-                let skipped = match node.claim(&claim, running.is_none()).await {
-                    Some(Claimed::Won) => false,
-                    Some(Claimed::Skipped) => true,
-                    Some(Claimed::Taken) | None => return,
-                };
-                node.workflow_tick(&workflow, scheduled_for, skipped).await;
-                drop(running);
-                // A workflow's run is recorded as it runs.
-                node.finish(&claim, false).await;
-                drop(going);
-            });
-            return;
-        }
-        let queued = move |skipped, running, claim| Queued {
-            job,
-            scheduled_for,
-            skipped,
-            running,
-            claim,
-            handed_over: Instant::now(),
-            _going: going,
-        };
-        if self.claims.get().is_none() {
-            // On a node of its own, every tick is this node's.
-            let skipped = running.is_none();
-            return self.tick_queue.push(queued(skipped, running, claim));
-        }
-        tokio::spawn(async move {
+        // Boxed: this future is several KB (see `execute`).
+        tokio::spawn(Box::pin(async move {
             let skipped = match node.claim(&claim, running.is_none()).await {
                 Some(Claimed::Won) => false,
                 Some(Claimed::Skipped) => true,
                 Some(Claimed::Taken) | None => return,
             };
-            node.tick_queue.push(queued(skipped, running, claim));
-        });
+            // A handler's run is recorded by the run log; a workflow's as
+            // it runs.
+            let via_run_log = match workflow {
+                Some(workflow) => {
+                    node.workflow_tick(&workflow, scheduled_for, skipped).await;
+                    false
+                }
+                None => {
+                    node.handler_tick(&job, scheduled_for, skipped, TICK_WAIT, CallTask::Own)
+                        .await;
+                    true
+                }
+            };
+            drop(running);
+            node.finish(&claim, via_run_log).await;
+            drop(going);
+        }));
     }
 
-    /// Runs (or records as skipped) a handler's tick from the queue, then
-    /// marks its claim done.
+    /// Runs (or records as skipped) a handler's tick from the queue.
     async fn run_queued(&self, tick: Queued) {
         let Queued {
             job,
             scheduled_for,
-            skipped,
             running,
-            claim,
             handed_over,
             _going,
         } = tick;
+        let skipped = running.is_none();
         let wait = TICK_WAIT.saturating_sub(handed_over.elapsed());
-        self.handler_tick(&job, scheduled_for, skipped, wait).await;
-        drop(running);
-        // A handler's run is recorded by the run log.
-        self.finish(&claim, true).await;
+        self.handler_tick(&job, scheduled_for, skipped, wait, CallTask::Callers)
+            .await;
     }
 
     /// A tick of a handler's schedule: run, or recorded as skipped while
     /// the previous run still goes. It waits at most `wait` for a slot,
-    /// and is recorded as not run when none is free by then.
-    async fn handler_tick(&self, job: &Job, scheduled_for: u64, skipped: bool, wait: Duration) {
+    /// and is recorded as not run when none is free by then; its call runs
+    /// in `task`.
+    async fn handler_tick(
+        &self,
+        job: &Job,
+        scheduled_for: u64,
+        skipped: bool,
+        wait: Duration,
+        task: CallTask,
+    ) {
         let trigger = Trigger {
             job_id: job.id.clone(),
             scheduled_for,
@@ -232,7 +237,7 @@ impl Node {
         };
         let entry = Entry::Handler(job.input.clone());
         let trigger = Some(trigger);
-        let run = self.run(handler, entry, trigger, None, permit, CallTask::Callers);
+        let run = self.run(handler, entry, trigger, None, permit, task);
         if let Err(e) = run.await {
             tracing::warn!(job = job.id, name = job.name, "scheduled run failed: {e}");
         }
