@@ -1,13 +1,12 @@
 //! Cron schedules: one timer for all jobs.
 //!
-//! Jobs sit in a min-heap keyed by their next fire time; a single task sleeps
+//! Jobs sit in buckets keyed by their next fire time; a single task sleeps
 //! until the earliest one (or until the set of jobs changes), hands every
 //! tick that is due to the node (a [`Tick`]) and computes each job's next
 //! time from its schedule, not from when it happened to wake, so fire times
 //! do not drift. The scheduler knows nothing of what a tick runs.
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -81,9 +80,18 @@ impl Entry {
 #[derive(Default)]
 struct Timers {
     jobs: HashMap<String, Entry>,
-    /// (fire time, job id); entries of removed or rescheduled jobs are
-    /// dropped lazily when they reach the top.
-    heap: BinaryHeap<Reverse<(u64, String)>>,
+    /// Fire time to the jobs due then, in the order they were scheduled;
+    /// ids of removed or rescheduled jobs are dropped lazily when their
+    /// time comes. A bucket per time rather than a heap of (time, id): a
+    /// thousand jobs due at the same second move from one bucket to the
+    /// next without comparing their ids.
+    due: BTreeMap<u64, Vec<String>>,
+}
+
+impl Timers {
+    fn at(&mut self, at: u64, id: String) {
+        self.due.entry(at).or_default().push(id);
+    }
 }
 
 /// A job whose tick has come.
@@ -119,7 +127,7 @@ impl Scheduler {
         let job = entry.job();
         let mut timers = self.lock();
         if let Some(next) = next {
-            timers.heap.push(Reverse((next, job.id.clone())));
+            timers.at(next, job.id.clone());
         }
         timers.jobs.insert(job.id.clone(), entry);
         drop(timers);
@@ -142,42 +150,50 @@ impl Scheduler {
     /// Returns what to fire and the earliest time still pending.
     fn take_due(&self, now: u64) -> (Vec<Due>, Option<u64>) {
         let mut timers = self.lock();
+        let timers = &mut *timers;
         let mut due = Vec::new();
         // Jobs with the same cron line due at the same tick share their next
         // tick: compute it once per line, not once per job (a thousand jobs
         // every second is a thousand of the same computation).
-        let mut next_ticks: HashMap<(String, u64), Option<u64>> = HashMap::new();
-        while let Some(Reverse((at, id))) = timers.heap.peek().cloned() {
+        let mut next_ticks: HashMap<String, Option<u64>> = HashMap::new();
+        while let Some(bucket) = timers.due.first_entry() {
+            let at = *bucket.key();
             if at > now {
                 break;
             }
-            timers.heap.pop();
-            let Some(entry) = timers.jobs.get_mut(&id) else {
-                continue; // removed
-            };
-            if entry.next != Some(at) {
-                continue; // stale
-            }
-            // The next tick follows this one; if the node fell behind by
-            // more than a period, resume from now rather than replay.
-            let cron = &entry.cron;
-            let next = *next_ticks
-                .entry((entry.record.cron.clone(), at))
-                .or_insert_with(|| match next_after(cron, at) {
-                    Some(n) if n <= now => next_after(cron, now),
-                    next => next,
+            next_ticks.clear();
+            for id in bucket.remove() {
+                let Some(entry) = timers.jobs.get_mut(&id) else {
+                    continue; // removed
+                };
+                if entry.next != Some(at) {
+                    continue; // stale
+                }
+                // The next tick follows this one; if the node fell behind
+                // by more than a period, resume from now rather than replay.
+                let next = match next_ticks.get(entry.record.cron.as_str()) {
+                    Some(next) => *next,
+                    None => {
+                        let next = match next_after(&entry.cron, at) {
+                            Some(n) if n <= now => next_after(&entry.cron, now),
+                            next => next,
+                        };
+                        next_ticks.insert(entry.record.cron.clone(), next);
+                        next
+                    }
+                };
+                entry.next = next;
+                due.push(Due {
+                    job: entry.job(),
+                    scheduled_for: at,
+                    running: entry.running.clone(),
                 });
-            entry.next = next;
-            due.push(Due {
-                job: entry.job(),
-                scheduled_for: at,
-                running: entry.running.clone(),
-            });
-            if let Some(next) = next {
-                timers.heap.push(Reverse((next, id)));
+                if let Some(next) = next {
+                    timers.due.entry(next).or_default().push(id);
+                }
             }
         }
-        let earliest = timers.heap.peek().map(|Reverse((at, _))| *at);
+        let earliest = timers.due.keys().next().copied();
         (due, earliest)
     }
 }
@@ -302,5 +318,32 @@ mod tests {
         let (due, earliest) = scheduler.take_due(first + 60_000);
         assert_eq!(due.len(), 1);
         assert_eq!(earliest, Some(first + 61_000));
+    }
+
+    #[test]
+    fn jobs_due_together_fire_once_each_in_the_order_scheduled() {
+        let scheduler = Scheduler::new();
+        let every_second = || parse_cron("* * * * * *").unwrap();
+        for id in ["c", "a", "b"] {
+            scheduler.add(record(id), every_second());
+        }
+        // Removed and added again: one of its two places in line is stale.
+        scheduler.remove("b");
+        scheduler.add(record("b"), every_second());
+        let latest = scheduler
+            .jobs()
+            .iter()
+            .filter_map(|j| j.next)
+            .max()
+            .unwrap();
+        let (due, earliest) = scheduler.take_due(latest);
+        let ids: Vec<&str> = due.iter().map(|d| d.job.id.as_str()).collect();
+        assert_eq!(ids, ["c", "a", "b"]);
+        assert_eq!(earliest, Some(latest + 1000));
+        // Nothing is due twice.
+        let (due, _) = scheduler.take_due(latest);
+        assert!(due.is_empty());
+        let (due, _) = scheduler.take_due(latest + 1000);
+        assert_eq!(due.len(), 3);
     }
 }

@@ -76,21 +76,24 @@ impl Request {
 
     /// The value of query parameter `key`, percent-decoded.
     pub fn query_param(&self, key: &str) -> Option<Result<String, Response>> {
-        self.query().split('&').find_map(|pair| {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            (k == key).then(|| percent_decode(v))
-        })
+        self.query_values(key).next()
     }
 
     /// Every value of a query parameter that may repeat, in order.
     pub fn query_params(&self, key: &str) -> Result<Vec<String>, Response> {
-        self.query()
-            .split('&')
-            .filter_map(|pair| {
-                let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-                (k == key).then(|| percent_decode(v))
-            })
-            .collect()
+        self.query_values(key).collect()
+    }
+
+    /// The values of query parameter `key`, in order, each percent-decoded
+    /// when it is reached.
+    fn query_values<'a>(
+        &'a self,
+        key: &'a str,
+    ) -> impl Iterator<Item = Result<String, Response>> + 'a {
+        self.query().split('&').filter_map(move |pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (k == key).then(|| percent_decode(v))
+        })
     }
 }
 
