@@ -89,6 +89,7 @@ struct Timers {
 }
 
 impl Timers {
+    /// Puts job `id` in line for fire time `at`.
     fn at(&mut self, at: u64, id: String) {
         self.due.entry(at).or_default().push(id);
     }
@@ -189,7 +190,7 @@ impl Scheduler {
                     running: entry.running.clone(),
                 });
                 if let Some(next) = next {
-                    timers.due.entry(next).or_default().push(id);
+                    timers.at(next, id);
                 }
             }
         }
