@@ -12,7 +12,10 @@
 //! runs still to start. Run records are history, not acknowledged state,
 //! so they need not be durable before a call returns; but a reader must see
 //! the runs that finished before it asked, which [`RunLog::flushed`]
-//! provides, cutting the writer's wait short.
+//! provides, cutting the writer's wait short. While a shared database is
+//! down the writer keeps its batch and tries again; a reader then asks
+//! through [`RunLog::readable`], which does not wait for the database to
+//! come back: its own read fails at once with the same outage.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -56,15 +59,24 @@ pub struct RunLog {
     hurry: Arc<AtomicBool>,
     /// Runs handed to the writer so far.
     sent: AtomicU64,
+    /// How far the writer has got.
+    progress: watch::Receiver<Progress>,
+}
+
+/// What the writer has done so far, watched by those waiting for it.
+#[derive(Clone, Copy, Default)]
+struct Progress {
     /// Runs the writer has finished with (written, or failed and logged).
-    written: watch::Receiver<u64>,
+    written: u64,
+    /// Whether the writer is waiting for an unreachable database.
+    stalled: bool,
 }
 
 impl RunLog {
     /// Starts the writer thread; it ends when the log is dropped.
     pub fn start(state: Arc<dyn Store>, bounds: RunBounds) -> std::io::Result<RunLog> {
         let (sender, mut receiver) = mpsc::unbounded_channel::<Queued>();
-        let (done, written) = watch::channel(0u64);
+        let (done, progress) = watch::channel(Progress::default());
         let queued = Arc::new(AtomicUsize::new(0));
         let in_queue = queued.clone();
         let hurry = Arc::new(AtomicBool::new(false));
@@ -83,8 +95,11 @@ impl RunLog {
                     }
                     in_queue.fetch_sub(batch.len(), Ordering::SeqCst);
                     let runs: Vec<RunRecord> = batch.into_iter().map(|q| q.run).collect();
-                    write(&*state, &runs, bounds);
-                    done.send_modify(|n| *n += runs.len() as u64);
+                    write(&*state, &runs, bounds, &done);
+                    done.send_modify(|p| {
+                        p.written += runs.len() as u64;
+                        p.stalled = false;
+                    });
                 }
             })?;
         Ok(RunLog {
@@ -94,7 +109,7 @@ impl RunLog {
             writer: writer.thread().clone(),
             hurry,
             sent: AtomicU64::new(0),
-            written,
+            progress,
         })
     }
 
@@ -127,13 +142,26 @@ impl RunLog {
 
     /// Resolves once every run recorded before the call is written.
     pub async fn flushed(&self) {
+        self.wait_for_writer(|_| false).await;
+    }
+
+    /// Resolves once every run recorded before the call is written, or as
+    /// soon as the writer is waiting for an unreachable database: a reader
+    /// of the runs then hears of the outage now, not when it ends.
+    pub async fn readable(&self) {
+        self.wait_for_writer(|p| p.stalled).await;
+    }
+
+    async fn wait_for_writer(&self, enough: impl Fn(&Progress) -> bool) {
         let target = self.sent.load(Ordering::SeqCst);
-        let mut written = self.written.clone();
-        if *written.borrow() < target {
+        let mut progress = self.progress.clone();
+        if progress.borrow().written < target {
             self.hurry_writer();
         }
         // An error means the writer is gone: nothing more will be written.
-        let _ = written.wait_for(|n| *n >= target).await;
+        let _ = progress
+            .wait_for(|p| p.written >= target || enough(p))
+            .await;
     }
 }
 
@@ -162,14 +190,21 @@ fn linger(queued: &AtomicUsize, hurry: &AtomicBool) {
 const PATIENCE: Duration = Duration::from_secs(30);
 
 /// Writes one batch. A shared database that is down (restarting, say) is
-/// waited for, so that a short outage loses no run.
-fn write(state: &dyn Store, batch: &[RunRecord], bounds: RunBounds) {
+/// waited for, so that a short outage loses no run; meanwhile `progress`
+/// says the writer is stalled.
+fn write(
+    state: &dyn Store,
+    batch: &[RunRecord],
+    bounds: RunBounds,
+    progress: &watch::Sender<Progress>,
+) {
     let started = Instant::now();
     loop {
         match state.insert_runs(batch, bounds) {
             Ok(()) => return,
             Err(StateError::Unavailable(e)) if started.elapsed() < PATIENCE => {
                 tracing::debug!("run log waits for the database: {e}");
+                progress.send_if_modified(|p| !std::mem::replace(&mut p.stalled, true));
                 std::thread::sleep(Duration::from_millis(250));
             }
             Err(e) => return tracing::error!("cannot record {} runs: {e}", batch.len()),

@@ -542,7 +542,7 @@ impl Node {
         limit: u32,
         before: Option<u64>,
     ) -> Result<RunPage, NodeError> {
-        self.runs.flushed().await;
+        self.runs.readable().await;
         let state = self.state.clone();
         let owned = name.to_string();
         let limit = limit.clamp(1, MAX_PAGE);

@@ -164,6 +164,7 @@ impl Node {
         limit: u32,
         before: Option<u64>,
     ) -> Result<RunPage, NodeError> {
+        self.runs.readable().await;
         let state = self.state.clone();
         let owned = id.to_string();
         let limit = limit.clamp(1, super::components::MAX_PAGE);
