@@ -218,8 +218,37 @@ fn is_pattern(route: &str) -> bool {
 }
 
 /// The label for `route`, the pattern the operator says it matched: itself
-/// while there is room for it, else `other`.
+/// while there is room for it, else `other`. Each thread remembers the
+/// labels it handed out last, so that the same few routes, asked for on
+/// every request, cost a comparison of strings rather than the registry's
+/// lock and a hash.
 pub fn route_label(route: &str) -> &'static str {
+    let recent = RECENT_ROUTES.with_borrow(|recent| recent.iter().copied().find(|r| *r == route));
+    if let Some(known) = recent {
+        return known;
+    }
+    let label = registered_route_label(route);
+    if label != OTHER {
+        RECENT_ROUTES.with_borrow_mut(|recent| {
+            if recent.len() == RECENT_ROUTES_KEPT {
+                recent.remove(0);
+            }
+            recent.push(label);
+        });
+    }
+    label
+}
+
+/// Route labels a thread remembers.
+const RECENT_ROUTES_KEPT: usize = 8;
+
+thread_local! {
+    static RECENT_ROUTES: std::cell::RefCell<Vec<&'static str>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The registry's label for `route`, registered on first sight.
+fn registered_route_label(route: &str) -> &'static str {
     if !is_pattern(route) {
         return OTHER;
     }
@@ -545,6 +574,14 @@ mod tests {
         assert!(!is_pattern("/run/a b"));
         assert!(!is_pattern(&format!("/{}", "x".repeat(100))));
         assert_eq!(route_label("/run/{name}"), "/run/{name}");
+        // Asked again, by this thread (its recent labels) or another (the
+        // registry), the label is the one kept, not a new one.
+        let kept = route_label("/run/{name}");
+        assert!(std::ptr::eq(route_label("/run/{name}"), kept));
+        let elsewhere = std::thread::spawn(|| route_label("/run/{name}"))
+            .join()
+            .unwrap();
+        assert!(std::ptr::eq(elsewhere, kept));
         assert_eq!(route_label("/run/\"x\""), OTHER);
         assert_eq!(method_label("BREW"), OTHER);
     }

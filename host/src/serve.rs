@@ -27,6 +27,7 @@ use anyhow::{bail, Result};
 use hyper::{Request, Response};
 use sha2::{Digest, Sha256};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tracing::level_filters::LevelFilter;
 use tracing::Instrument;
 use wasmtime::component::Component;
 use wasmtime::{Engine, Store};
@@ -232,37 +233,41 @@ impl Operator {
         // is dropped (a client that left): an operator's work is never cut
         // short. The slot is held until the guest is done.
         let in_use = crate::metrics::InUse::start(crate::metrics::Pool::Operator);
-        // Boxed: the call's future is large, and it may be moved into a task.
-        let call: GuestCall = Box::pin(
-            async move {
-                let _in_use = in_use;
-                let call = async {
-                    let (proxy, uses) = match warm {
-                        Some(warm) => warm,
-                        None => (pre.instantiate_async(&mut store).await?, 0),
-                    };
-                    proxy
-                        .wasi_http_incoming_handler()
-                        .call_handle(&mut store, req, out)
-                        .await?;
-                    Ok::<_, wasmtime::Error>((proxy, uses + 1))
+        let call = async move {
+            let _in_use = in_use;
+            let call = async {
+                let (proxy, uses) = match warm {
+                    Some(warm) => warm,
+                    None => (pre.instantiate_async(&mut store).await?, 0),
                 };
-                match deadline.run(call).await {
-                    Ok(Ok((proxy, uses))) => {
-                        // Only an instance that answered cleanly, and did not
-                        // grow large doing so, is used again.
-                        if store.data().limiter.may_idle() {
-                            pool.give_back((store, proxy, permit), uses);
-                        }
-                        Ok(())
+                proxy
+                    .wasi_http_incoming_handler()
+                    .call_handle(&mut store, req, out)
+                    .await?;
+                Ok::<_, wasmtime::Error>((proxy, uses + 1))
+            };
+            match deadline.run(call).await {
+                Ok(Ok((proxy, uses))) => {
+                    // Only an instance that answered cleanly, and did not
+                    // grow large doing so, is used again.
+                    if store.data().limiter.may_idle() {
+                        pool.give_back((store, proxy, permit), uses);
                     }
-                    Ok(Err(e)) => Err(anyhow::Error::from(e)),
-                    Err(timeout) => Err(anyhow::Error::new(timeout)),
+                    Ok(())
                 }
+                Ok(Err(e)) => Err(anyhow::Error::from(e)),
+                Err(timeout) => Err(anyhow::Error::new(timeout)),
             }
-            // The operator's host calls log under the request's span.
-            .in_current_span(),
-        );
+        };
+        // The operator's host calls log under the request's span, which
+        // exists only when the node logs at `info` or finer: otherwise the
+        // call is not wrapped in a span that would log nothing. Boxed: the
+        // call's future is large, and it may be moved into a task.
+        let call: GuestCall = if LevelFilter::current() >= LevelFilter::INFO {
+            Box::pin(call.in_current_span())
+        } else {
+            Box::pin(call)
+        };
         let mut call = Inline(Some(call));
         let (head, ended) =
             std::future::poll_fn(|cx| call.poll_until_head(&mut receiver, cx)).await;
