@@ -27,15 +27,14 @@ use prometheus_client::registry::{Registry, Unit};
 
 use crate::node::Node;
 
-/// Distinct route labels kept at most. The default operator has about
-/// thirty routes; a custom operator naming more (or naming them badly)
-/// has the rest counted as `other`, so that no operator can grow the
-/// registry without end.
-const MAX_ROUTES: usize = 64;
-
 /// The label of requests no route pattern names: unknown routes, and the
 /// requests the host answered itself (refused, busy, failed).
 const OTHER: &str = "other";
+
+mod routes;
+#[cfg(test)]
+use routes::is_pattern;
+pub use routes::route_label;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
@@ -104,7 +103,7 @@ struct Metrics {
     requests: Family<RequestLabels, Counter>,
     request_seconds: Family<RouteLabels, Histogram, Buckets>,
     /// The route labels seen, kept for the life of the process (at most
-    /// [`MAX_ROUTES`] of at most 80 bytes): a request's labels then borrow
+    /// [`routes::MAX_ROUTES`] of at most 80 bytes): a request's labels then borrow
     /// them instead of allocating.
     routes: Mutex<HashSet<&'static str>>,
     calls: Family<CallLabels, Counter>,
@@ -205,63 +204,6 @@ impl Metrics {
 fn method_label(method: &str) -> &'static str {
     const KNOWN: [&str; 7] = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"];
     KNOWN.into_iter().find(|m| *m == method).unwrap_or(OTHER)
-}
-
-/// Whether `route` looks like a route pattern (`/handlers/{name}/runs`):
-/// short, and of path characters and braces only.
-fn is_pattern(route: &str) -> bool {
-    route.starts_with('/')
-        && route.len() <= 80
-        && route
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"/{}._-*".contains(&b))
-}
-
-/// The label for `route`, the pattern the operator says it matched: itself
-/// while there is room for it, else `other`. Each thread remembers the
-/// labels it handed out last, so that the same few routes, asked for on
-/// every request, cost a comparison of strings rather than the registry's
-/// lock and a hash.
-pub fn route_label(route: &str) -> &'static str {
-    let recent = RECENT_ROUTES.with_borrow(|recent| recent.iter().copied().find(|r| *r == route));
-    if let Some(known) = recent {
-        return known;
-    }
-    let label = registered_route_label(route);
-    if label != OTHER {
-        RECENT_ROUTES.with_borrow_mut(|recent| {
-            if recent.len() == RECENT_ROUTES_KEPT {
-                recent.remove(0);
-            }
-            recent.push(label);
-        });
-    }
-    label
-}
-
-/// Route labels a thread remembers.
-const RECENT_ROUTES_KEPT: usize = 8;
-
-thread_local! {
-    static RECENT_ROUTES: std::cell::RefCell<Vec<&'static str>> =
-        const { std::cell::RefCell::new(Vec::new()) };
-}
-
-/// The registry's label for `route`, registered on first sight.
-fn registered_route_label(route: &str) -> &'static str {
-    if !is_pattern(route) {
-        return OTHER;
-    }
-    let mut routes = metrics().routes.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some(known) = routes.get(route) {
-        return known;
-    }
-    if routes.len() >= MAX_ROUTES {
-        return OTHER;
-    }
-    let kept: &'static str = Box::leak(route.to_owned().into_boxed_str());
-    routes.insert(kept);
-    kept
 }
 
 /// One request answered with `status` after `elapsed`; `route` is the
