@@ -125,6 +125,12 @@ def wait_port(port, proc, timeout=120):
     raise RuntimeError(f"nothing listens on {port}")
 
 
+def stat_cpu_seconds(stat):
+    """User and system CPU time in a /proc `stat` file (a process's or a thread's)."""
+    fields = stat.read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 class Server:
     """A server process on a loopback port, stopped on exit."""
 
@@ -150,8 +156,7 @@ class Server:
 
     def cpu_seconds(self):
         """User and system CPU time of the process so far."""
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return stat_cpu_seconds(Path(f"/proc/{self.proc.pid}/stat"))
 
     def runtime_cpu_seconds(self):
         """CPU time so far of the threads of the node's tokio runtime, where
@@ -161,12 +166,10 @@ class Server:
         total = 0.0
         for task in Path(f"/proc/{self.proc.pid}/task").iterdir():
             try:
-                if not (task / "comm").read_text().startswith("tokio-r"):
-                    continue
-                fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+                if task.joinpath("comm").read_text().startswith("tokio-r"):
+                    total += stat_cpu_seconds(task / "stat")
             except OSError:
                 continue  # a thread that ended meanwhile
-            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
         return total
 
     def __exit__(self, *exc):
