@@ -22,7 +22,6 @@ use std::time::{Duration, Instant};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::server::conn::http1;
 use hyper::Request;
-use hyper_util::rt::TokioTimer;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Notify, Semaphore};
@@ -69,6 +68,15 @@ pub struct ConnectionLimits {
     pub header_read_timeout: Duration,
     /// Time a connection may stay open with no request in progress.
     pub keep_alive_timeout: Duration,
+}
+
+impl ConnectionLimits {
+    /// How long a connection may go without a request in progress. Once a
+    /// response is written the node is waiting for the next head, so both
+    /// timeouts run from the same moment, and the shorter one closes it.
+    fn idle_limit(&self) -> Duration {
+        self.keep_alive_timeout.min(self.header_read_timeout)
+    }
 }
 
 /// Serves `handle` on `listener` until `shutdown` resolves, then lets
@@ -202,11 +210,10 @@ async fn connection<H, F>(
             }
         })
     };
+    // No timer is given to hyper: the header-read timeout is kept by the
+    // loop below, as part of the idle check, rather than by a timer hyper
+    // would arm and disarm around every request head.
     let conn = http1::Builder::new()
-        .timer(TokioTimer::new())
-        // Hyper runs this timer whenever it waits for a request head, on a
-        // fresh connection and between requests alike.
-        .header_read_timeout(limits.header_read_timeout)
         .keep_alive(true)
         .max_header_size(MAX_HEAD)
         .max_buf_size(MAX_CONNECTION_BUFFER)
@@ -216,8 +223,12 @@ async fn connection<H, F>(
     if closing {
         conn.as_mut().graceful_shutdown();
     }
+    // A connection without a request in progress is waiting for a request
+    // head: for the next request, or for the rest of one begun. Either wait
+    // ends at the shorter of the two timeouts.
+    let idle_limit = limits.idle_limit();
     loop {
-        let idle_check = tokio::time::sleep(activity.idle_deadline(limits.keep_alive_timeout));
+        let idle_check = tokio::time::sleep(activity.idle_deadline(idle_limit));
         tokio::select! {
             result = conn.as_mut() => {
                 if let Err(e) = result {
@@ -237,11 +248,15 @@ async fn connection<H, F>(
                 }
                 activity.evicting.store(false, Ordering::Release);
             }
-            _ = idle_check, if !closing => {
-                if activity.idle_for() >= Some(limits.keep_alive_timeout) {
-                    closing = true;
-                    // Idle: hyper closes it at once.
-                    conn.as_mut().graceful_shutdown();
+            // Also while the node stops: an idle connection has nothing
+            // left to finish.
+            _ = idle_check => {
+                if activity.idle_for() >= Some(idle_limit) {
+                    // Between requests, or partway through a head: nothing
+                    // is owed to the client, and the connection is dropped
+                    // (hyper would wait on a head begun for ever).
+                    tracing::debug!(%peer, "connection closed: no request for {idle_limit:?}");
+                    return;
                 }
             }
         }
