@@ -66,10 +66,7 @@ ECHO = COMPONENTS / "echo.wasm"
 QUICK = os.environ.get("BENCH_QUICK") == "1"
 SECONDS = int(os.environ.get("BENCH_SECONDS", "2" if QUICK else "10"))  # per load run
 # ABBA rounds, at least 3; an even count by default, so that each side goes
-# first as often as the other: the one measured first in a pair tends to
-# read a little higher (by 1-2% in 7 of 9 earlier runs' rounds, taken
-# relative to their row's median), which 3 rounds (peer first twice) lean
-# against ours.
+# first in as many rounds as the other (with 3, the peer goes first twice).
 ROUNDS = max(3, int(os.environ.get("BENCH_ROUNDS", "4")))
 CONNECTIONS, THREADS = 32, 2
 CRON_JOBS = int(os.environ.get("BENCH_CRON_JOBS", "1000"))
