@@ -162,13 +162,13 @@ class Server:
 
     def runtime_cpu_seconds(self):
         """CPU time so far of the threads of the node's tokio runtime, where
-        requests and scheduled runs are handled (tokio names them all
-        alike); the rest is the node's own threads (the run-log writer, the
+        requests and scheduled runs are handled (the node names them all
+        `runtime`); the rest is the node's own threads (the run-log writer, the
         epoch ticker, ...)."""
         total = 0.0
         for task in Path(f"/proc/{self.proc.pid}/task").iterdir():
             try:
-                if task.joinpath("comm").read_text().startswith("tokio-r"):
+                if task.joinpath("comm").read_text().strip() == "runtime":
                     total += stat_cpu_seconds(task / "stat")
             except OSError:
                 continue  # a thread that ended meanwhile

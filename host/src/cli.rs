@@ -251,6 +251,15 @@ pub struct NodeOptions {
     #[arg(long, value_name = "FORMAT", value_enum, default_value = "text")]
     pub log_format: crate::logging::LogFormat,
 
+    /// Keep each of the runtime's worker threads (one per core) on a core
+    /// of its own. A burst of work (a thousand cron runs due at one second)
+    /// then spreads over every core at once instead of waiting some 10 ms
+    /// for the kernel to move a worker off a shared one. Pass `false` on a
+    /// machine whose cores are busy with other work, where a worker pinned
+    /// to a busy core could not move to a free one.
+    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
+    pub pin_workers: bool,
+
     /// Make `GET /metrics` need `Authorization: Bearer TOKEN` (without it
     /// the metrics are open, as `/health` is). Best passed in the
     /// environment, where other users of the machine cannot read it.

@@ -357,7 +357,7 @@ impl Drop for Permit<'_> {
 fn off_the_workers<R>(f: impl FnOnce() -> R) -> R {
     match tokio::runtime::Handle::try_current() {
         Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
-            tokio::task::block_in_place(f)
+            crate::workers::block_in_place(f)
         }
         _ => f(),
     }

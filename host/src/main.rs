@@ -32,6 +32,7 @@ mod scheduler;
 mod serve;
 mod state;
 mod values;
+mod workers;
 mod workflows;
 
 use std::net::{Ipv4Addr, SocketAddr};
@@ -62,10 +63,18 @@ fn main() {
 }
 
 fn run(cli: Cli) -> Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
+    let pin_workers = match &cli.command {
+        Command::Up(up) => up.node.pin_workers,
+        Command::Wasm(wasm) => wasm.node.pin_workers,
+        Command::Client(_) => false,
+    };
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    // Workers and the blocking pool's threads share the name.
+    runtime.enable_all().thread_name("runtime");
+    if pin_workers {
+        runtime.on_thread_park(workers::pin);
+    }
+    let runtime = runtime.build().context("cannot start the async runtime")?;
     match cli.command {
         Command::Up(up) => {
             let port = match up.port {

@@ -290,6 +290,80 @@ fn instances_are_reused_only_when_asked() {
     assert_eq!(idle, vec!["1"; 7], "idle instances expire");
 }
 
+/// `--pin-workers` (on by default) keeps each runtime worker on a core of
+/// its own; `--pin-workers false` leaves every thread free to run anywhere.
+/// Read from outside, in the kernel's view of the node's threads.
+#[test]
+fn workers_are_pinned_one_per_core_unless_told_not_to() {
+    let allowed = cpus_allowed(&std::fs::read_to_string("/proc/self/status").unwrap());
+    if allowed.len() < 2 {
+        eprintln!("fewer than two cores: nothing to pin");
+        return;
+    }
+    // The runtime's threads (its workers and its blocking pool).
+    let worker_cores = |pid: u32| -> Vec<Vec<usize>> {
+        let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).unwrap();
+        tasks
+            .filter_map(|task| {
+                let dir = task.ok()?.path();
+                let name = std::fs::read_to_string(dir.join("comm")).ok()?;
+                if name.trim_end() != "runtime" {
+                    return None;
+                }
+                Some(cpus_allowed(
+                    &std::fs::read_to_string(dir.join("status")).ok()?,
+                ))
+            })
+            .collect()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let pinned = NodeBuilder::new(dir.path(), &["up", "--port", "0"]).start();
+    assert_eq!(pinned.get("/health").status, 200);
+    let cores = support::wait_for(Duration::from_secs(10), "pinned workers", || {
+        let mut cores: Vec<usize> = worker_cores(pinned.pid())
+            .into_iter()
+            .filter(|cores| cores.len() == 1)
+            .map(|cores| cores[0])
+            .collect();
+        cores.sort_unstable();
+        cores.dedup();
+        (cores.len() == allowed.len()).then_some(cores)
+    });
+    assert_eq!(cores, allowed, "one worker on each core");
+    drop(pinned);
+
+    let free =
+        NodeBuilder::new(dir.path(), &["up", "--port", "0", "--pin-workers", "false"]).start();
+    for _ in 0..20 {
+        assert_eq!(free.get("/health").status, 200);
+    }
+    let workers = worker_cores(free.pid());
+    assert!(!workers.is_empty(), "the node runs its runtime's threads");
+    assert!(
+        workers.iter().all(|cores| *cores == allowed),
+        "no thread pinned: {workers:?}"
+    );
+
+    let refused = NodeBuilder::new(dir.path(), &["up", "--pin-workers", "maybe"]).fail();
+    assert_eq!(refused.0, Some(2), "{}", refused.1);
+    assert!(refused.1.contains("--pin-workers"), "{}", refused.1);
+}
+
+/// The cores in a `/proc/…/status`'s `Cpus_allowed_list` (`0-3,6`).
+fn cpus_allowed(status: &str) -> Vec<usize> {
+    let list = status
+        .lines()
+        .find_map(|line| line.strip_prefix("Cpus_allowed_list:"))
+        .expect("Cpus_allowed_list in /proc status");
+    list.trim()
+        .split(',')
+        .flat_map(|range| {
+            let (first, last) = range.split_once('-').unwrap_or((range, range));
+            first.parse::<usize>().unwrap()..=last.parse::<usize>().unwrap()
+        })
+        .collect()
+}
+
 #[test]
 fn the_default_operator_answers_the_same_with_instance_reuse() {
     let echo = component_bytes("echo.wasm");

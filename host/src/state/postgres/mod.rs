@@ -221,7 +221,7 @@ impl Postgres {
                         .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
                 })
             }
-            Ok(_) => tokio::task::block_in_place(|| self.handle.block_on(work)),
+            Ok(_) => crate::workers::block_in_place(|| self.handle.block_on(work)),
         };
         result.map_err(|fault| fault.into_state(doing))
     }
