@@ -17,7 +17,8 @@ use std::cell::Cell;
 use std::sync::OnceLock;
 
 thread_local! {
-    /// The worker this thread is pinned as, if it is.
+    /// The worker this thread is pinned as (or was refused a pin as), if
+    /// it is one.
     static PINNED_AS: Cell<Option<usize>> = const { Cell::new(None) };
 }
 
@@ -46,9 +47,19 @@ pub fn pin() {
     let Some(cores) = cores() else {
         return;
     };
-    if affinity::set(&[cores[index % cores.len()]]) {
-        PINNED_AS.set(Some(index));
+    let core = cores[index % cores.len()];
+    // Tried once per worker role: a refusal (the core taken from the
+    // process since it started, say) is not asked again at every park.
+    if !affinity::set(&[core]) {
+        static SAID: std::sync::Once = std::sync::Once::new();
+        SAID.call_once(|| {
+            tracing::warn!(
+                core,
+                "cannot pin a runtime worker to its core; it runs unpinned"
+            );
+        });
     }
+    PINNED_AS.set(Some(index));
 }
 
 /// `tokio::task::block_in_place`, with the thread unpinned first: it gives
