@@ -59,6 +59,17 @@ pub enum Command {
     Client(crate::client::ClientCommand),
 }
 
+impl Command {
+    /// The node's options, for the commands that run a node.
+    pub fn node(&self) -> Option<&NodeOptions> {
+        match self {
+            Command::Up(up) => Some(&up.node),
+            Command::Wasm(wasm) => Some(&wasm.node),
+            Command::Client(_) => None,
+        }
+    }
+}
+
 #[derive(Args)]
 pub struct UpCommand {
     /// Port to listen on (default: `$WASMATIC_PORT`, else 8080).

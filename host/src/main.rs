@@ -51,11 +51,11 @@ const EMBEDDED_OPERATOR: &[u8] = include_bytes!("../assets/proxy.wasm");
 
 fn main() {
     let cli = Cli::parse();
-    logging::init(match &cli.command {
-        Command::Up(up) => up.node.log_format,
-        Command::Wasm(wasm) => wasm.node.log_format,
-        Command::Client(_) => logging::LogFormat::Text,
-    });
+    logging::init(
+        cli.command
+            .node()
+            .map_or(logging::LogFormat::Text, |node| node.log_format),
+    );
     if let Err(e) = run(cli) {
         eprintln!("error: {e:#}");
         std::process::exit(1);
@@ -63,11 +63,7 @@ fn main() {
 }
 
 fn run(cli: Cli) -> Result<()> {
-    let pin_workers = match &cli.command {
-        Command::Up(up) => up.node.pin_workers,
-        Command::Wasm(wasm) => wasm.node.pin_workers,
-        Command::Client(_) => false,
-    };
+    let pin_workers = cli.command.node().is_some_and(|node| node.pin_workers);
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     // Workers and the blocking pool's threads share the name.
     runtime.enable_all().thread_name("runtime");
