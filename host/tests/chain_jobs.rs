@@ -8,7 +8,7 @@ use std::path::Path;
 
 use serde_json::{json, Value};
 use support::anvil::{Anvil, DEV_ACCOUNT, RUNTIME_CODE};
-use support::{up, Node};
+use support::{base64, up, Node};
 
 fn wasip1(file: &str) -> Vec<u8> {
     std::fs::read(
@@ -28,26 +28,6 @@ fn run(node: &Node, wasm: &str, input: Value, extra: Value) -> Value {
     let response = node.post("/wasm/run", body.to_string().as_bytes());
     assert_eq!(response.status, 200, "{}", response.text());
     response.json()
-}
-
-/// Standard base64, as `POST /wasm/run` takes a job's module.
-fn base64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |n, (i, b)| n | (u32::from(*b) << (16 - 8 * i)));
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
 }
 
 #[test]
@@ -242,4 +222,135 @@ fn contract_reads(contract: &str) -> [(&'static str, Value, Value); 3] {
             json!(format!("0x{:064x}", 42)),
         ),
     ]
+}
+
+/// A job that makes `link` in its work directory a symbolic link to
+/// `target` (relative, so the sandbox lets it be made), writes a request
+/// for `eth_chainId` unless `link` is the request file itself, waits for
+/// the answer and prints `{"ok": true, "result": ANSWER}`.
+fn link_job(target: &str, link: &str) -> Vec<u8> {
+    let request = if link == "wasm_rpc_request.json" {
+        ""
+    } else {
+        r#"
+               (if (call $path_open (i32.const 3) (i32.const 0) (i32.const 0) (i32.const 21)
+                     (i32.const 9) (i64.const 0x1fffffff) (i64.const 0x1fffffff) (i32.const 0) (i32.const 140))
+                 (then unreachable))
+               (local.set $fd (i32.load (i32.const 140)))
+               (drop (call $fd_write (local.get $fd) (i32.const 128) (i32.const 1) (i32.const 136)))
+               (drop (call $fd_close (local.get $fd)))"#
+    };
+    let wat = format!(
+        r#"(module
+             (import "wasi_snapshot_preview1" "path_symlink"
+               (func $path_symlink (param i32 i32 i32 i32 i32) (result i32)))
+             (import "wasi_snapshot_preview1" "path_open"
+               (func $path_open (param i32 i32 i32 i32 i32 i64 i64 i32 i32) (result i32)))
+             (import "wasi_snapshot_preview1" "fd_write"
+               (func $fd_write (param i32 i32 i32 i32) (result i32)))
+             (import "wasi_snapshot_preview1" "fd_read"
+               (func $fd_read (param i32 i32 i32 i32) (result i32)))
+             (import "wasi_snapshot_preview1" "fd_close"
+               (func $fd_close (param i32) (result i32)))
+             (memory (export "memory") 1)
+             (data (i32.const 0) "wasm_rpc_request.json")
+             (data (i32.const 64) "wasm_rpc_response.json")
+             (data (i32.const 96) "{{\"method\":\"eth_chainId\"}}")
+             (data (i32.const 128) "\60\00\00\00\18\00\00\00")
+             (data (i32.const 160) "{{\"ok\":true,\"result\":")
+             (data (i32.const 192) "}}")
+             (data (i32.const 256) "{target}")
+             (data (i32.const 512) "{link}")
+             (func (export "_start")
+               (local $fd i32)
+               (if (call $path_symlink (i32.const 256) (i32.const {target_len}) (i32.const 3)
+                     (i32.const 512) (i32.const {link_len}))
+                 (then unreachable))
+               {request}
+               (loop $wait
+                 (br_if $wait (call $path_open (i32.const 3) (i32.const 0) (i32.const 64) (i32.const 22)
+                   (i32.const 0) (i64.const 0x1fffffff) (i64.const 0x1fffffff) (i32.const 0) (i32.const 140))))
+               (local.set $fd (i32.load (i32.const 140)))
+               ;; iovecs at 1024: the prefix, the answer read to 2048, the suffix
+               (i32.store (i32.const 1024) (i32.const 160))
+               (i32.store (i32.const 1028) (i32.const 20))
+               (i32.store (i32.const 1032) (i32.const 2048))
+               (i32.store (i32.const 1036) (i32.const 4096))
+               (i32.store (i32.const 1040) (i32.const 192))
+               (i32.store (i32.const 1044) (i32.const 1))
+               (drop (call $fd_read (local.get $fd) (i32.const 1032) (i32.const 1) (i32.const 1036)))
+               ;; one buffer a call: a write may take only the first
+               (drop (call $fd_write (i32.const 1) (i32.const 1024) (i32.const 1) (i32.const 136)))
+               (drop (call $fd_write (i32.const 1) (i32.const 1032) (i32.const 1) (i32.const 136)))
+               (drop (call $fd_write (i32.const 1) (i32.const 1040) (i32.const 1) (i32.const 136)))))"#,
+        target_len = target.len(),
+        link_len = link.len(),
+    );
+    wat::parse_str(&wat).unwrap()
+}
+
+/// The path from a job's work directory (a fresh directory of the temp
+/// directory) to `path`, going up to the root first.
+fn from_work_dir(path: &Path) -> String {
+    let root = "../".repeat(std::env::temp_dir().components().count() + 4);
+    format!("{root}{}", path.strip_prefix("/").unwrap().display())
+}
+
+#[test]
+fn a_job_cannot_make_the_node_write_through_a_link() {
+    let anvil = Anvil::start(31337);
+    let dir = tempfile::tempdir().unwrap();
+    let node = up(dir.path(), &["--rpc", &anvil.rpc_flag()]);
+    let outside = tempfile::tempdir().unwrap();
+    let victim = outside.path().join("victim");
+    std::fs::write(&victim, "the node runner's file").unwrap();
+    // The answer is written under this name first, then renamed into place.
+    for link in [".wasm_rpc_response.json.partial", "wasm_rpc_response.json"] {
+        let job = link_job(&from_work_dir(&victim), link);
+        let done = run(&node, &base64(&job), json!({}), json!({}));
+        assert_eq!(done["ok"], true, "{link}: {done}");
+        // The job got its answer, in a file of its own directory.
+        assert_eq!(done["result"]["result"], "0x7a69", "{link}: {done}");
+        assert_eq!(
+            std::fs::read_to_string(&victim).unwrap(),
+            "the node runner's file",
+            "{link}"
+        );
+    }
+    assert_eq!(node.get("/health").status, 200);
+}
+
+#[test]
+fn a_job_cannot_make_the_node_read_a_device_or_a_file_outside() {
+    let anvil = Anvil::start(31337);
+    let dir = tempfile::tempdir().unwrap();
+    let node = up(dir.path(), &["--rpc", &anvil.rpc_flag()]);
+    let before = support::rss_bytes(node.pid());
+    let outside = tempfile::tempdir().unwrap();
+    let secret = outside.path().join("secret.json");
+    std::fs::write(&secret, r#"{"method":"eth_chainId","id":"the secret"}"#).unwrap();
+    for target in [Path::new("/dev/urandom"), Path::new("/dev/zero"), &secret] {
+        let job = link_job(&from_work_dir(target), "wasm_rpc_request.json");
+        let done = run(&node, &base64(&job), json!({}), json!({}));
+        assert_eq!(done["ok"], true, "{}: {done}", target.display());
+        let answer = &done["result"];
+        assert_eq!(answer["error"]["code"], -32600, "{answer}");
+        assert!(
+            answer["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("link"),
+            "{answer}"
+        );
+        assert!(answer.get("result").is_none(), "{answer}");
+    }
+    // Nothing was read without end: the node is where it was.
+    let after = support::rss_bytes(node.pid());
+    assert!(
+        after < before + (64 << 20),
+        "RSS {} MiB before, {} MiB after",
+        before >> 20,
+        after >> 20
+    );
+    assert_eq!(node.get("/health").status, 200);
 }
