@@ -160,6 +160,11 @@ pub struct NodeOptions {
     #[arg(long, value_name = "SIZE", default_value = "256MiB", value_parser = parse_size)]
     pub operator_memory: u64,
 
+    /// Linear memory every operator instance together may use: requests in
+    /// flight share it, and one that would grow past it gets 503.
+    #[arg(long, value_name = "SIZE", default_value = "1GiB", value_parser = parse_size)]
+    pub operator_memory_total: u64,
+
     /// Bytes of a handler's stdout, and of its stderr, kept per run (the
     /// rest is dropped and the record says so).
     #[arg(long, value_name = "SIZE", default_value = "256KiB", value_parser = parse_size)]
@@ -189,6 +194,12 @@ pub struct NodeOptions {
     /// Schedules the node holds at most; more are refused with 503.
     #[arg(long, value_name = "N", default_value_t = 10_000)]
     pub max_schedules: usize,
+
+    /// Components the node holds at most (each costs its bytes, its
+    /// compiled code and ~64 KiB of memory); a registration of a new name
+    /// past it is refused with 503. Replacing a component is always allowed.
+    #[arg(long, value_name = "N", default_value_t = 1_000)]
+    pub max_components: usize,
 
     /// Scheduled runs that may run at once, beside the clients' calls; a
     /// tick that finds none free for a second is recorded as failed.
@@ -242,6 +253,12 @@ pub struct NodeOptions {
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_timeout)]
     pub keep_alive_timeout: Duration,
 
+    /// Time a client has to take a response, from when it is ready to when
+    /// its last byte is written; slower (a client that reads a large page
+    /// through a tiny window, or not at all): the connection is closed.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_timeout)]
+    pub write_timeout: Duration,
+
     /// Bytes of request bodies the node holds at once, across all
     /// connections; a request whose body would go past it gets 503 with
     /// `Retry-After`.
@@ -255,6 +272,13 @@ pub struct NodeOptions {
     /// servers) pass.
     #[arg(long = "allow-origin", value_name = "ORIGIN", value_parser = parse_origin)]
     pub allow_origins: Vec<String>,
+
+    /// A host name this node is reached by (repeatable), besides IP
+    /// addresses and `localhost`: a browser's mutating request counts as
+    /// the node's own only when its `Host` is one of these, so a web page
+    /// whose name was rebound to the node's address cannot drive it.
+    #[arg(long = "public-host", value_name = "NAME", value_parser = parse_public_host)]
+    pub public_hosts: Vec<String>,
 
     /// How log lines are written to stderr: `text` for people, `json` (one
     /// object a line, with the request id of the request it belongs to) for
@@ -331,6 +355,7 @@ impl NodeOptions {
             max_request_body: self.max_request_body,
             handler_memory: size(self.handler_memory)?,
             operator_memory: size(self.operator_memory)?,
+            operator_memory_total: size(self.operator_memory_total)?,
             max_captured_output: size(self.max_captured_output)?,
             max_result: size(self.max_result)?,
             max_concurrent_calls: self.max_concurrent_calls,
@@ -357,6 +382,7 @@ impl NodeOptions {
     pub fn state_limits(&self) -> StateLimits {
         StateLimits {
             max_schedules: self.max_schedules,
+            max_components: self.max_components,
             max_concurrent_ticks: self.max_concurrent_ticks.max(1),
             runs: RunBounds {
                 per_name: self.runs_kept.max(1),
@@ -480,6 +506,22 @@ fn parse_origin(s: &str) -> Result<String, String> {
         return Err(bad());
     }
     Ok(format!("{scheme}://{rest}"))
+}
+
+/// A `--public-host`: a DNS name, without scheme, port or path.
+fn parse_public_host(s: &str) -> Result<String, String> {
+    let name = s.trim().trim_end_matches('.').to_ascii_lowercase();
+    let valid = !name.is_empty()
+        && name.len() <= 253
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+    if !valid {
+        return Err(format!(
+            "`{s}` is not a host name such as node.example.com (no scheme, port or path)"
+        ));
+    }
+    Ok(name)
 }
 
 /// The port from `$WASMATIC_PORT`, or the default.

@@ -1,5 +1,7 @@
 //! Limits that keep one guest or one client from taking the node down.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{ensure, Result};
@@ -29,6 +31,8 @@ pub struct Limits {
     pub handler_memory: usize,
     /// Linear memory one operator instance may use, in bytes.
     pub operator_memory: usize,
+    /// Linear memory every operator instance together may use, in bytes.
+    pub operator_memory_total: usize,
     /// Bytes of a handler's stdout, and of its stderr, kept per call.
     pub max_captured_output: usize,
     /// Largest string a handler may return, in bytes.
@@ -58,6 +62,12 @@ impl Limits {
         ensure!(
             self.handler_memory >= 1 << 16 && self.operator_memory >= 1 << 16,
             "memory limits must be at least 64KiB (one wasm page)"
+        );
+        ensure!(
+            self.operator_memory_total >= self.operator_memory,
+            "--operator-memory-total ({}) must be at least --operator-memory ({})",
+            show_size(self.operator_memory_total as u64),
+            show_size(self.operator_memory as u64)
         );
         Ok(self)
     }
@@ -108,6 +118,62 @@ pub struct GuestLimiter {
     memory_used: usize,
     table_elements_used: usize,
     flags: &'static RuntimeFlags,
+    /// The budget this store's memory is also counted against, with others.
+    shared: Option<Arc<MemoryBudget>>,
+}
+
+/// Linear memory shared by many stores: the operator's stores, one per
+/// request in flight, so that many requests at once cannot each take the
+/// per-instance limit (128 × 256 MiB would be 32 GiB). Growth past it fails
+/// with [`BudgetExhausted`], which the node answers with 503; a store gives
+/// back what it held when it is dropped.
+#[derive(Debug)]
+pub struct MemoryBudget {
+    limit: usize,
+    used: AtomicUsize,
+}
+
+impl MemoryBudget {
+    pub fn new(limit: usize) -> Arc<Self> {
+        Arc::new(MemoryBudget {
+            limit,
+            used: AtomicUsize::new(0),
+        })
+    }
+
+    /// Takes `bytes` from the budget, if that many are left.
+    fn reserve(&self, bytes: usize) -> bool {
+        match self
+            .used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                used.checked_add(bytes).filter(|total| *total <= self.limit)
+            }) {
+            Ok(used) => {
+                crate::metrics::operator_memory(used + bytes);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    fn release(&self, bytes: usize) {
+        let used = self.used.fetch_sub(bytes, Ordering::AcqRel);
+        crate::metrics::operator_memory(used.saturating_sub(bytes));
+    }
+
+    /// Bytes taken now.
+    #[cfg(test)]
+    fn used(&self) -> usize {
+        self.used.load(Ordering::Acquire)
+    }
+}
+
+/// The trap raised when a store's growth would take its shared budget past
+/// its limit: the node is busy, not the guest at fault.
+#[derive(Debug, thiserror::Error)]
+#[error("the memory that requests in flight may use together (--operator-memory-total, {}) is taken; try again shortly", show_size(*.limit as u64))]
+pub struct BudgetExhausted {
+    pub limit: usize,
 }
 
 impl GuestLimiter {
@@ -119,7 +185,14 @@ impl GuestLimiter {
             memory_used: 0,
             table_elements_used: 0,
             flags: crate::flags::get(),
+            shared: None,
         }
+    }
+
+    /// Counts this store's memory against `budget` too.
+    pub fn sharing(mut self, budget: Arc<MemoryBudget>) -> Self {
+        self.shared = Some(budget);
+        self
     }
 
     /// Bytes of linear memory the store's instances hold.
@@ -185,6 +258,13 @@ impl ResourceLimiter for GuestLimiter {
         if self.flags.max_memory_size.is_some_and(|max| desired > max) {
             return Ok(false);
         }
+        if let Some(shared) = &self.shared {
+            if !shared.reserve(total.saturating_sub(self.memory_used)) {
+                return Err(wasmtime::Error::new(BudgetExhausted {
+                    limit: shared.limit,
+                }));
+            }
+        }
         self.memory_used = total;
         Ok(true)
     }
@@ -235,9 +315,34 @@ impl ResourceLimiter for GuestLimiter {
     }
 }
 
+impl Drop for GuestLimiter {
+    fn drop(&mut self) {
+        if let Some(shared) = &self.shared {
+            shared.release(self.memory_used);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stores_sharing_a_budget_are_held_to_it_together_and_give_it_back() {
+        let budget = MemoryBudget::new(3 << 20);
+        let mut one = GuestLimiter::new(2 << 20).sharing(budget.clone());
+        let mut two = GuestLimiter::new(2 << 20).sharing(budget.clone());
+        assert!(one.memory_growing(0, 2 << 20, None).unwrap());
+        assert!(two.memory_growing(0, 1 << 20, None).unwrap());
+        let e = two.memory_growing(1 << 20, 2 << 20, None).unwrap_err();
+        assert!(e.is::<BudgetExhausted>(), "{e}");
+        assert_eq!(budget.used(), 3 << 20);
+        drop(one);
+        assert_eq!(budget.used(), 1 << 20);
+        assert!(two.memory_growing(1 << 20, 2 << 20, None).unwrap());
+        drop(two);
+        assert_eq!(budget.used(), 0);
+    }
 
     #[test]
     fn sizes() {

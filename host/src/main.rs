@@ -43,6 +43,7 @@ use anyhow::{bail, Context, Result};
 use clap::Parser;
 
 use cli::{Cli, Command, DirMapping, NodeOptions, OPERATOR_ENV, REGISTERED_GUEST_DIR, TOKEN_ENV};
+use limits::MemoryBudget;
 use node::Node;
 use serve::{EdgeSetup, Operator, OperatorSetup};
 
@@ -219,6 +220,7 @@ async fn start(mut options: NodeOptions, source: OperatorSource, addr: SocketAdd
         env,
         request_timeout: limits.request_timeout,
         memory: limits.operator_memory,
+        memory_total: MemoryBudget::new(limits.operator_memory_total),
         full_wasi,
         reuse: pool::Reuse {
             max_uses: options.max_instance_reuse_count.unwrap_or(1).max(1),
@@ -238,11 +240,12 @@ async fn start(mut options: NodeOptions, source: OperatorSource, addr: SocketAdd
             max_connections: options.max_connections as usize,
             header_read_timeout: options.header_read_timeout,
             keep_alive_timeout: options.keep_alive_timeout,
+            write_timeout: options.write_timeout,
         },
         max_request_body: limits.max_request_body,
         body_timeout: options.body_timeout,
         body_budget: serve::BodyBudget::new(options.max_buffered_bodies),
-        origins: serve::Origins::new(&options.allow_origins),
+        origins: serve::Origins::new(&options.allow_origins, &options.public_hosts),
     };
 
     let listener = tokio::net::TcpListener::bind(addr)

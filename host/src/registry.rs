@@ -270,6 +270,11 @@ impl Registry {
         self.read_current().get(name).cloned()
     }
 
+    /// How many components are current.
+    pub fn count(&self) -> usize {
+        self.read_current().len()
+    }
+
     pub fn list(&self) -> Vec<HandlerInfo> {
         let mut infos: Vec<_> = self
             .read_current()

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use chrono::{DateTime, TimeZone, Utc};
+use chrono::{DateTime, Datelike, TimeZone, Utc};
 use croner::parser::{CronParser, Seconds, Year};
 use croner::Cron;
 use tokio::sync::Notify;
@@ -38,19 +38,56 @@ pub fn parse_cron(line: &str) -> Result<Cron, String> {
             "`{line}` has {fields} fields; a cron line has 5 (minute hour day month weekday) or 6 (seconds first)"
         ));
     }
-    CronParser::builder()
+    let cron = CronParser::builder()
         .seconds(Seconds::Optional)
         .year(Year::Disallowed)
         .build()
         .parse(line)
-        .map_err(|e| format!("`{line}` is not a valid cron line: {e}"))
+        .map_err(|e| format!("`{line}` is not a valid cron line: {e}"))?;
+    if !fires_within_horizon(&cron, Utc::now()) {
+        return Err(format!(
+            "`{line}` never fires in the next {HORIZON_YEARS} years (no day matches its day, month and weekday fields)"
+        ));
+    }
+    Ok(cron)
 }
 
-/// The first fire time strictly after `after_ms`.
+/// How far ahead a schedule must have a fire time: every leap-year and
+/// weekday combination comes round within 28 years.
+const HORIZON_YEARS: i64 = 28;
+
+/// Whether `cron` has a day to fire on within [`HORIZON_YEARS`] of `from`.
+/// croner searches for the next time without a bound, scanning millennia
+/// for a line such as `0 0 0 31 2 *` (February 31st), so the days are
+/// checked here first, a day at a time and at most ~10 000 of them.
+fn fires_within_horizon(cron: &Cron, from: DateTime<Utc>) -> bool {
+    let mut day = from.date_naive();
+    for _ in 0..HORIZON_YEARS * 366 {
+        let pattern = &cron.pattern;
+        if pattern.month_match(day.month()).unwrap_or(false)
+            && pattern
+                .day_match(day.year(), day.month(), day.day())
+                .unwrap_or(false)
+        {
+            return true;
+        }
+        let Some(next) = day.succ_opt() else {
+            return false;
+        };
+        day = next;
+    }
+    false
+}
+
+/// The first fire time strictly after `after_ms`; `None` when there is none
+/// within [`HORIZON_YEARS`].
 fn next_after(cron: &Cron, after_ms: u64) -> Option<u64> {
     // Ticks fall on whole seconds; croner would keep the milliseconds.
     let whole_second = (after_ms / 1000 * 1000) as i64;
     let after: DateTime<Utc> = Utc.timestamp_millis_opt(whole_second).single()?;
+    if !fires_within_horizon(cron, after) {
+        return None;
+    }
     let next = cron.find_next_occurrence(&after, false).ok()?;
     u64::try_from(next.timestamp_millis()).ok()
 }
@@ -299,6 +336,25 @@ fn until_ms(at: u64) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lines_that_never_fire_are_refused_and_rare_ones_kept() {
+        for never in ["0 0 0 31 2,4,6,9,11 *", "0 0 30 2 *", "0 0 0 31 4 *"] {
+            let e = parse_cron(never).unwrap_err();
+            assert!(e.contains("never fires"), "{never}: {e}");
+        }
+        // February 29th comes every four years (eight across 2100).
+        let leap = parse_cron("0 0 0 29 2 *").unwrap();
+        let next = next_after(&leap, now_ms()).unwrap();
+        assert!(next > now_ms());
+        // A line stored before it was refused finds no time, quickly.
+        let never = CronParser::builder()
+            .seconds(Seconds::Optional)
+            .build()
+            .parse("0 0 0 31 2 *")
+            .unwrap();
+        assert_eq!(next_after(&never, now_ms()), None);
+    }
 
     fn record(id: &str) -> JobRecord {
         JobRecord {

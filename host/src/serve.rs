@@ -40,7 +40,7 @@ use wasmtime_wasi_http::WasiHttpView;
 use crate::cli::DirMapping;
 use crate::contract::{self, OperatorState};
 use crate::engine::{self, WasmContext, WasmKind};
-use crate::limits::GuestLimiter;
+use crate::limits::{GuestLimiter, MemoryBudget};
 use crate::node::Node;
 use crate::outbound::{OutboundHooks, Policy};
 use crate::pool::{Reuse, WarmPool};
@@ -57,6 +57,8 @@ pub struct OperatorSetup {
     pub request_timeout: Duration,
     /// Linear memory one operator instance may use.
     pub memory: usize,
+    /// Linear memory all operator instances together may use.
+    pub memory_total: Arc<MemoryBudget>,
     pub full_wasi: bool,
     pub reuse: Reuse,
     /// Operator instances alive at once, running or idle.
@@ -169,7 +171,8 @@ impl Operator {
                     stderr: None,
                 },
                 table: crate::limits::resource_table(),
-                limiter: GuestLimiter::new(self.setup.memory),
+                limiter: GuestLimiter::new(self.setup.memory)
+                    .sharing(self.setup.memory_total.clone()),
                 node: self.node.clone(),
                 route: Default::default(),
             },

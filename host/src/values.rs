@@ -9,6 +9,56 @@ use serde_json::{Map, Number, Value};
 use wasmtime::component::types::{ComponentFunc, ComponentItem, Type};
 use wasmtime::component::{Component, Val};
 
+/// Most values (arrays, objects and scalars together) in the JSON arguments
+/// of one call, and their deepest nesting: checked before anything is
+/// parsed, so that a large body costs its bytes, not a tree many times their
+/// size.
+pub const MAX_ARG_VALUES: usize = 65_536;
+pub const MAX_ARG_DEPTH: usize = 64;
+
+/// Parses the JSON array of a call's arguments, refusing past
+/// [`MAX_ARG_VALUES`] or [`MAX_ARG_DEPTH`] without building anything.
+pub fn parse_args(args: &str) -> Result<Vec<Value>, String> {
+    // A count of every place a value may start: each `[` or `{`, and one
+    // more per `,` and per container (its first element). An upper bound,
+    // found without allocating.
+    let (mut values, mut depth, mut deepest) = (1usize, 0usize, 0usize);
+    let (mut in_string, mut escaped) = (false, false);
+    for byte in args.bytes() {
+        if in_string {
+            match byte {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                values += 1;
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            b',' => values += 1,
+            _ => {}
+        }
+    }
+    if deepest > MAX_ARG_DEPTH {
+        return Err(format!(
+            "the arguments nest deeper than {MAX_ARG_DEPTH} levels"
+        ));
+    }
+    if values > MAX_ARG_VALUES {
+        return Err(format!(
+            "the arguments hold more than {MAX_ARG_VALUES} values"
+        ));
+    }
+    serde_json::from_str(args).map_err(|e| format!("the arguments must be a JSON array ({e})"))
+}
+
 /// A function a component exports: its name as a client writes it and its
 /// WIT signature.
 #[derive(Clone, Debug, PartialEq)]

@@ -15,8 +15,10 @@ pub struct Request {
     path_with_query: String,
     /// Where the path ends (at the `?`, or the end).
     path_end: usize,
-    /// The body, or why it could not be read.
-    pub body: Result<Vec<u8>, Response>,
+    /// The body, or why it could not be read: read when a route first asks
+    /// for it, so that a route can refuse a request (a name that does not
+    /// exist, say) without taking a large body into memory.
+    body: OnceCell<Result<Vec<u8>, Response>>,
     /// The request's headers, fetched from the host when first asked for:
     /// most routes read none, and each read is a host call. Declared before
     /// `incoming`, so that this child resource is dropped before its parent.
@@ -28,19 +30,29 @@ impl Request {
     pub fn read(incoming: IncomingRequest) -> Request {
         let path_with_query = incoming.path_with_query().unwrap_or_else(|| "/".into());
         let path_end = path_with_query.find('?').unwrap_or(path_with_query.len());
-        let mut request = Request {
+        Request {
             method: incoming.method(),
             path_with_query,
             path_end,
-            body: Ok(Vec::new()),
+            body: OnceCell::new(),
             headers: OnceCell::new(),
             incoming,
-        };
-        // Only these carry a body the API reads; skipping it saves host calls.
-        if matches!(request.method, Method::Post | Method::Put | Method::Patch) {
-            request.body = read_body(&request);
         }
-        request
+    }
+
+    /// The body, read on first use; empty for methods whose body the API
+    /// never reads.
+    pub fn body(&self) -> Result<&[u8], Response> {
+        self.body
+            .get_or_init(|| {
+                if matches!(self.method, Method::Post | Method::Put | Method::Patch) {
+                    read_body(self)
+                } else {
+                    Ok(Vec::new())
+                }
+            })
+            .as_deref()
+            .map_err(Clone::clone)
     }
 
     /// The path, percent-encoded as received, without the query.

@@ -44,6 +44,10 @@ impl wit::Host for OperatorState {
     ) -> Result<String, Error> {
         Ok(self.node()?.call_module(&name, &function, &params).await?)
     }
+
+    async fn exists(&mut self, name: String) -> bool {
+        self.node().is_ok_and(|node| node.module_exists(&name))
+    }
 }
 
 impl From<ModuleInfo> for wit::ModuleInfo {

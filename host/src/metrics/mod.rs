@@ -114,6 +114,7 @@ struct Metrics {
     instance_gauges: InstanceGauges,
     compile_cache: Family<CacheLabels, Counter>,
     run_log_queue: Gauge,
+    operator_memory: Gauge,
     lateness: Histogram,
     rpc_calls: Family<RpcLabels, Counter>,
     claims: Family<OutcomeLabels, Counter>,
@@ -137,6 +138,7 @@ impl Metrics {
             instance_gauges: InstanceGauges::default(),
             compile_cache: Family::default(),
             run_log_queue: Gauge::default(),
+            operator_memory: Gauge::default(),
             lateness: seconds(),
             rpc_calls: Family::default(),
             claims: Family::default(),
@@ -174,6 +176,12 @@ impl Metrics {
             "compile_cache",
             "Compiled-code lookups, by cache (memory, disk) and result (hit, miss)",
             m.compile_cache.clone(),
+        );
+        registry.register_with_unit(
+            "operator_memory",
+            "Linear memory the operator's instances hold together (bounded by --operator-memory-total)",
+            Unit::Bytes,
+            m.operator_memory.clone(),
         );
         registry.register(
             "run_log_queue",
@@ -447,6 +455,14 @@ pub fn claim(outcome: &str) {
         .inc();
 }
 
+/// Bytes of linear memory the operator's instances hold together, against
+/// `--operator-memory-total`.
+pub fn operator_memory(bytes: usize) {
+    metrics()
+        .operator_memory
+        .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+}
+
 /// The text of every metric, the gauges that are read rather than
 /// counted brought up to date first.
 pub fn render(node: Option<&Node>) -> String {
@@ -489,15 +505,17 @@ pub fn authorize(authorization: Option<&str>) -> Result<(), Denied> {
         return Err(Denied::TokenNeeded);
     };
     let expected = format!("Bearer {token}");
-    // Without stopping at the first difference, so that timing does not
-    // tell how much of a guess was right.
-    let same = given.len() == expected.len()
-        && given
-            .bytes()
-            .zip(expected.bytes())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0;
-    if same {
+    // Every byte of the expected value is compared, whatever the guess's
+    // length and wherever it first differs, so that timing tells neither
+    // how much of a guess was right nor how long the token is.
+    let given = given.as_bytes();
+    let differs = expected
+        .bytes()
+        .enumerate()
+        .fold(u8::from(given.len() != expected.len()), |acc, (i, b)| {
+            acc | (given.get(i).copied().unwrap_or(0) ^ b)
+        });
+    if differs == 0 {
         Ok(())
     } else {
         Err(Denied::TokenWrong)

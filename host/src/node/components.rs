@@ -74,6 +74,12 @@ impl Node {
                 "`{name}` is a core module; remove it (DELETE /modules/{name}) or choose another name"
             )));
         }
+        let max = self.state_limits.max_components;
+        if self.registry.get(name).is_none() && self.registry.count() >= max {
+            return Err(NodeError::Busy(format!(
+                "the node holds {max} components, its most (--max-components); remove one first"
+            )));
+        }
         let staged = match self.registry.staged(digest) {
             Some(staged) => staged,
             None => self.stored(digest).await?,
@@ -374,8 +380,10 @@ impl Node {
             .registry
             .get(name)
             .ok_or_else(|| NodeError::NotFound(format!("no component `{name}`")))?;
-        let entry = resolve_export(&handler, export, args)?;
+        // The slot first: parsing the arguments is most of what a call
+        // costs before its guest runs, and slots bound how many do it.
         let permit = self.call_slot(name, Some(export)).await?;
+        let entry = resolve_export(&handler, export, args)?;
         let export = Some(export.to_string());
         self.run(handler, entry, None, export, permit, CallTask::Own)
             .await

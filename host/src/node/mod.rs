@@ -44,6 +44,8 @@ pub use triggers::TriggerInfo;
 pub struct StateLimits {
     /// Schedules the node holds at most.
     pub max_schedules: usize,
+    /// Components the node holds at most.
+    pub max_components: usize,
     /// Scheduled runs that may run at once, beside the clients' calls.
     pub max_concurrent_ticks: usize,
     /// How much run history is kept.

@@ -116,6 +116,11 @@ impl Node {
     }
 
     /// Calls `function` of the registered module `name`.
+    /// Whether a core module is registered under `name`.
+    pub fn module_exists(&self, name: &str) -> bool {
+        self.modules.get(name).is_some()
+    }
+
     pub async fn call_module(
         &self,
         name: &str,
@@ -135,9 +140,8 @@ impl Node {
         function: &str,
         params: &str,
     ) -> Result<String, NodeError> {
-        let params: Vec<serde_json::Value> = serde_json::from_str(params)
-            .map_err(|e| NodeError::Invalid(format!("params must be a JSON array: {e}")))?;
         let _permit = self.client_slot()?;
+        let params = crate::values::parse_args(params).map_err(NodeError::Invalid)?;
         let results = self
             .modules
             .call(

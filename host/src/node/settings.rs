@@ -134,11 +134,8 @@ pub(super) fn resolve_export(
         return Err(not_found());
     };
     let signature = crate::values::signature(func_name, &func);
-    let args: Vec<serde_json::Value> = serde_json::from_str(args).map_err(|e| {
-        NodeError::Invalid(format!(
-            "the arguments must be a JSON array ({e}); `{export}` is `{signature}`"
-        ))
-    })?;
+    let args = crate::values::parse_args(args)
+        .map_err(|e| NodeError::Invalid(format!("{e}; `{export}` is `{signature}`")))?;
     let args = crate::values::args_from_json(&func, &args)
         .map_err(|e| NodeError::Invalid(format!("`{signature}`: {e}")))?;
     let results = func.results().len();

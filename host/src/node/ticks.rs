@@ -239,7 +239,12 @@ impl Node {
         let trigger = Some(trigger);
         let run = self.run(handler, entry, trigger, None, permit, task);
         if let Err(e) = run.await {
-            tracing::warn!(job = job.id, name = job.name, "scheduled run failed: {e}");
+            tracing::warn!(
+                job = job.id,
+                name = job.name,
+                "scheduled run failed: {}",
+                crate::audit_log::log_safe(&e.to_string())
+            );
         }
     }
 }

@@ -286,7 +286,8 @@ impl Node {
                 tracing::warn!(
                     trigger = record.id,
                     name = record.name,
-                    "triggered run failed: {e}"
+                    "triggered run failed: {}",
+                    crate::audit_log::log_safe(&e.to_string())
                 );
             }
             run.job_id = Some(record.id.clone());

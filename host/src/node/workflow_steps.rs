@@ -53,10 +53,12 @@ impl Node {
                 Err(_) => last_error = format!("timed out after {}ms", timeout.as_millis()),
             }
             if attempt < step.retries {
+                // The error may be a guest's own words: one escaped line.
                 tracing::info!(
                     step = step.id,
                     attempt,
-                    "workflow step failed, retrying: {last_error}"
+                    "workflow step failed, retrying: {}",
+                    crate::audit_log::log_safe(&last_error)
                 );
             }
         }

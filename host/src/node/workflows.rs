@@ -390,7 +390,11 @@ impl Node {
             return;
         }
         if let Err(e) = self.run_workflow(name, trigger, "cron").await {
-            tracing::warn!(name, "scheduled workflow not run: {e}");
+            tracing::warn!(
+                name,
+                "scheduled workflow not run: {}",
+                crate::audit_log::log_safe(&e.to_string())
+            );
         }
     }
 }

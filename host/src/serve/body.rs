@@ -6,8 +6,8 @@
 //! not at all, must hold none of them. So the host buffers the body first,
 //! bounded three ways: by `--max-request-body` per request, by a time limit
 //! between two pieces of body (and one on the whole), and by a node-wide
-//! budget on the bytes buffered across all connections. The buffered chunks
-//! are the `Bytes` hyper read, handed on without copying.
+//! budget on the bytes buffered across all connections. The body is copied
+//! into one buffer as it arrives (see [`read`]).
 
 use std::collections::VecDeque;
 use std::pin::Pin;
@@ -113,7 +113,13 @@ pub struct BodyLimits {
     pub total: Duration,
 }
 
-/// Reads all of `body`, within `limits` and the node's `budget`.
+/// Reads all of `body`, within `limits` and the node's `budget`, into one
+/// buffer.
+///
+/// The pieces hyper reads are copied as they come rather than kept: a piece
+/// may be one byte of a chunked body that holds on to a whole read buffer,
+/// so keeping pieces would cost many times the bytes the budget counts. One
+/// buffer also lets the operator read the body in one host call.
 pub async fn read(
     mut body: Incoming,
     limits: BodyLimits,
@@ -125,7 +131,11 @@ pub async fn read(
     if body.is_end_stream() {
         return Ok(Buffered { chunks, lease });
     }
-    let whole = async {
+    // A declared length (already checked against the maximum) sizes the
+    // buffer at once; it is only a hint, so it is still bounded.
+    let declared = body.size_hint().exact().unwrap_or(0).min(limits.max);
+    let mut whole = BytesMut::new();
+    let reading = async {
         loop {
             let frame = match tokio::time::timeout(limits.progress, body.frame()).await {
                 Err(_) => return Err(BodyError::Stalled(limits.progress)),
@@ -143,27 +153,18 @@ pub async fn read(
             if !lease.grow(len) {
                 return Err(BodyError::NodeBusy);
             }
-            if !data.is_empty() {
-                chunks.push_back(data);
+            if whole.capacity() == 0 {
+                whole.reserve(declared.max(len) as usize);
             }
+            whole.extend_from_slice(&data);
         }
     };
-    match tokio::time::timeout(limits.total, whole).await {
+    match tokio::time::timeout(limits.total, reading).await {
         Ok(result) => result?,
         Err(_) => return Err(BodyError::TooSlow(limits.total)),
     }
-    // One piece, so that the operator reads the body in one host call (an
-    // upload of megabytes arrives in hundreds of pieces) into one buffer.
-    // The copy is counted against the budget while both exist; without
-    // room for it, the pieces stay as they are.
-    let len = lease.bytes;
-    if chunks.len() > 1 && lease.grow(len) {
-        let mut whole = BytesMut::with_capacity(len as usize);
-        for chunk in chunks.drain(..) {
-            whole.extend_from_slice(&chunk);
-        }
+    if !whole.is_empty() {
         chunks.push_back(whole.freeze());
-        lease.shrink(len);
     }
     Ok(Buffered { chunks, lease })
 }

@@ -6,13 +6,17 @@
 //! has waited longest without a request in progress (one that never sent a
 //! whole request head first) is closed to make room. Otherwise a client
 //! holding the cap's worth of half-sent heads would lock everyone out until
-//! the header-read timeout. Only when every connection has a request in
-//! progress is the new one answered 503.
+//! the header-read timeout. A connection whose response has been waiting
+//! for its client to take it for a while is closed likewise, after the idle
+//! ones: a client reading slowly through a tiny window holds kernel and
+//! node memory for nothing. Only when every connection has a request in
+//! progress that is not such a one is the new one answered 503.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -58,6 +62,10 @@ const MAX_HEAD: usize = 32 << 10;
 /// Bytes hyper buffers per connection for reading and writing.
 const MAX_CONNECTION_BUFFER: usize = 64 << 10;
 
+/// How long a response may have been waiting for its client before its
+/// connection may be closed to make room at the cap.
+const SLOW_READER: Duration = Duration::from_secs(1);
+
 /// How connections are accepted and when they are closed.
 #[derive(Clone, Copy, Debug)]
 pub struct ConnectionLimits {
@@ -68,6 +76,8 @@ pub struct ConnectionLimits {
     pub header_read_timeout: Duration,
     /// Time a connection may stay open with no request in progress.
     pub keep_alive_timeout: Duration,
+    /// Time a client has to take a response once it is ready.
+    pub write_timeout: Duration,
 }
 
 impl ConnectionLimits {
@@ -197,6 +207,7 @@ async fn connection<H, F>(
 {
     let activity = Arc::new(Activity::new());
     let _registered = registry.add(&activity);
+    let socket = stream.as_raw_fd();
     let service = {
         let activity = activity.clone();
         hyper::service::service_fn(move |req| {
@@ -204,6 +215,7 @@ async fn connection<H, F>(
             let answer = handle(req, peer);
             async move {
                 let response = answer.await;
+                busy.answered();
                 // The request counts as in progress until its response body
                 // has been written (or dropped).
                 Ok::<_, Infallible>(response.map(|body| Tracked { body, _busy: busy }))
@@ -228,7 +240,8 @@ async fn connection<H, F>(
     // ends at the shorter of the two timeouts.
     let idle_limit = limits.idle_limit();
     loop {
-        let idle_check = tokio::time::sleep(activity.idle_deadline(idle_limit));
+        let idle_check =
+            tokio::time::sleep(activity.idle_deadline(idle_limit, limits.write_timeout));
         tokio::select! {
             result = conn.as_mut() => {
                 if let Err(e) = result {
@@ -246,11 +259,21 @@ async fn connection<H, F>(
                     tracing::debug!(%peer, "connection closed to make room for a new one");
                     return;
                 }
+                if activity.answered_for().is_some_and(|waiting| waiting >= SLOW_READER) {
+                    tracing::debug!(%peer, "connection reset to make room for a new one: its response waits for the client");
+                    reset(socket);
+                    return;
+                }
                 activity.evicting.store(false, Ordering::Release);
             }
             // Also while the node stops: an idle connection has nothing
             // left to finish.
             _ = idle_check => {
+                if activity.answered_for() >= Some(limits.write_timeout) {
+                    tracing::debug!(%peer, "connection reset: its response was not taken within {:?}", limits.write_timeout);
+                    reset(socket);
+                    return;
+                }
                 if activity.idle_for() >= Some(idle_limit) {
                     // Between requests, or partway through a head: nothing
                     // is owed to the client, and the connection is dropped
@@ -261,6 +284,16 @@ async fn connection<H, F>(
             }
         }
     }
+}
+
+/// Makes the socket `fd` be reset when it is closed, rather than closed
+/// gracefully: a graceful close would leave what is queued in the kernel
+/// for a client that does not read it to be sent on for minutes. `fd` must
+/// be open (the caller's connection still owns it).
+fn reset(fd: std::os::fd::RawFd) {
+    // SAFETY: the caller's connection owns the socket and outlives this.
+    let socket = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    let _ = rustix::net::sockopt::set_socket_linger(socket, Some(Duration::ZERO));
 }
 
 /// The open connections, for choosing one to close at the cap.
@@ -295,18 +328,25 @@ impl Registry {
 
     /// Asks the connection without a request in progress that has waited
     /// longest to close, preferring one that never sent a whole request
-    /// head; false when every connection has a request in progress (or is
-    /// already closing to make room for another).
+    /// head; failing that, the one whose response has waited longest (over
+    /// [`SLOW_READER`]) for its client to take it. False when every other
+    /// connection has a request in progress (or is already closing to make
+    /// room for another).
     fn evict_one(&self) -> bool {
         let open = self.lock();
-        // Idle times are in milliseconds: connections of the same
-        // millisecond go oldest first (their ids count up).
+        // Times are in milliseconds: connections of the same millisecond go
+        // oldest first (their ids count up).
         let victim = open
             .iter()
             .filter(|(_, a)| !a.evicting.load(Ordering::Acquire))
             .filter_map(|(id, a)| {
-                let served = a.served.load(Ordering::Acquire) > 0;
-                Some(((served, std::cmp::Reverse(a.idle_for()?), *id), a))
+                let class = match (a.idle_for(), a.answered_for()) {
+                    (Some(idle), _) if a.served.load(Ordering::Acquire) == 0 => (0, idle),
+                    (Some(idle), _) => (1, idle),
+                    (None, Some(waiting)) if waiting >= SLOW_READER => (2, waiting),
+                    _ => return None,
+                };
+                Some(((class.0, std::cmp::Reverse(class.1), *id), a))
             })
             .min_by_key(|(key, _)| *key)
             .map(|(_, a)| a);
@@ -329,6 +369,9 @@ struct Activity {
     served: AtomicU64,
     /// Milliseconds after `started` at which the last request ended.
     idle_since: AtomicU64,
+    /// Milliseconds after `started` at which the response in progress was
+    /// ready to be written, plus one; 0 while none is.
+    answered_at: AtomicU64,
     /// Tells the connection to close, to make room at the cap.
     evict: Notify,
     /// Set once the connection is told to close, so that it is chosen once.
@@ -342,6 +385,7 @@ impl Activity {
             busy: AtomicUsize::new(0),
             served: AtomicU64::new(0),
             idle_since: AtomicU64::new(0),
+            answered_at: AtomicU64::new(0),
             evict: Notify::new(),
             evicting: AtomicBool::new(false),
         }
@@ -360,14 +404,25 @@ impl Activity {
         Some(Duration::from_millis(self.now().saturating_sub(since)))
     }
 
-    /// When to look again whether the connection has been idle for
-    /// `timeout`.
-    fn idle_deadline(&self, timeout: Duration) -> Duration {
-        match self.idle_for() {
-            Some(idle) => timeout.saturating_sub(idle).max(Duration::from_millis(10)),
-            // A request is in progress: look again in a while.
-            None => timeout.max(Duration::from_millis(10)),
+    /// How long the response in progress has been waiting for the client
+    /// to take it, if one is.
+    fn answered_for(&self) -> Option<Duration> {
+        match self.answered_at.load(Ordering::Acquire) {
+            0 => None,
+            at => Some(Duration::from_millis(self.now().saturating_sub(at - 1))),
         }
+    }
+
+    /// When to look again whether the connection has been idle for
+    /// `timeout`, or its response waiting for `write_timeout`.
+    fn idle_deadline(&self, timeout: Duration, write_timeout: Duration) -> Duration {
+        let left = match (self.idle_for(), self.answered_for()) {
+            (Some(idle), _) => timeout.saturating_sub(idle),
+            (None, Some(waiting)) => write_timeout.saturating_sub(waiting),
+            // The operator is still at work: look again in a while.
+            (None, None) => timeout,
+        };
+        left.max(Duration::from_millis(10))
     }
 }
 
@@ -382,8 +437,19 @@ impl Busy {
     }
 }
 
+impl Busy {
+    /// The response is ready: from now on the client is the one keeping
+    /// the request in progress.
+    fn answered(&self) {
+        self.0
+            .answered_at
+            .store(self.0.now() + 1, Ordering::Release);
+    }
+}
+
 impl Drop for Busy {
     fn drop(&mut self) {
+        self.0.answered_at.store(0, Ordering::Release);
         self.0.idle_since.store(self.0.now(), Ordering::Release);
         self.0.busy.fetch_sub(1, Ordering::AcqRel);
     }

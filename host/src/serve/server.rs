@@ -194,6 +194,27 @@ fn failure(
             id,
         );
     }
+    if let Some(exhausted) = e
+        .chain()
+        .find_map(|cause| cause.downcast_ref::<crate::limits::BudgetExhausted>())
+    {
+        tracing::info!(%method, %uri, "refused: {exhausted} (--operator-memory-total)");
+        return edge::busy_response(&exhausted.to_string(), id);
+    }
+    if let Some(limit) = e
+        .chain()
+        .find_map(|cause| cause.downcast_ref::<crate::limits::MemoryLimit>())
+    {
+        tracing::info!(%method, %uri, "refused: {limit} (--operator-memory)");
+        return edge::error_response(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &format!(
+                "answering this request takes more memory than one operator instance may use (--operator-memory, {}); send less (request {id})",
+                crate::limits::show_size(limit.limit as u64)
+            ),
+            id,
+        );
+    }
     tracing::error!(%method, %uri, "{e:#}");
     match e
         .chain()

@@ -49,7 +49,7 @@ impl LoggedOutput {
 
     fn log(&self, line: &[u8]) {
         let line = String::from_utf8_lossy(line);
-        let line = line.trim_end_matches('\r');
+        let line = crate::audit_log::log_safe(line.trim_end_matches('\r'));
         tracing::info!(target: "operator", stream = self.stream, "{line}");
     }
 }

@@ -594,3 +594,47 @@ pub fn rss_bytes(pid: u32) -> u64 {
         .expect("VmRSS");
     kib * 1024
 }
+
+/// The most resident memory a process reached while it was watched: a
+/// thread reads it every few milliseconds until stopped, so a spike between
+/// two reads of the test's own is not missed.
+pub struct PeakRss {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<u64>,
+}
+
+impl PeakRss {
+    pub fn watch(pid: u32) -> PeakRss {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut peak = rss_bytes(pid);
+            while !flag.load(std::sync::atomic::Ordering::SeqCst) {
+                peak = peak.max(rss_bytes(pid));
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            peak.max(rss_bytes(pid))
+        });
+        PeakRss { stop, thread }
+    }
+
+    /// Stops watching; the peak, in bytes.
+    pub fn stop(self) -> u64 {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.thread.join().expect("RSS watcher")
+    }
+}
+
+/// Sends `raw` (a whole request, head and body, as the test wrote it) on a
+/// fresh connection and reads the answer until the node closes it.
+pub fn raw_request(addr: SocketAddr, raw: &[u8]) -> Response {
+    let mut stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT).expect("connect");
+    stream.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
+    stream.set_write_timeout(Some(IO_TIMEOUT)).expect("timeout");
+    let _ = stream.write_all(raw);
+    let mut answer = Vec::new();
+    if let Err(e) = stream.read_to_end(&mut answer) {
+        assert!(!answer.is_empty(), "read response: {e}");
+    }
+    parse_response(&answer)
+}

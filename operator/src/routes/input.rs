@@ -47,7 +47,7 @@ pub fn host_error(e: Error) -> Response {
 }
 
 pub fn body(req: &Request) -> Result<&[u8], Response> {
-    req.body.as_deref().map_err(Clone::clone)
+    req.body()
 }
 
 pub fn json_body<T: serde::de::DeserializeOwned>(

@@ -158,13 +158,17 @@ fn authorize(req: &Request) -> Result<(), Response> {
     }
 }
 
-/// Compares without stopping at the first difference, so that timing does
-/// not reveal how much of a guess was right.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+/// Compares every byte of `expected`, whatever the length of `given` and
+/// wherever it first differs, so that timing reveals neither how much of a
+/// guess was right nor how long the token is.
+fn constant_time_eq(given: &[u8], expected: &[u8]) -> bool {
+    expected
+        .iter()
+        .enumerate()
+        .fold(u8::from(given.len() != expected.len()), |acc, (i, b)| {
+            acc | (given.get(i).copied().unwrap_or(0) ^ b)
+        })
+        == 0
 }
 
 fn method_name(method: &Method) -> &str {
@@ -185,14 +189,29 @@ fn method_name(method: &Method) -> &str {
 /// `POST /call/NAME/FUNC` with a JSON array of arguments: a registered
 /// component's export answers `{"result": …}`; a core module's function,
 /// as in wasm-exec-api, `{"results": […]}`. A name is never both.
+///
+/// The name is looked up before the body is read (a call to nothing costs
+/// nothing), and the arguments go to the host as they came: the host bounds
+/// them before it parses them.
 fn call(req: &Request, name: &str, function: &str) -> Result<Response, Response> {
     let name = handler_name(name)?;
     let function = percent_decode(function)?;
-    let args: Vec<serde_json::Value> = json_body(req, "a JSON array of arguments")?;
-    let args = serde_json::Value::from(args).to_string();
-    if crate::wasmatic::operator::handlers::get(&name).is_some() {
-        handlers::call(&name, &function, &args)
+    let is_component = crate::wasmatic::operator::handlers::get(&name).is_some();
+    if !is_component && !crate::wasmatic::operator::modules::exists(&name) {
+        return Err(Response::error(
+            404,
+            &format!("no component or core module `{name}`"),
+        ));
+    }
+    let args = std::str::from_utf8(body(req)?).map_err(|_| {
+        Response::error(
+            400,
+            "expected a JSON array of arguments: the body is not UTF-8",
+        )
+    })?;
+    if is_component {
+        handlers::call(&name, &function, args)
     } else {
-        modules::call(&name, &function, &args)
+        modules::call(&name, &function, args)
     }
 }
