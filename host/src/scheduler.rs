@@ -30,26 +30,34 @@ pub struct Job {
     pub created_at: u64,
 }
 
-/// Parses a cron line of 5 fields, or of 6 with seconds first.
+/// Parses a new cron line of 5 fields, or of 6 with seconds first; one
+/// with no fire time within [`HORIZON_YEARS`] is refused.
 pub fn parse_cron(line: &str) -> Result<Cron, String> {
-    let fields = line.split_whitespace().count();
-    if fields != 5 && fields != 6 {
-        return Err(format!(
-            "`{line}` has {fields} fields; a cron line has 5 (minute hour day month weekday) or 6 (seconds first)"
-        ));
-    }
-    let cron = CronParser::builder()
-        .seconds(Seconds::Optional)
-        .year(Year::Disallowed)
-        .build()
-        .parse(line)
-        .map_err(|e| format!("`{line}` is not a valid cron line: {e}"))?;
+    let cron = parse_stored_cron(line)?;
     if !fires_within_horizon(&cron, Utc::now()) {
         return Err(format!(
             "`{line}` never fires in the next {HORIZON_YEARS} years (no day matches its day, month and weekday fields)"
         ));
     }
     Ok(cron)
+}
+
+/// Parses a cron line the node stored, checked as new when it was added:
+/// one that has no fire time now is kept (listed with no next time) rather
+/// than dropped.
+pub fn parse_stored_cron(line: &str) -> Result<Cron, String> {
+    let fields = line.split_whitespace().count();
+    if fields != 5 && fields != 6 {
+        return Err(format!(
+            "`{line}` has {fields} fields; a cron line has 5 (minute hour day month weekday) or 6 (seconds first)"
+        ));
+    }
+    CronParser::builder()
+        .seconds(Seconds::Optional)
+        .year(Year::Disallowed)
+        .build()
+        .parse(line)
+        .map_err(|e| format!("`{line}` is not a valid cron line: {e}"))
 }
 
 /// How far ahead a schedule must have a fire time: every leap-year and
@@ -348,11 +356,7 @@ mod tests {
         let next = next_after(&leap, now_ms()).unwrap();
         assert!(next > now_ms());
         // A line stored before it was refused finds no time, quickly.
-        let never = CronParser::builder()
-            .seconds(Seconds::Optional)
-            .build()
-            .parse("0 0 0 31 2 *")
-            .unwrap();
+        let never = parse_stored_cron("0 0 0 31 2 *").unwrap();
         assert_eq!(next_after(&never, now_ms()), None);
     }
 

@@ -189,7 +189,7 @@ impl Node {
             if timers.contains(&record.id) {
                 continue;
             }
-            match scheduler::parse_cron(&record.cron) {
+            match scheduler::parse_stored_cron(&record.cron) {
                 Ok(cron) => {
                     self.scheduler.add(record, cron);
                 }

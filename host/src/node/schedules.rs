@@ -88,7 +88,7 @@ impl Node {
     /// Puts every stored schedule back on the timer.
     pub(super) fn restore_schedules(&self) -> anyhow::Result<()> {
         for record in self.state.jobs()? {
-            match scheduler::parse_cron(&record.cron) {
+            match scheduler::parse_stored_cron(&record.cron) {
                 Ok(cron) => {
                     self.scheduler.add(record, cron);
                 }

@@ -246,6 +246,15 @@ impl Node {
             request = request.header(http::header::CONTENT_TYPE, "application/json");
         }
         for (name, value) in headers {
+            // Refused when the workflow is stored; a definition stored
+            // before that was checked is held to it here.
+            if http::HeaderName::from_bytes(name.as_bytes())
+                .is_ok_and(|h| crate::workflows::is_forbidden_header(&h))
+            {
+                return Err(format!(
+                    "the header {name:?} is set by the node, not by a workflow"
+                ));
+            }
             request = request.header(name.as_str(), value.as_str());
         }
         let request = request

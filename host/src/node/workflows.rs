@@ -157,18 +157,25 @@ impl Node {
         Ok(())
     }
 
-    /// Runs workflow `name` for a client, with `trigger` (JSON text).
+    /// Runs workflow `name` for a client, with `trigger` (JSON text). The
+    /// run goes on in a task of its own: a client that leaves, or a request
+    /// cut at the operator's time limit, does not leave it half-recorded
+    /// (`running` for ever); it finishes within its own limit.
     pub async fn run_workflow_on_request(
-        &self,
+        self: &Arc<Self>,
         name: &str,
         trigger: &str,
     ) -> Result<String, NodeError> {
         let trigger: Value = serde_json::from_str(trigger)
             .map_err(|e| NodeError::Invalid(format!("the trigger is not JSON: {e}")))?;
-        Ok(self
-            .run_workflow(name, trigger, "request")
-            .await?
-            .to_string())
+        let (node, owned) = (self.clone(), name.to_string());
+        let run = tokio::spawn(tracing::Instrument::in_current_span(async move {
+            node.run_workflow(&owned, trigger, "request").await
+        }));
+        let run = run
+            .await
+            .map_err(|e| NodeError::Internal(format!("the workflow run failed: {e}")))??;
+        Ok(run.to_string())
     }
 
     /// The newest `limit` runs of workflow `name`, as a JSON array.
@@ -312,7 +319,8 @@ impl Node {
         line: &str,
         created_at: u64,
     ) -> Result<(), String> {
-        let cron = scheduler::parse_cron(line)?;
+        // Checked as new when the workflow was posted (`Known::cron`).
+        let cron = scheduler::parse_stored_cron(line)?;
         let id = format!("{WORKFLOW_PREFIX}{name}");
         self.scheduler.add(
             JobRecord {

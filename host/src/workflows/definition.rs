@@ -419,8 +419,13 @@ fn parse_http(fields: &Fields<'_>) -> Result<StepKind, String> {
         Some(Value::Object(headers)) => headers
             .iter()
             .map(|(name, value)| {
-                if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                let Ok(header) = http::HeaderName::from_bytes(name.as_bytes()) else {
                     return Err(format!("{place}: `headers`: {name:?} is not a header name"));
+                };
+                if is_forbidden_header(&header) {
+                    return Err(format!(
+                        "{place}: `headers`: {name:?} is set by the node, not by a workflow (as for guests' requests)"
+                    ));
                 }
                 match value {
                     // A literal value is checked now, a template once rendered.
@@ -475,4 +480,12 @@ fn is_zero(n: &u32) -> bool {
 
 fn headers_object<S: Serializer>(headers: &[(String, String)], s: S) -> Result<S::Ok, S::Error> {
     s.collect_map(headers.iter().map(|(k, v)| (k, v)))
+}
+
+/// Headers a workflow's `http` step may not set: those a guest's outgoing
+/// request may not set either (`Host`, `Connection`, `Transfer-Encoding`…),
+/// and `Content-Length`, which the node writes from the body.
+pub fn is_forbidden_header(name: &http::HeaderName) -> bool {
+    wasmtime_wasi_http::DEFAULT_FORBIDDEN_HEADERS.contains(name)
+        || name == http::header::CONTENT_LENGTH
 }

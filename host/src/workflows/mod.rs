@@ -11,7 +11,8 @@ mod references;
 mod template;
 
 pub use definition::{
-    parse, Known, Step, StepKind, Workflow, WorkflowTrigger, MAX_STEP_TIMEOUT_MS,
+    is_forbidden_header, parse, Known, Step, StepKind, Workflow, WorkflowTrigger,
+    MAX_STEP_TIMEOUT_MS,
 };
 pub use template::{condition, render, render_text, Scope};
 
