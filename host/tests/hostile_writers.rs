@@ -225,3 +225,43 @@ fn the_number_of_components_is_capped() {
     let names: Vec<Value> = node.get("/handlers").json().as_array().unwrap().clone();
     assert_eq!(names.len(), 3);
 }
+
+#[test]
+fn templates_over_a_large_trigger_are_cheap_and_leave_the_node_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = up(dir.path(), &[]);
+    let r = node.post("/register?name=echo", &component_bytes("echo.wasm"));
+    assert_eq!(r.status, 201, "{}", r.text());
+    // 63 conditions read the trigger, then one step uses it.
+    let mut steps: Vec<Value> = (0..63)
+        .map(|i| {
+            json!({"id": format!("s{i}"), "type": "run", "handler": "echo",
+                        "input": "x", "when": "{{ trigger.go and trigger.items | length > 1 }}"})
+        })
+        .collect();
+    steps.push(json!({"id": "last", "type": "run", "handler": "echo",
+                      "input": "{{ trigger.items | length }}"}));
+    let stored = post_json(&node, "/workflows", json!({"name": "big", "steps": steps}));
+    assert_eq!(stored.status, 201, "{}", stored.text());
+    let items: Vec<Value> = (0..100_000)
+        .map(|i| json!({"n": i, "s": "abcdefghijklmnopqrst"}))
+        .collect();
+    let trigger = json!({"go": false, "items": items}).to_string();
+    assert!(trigger.len() > 3 << 20);
+
+    let health = support::Heartbeat::start(node.addr);
+    let before = cpu_time(node.pid());
+    let run = node.post("/workflows/big/run", trigger.as_bytes());
+    let spent = cpu_time(node.pid()) - before;
+    let (ok, failures) = health.stop();
+    assert_eq!(run.status, 200, "{}", run.text());
+    let run = run.json();
+    assert_eq!(run["ok"], true, "{run}");
+    assert_eq!(run["result"], 100_000, "{}", run["result"]);
+    assert!(failures.is_empty() && ok > 0, "{failures:?}");
+    // The trigger is converted for the templates once, not 64 times.
+    assert!(
+        spent < Duration::from_secs(5),
+        "{spent:?} of CPU for one run"
+    );
+}

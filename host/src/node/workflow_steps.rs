@@ -17,6 +17,13 @@ use crate::workflows::{self, Scope, Step, StepKind, Workflow, MAX_STEP_TIMEOUT_M
 /// A step's time limit when it sets none.
 const DEFAULT_STEP_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Runs `render` (a template's rendering) off the async worker: over a
+/// trigger of megabytes it may take long enough to hold up every other task
+/// of the worker, `/health` among them.
+fn rendered<T>(render: impl FnOnce() -> T) -> T {
+    crate::workers::block_in_place(render)
+}
+
 /// Bytes of an HTTP step's response body kept, and of a job's output.
 const MAX_STEP_OUTPUT: usize = 1 << 20;
 
@@ -31,7 +38,7 @@ impl Node {
         deadline: Instant,
     ) -> Result<Option<Value>, String> {
         if let Some(when) = &step.when {
-            if !workflows::condition(when, scope)? {
+            if !rendered(|| workflows::condition(when, scope))? {
                 return Ok(None);
             }
         }
@@ -79,7 +86,7 @@ impl Node {
     ) -> Result<Value, String> {
         match &step.kind {
             StepKind::Run { handler, input } => {
-                let input = match workflows::render(input, scope)? {
+                let input = match rendered(|| workflows::render(input, scope))? {
                     Value::String(text) => text,
                     other => other.to_string(),
                 };
@@ -96,7 +103,7 @@ impl Node {
             } => {
                 let args = Value::Array(
                     args.iter()
-                        .map(|a| workflows::render(a, scope))
+                        .map(|a| rendered(|| workflows::render(a, scope)))
                         .collect::<Result<_, _>>()?,
                 )
                 .to_string();
@@ -144,14 +151,14 @@ impl Node {
                 headers,
                 body,
             } => {
-                let url = workflows::render_text(url, scope)?;
+                let url = rendered(|| workflows::render_text(url, scope))?;
                 let headers = headers
                     .iter()
-                    .map(|(k, v)| Ok((k.clone(), workflows::render_text(v, scope)?)))
+                    .map(|(k, v)| Ok((k.clone(), rendered(|| workflows::render_text(v, scope))?)))
                     .collect::<Result<Vec<_>, String>>()?;
                 let body = body
                     .as_ref()
-                    .map(|b| workflows::render(b, scope))
+                    .map(|b| rendered(|| workflows::render(b, scope)))
                     .transpose()?;
                 self.step_http(method, &url, &headers, body).await
             }
@@ -163,7 +170,7 @@ impl Node {
                 let params = Value::Array(
                     params
                         .iter()
-                        .map(|p| workflows::render(p, scope))
+                        .map(|p| rendered(|| workflows::render(p, scope)))
                         .collect::<Result<_, _>>()?,
                 );
                 crate::chain::get()
@@ -185,7 +192,7 @@ impl Node {
         input: &Value,
         timeout: Duration,
     ) -> Result<(bool, Value, String), String> {
-        let input = workflows::render(input, scope)?;
+        let input = rendered(|| workflows::render(input, scope))?;
         let request = JobRequest {
             job_id: format!("{}-{}-{}", workflow.name, scope.run_id, step.id),
             wasm: None,

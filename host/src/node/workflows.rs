@@ -12,7 +12,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 use super::{blocking, Node};
 use crate::chain::triggers::Event;
@@ -223,12 +223,7 @@ impl Node {
         let first = run.clone();
         run.id = blocking(move || state.record_workflow_run(&first)).await??;
 
-        let mut scope = Scope {
-            trigger,
-            steps: Map::new(),
-            workflow: name.to_string(),
-            run_id: run.id,
-        };
+        let mut scope = Scope::new(trigger, name.to_string(), run.id);
         let deadline = started + MAX_RUN_TIME;
         let mut records: Vec<Value> = Vec::new();
         let mut failure: Option<String> = None;
@@ -278,7 +273,8 @@ impl Node {
         let result = match (&failure, &workflow.result) {
             (Some(_), _) => None,
             (None, Some(template)) => {
-                match workflows::render(&Value::String(template.clone()), &scope) {
+                let template = Value::String(template.clone());
+                match crate::workers::block_in_place(|| workflows::render(&template, &scope)) {
                     Ok(value) => Some(value),
                     Err(e) => {
                         failure = Some(format!("the result: {e}"));

@@ -32,15 +32,57 @@ const FUEL: u64 = 100_000;
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Scope {
     /// The run's trigger: the body of `POST /workflows/NAME/run`, the cron
-    /// tick or the chain event.
+    /// tick or the chain event. Never changed once the run starts.
     pub trigger: serde_json::Value,
     /// `id -> {"output": <JSON>}` for each step that has run; a skipped step
-    /// is `{"output": null, "skipped": true}`.
+    /// is `{"output": null, "skipped": true}`. Steps are added, never
+    /// changed.
     pub steps: serde_json::Map<String, serde_json::Value>,
     /// The workflow's name (`{{ workflow.name }}`).
     pub workflow: String,
     /// The run's id (`{{ run.id }}`).
     pub run_id: u64,
+    /// The trigger and the steps' outputs as the engine's values, each
+    /// converted once for the whole run rather than for every template (a
+    /// trigger may be megabytes, and a run renders hundreds of templates).
+    converted: Converted,
+}
+
+impl Scope {
+    pub fn new(trigger: serde_json::Value, workflow: String, run_id: u64) -> Self {
+        Scope {
+            trigger,
+            workflow,
+            run_id,
+            ..Scope::default()
+        }
+    }
+}
+
+/// A scope's parts already converted; a clone starts empty.
+#[derive(Default)]
+struct Converted {
+    trigger: std::sync::OnceLock<Value>,
+    steps: std::sync::Mutex<std::collections::HashMap<String, Value>>,
+}
+
+impl Clone for Converted {
+    fn clone(&self) -> Self {
+        Converted::default()
+    }
+}
+
+impl PartialEq for Converted {
+    /// A cache: what it holds says nothing about the scope.
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl std::fmt::Debug for Converted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Converted")
+    }
 }
 
 /// The root variables of a scope, the only ones a definition may name.
@@ -143,14 +185,6 @@ fn without_globals(
 }
 
 #[derive(Serialize)]
-struct Context<'a> {
-    trigger: &'a serde_json::Value,
-    steps: &'a serde_json::Map<String, serde_json::Value>,
-    workflow: Workflow<'a>,
-    run: Run,
-}
-
-#[derive(Serialize)]
 struct Workflow<'a> {
     name: &'a str,
 }
@@ -160,15 +194,39 @@ struct Run {
     id: u64,
 }
 
+/// The template context of `scope`: the trigger and each step's entry
+/// converted once and then shared (the engine's values are reference
+/// counted), the rest built anew, being small.
 fn context(scope: &Scope) -> Value {
-    Value::from(Serde(&Context {
-        trigger: &scope.trigger,
-        steps: &scope.steps,
-        workflow: Workflow {
-            name: &scope.workflow,
-        },
-        run: Run { id: scope.run_id },
-    }))
+    let trigger = scope
+        .converted
+        .trigger
+        .get_or_init(|| Value::from(Serde(&scope.trigger)))
+        .clone();
+    let steps: std::collections::BTreeMap<String, Value> = {
+        let mut converted = scope
+            .converted
+            .steps
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        scope
+            .steps
+            .iter()
+            .map(|(id, entry)| {
+                let value = converted
+                    .entry(id.clone())
+                    .or_insert_with(|| Value::from(Serde(entry)))
+                    .clone();
+                (id.clone(), value)
+            })
+            .collect()
+    };
+    minijinja::context! {
+        trigger => trigger,
+        steps => Value::from(steps),
+        workflow => Value::from(Serde(&Workflow { name: &scope.workflow })),
+        run => Value::from(Serde(&Run { id: scope.run_id })),
+    }
 }
 
 fn render_value<'s>(
@@ -348,10 +406,12 @@ mod tests {
         );
         steps.insert("skip".into(), json!({"output": null, "skipped": true}));
         Scope {
-            trigger: json!({"address": "0xabc", "amount": 5, "flag": false}),
             steps,
-            workflow: "balance-check".into(),
-            run_id: 42,
+            ..Scope::new(
+                json!({"address": "0xabc", "amount": 5, "flag": false}),
+                "balance-check".into(),
+                42,
+            )
         }
     }
 
