@@ -41,6 +41,15 @@ pub const MAX_LINKS: usize = 16;
 /// Longest chain of links from a component to the last provider it needs.
 pub const MAX_DEPTH: usize = 8;
 
+/// Most components one composition may hold. A provider is composed in with
+/// its own providers, so one reached by several paths is copied once per
+/// path: 16 links of 16 links each would already be 273 copies, and four
+/// levels of that took gigabytes to compose. Counted before composing.
+pub const MAX_COMPOSED_COMPONENTS: usize = 64;
+
+/// Most bytes one composition may hold, counted before composing.
+pub const MAX_COMPOSED_BYTES: usize = 64 << 20;
+
 /// Whether the node itself provides the import `name` (or would refuse it
 /// for what it is, not for a missing link).
 pub fn offered_by_node(name: &str) -> bool {

@@ -84,6 +84,8 @@ pub struct Runnable {
     /// The bytes `compiled` was compiled from: what a component linking to
     /// this one is composed with.
     pub code: Arc<[u8]>,
+    /// How many components `code` holds: one, and its providers' counts.
+    pub components: usize,
 }
 
 /// A registered component ready to run.
@@ -93,6 +95,8 @@ pub struct Handler {
     /// The bytes it runs (composed with its links), for those that link
     /// to it.
     pub code: Arc<[u8]>,
+    /// How many components `code` holds (see [`Runnable::components`]).
+    pub components: usize,
     /// The component as registered, before any composition: what it
     /// imports and exports.
     pub component: Component,
@@ -400,22 +404,44 @@ impl Registry {
             let runnable = Runnable {
                 compiled: staged.compiled.clone(),
                 code: staged.bytes.clone(),
+                components: 1,
             };
             return Ok((runnable, links));
         }
-        let plugs = links
+        let providers = links
             .iter()
             .map(|l| {
-                let provider = self.get(&l.provider).ok_or_else(|| {
+                self.get(&l.provider).ok_or_else(|| {
                     NodeError::NotFound(format!("no component `{}` is registered", l.provider))
-                })?;
-                Ok((
+                })
+            })
+            .collect::<Result<Vec<_>, NodeError>>()?;
+        // What the composition would hold, known before any work is done.
+        let components = 1 + providers.iter().map(|p| p.components).sum::<usize>();
+        if components > links::MAX_COMPOSED_COMPONENTS {
+            return Err(NodeError::TooLarge(format!(
+                "composed with its links, the component would hold {components} components (each provider with its own providers, once per path to it); at most {}",
+                links::MAX_COMPOSED_COMPONENTS
+            )));
+        }
+        let bytes = staged.bytes.len() + providers.iter().map(|p| p.code.len()).sum::<usize>();
+        if bytes > links::MAX_COMPOSED_BYTES {
+            return Err(NodeError::TooLarge(format!(
+                "composed with its links, the component would be {bytes} bytes; at most {}",
+                links::MAX_COMPOSED_BYTES
+            )));
+        }
+        let plugs = links
+            .iter()
+            .zip(&providers)
+            .map(|(l, provider)| {
+                (
                     l.interface.clone(),
                     l.provider.clone(),
                     provider.code.clone(),
-                ))
+                )
             })
-            .collect::<Result<Vec<_>, NodeError>>()?;
+            .collect::<Vec<_>>();
         let guest = staged.bytes.clone();
         let composed = tokio::task::spawn_blocking(move || links::compose(&guest, &plugs))
             .await
@@ -428,7 +454,14 @@ impl Registry {
         let digest = hex::encode(Sha256::digest(&composed));
         let code: Arc<[u8]> = composed.into();
         let compiled = self.compile(&digest, code.clone()).await?;
-        Ok((Runnable { compiled, code }, links))
+        Ok((
+            Runnable {
+                compiled,
+                code,
+                components,
+            },
+            links,
+        ))
     }
 
     /// The components linked to `name`, with the interface each takes

@@ -347,3 +347,81 @@ fn a_new_version_of_a_provider_serves_the_components_linked_to_it() {
     assert_eq!(call(&node, "/call/cipher/decr", json!(["def"])), "abc");
     assert_eq!(audits(&node, "cipher")[0], Vec::<String>::new());
 }
+
+/// A component exporting the interfaces `test:fan/a0`…`a15`, each with
+/// `f: func() -> u32`: made itself (`leaf`), or imported and passed on.
+fn fan_component(leaf: bool) -> Vec<u8> {
+    let mut wat = String::from("(component\n");
+    if !leaf {
+        // Each import is lowered and lifted again to be exported: a
+        // component may not export an imported function as it is.
+        wat.push_str(
+            r#"(core module $pass (import "x" "f" (func $f (result i32))) (export "f" (func $f)))
+            "#,
+        );
+    }
+    if leaf {
+        wat.push_str(
+            r#"(core module $m (func (export "f") (result i32) i32.const 7))
+               (core instance $i (instantiate $m))
+               (func $f (result u32) (canon lift (core func $i "f")))
+               (instance $one (export "f" (func $f)))
+            "#,
+        );
+    }
+    for i in 0..16 {
+        if leaf {
+            wat.push_str(&format!("(export \"test:fan/a{i}\" (instance $one))\n"));
+        } else {
+            wat.push_str(&format!(
+                r#"(import "test:fan/a{i}" (instance $i{i} (export "f" (func (result u32)))))
+                   (core func $low{i} (canon lower (func $i{i} "f")))
+                   (core instance $c{i} (instantiate $pass (with "x" (instance (export "f" (func $low{i}))))))
+                   (func $f{i} (result u32) (canon lift (core func $c{i} "f")))
+                   (instance $e{i} (export "f" (func $f{i})))
+                   (export "test:fan/a{i}" (instance $e{i}))
+                "#
+            ));
+        }
+    }
+    wat.push(')');
+    wat::parse_str(&wat).unwrap()
+}
+
+/// `POST /register` of `bytes` as `name`, each of its 16 imports linked to
+/// `provider`.
+fn register_fan(node: &Node, name: &str, provider: &str, bytes: &[u8]) -> support::Response {
+    let links: String = (0..16)
+        .map(|i| format!("&link=test:fan/a{i}={provider}"))
+        .collect();
+    node.post(&format!("/register?name={name}{links}"), bytes)
+}
+
+#[test]
+fn links_that_would_copy_providers_past_the_bound_are_refused_before_composing() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(dir.path());
+    let before = support::rss_bytes(node.pid());
+    let leaf = node.post("/register?name=leaf", &fan_component(true));
+    assert_eq!(leaf.status, 201, "{}", leaf.text());
+    // One level: 1 + 16 components, composed.
+    let mid = register_fan(&node, "mid", "leaf", &fan_component(false));
+    assert_eq!(mid.status, 201, "{}", mid.text());
+    assert_eq!(call(&node, "/call/mid/test:fan%2Fa15.f", json!([])), 7);
+    // Two: 16 copies of `mid`, each with its 16 of `leaf`: refused before
+    // any composing, naming the count and the bound.
+    let top = register_fan(&node, "top", "mid", &fan_component(false));
+    let message = top.error(413);
+    assert!(
+        message.contains("273 components") && message.contains("at most 64"),
+        "{message}"
+    );
+    assert_eq!(node.get("/handlers/top").status, 404);
+    let after = support::rss_bytes(node.pid());
+    assert!(
+        after < before + (256 << 20),
+        "RSS {} MiB after",
+        after >> 20
+    );
+    assert_eq!(node.get("/health").status, 200);
+}
