@@ -265,3 +265,62 @@ fn templates_over_a_large_trigger_are_cheap_and_leave_the_node_serving() {
         "{spent:?} of CPU for one run"
     );
 }
+
+#[test]
+fn workflow_history_is_bounded_in_bytes_and_read_in_pages() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = up(dir.path(), &["--runs-bytes", "64MiB"]);
+    let r = node.post("/register?name=echo", &component_bytes("echo.wasm"));
+    assert_eq!(r.status, 201, "{}", r.text());
+    let workflow = json!({
+        "name": "w",
+        "steps": [{"id": "a", "type": "run", "handler": "echo", "input": "hi"}],
+    });
+    assert_eq!(post_json(&node, "/workflows", workflow).status, 201);
+    // 24 runs that keep a 4 MiB trigger each: 96 MiB, past the bound.
+    let trigger = json!({"pad": "p".repeat(4 << 20)}).to_string();
+    for _ in 0..24 {
+        let run = node.post("/workflows/w/run", trigger.as_bytes());
+        assert_eq!(run.status, 200, "{}", run.text());
+    }
+    // Two anonymous readers ask for everything at once: each page holds
+    // one such run (4 MiB a page) and links to the next.
+    let before = support::rss_bytes(node.pid());
+    let peak = support::PeakRss::watch(node.pid());
+    let addr = node.addr;
+    let readers: Vec<_> = (0..2)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let mut path = "/workflows/w/runs?limit=1000".to_string();
+                let mut runs = 0;
+                loop {
+                    let page = support::request(addr, "GET", &path, &[], b"");
+                    assert_eq!(page.status, 200, "{}", page.text());
+                    let listed = page.json().as_array().unwrap().len();
+                    assert_eq!(listed, 1, "a page of 4 MiB holds one run");
+                    runs += listed;
+                    let Some(link) = page.header("link") else {
+                        return runs;
+                    };
+                    path = link
+                        .trim_start_matches('<')
+                        .split('>')
+                        .next()
+                        .unwrap()
+                        .to_string();
+                }
+            })
+        })
+        .collect();
+    for reader in readers {
+        // 15 runs of a little over 4 MiB fit in 64 MiB; the oldest went.
+        assert_eq!(reader.join().unwrap(), 15);
+    }
+    let peak = peak.stop();
+    assert!(
+        peak < before + (128 << 20),
+        "RSS {} MiB before, {} MiB at the peak",
+        before >> 20,
+        peak >> 20
+    );
+}

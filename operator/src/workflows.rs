@@ -4,7 +4,7 @@
 use serde_json::Value;
 
 use crate::http::{Request, Response};
-use crate::routes::{body, handler_name, host_error, page_request};
+use crate::routes::{body, handler_name, host_error, page_request, with_next};
 use crate::wasmatic::operator::workflows as host;
 
 /// The JSON text of the body, which must be JSON (an empty body: `null`).
@@ -55,10 +55,11 @@ pub fn run(req: &Request, raw: &str) -> Result<Response, Response> {
     answer(200, &run)
 }
 
-/// `GET /workflows/NAME/runs?limit=N`, newest first.
+/// `GET /workflows/NAME/runs?limit=N&before=ID`, newest first, in pages
+/// bounded in count and bytes, with a `Link` to the next page.
 pub fn runs(req: &Request, raw: &str) -> Result<Response, Response> {
     let name = handler_name(raw)?;
     let request = page_request(req)?;
-    let runs = host::runs(&name, request.limit).map_err(host_error)?;
-    answer(200, &runs)
+    let (runs, next) = host::runs_page(&name, request).map_err(host_error)?;
+    Ok(with_next(answer(200, &runs)?, req, request.limit, next))
 }

@@ -1,5 +1,6 @@
 //! `wasmatic:operator/workflows`: JSON workflows, passed through as JSON.
 
+use super::bindings::wasmatic::operator::runs::PageRequest;
 use super::bindings::wasmatic::operator::types::Error;
 use super::bindings::wasmatic::operator::workflows as wit;
 use super::OperatorState;
@@ -32,6 +33,17 @@ impl wit::Host for OperatorState {
     }
 
     async fn runs(&mut self, name: String, limit: u32) -> Result<String, Error> {
-        Ok(self.node()?.workflow_runs(&name, limit).await?)
+        Ok(self.node()?.workflow_runs(&name, limit, None).await?.0)
+    }
+
+    async fn runs_page(
+        &mut self,
+        name: String,
+        request: PageRequest,
+    ) -> Result<(String, Option<u64>), Error> {
+        Ok(self
+            .node()?
+            .workflow_runs(&name, request.limit, request.before)
+            .await?)
     }
 }

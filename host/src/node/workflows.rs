@@ -178,22 +178,30 @@ impl Node {
         Ok(run.to_string())
     }
 
-    /// The newest `limit` runs of workflow `name`, as a JSON array.
-    pub async fn workflow_runs(&self, name: &str, limit: u32) -> Result<String, NodeError> {
+    /// A page of the runs of workflow `name`, newest first: the newest
+    /// `limit` older than run `before`, ending early past the page's bytes.
+    /// Answers the runs as a JSON array and the `before` of the next page.
+    pub async fn workflow_runs(
+        &self,
+        name: &str,
+        limit: u32,
+        before: Option<u64>,
+    ) -> Result<(String, Option<u64>), NodeError> {
         let state = self.state.clone();
         let owned = name.to_string();
         let limit = limit.clamp(1, super::components::MAX_PAGE);
-        let (exists, runs) = blocking(move || {
+        let (exists, page) = blocking(move || {
             Ok::<_, crate::state::StateError>((
                 state.workflow(&owned)?.is_some(),
-                state.workflow_runs(&owned, limit, None)?,
+                state.workflow_runs(&owned, limit, before)?,
             ))
         })
         .await??;
-        if !exists && runs.is_empty() {
+        if !exists && page.runs.is_empty() {
             return Err(NodeError::NotFound(format!("no workflow `{name}`")));
         }
-        Ok(Value::from(runs.iter().map(run_json).collect::<Vec<_>>()).to_string())
+        let runs = Value::from(page.runs.iter().map(run_json).collect::<Vec<_>>());
+        Ok((runs.to_string(), page.next))
     }
 
     /// Runs workflow `name` with `trigger` and records the run; answers
@@ -221,7 +229,8 @@ impl Node {
         };
         let state = self.state.clone();
         let first = run.clone();
-        run.id = blocking(move || state.record_workflow_run(&first)).await??;
+        let bounds = self.state_limits.runs;
+        run.id = blocking(move || state.record_workflow_run(&first, bounds)).await??;
 
         let mut scope = Scope::new(trigger, name.to_string(), run.id);
         let deadline = started + MAX_RUN_TIME;
@@ -291,7 +300,7 @@ impl Node {
         run.error = failure;
         let state = self.state.clone();
         let finished = run.clone();
-        blocking(move || state.finish_workflow_run(&finished)).await??;
+        blocking(move || state.finish_workflow_run(&finished, bounds)).await??;
         tracing::info!(name, run = run.id, ok = run.ok, cause, "workflow ran");
         Ok(run_json(&run))
     }
@@ -388,7 +397,8 @@ impl Node {
                 error: Some("skipped: the previous run of this workflow was still running".into()),
             };
             let state = self.state.clone();
-            if let Err(e) = blocking(move || state.record_workflow_run(&run)).await {
+            let bounds = self.state_limits.runs;
+            if let Err(e) = blocking(move || state.record_workflow_run(&run, bounds)).await {
                 tracing::error!(name, "cannot record a skipped tick: {e}");
             }
             return;

@@ -156,17 +156,18 @@ fn definitions_are_replaced_and_runs_kept_bounded_and_paged() {
         assert_eq!(db.workflows().unwrap().len(), 1);
 
         for i in 0..(RUNS_KEPT_PER_WORKFLOW + 5) {
-            db.record_workflow_run(&workflow_run("w", i % 2 == 0))
+            db.record_workflow_run(&workflow_run("w", i % 2 == 0), BOUNDS_WIDE)
                 .unwrap();
         }
-        db.record_workflow_run(&workflow_run("other", true))
+        db.record_workflow_run(&workflow_run("other", true), BOUNDS_WIDE)
             .unwrap();
-        let all = db.workflow_runs("w", 5000, None).unwrap();
+        let all = db.workflow_runs("w", 5000, None).unwrap().runs;
         assert_eq!(all.len(), RUNS_KEPT_PER_WORKFLOW as usize);
         let page = db.workflow_runs("w", 2, None).unwrap();
-        assert!(page[0].id > page[1].id, "newest first");
-        let next = db.workflow_runs("w", 2, Some(page[1].id)).unwrap();
-        assert!(next[0].id < page[1].id);
+        assert!(page.runs[0].id > page.runs[1].id, "newest first");
+        assert_eq!(page.next, Some(page.runs[1].id));
+        let next = db.workflow_runs("w", 2, page.next).unwrap().runs;
+        assert!(next[0].id < page.runs[1].id);
 
         db.put_job_blob("a", b"1").unwrap();
         db.put_job_blob("b", b"2").unwrap();
@@ -178,8 +179,73 @@ fn definitions_are_replaced_and_runs_kept_bounded_and_paged() {
 
         assert!(db.remove_workflow("w").unwrap());
         assert!(!db.remove_workflow("w").unwrap());
-        assert!(db.workflow_runs("w", 10, None).unwrap().is_empty());
-        assert_eq!(db.workflow_runs("other", 10, None).unwrap().len(), 1);
+        assert!(db.workflow_runs("w", 10, None).unwrap().runs.is_empty());
+        assert_eq!(db.workflow_runs("other", 10, None).unwrap().runs.len(), 1);
+    });
+}
+
+const BOUNDS_WIDE: RunBounds = RunBounds {
+    per_name: 1000,
+    total: 1_000_000,
+    total_bytes: 1 << 40,
+};
+
+#[test]
+fn workflow_runs_are_bounded_in_all_by_count_and_bytes_and_read_in_pages_of_bytes() {
+    each_backend(|place| {
+        let db = place.open();
+        let five = RunBounds {
+            total: 5,
+            ..BOUNDS_WIDE
+        };
+        let mut ids = Vec::new();
+        for i in 0..8 {
+            let name = if i % 2 == 0 { "a" } else { "b" };
+            ids.push(
+                db.record_workflow_run(&workflow_run(name, true), five)
+                    .unwrap(),
+            );
+        }
+        let kept = |name| db.workflow_runs(name, 100, None).unwrap().runs;
+        let mut left: Vec<u64> = kept("a").iter().chain(&kept("b")).map(|r| r.id).collect();
+        left.sort();
+        assert_eq!(left, ids[3..], "the five newest of all workflows");
+
+        // Runs of 1.5 MiB, in all at most 5 MiB: three are kept, of which
+        // a page (4 MiB) holds two.
+        let big = |trigger_bytes: usize| WorkflowRun {
+            trigger: "x".repeat(trigger_bytes),
+            ..workflow_run("big", true)
+        };
+        let bytes = RunBounds {
+            total_bytes: 5 << 20,
+            ..BOUNDS_WIDE
+        };
+        let mut ids = Vec::new();
+        for _ in 0..4 {
+            ids.push(db.record_workflow_run(&big(3 << 19), bytes).unwrap());
+        }
+        let page = db.workflow_runs("big", 1000, None).unwrap();
+        let got: Vec<u64> = page.runs.iter().map(|r| r.id).collect();
+        assert_eq!(
+            got,
+            [ids[3], ids[2]],
+            "newest first, cut at the page's bytes"
+        );
+        assert_eq!(page.next, Some(ids[2]));
+        let rest = db.workflow_runs("big", 1000, page.next).unwrap();
+        let got: Vec<u64> = rest.runs.iter().map(|r| r.id).collect();
+        assert_eq!(got, [ids[1]], "the oldest went past the bytes in all");
+        assert_eq!(rest.next, None);
+        // A run that grows when it finishes is counted as it ends, and is
+        // never itself dropped for it.
+        let mut growing = big(10);
+        growing.id = db.record_workflow_run(&growing, bytes).unwrap();
+        growing.steps = "y".repeat(6 << 20);
+        db.finish_workflow_run(&growing, bytes).unwrap();
+        let left = db.workflow_runs("big", 1000, None).unwrap().runs;
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].id, growing.id);
     });
 }
 
@@ -364,8 +430,8 @@ fn texts_keep_every_character() {
 
         let mut failed = workflow_run("w", false);
         failed.error = Some(odd.into());
-        let id = db.record_workflow_run(&failed).unwrap();
-        let stored = db.workflow_runs("w", 1, None).unwrap().remove(0);
+        let id = db.record_workflow_run(&failed, BOUNDS_WIDE).unwrap();
+        let stored = db.workflow_runs("w", 1, None).unwrap().runs.remove(0);
         assert_eq!(stored, WorkflowRun { id, ..failed });
     });
 }

@@ -112,21 +112,26 @@ pub trait WorkflowStore {
     /// Forgets a workflow and its runs; answers whether it existed.
     fn remove_workflow(&self, name: &str) -> Result<bool, StateError>;
     /// Records a run (as it starts, or whole); answers its id. The oldest
-    /// runs past [`RUNS_KEPT_PER_WORKFLOW`] go.
-    fn record_workflow_run(&self, run: &WorkflowRun) -> Result<u64, StateError>;
-    /// Writes the outcome of a run recorded as it started.
-    fn finish_workflow_run(&self, run: &WorkflowRun) -> Result<(), StateError>;
+    /// runs of the workflow past [`RUNS_KEPT_PER_WORKFLOW`] go, and the
+    /// oldest of all workflows past `bounds` (count and bytes in all; never
+    /// this run).
+    fn record_workflow_run(&self, run: &WorkflowRun, bounds: RunBounds) -> Result<u64, StateError>;
+    /// Writes the outcome of a run recorded as it started, then keeps the
+    /// runs of all workflows within `bounds` again (never this run).
+    fn finish_workflow_run(&self, run: &WorkflowRun, bounds: RunBounds) -> Result<(), StateError>;
     fn put_job_blob(&self, digest: &str, bytes: &[u8]) -> Result<(), StateError>;
     /// Drops every job blob whose digest is not in `keep`.
     fn keep_only_job_blobs(&self, keep: &[String]) -> Result<(), StateError>;
     fn job_blobs(&self) -> Result<Vec<(String, Vec<u8>)>, StateError>;
-    /// The newest `limit` runs of workflow `name` older than run `before`.
+    /// The newest `limit` runs of workflow `name` older than run `before`,
+    /// in a page that ends early past [`PAGE_BYTES`]. Only the runs of the
+    /// page are read.
     fn workflow_runs(
         &self,
         name: &str,
         limit: u32,
         before: Option<u64>,
-    ) -> Result<Vec<WorkflowRun>, StateError>;
+    ) -> Result<WorkflowRunPage, StateError>;
 }
 
 /// Run history, bounded per component and in all, read in pages bounded in

@@ -188,6 +188,42 @@ pub struct WorkflowRun {
     pub error: Option<String>,
 }
 
+impl WorkflowRun {
+    /// The bytes the run keeps, as counted against `--runs-bytes` and a
+    /// page's bytes.
+    pub fn size(&self) -> u64 {
+        (self.name.len()
+            + self.cause.len()
+            + self.trigger.len()
+            + self.steps.len()
+            + self.result.as_ref().map_or(0, String::len)
+            + self.error.as_ref().map_or(0, String::len)) as u64
+    }
+}
+
+/// Workflow runs, newest first; `next` is the `before` of the following
+/// page.
+#[derive(Debug, Default)]
+pub struct WorkflowRunPage {
+    pub runs: Vec<WorkflowRun>,
+    pub next: Option<u64>,
+}
+
+/// Where a page of runs ends, from the sizes of the candidates (newest
+/// first, one more than `limit` when there are more): at `limit`, or early
+/// once it holds [`PAGE_BYTES`] (a page always has its first run). Answers
+/// how many runs the page takes and the `before` of the next page.
+pub fn page_end(sizes: &[(u64, u64)], limit: u32) -> (usize, Option<u64>) {
+    let mut bytes = 0u64;
+    for (taken, &(_, size)) in sizes.iter().enumerate() {
+        if taken == limit as usize || (taken > 0 && bytes + size > PAGE_BYTES as u64) {
+            return (taken, taken.checked_sub(1).map(|last| sizes[last].0));
+        }
+        bytes += size;
+    }
+    (sizes.len(), None)
+}
+
 /// A tick or event that one node of a fleet runs.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Claim {

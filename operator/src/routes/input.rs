@@ -94,8 +94,12 @@ pub fn page_request(req: &Request) -> Result<PageRequest, Response> {
 /// A page of runs: the array of runs, and, when more follow, a `Link`
 /// header to the next page (`rel="next"`), as GitHub's API pages.
 pub fn runs_page(req: &Request, page: Page, limit: u32) -> Response {
-    let response = Response::json(200, &page.runs);
-    match page.next {
+    with_next(Response::json(200, &page.runs), req, limit, page.next)
+}
+
+/// `response` with a `Link` to the page of runs before `next`, if any.
+pub fn with_next(response: Response, req: &Request, limit: u32, next: Option<u64>) -> Response {
+    match next {
         Some(next) => response.with_header(
             "link",
             format!("<{}?limit={limit}&before={next}>; rel=\"next\"", req.path()),

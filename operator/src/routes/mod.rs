@@ -14,7 +14,7 @@ pub mod table;
 
 use std::borrow::Cow;
 
-pub use input::{body, handler_name, host_error, json_body, page_request, runs_page};
+pub use input::{body, handler_name, host_error, json_body, page_request, runs_page, with_next};
 
 use crate::http::{percent_decode, Request, Response};
 use crate::wasi::http::types::Method;

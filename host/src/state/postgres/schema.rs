@@ -10,7 +10,7 @@
 use super::Fault;
 
 /// The migrations, oldest first; a released one never changes (add another).
-const MIGRATIONS: &[(i32, &str)] = &[(1, V1)];
+const MIGRATIONS: &[(i32, &str)] = &[(1, V1), (2, V2)];
 
 /// The advisory lock the upgrade holds ("wasmatic" in ASCII).
 const MIGRATION_LOCK: i64 = 0x7761_736d_6174_6963;
@@ -127,6 +127,15 @@ const V1: &str = "
     -- The sweep reads the running claims; the pruning the old others.
     CREATE INDEX claims_running ON claims (node) WHERE state IN ('running', 'ran');
     CREATE INDEX claims_finished ON claims (claimed_at) WHERE state NOT IN ('running', 'ran');
+";
+
+/// Workflow runs count their bytes, as component runs do, for the bounds on
+/// runs in all and for pages bounded in bytes.
+const V2: &str = "
+    ALTER TABLE workflow_runs ADD COLUMN bytes BIGINT NOT NULL DEFAULT 0;
+    UPDATE workflow_runs SET bytes = octet_length(name) + octet_length(cause)
+        + octet_length(trigger) + octet_length(steps)
+        + COALESCE(octet_length(result), 0) + COALESCE(octet_length(error), 0);
 ";
 
 /// Applies the migrations this database lacks. A database that a newer

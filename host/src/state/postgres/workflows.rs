@@ -1,14 +1,16 @@
 //! Stored workflows and their run history, as in SQLite: the definition's
-//! JSON text, one row per run, the oldest runs going past
-//! [`RUNS_KEPT_PER_WORKFLOW`]. A changed definition is announced to the
-//! fleet, whose nodes then reinstall its trigger.
+//! JSON text, one row per run, a workflow's oldest runs going past
+//! [`RUNS_KEPT_PER_WORKFLOW`] and the oldest of all past the node's bounds
+//! on runs in all; pages bounded in bytes. A changed definition is
+//! announced to the fleet, whose nodes then reinstall its trigger.
 
 use tokio_postgres::Row;
 
 use super::listen::announce;
 use super::{from_sql, opt_text_of, to_sql, Fault, Postgres};
 use crate::state::{
-    Change, StateError, WorkflowRecord, WorkflowRun, WorkflowStore, RUNS_KEPT_PER_WORKFLOW,
+    page_end, Change, RunBounds, StateError, WorkflowRecord, WorkflowRun, WorkflowRunPage,
+    WorkflowStore, RUNS_KEPT_PER_WORKFLOW,
 };
 
 fn record_of(row: &Row) -> WorkflowRecord {
@@ -47,8 +49,8 @@ pub(super) async fn record_run_in(
     let id: i64 = tx
         .query_one(
             "INSERT INTO workflow_runs (name, cause, started_at, duration_ms, ok, trigger, steps,
-                                        result, error)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
+                                        result, error, bytes)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id",
             &[
                 &run.name,
                 &run.cause,
@@ -59,6 +61,7 @@ pub(super) async fn record_run_in(
                 &run.steps,
                 &run.result,
                 &run.error.as_deref().map(str::as_bytes),
+                &to_sql(run.size()),
             ],
         )
         .await?
@@ -70,6 +73,32 @@ pub(super) async fn record_run_in(
     )
     .await?;
     Ok(from_sql(id))
+}
+
+/// Drops the oldest workflow runs past `bounds`, in count and in bytes,
+/// never run `keep` (one being recorded).
+async fn keep_within(
+    tx: &tokio_postgres::Transaction<'_>,
+    bounds: RunBounds,
+    keep: u64,
+) -> Result<(), Fault> {
+    tx.execute(
+        "DELETE FROM workflow_runs WHERE id IN (
+             SELECT id FROM (
+                 SELECT id,
+                        ROW_NUMBER() OVER newest AS n,
+                        (SUM(bytes) OVER newest)::BIGINT AS kept
+                 FROM workflow_runs
+                 WINDOW newest AS (ORDER BY id DESC ROWS UNBOUNDED PRECEDING)) AS counted
+             WHERE (n > $1 OR kept > $2) AND id <> $3)",
+        &[
+            &to_sql(bounds.total),
+            &to_sql(bounds.total_bytes),
+            &to_sql(keep),
+        ],
+    )
+    .await?;
+    Ok(())
 }
 
 impl WorkflowStore for Postgres {
@@ -133,34 +162,38 @@ impl WorkflowStore for Postgres {
         })
     }
 
-    fn record_workflow_run(&self, run: &WorkflowRun) -> Result<u64, StateError> {
+    fn record_workflow_run(&self, run: &WorkflowRun, bounds: RunBounds) -> Result<u64, StateError> {
         self.wait("recording a workflow run", async {
             let mut client = self.client().await?;
             let tx = client.transaction().await?;
             let id = record_run_in(&tx, run).await?;
+            keep_within(&tx, bounds, id).await?;
             tx.commit().await?;
             Ok(id)
         })
     }
 
-    fn finish_workflow_run(&self, run: &WorkflowRun) -> Result<(), StateError> {
+    fn finish_workflow_run(&self, run: &WorkflowRun, bounds: RunBounds) -> Result<(), StateError> {
         self.wait("recording a workflow run's outcome", async {
-            let client = self.client().await?;
-            client
-                .execute(
-                    "UPDATE workflow_runs SET duration_ms = $2, ok = $3, steps = $4, result = $5,
-                         error = $6
-                     WHERE id = $1",
-                    &[
-                        &to_sql(run.id),
-                        &to_sql(run.duration_ms),
-                        &run.ok,
-                        &run.steps,
-                        &run.result,
-                        &run.error.as_deref().map(str::as_bytes),
-                    ],
-                )
-                .await?;
+            let mut client = self.client().await?;
+            let tx = client.transaction().await?;
+            tx.execute(
+                "UPDATE workflow_runs SET duration_ms = $2, ok = $3, steps = $4, result = $5,
+                     error = $6, bytes = $7
+                 WHERE id = $1",
+                &[
+                    &to_sql(run.id),
+                    &to_sql(run.duration_ms),
+                    &run.ok,
+                    &run.steps,
+                    &run.result,
+                    &run.error.as_deref().map(str::as_bytes),
+                    &to_sql(run.size()),
+                ],
+            )
+            .await?;
+            keep_within(&tx, bounds, run.id).await?;
+            tx.commit().await?;
             Ok(())
         })
     }
@@ -207,19 +240,40 @@ impl WorkflowStore for Postgres {
         name: &str,
         limit: u32,
         before: Option<u64>,
-    ) -> Result<Vec<WorkflowRun>, StateError> {
+    ) -> Result<WorkflowRunPage, StateError> {
         self.wait("reading workflow runs", async {
             let client = self.client().await?;
+            // The sizes first (one more than asked tells whether a next page
+            // exists), then only the runs of the page.
+            let sizes: Vec<(u64, u64)> = client
+                .query(
+                    "SELECT id, bytes FROM workflow_runs WHERE name = $1 AND id < $2
+                     ORDER BY id DESC LIMIT $3",
+                    &[
+                        &name,
+                        &before.map_or(i64::MAX, to_sql),
+                        &(i64::from(limit) + 1),
+                    ],
+                )
+                .await?
+                .iter()
+                .map(|row| (from_sql(row.get(0)), from_sql(row.get(1))))
+                .collect();
+            let (taken, next) = page_end(&sizes, limit);
+            let Some(oldest) = taken.checked_sub(1).map(|last| sizes[last].0) else {
+                return Ok(WorkflowRunPage::default());
+            };
             let rows = client
                 .query(
                     &format!(
-                        "SELECT {RUN_COLUMNS} FROM workflow_runs WHERE name = $1 AND id < $2
-                         ORDER BY id DESC LIMIT $3"
+                        "SELECT {RUN_COLUMNS} FROM workflow_runs
+                         WHERE name = $1 AND id <= $2 AND id >= $3 ORDER BY id DESC"
                     ),
-                    &[&name, &before.map_or(i64::MAX, to_sql), &i64::from(limit)],
+                    &[&name, &to_sql(sizes[0].0), &to_sql(oldest)],
                 )
                 .await?;
-            rows.iter().map(run_of).collect()
+            let runs = rows.iter().map(run_of).collect::<Result<_, _>>()?;
+            Ok(WorkflowRunPage { runs, next })
         })
     }
 }

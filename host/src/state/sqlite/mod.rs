@@ -104,7 +104,8 @@ const SCHEMA: &str = "
         trigger TEXT NOT NULL,
         steps TEXT NOT NULL,
         result TEXT,
-        error TEXT
+        error TEXT,
+        bytes INTEGER NOT NULL DEFAULT 0
     );
     CREATE TABLE IF NOT EXISTS job_blobs (
         digest TEXT PRIMARY KEY,
@@ -163,6 +164,7 @@ fn migrate(conn: &Connection) -> Result<(), StateError> {
         ("runs", "bytes", "INTEGER NOT NULL DEFAULT 0"),
         ("runs", "rpc", "TEXT NOT NULL DEFAULT '[]'"),
         ("components", "links", "TEXT NOT NULL DEFAULT '[]'"),
+        ("workflow_runs", "bytes", "INTEGER NOT NULL DEFAULT 0"),
     ] {
         let present = conn
             .prepare("SELECT 1 FROM pragma_table_info(?1) WHERE name = ?2")?
@@ -171,6 +173,14 @@ fn migrate(conn: &Connection) -> Result<(), StateError> {
             conn.execute_batch(&format!(
                 "ALTER TABLE {table} ADD COLUMN {column} {definition}"
             ))?;
+            if (table, column) == ("workflow_runs", "bytes") {
+                // Kept runs count as what they hold, as new ones do.
+                conn.execute_batch(
+                    "UPDATE workflow_runs SET bytes = length(name) + length(cause)
+                         + length(trigger) + length(steps)
+                         + COALESCE(length(result), 0) + COALESCE(length(error), 0)",
+                )?;
+            }
         }
     }
     // Outbound lists kept before the other settings existed: they become

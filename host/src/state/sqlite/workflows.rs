@@ -2,16 +2,39 @@
 //!
 //! A workflow is kept as the JSON text of its definition, checked when it
 //! was posted; registering the name again replaces the definition and keeps
-//! the history. Each run is one row with its steps as JSON, and a
-//! workflow's history is bounded: the oldest runs go past
-//! [`RUNS_KEPT_PER_WORKFLOW`].
+//! the history. Each run is one row with its steps as JSON, and the history
+//! is bounded: a workflow's oldest runs go past [`RUNS_KEPT_PER_WORKFLOW`],
+//! and the oldest of all workflows past the node's bounds on runs in all,
+//! by count and by bytes. Runs are read in pages bounded in bytes.
 
 use rusqlite::{params, OptionalExtension, Row};
 
 use super::Sqlite;
 use crate::state::{
-    StateError, WorkflowRecord, WorkflowRun, WorkflowStore, RUNS_KEPT_PER_WORKFLOW,
+    page_end, RunBounds, StateError, WorkflowRecord, WorkflowRun, WorkflowRunPage, WorkflowStore,
+    RUNS_KEPT_PER_WORKFLOW,
 };
+
+/// Drops the oldest workflow runs past `bounds`, in count and in bytes,
+/// never run `keep` (one being recorded).
+fn keep_within(
+    tx: &rusqlite::Transaction<'_>,
+    bounds: RunBounds,
+    keep: u64,
+) -> Result<(), StateError> {
+    tx.execute(
+        "DELETE FROM workflow_runs WHERE id IN (
+             SELECT id FROM (
+                 SELECT id,
+                        ROW_NUMBER() OVER newest AS n,
+                        SUM(bytes) OVER newest AS kept
+                 FROM workflow_runs
+                 WINDOW newest AS (ORDER BY id DESC ROWS UNBOUNDED PRECEDING))
+             WHERE (n > ?1 OR kept > ?2) AND id <> ?3)",
+        params![clamp(bounds.total), clamp(bounds.total_bytes), clamp(keep)],
+    )?;
+    Ok(())
+}
 
 fn clamp(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
@@ -91,12 +114,12 @@ impl WorkflowStore for Sqlite {
 
     /// Records a run and drops the workflow's oldest runs past the bound;
     /// answers the run's id.
-    fn record_workflow_run(&self, run: &WorkflowRun) -> Result<u64, StateError> {
+    fn record_workflow_run(&self, run: &WorkflowRun, bounds: RunBounds) -> Result<u64, StateError> {
         let mut conn = self.write();
         let tx = conn.transaction()?;
         tx.execute(
-            "INSERT INTO workflow_runs (name, cause, started_at, duration_ms, ok, trigger, steps, result, error)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            "INSERT INTO workflow_runs (name, cause, started_at, duration_ms, ok, trigger, steps, result, error, bytes)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
             params![
                 run.name,
                 run.cause,
@@ -107,6 +130,7 @@ impl WorkflowStore for Sqlite {
                 run.steps,
                 run.result,
                 run.error,
+                clamp(run.size()),
             ],
         )?;
         let id = tx.last_insert_rowid() as u64;
@@ -115,14 +139,18 @@ impl WorkflowStore for Sqlite {
                  SELECT id FROM workflow_runs WHERE name = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)",
             params![run.name, RUNS_KEPT_PER_WORKFLOW],
         )?;
+        keep_within(&tx, bounds, id)?;
         tx.commit()?;
         Ok(id)
     }
 
     /// Writes the outcome of a run recorded when it started.
-    fn finish_workflow_run(&self, run: &WorkflowRun) -> Result<(), StateError> {
-        self.write().execute(
-            "UPDATE workflow_runs SET duration_ms = ?2, ok = ?3, steps = ?4, result = ?5, error = ?6
+    fn finish_workflow_run(&self, run: &WorkflowRun, bounds: RunBounds) -> Result<(), StateError> {
+        let mut conn = self.write();
+        let tx = conn.transaction()?;
+        tx.execute(
+            "UPDATE workflow_runs SET duration_ms = ?2, ok = ?3, steps = ?4, result = ?5, error = ?6,
+                 bytes = ?7
              WHERE id = ?1",
             params![
                 clamp(run.id),
@@ -131,8 +159,11 @@ impl WorkflowStore for Sqlite {
                 run.steps,
                 run.result,
                 run.error,
+                clamp(run.size()),
             ],
         )?;
+        keep_within(&tx, bounds, run.id)?;
+        tx.commit()?;
         Ok(())
     }
 
@@ -176,17 +207,35 @@ impl WorkflowStore for Sqlite {
         name: &str,
         limit: u32,
         before: Option<u64>,
-    ) -> Result<Vec<WorkflowRun>, StateError> {
+    ) -> Result<WorkflowRunPage, StateError> {
         let conn = self.read();
-        let mut stmt = conn.prepare(&format!(
-            "SELECT {RUN_COLUMNS} FROM workflow_runs WHERE name = ?1 AND id < ?2 ORDER BY id DESC LIMIT ?3"
-        ))?;
-        let rows = stmt
+        // The sizes first (one more than asked tells whether a next page
+        // exists), then only the runs of the page.
+        let sizes = conn
+            .prepare(
+                "SELECT id, bytes FROM workflow_runs WHERE name = ?1 AND id < ?2
+                 ORDER BY id DESC LIMIT ?3",
+            )?
             .query_map(
-                params![name, clamp(before.unwrap_or(u64::MAX)), limit],
-                run_of,
+                params![
+                    name,
+                    clamp(before.unwrap_or(u64::MAX)),
+                    i64::from(limit) + 1
+                ],
+                |row| Ok((row.get::<_, i64>(0)? as u64, row.get::<_, i64>(1)? as u64)),
             )?
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(rows)
+        let (taken, next) = page_end(&sizes, limit);
+        let Some(oldest) = taken.checked_sub(1).map(|last| sizes[last].0) else {
+            return Ok(WorkflowRunPage::default());
+        };
+        let runs = conn
+            .prepare(&format!(
+                "SELECT {RUN_COLUMNS} FROM workflow_runs WHERE name = ?1 AND id <= ?2 AND id >= ?3
+                 ORDER BY id DESC"
+            ))?
+            .query_map(params![name, clamp(sizes[0].0), clamp(oldest)], run_of)?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(WorkflowRunPage { runs, next })
     }
 }
