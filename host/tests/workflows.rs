@@ -383,3 +383,138 @@ fn every_step_type_runs_and_a_slow_cron_run_skips_the_next_tick() {
     );
     assert_eq!(locked.get("/workflows").status, 200);
 }
+
+/// A server on loopback that answers every request with a JSON body naming
+/// the request's `Authorization` header, and keeps the heads it was sent.
+fn echoing_server() -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let heads = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let kept = heads.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") {
+                match stream.read(&mut byte) {
+                    Ok(1) => head.push(byte[0]),
+                    _ => break,
+                }
+            }
+            let head = String::from_utf8_lossy(&head).into_owned();
+            let auth = head
+                .lines()
+                .find_map(|l| l.strip_prefix("authorization: "))
+                .unwrap_or("")
+                .to_string();
+            kept.lock().unwrap().push(head);
+            let body = json!({ "seen": auth }).to_string();
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    (addr, heads)
+}
+
+#[test]
+fn secrets_are_set_with_the_token_sent_in_requests_and_never_shown() {
+    let dir = tempfile::tempdir().unwrap();
+    let (api, heads) = echoing_server();
+    let node = NodeBuilder::new(dir.path(), &["up", "--allow-outbound", "127.0.0.1"])
+        .env("WASMATIC_PORT", "0")
+        .env("WASMATIC_TOKEN", "t0ken")
+        .start();
+    let auth = [("authorization", "Bearer t0ken")];
+    let secret = "sk_live_8f3a9c";
+
+    // Only the node runner sets, lists and removes secrets.
+    let anonymous = node.request("PUT", "/secrets/api_key", &[], secret.as_bytes());
+    assert_eq!(anonymous.status, 401, "{}", anonymous.text());
+    assert_eq!(node.get("/secrets").status, 401);
+    let set = node.request("PUT", "/secrets/api_key", &auth, secret.as_bytes());
+    assert_eq!(set.status, 201, "{}", set.text());
+    let again = node.request("PUT", "/secrets/api_key", &auth, secret.as_bytes());
+    assert_eq!(again.status, 204, "{}", again.text());
+    let bad = node.request("PUT", "/secrets/api-key", &auth, b"x");
+    assert!(bad.error(400).contains("secrets.NAME"), "{}", bad.text());
+    let listed = node.request("GET", "/secrets", &auth, b"");
+    assert_eq!(listed.json()[0]["name"], "api_key", "{}", listed.text());
+    assert!(!listed.text().contains(secret));
+
+    // A secret may be read only in what an http step sends.
+    let echo = component_bytes("echo.wasm");
+    let registered = node.request("POST", "/register?name=echo", &auth, &echo);
+    assert_eq!(registered.status, 201, "{}", registered.text());
+    let leaky = json!({"name": "leaky", "steps": [
+        {"id": "a", "type": "run", "handler": "echo", "input": "{{ secrets.api_key }}"}]});
+    let refused = node.request("POST", "/workflows", &auth, leaky.to_string().as_bytes());
+    assert!(
+        refused.error(400).contains("only in an `http` step"),
+        "{}",
+        refused.text()
+    );
+    let caller = json!({"name": "caller", "steps": [
+        {"id": "call", "type": "http", "method": "GET", "url": format!("http://{api}/v1/price"),
+         "headers": {"authorization": "Bearer {{ secrets.api_key }}"}}]});
+    let stored = node.request("POST", "/workflows", &auth, caller.to_string().as_bytes());
+    assert_eq!(stored.status, 201, "{}", stored.text());
+
+    // The request carries it; the run, its record and the log do not.
+    let run = node.request("POST", "/workflows/caller/run", &auth, b"{}");
+    assert_eq!(run.status, 200, "{}", run.text());
+    let run = run.json();
+    assert_eq!(run["ok"], true, "{run}");
+    let sent = heads.lock().unwrap().clone();
+    assert!(
+        sent.iter()
+            .any(|h| h.contains(&format!("authorization: Bearer {secret}"))),
+        "{sent:?}"
+    );
+    assert_eq!(
+        run["steps"][0]["output"]["body"]["seen"], "Bearer [secret api_key]",
+        "{run}"
+    );
+    for path in ["/workflows", "/workflows/caller", "/workflows/caller/runs"] {
+        let read = node.get(path);
+        assert_eq!(read.status, 200, "{path}");
+        assert!(!read.text().contains(secret), "{path}: {}", read.text());
+    }
+    // An error that would carry it names it instead.
+    let broken = json!({"name": "broken", "steps": [
+        {"id": "call", "type": "http", "method": "GET", "url": "http://{{ secrets.api_key }}:99999/"}]});
+    let stored = node.request("POST", "/workflows", &auth, broken.to_string().as_bytes());
+    assert_eq!(stored.status, 201, "{}", stored.text());
+    let failed = node
+        .request("POST", "/workflows/broken/run", &auth, b"{}")
+        .json();
+    assert_eq!(failed["ok"], false, "{failed}");
+    let error = failed["steps"][0]["error"].as_str().unwrap();
+    assert!(
+        error.contains("[secret api_key]") && !error.contains(secret),
+        "{error}"
+    );
+    assert!(!node.log().contains(secret), "the log shows the secret");
+
+    // Once removed, a step that reads it fails, naming it.
+    let removed = node.request("DELETE", "/secrets/api_key", &auth, b"");
+    assert_eq!(removed.status, 204, "{}", removed.text());
+    let failed = node
+        .request("POST", "/workflows/caller/run", &auth, b"{}")
+        .json();
+    let error = failed["steps"][0]["error"].as_str().unwrap();
+    assert!(error.contains("no secret `api_key`"), "{error}");
+    assert_eq!(
+        node.request("DELETE", "/secrets/api_key", &auth, b"")
+            .status,
+        404
+    );
+}

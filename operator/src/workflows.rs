@@ -63,3 +63,30 @@ pub fn runs(req: &Request, raw: &str) -> Result<Response, Response> {
     let (runs, next) = host::runs_page(&name, request).map_err(host_error)?;
     Ok(with_next(answer(200, &runs)?, req, request.limit, next))
 }
+
+/// `GET /secrets`: the names and times, never the values.
+pub fn secrets() -> Result<Response, Response> {
+    answer(200, &host::secrets().map_err(host_error)?)
+}
+
+/// `PUT /secrets/NAME`: the body is the value; 201 for a new name, 204 for
+/// a replaced value.
+pub fn put_secret(req: &Request, raw: &str) -> Result<Response, Response> {
+    // The host checks the name (an identifier, as templates read it).
+    let name = crate::http::percent_decode(raw)?;
+    let value = std::str::from_utf8(body(req)?)
+        .map_err(|_| Response::error(400, "a secret's value must be UTF-8 text"))?;
+    let created = host::put_secret(&name, value).map_err(host_error)?;
+    Ok(if created {
+        Response::json(201, &serde_json::json!({ "name": name }))
+    } else {
+        Response::no_content()
+    })
+}
+
+/// `DELETE /secrets/NAME`.
+pub fn remove_secret(raw: &str) -> Result<Response, Response> {
+    let name = crate::http::percent_decode(raw)?;
+    host::remove_secret(&name).map_err(host_error)?;
+    Ok(Response::no_content())
+}

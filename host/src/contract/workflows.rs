@@ -36,6 +36,18 @@ impl wit::Host for OperatorState {
         Ok(self.node()?.workflow_runs(&name, limit, None).await?.0)
     }
 
+    async fn put_secret(&mut self, name: String, value: String) -> Result<bool, Error> {
+        Ok(self.node()?.put_secret(&name, &value).await?)
+    }
+
+    async fn remove_secret(&mut self, name: String) -> Result<(), Error> {
+        Ok(self.node()?.remove_secret(&name).await?)
+    }
+
+    async fn secrets(&mut self) -> Result<String, Error> {
+        Ok(self.node()?.secrets().await?)
+    }
+
     async fn runs_page(
         &mut self,
         name: String,

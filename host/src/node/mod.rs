@@ -12,6 +12,7 @@ mod fleet;
 mod inspect;
 mod modules;
 mod schedules;
+mod secrets;
 mod settings;
 mod stopping;
 mod ticks;

@@ -151,16 +151,31 @@ impl Node {
                 headers,
                 body,
             } => {
-                let url = rendered(|| workflows::render_text(url, scope))?;
-                let headers = headers
-                    .iter()
-                    .map(|(k, v)| Ok((k.clone(), rendered(|| workflows::render_text(v, scope))?)))
-                    .collect::<Result<Vec<_>, String>>()?;
-                let body = body
-                    .as_ref()
-                    .map(|b| rendered(|| workflows::render(b, scope)))
-                    .transpose()?;
-                self.step_http(method, &url, &headers, body).await
+                let secrets = self.step_secrets(&step.kind).await?;
+                let request = async {
+                    let secrets = secrets.as_ref();
+                    let url = rendered(|| workflows::render_text_with(url, scope, secrets))?;
+                    let headers = headers
+                        .iter()
+                        .map(|(k, v)| {
+                            let value =
+                                rendered(|| workflows::render_text_with(v, scope, secrets))?;
+                            Ok((k.clone(), value))
+                        })
+                        .collect::<Result<Vec<_>, String>>()?;
+                    let body = body
+                        .as_ref()
+                        .map(|b| rendered(|| workflows::render_with(b, scope, secrets)))
+                        .transpose()?;
+                    self.step_http(method, &url, &headers, body).await
+                };
+                match (request.await, &secrets) {
+                    (answer, None) => answer,
+                    // What the request carried stays out of the run record,
+                    // the log and the client's answer.
+                    (Ok(output), Some(secrets)) => Ok(super::secrets::scrub_value(output, secrets)),
+                    (Err(e), Some(secrets)) => Err(super::secrets::scrub(&e, secrets)),
+                }
             }
             StepKind::Eth {
                 chain_id,

@@ -481,3 +481,35 @@ fn a_cursor_never_moves_back() {
         assert_eq!(a.triggers().unwrap()[0].input.as_deref(), Some("{}"));
     });
 }
+
+#[test]
+fn secrets_are_kept_apart_replaced_and_listed_without_their_values() {
+    each_backend(|place| {
+        let db = place.open();
+        assert!(db.put_secret("api-key", "sk_live_1", 10).unwrap());
+        assert!(!db.put_secret("api-key", "sk_live_2", 20).unwrap());
+        assert!(db.put_secret("other", "x", 30).unwrap());
+        assert_eq!(
+            db.secrets().unwrap(),
+            vec![
+                SecretInfo {
+                    name: "api-key".into(),
+                    created_at: 10,
+                    updated_at: 20
+                },
+                SecretInfo {
+                    name: "other".into(),
+                    created_at: 30,
+                    updated_at: 30
+                },
+            ]
+        );
+        let names = ["api-key".to_string(), "missing".to_string()];
+        let values = db.secret_values(&names).unwrap();
+        assert_eq!(values.len(), 1);
+        assert_eq!(values["api-key"], "sk_live_2");
+        assert!(db.remove_secret("api-key").unwrap());
+        assert!(!db.remove_secret("api-key").unwrap());
+        assert!(db.secret_values(&names).unwrap().is_empty());
+    });
+}

@@ -134,6 +134,22 @@ pub trait WorkflowStore {
     ) -> Result<WorkflowRunPage, StateError>;
 }
 
+/// Secrets of workflows (`{{ secrets.NAME }}` in `http` steps): kept apart
+/// from the definitions, and read back only by the runner.
+pub trait SecretStore {
+    /// Keeps `value` under `name`; answers whether the name is new.
+    fn put_secret(&self, name: &str, value: &str, now: u64) -> Result<bool, StateError>;
+    /// Forgets secret `name`; answers whether it existed.
+    fn remove_secret(&self, name: &str) -> Result<bool, StateError>;
+    /// Every secret's name and times, by name; never the values.
+    fn secrets(&self) -> Result<Vec<SecretInfo>, StateError>;
+    /// The values of the secrets named, by name (those that exist).
+    fn secret_values(
+        &self,
+        names: &[String],
+    ) -> Result<std::collections::BTreeMap<String, String>, StateError>;
+}
+
 /// Run history, bounded per component and in all, read in pages bounded in
 /// bytes.
 pub trait RunStore {
@@ -153,12 +169,19 @@ pub trait RunStore {
 
 /// All of the node's state.
 pub trait Store:
-    ComponentStore + ScheduleStore + TriggerStore + WorkflowStore + RunStore + Send + Sync
+    ComponentStore + ScheduleStore + TriggerStore + WorkflowStore + SecretStore + RunStore + Send + Sync
 {
 }
 
 impl<T> Store for T where
-    T: ComponentStore + ScheduleStore + TriggerStore + WorkflowStore + RunStore + Send + Sync
+    T: ComponentStore
+        + ScheduleStore
+        + TriggerStore
+        + WorkflowStore
+        + SecretStore
+        + RunStore
+        + Send
+        + Sync
 {
 }
 

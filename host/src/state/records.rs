@@ -170,6 +170,15 @@ pub struct WorkflowRecord {
     pub updated_at: u64,
 }
 
+/// A workflow secret as the node shows it: its name and when it was set,
+/// never its value.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SecretInfo {
+    pub name: String,
+    pub created_at: u64,
+    pub updated_at: u64,
+}
+
 /// One run of a workflow.
 #[derive(Clone, Debug, PartialEq)]
 pub struct WorkflowRun {

@@ -221,7 +221,7 @@ pub fn parse(json: &[u8], known: &impl Known) -> Result<Workflow, String> {
         None | Some(Value::Null) => None,
         Some(Value::String(result)) => {
             let all: Vec<&str> = steps.iter().map(|s| s.id.as_str()).collect();
-            check_template(result, false, &Visible::All(&all))
+            check_template(result, false, &Visible::All(&all), false)
                 .map_err(|e| format!("workflow: `result`: {e}"))?;
             Some(result.clone())
         }
@@ -307,12 +307,14 @@ fn parse_step(
     }
     let kind = parse_kind(type_name, &fields, known)?;
     let in_step = |e: String| format!("{place}: {e}");
+    // Secrets may be read only where they leave in the request they are for.
+    let secrets = matches!(kind, StepKind::Http { .. });
     for (field, value) in template_fields(&kind) {
-        check_templates(&value, scope).map_err(|e| in_step(format!("`{field}`: {e}")))?;
+        check_templates(&value, scope, secrets).map_err(|e| in_step(format!("`{field}`: {e}")))?;
     }
     let when = fields.str("when")?.map(str::to_owned);
     if let Some(when) = &when {
-        check_template(when, true, scope).map_err(|e| in_step(format!("`when`: {e}")))?;
+        check_template(when, true, scope, false).map_err(|e| in_step(format!("`when`: {e}")))?;
     }
     let timeout_ms = fields.u64("timeout")?;
     if let Some(ms) = timeout_ms {

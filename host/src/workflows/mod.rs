@@ -14,7 +14,8 @@ pub use definition::{
     is_forbidden_header, parse, Known, Step, StepKind, Workflow, WorkflowTrigger,
     MAX_STEP_TIMEOUT_MS,
 };
-pub use template::{condition, render, render_text, Scope};
+pub use references::secret_names;
+pub use template::{condition, render, render_text_with, render_with, Scope, Secrets};
 
 #[cfg(test)]
 mod tests;

@@ -61,34 +61,68 @@ impl Visible<'_> {
     }
 }
 
-/// Checks every string in `value` that is a template.
-pub fn check_templates(value: &Value, scope: &Visible<'_>) -> Result<(), String> {
+/// Checks every string in `value` that is a template; `secrets` tells
+/// whether it may read `secrets.NAME`.
+pub fn check_templates(value: &Value, scope: &Visible<'_>, secrets: bool) -> Result<(), String> {
     match value {
-        Value::String(s) if template::is_template(s) => check_template(s, false, scope),
-        Value::Array(items) => items.iter().try_for_each(|v| check_templates(v, scope)),
-        Value::Object(map) => map.values().try_for_each(|v| check_templates(v, scope)),
+        Value::String(s) if template::is_template(s) => check_template(s, false, scope, secrets),
+        Value::Array(items) => items
+            .iter()
+            .try_for_each(|v| check_templates(v, scope, secrets)),
+        Value::Object(map) => map
+            .values()
+            .try_for_each(|v| check_templates(v, scope, secrets)),
         _ => Ok(()),
     }
 }
 
 /// Checks that `source` parses (as a condition when `condition`) and reads
 /// only what exists when it is rendered.
-pub fn check_template(source: &str, condition: bool, scope: &Visible<'_>) -> Result<(), String> {
+pub fn check_template(
+    source: &str,
+    condition: bool,
+    scope: &Visible<'_>,
+    secrets: bool,
+) -> Result<(), String> {
     let refs: BTreeSet<String> = if condition {
         template::condition_references(source)?
     } else {
         template::references(source)?
     };
     refs.iter()
-        .try_for_each(|path| check_reference(path, scope))
+        .try_for_each(|path| check_reference(path, scope, secrets))
 }
 
-fn check_reference(path: &str, scope: &Visible<'_>) -> Result<(), String> {
+/// The secrets the templates of `value` read, by name.
+pub fn secret_names(value: &Value, found: &mut BTreeSet<String>) {
+    match value {
+        Value::String(s) if template::is_template(s) => {
+            for path in template::references(s).unwrap_or_default() {
+                if let Some(name) = path.strip_prefix("secrets.") {
+                    found.insert(name.split('.').next().unwrap_or(name).to_string());
+                }
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|v| secret_names(v, found)),
+        Value::Object(map) => map.values().for_each(|v| secret_names(v, found)),
+        _ => {}
+    }
+}
+
+fn check_reference(path: &str, scope: &Visible<'_>, secrets: bool) -> Result<(), String> {
     let mut parts = path.split('.');
     let root = parts.next().unwrap_or(path);
     let field = parts.next();
     match root {
         "trigger" => Ok(()),
+        "secrets" if !secrets => Err(
+            "`secrets` may be read only in an `http` step's `url`, `headers` and `body`, so that a secret leaves the node only in the request it is for"
+                .into(),
+        ),
+        "secrets" => match field {
+            None => Err("`secrets` must be followed by a secret's name, as in `secrets.NAME`".into()),
+            Some(_) => Ok(()),
+        },
         "workflow" | "run" => {
             let has = if root == "workflow" { "name" } else { "id" };
             match field {

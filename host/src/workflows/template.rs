@@ -86,7 +86,11 @@ impl std::fmt::Debug for Converted {
 }
 
 /// The root variables of a scope, the only ones a definition may name.
-pub const ROOTS: [&str; 4] = ["trigger", "steps", "workflow", "run"];
+pub const ROOTS: [&str; 5] = ["trigger", "steps", "workflow", "run", "secrets"];
+
+/// The node runner's secrets a template may read (`{{ secrets.NAME }}`):
+/// given only to the renders of an `http` step's request.
+pub type Secrets = std::collections::BTreeMap<String, String>;
 
 /// Whether `s` uses template syntax at all; strings that do not are literals
 /// and skip the engine entirely.
@@ -96,15 +100,30 @@ pub fn is_template(s: &str) -> bool {
 
 /// Renders every string in `value` (nested in arrays and objects).
 pub fn render(value: &serde_json::Value, scope: &Scope) -> Result<serde_json::Value, String> {
+    render_with(value, scope, None)
+}
+
+/// Renders every string in `value`, with `secrets` readable when given.
+pub fn render_with(
+    value: &serde_json::Value,
+    scope: &Scope,
+    secrets: Option<&Secrets>,
+) -> Result<serde_json::Value, String> {
     let env = environment();
-    let ctx = context(scope);
+    let ctx = context(scope, secrets);
     render_value(&env, value, &ctx)
 }
 
 /// Renders `template` to text.
-pub fn render_text(template: &str, scope: &Scope) -> Result<String, String> {
+
+/// Renders `template` to text, with `secrets` readable when given.
+pub fn render_text_with(
+    template: &str,
+    scope: &Scope,
+    secrets: Option<&Secrets>,
+) -> Result<String, String> {
     let env = environment();
-    text(&env, template, &context(scope))
+    text(&env, template, &context(scope, secrets))
 }
 
 /// Evaluates a `when` condition: `{{ expr }}` or a bare `expr`, true by
@@ -120,7 +139,7 @@ pub fn condition(template: &str, scope: &Scope) -> Result<bool, String> {
         .compile_expression(source)
         .map_err(|e| describe(&e, template))?;
     let value = expr
-        .eval(context(scope))
+        .eval(context(scope, None))
         .map_err(|e| describe(&e, template))?;
     Ok(value.is_true())
 }
@@ -197,7 +216,7 @@ struct Run {
 /// The template context of `scope`: the trigger and each step's entry
 /// converted once and then shared (the engine's values are reference
 /// counted), the rest built anew, being small.
-fn context(scope: &Scope) -> Value {
+fn context(scope: &Scope, secrets: Option<&Secrets>) -> Value {
     let trigger = scope
         .converted
         .trigger
@@ -221,11 +240,15 @@ fn context(scope: &Scope) -> Value {
             })
             .collect()
     };
-    minijinja::context! {
+    let context = minijinja::context! {
         trigger => trigger,
         steps => Value::from(steps),
         workflow => Value::from(Serde(&Workflow { name: &scope.workflow })),
         run => Value::from(Serde(&Run { id: scope.run_id })),
+    };
+    match secrets {
+        Some(secrets) => minijinja::context! { secrets => Value::from(secrets.clone()), ..context },
+        None => context,
     }
 }
 
@@ -461,7 +484,10 @@ mod tests {
         );
         assert_eq!(render(&json!(12), &s), Ok(json!(12)));
         // No HTML escaping.
-        assert_eq!(render_text("{{ '<a&b>' }}", &s), Ok("<a&b>".to_owned()));
+        assert_eq!(
+            render_text_with("{{ '<a&b>' }}", &s, None),
+            Ok("<a&b>".to_owned())
+        );
     }
 
     #[test]
@@ -485,7 +511,7 @@ mod tests {
         assert!(e.contains("`steps.ok.output.missing` is undefined"), "{e}");
         let e = render(&json!("{{ {'k': [trigger.nope]} }}"), &s).unwrap_err();
         assert_eq!(e, "`trigger.nope` is undefined");
-        let e = render_text("x {{ trigger.nope }} y", &s).unwrap_err();
+        let e = render_text_with("x {{ trigger.nope }} y", &s, None).unwrap_err();
         assert!(e.contains("`trigger.nope` is undefined"), "{e}");
         let e = condition("steps.later.output", &s).unwrap_err();
         assert!(e.contains("`steps.later` is undefined"), "{e}");
@@ -521,9 +547,10 @@ mod tests {
     #[test]
     fn runaway_and_oversized_templates_are_refused() {
         let s = scope();
-        let e = render_text(
+        let e = render_text_with(
             "{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}",
             &s,
+            None,
         )
         .unwrap_err();
         assert!(e.contains("too much work"), "{e}");
@@ -543,8 +570,12 @@ mod tests {
         // Built without multi-template support, `include`, `import` and
         // `extends` are not even statements.
         for statement in ["include", "import", "extends"] {
-            let e =
-                render_text(&format!("{{% {statement} '/etc/passwd' %}}"), &scope()).unwrap_err();
+            let e = render_text_with(
+                &format!("{{% {statement} '/etc/passwd' %}}"),
+                &scope(),
+                None,
+            )
+            .unwrap_err();
             assert!(e.contains(&format!("unknown statement {statement}")), "{e}");
         }
     }

@@ -372,7 +372,14 @@ fn templates_must_parse_and_read_only_what_exists_before_them() {
         |d| d["steps"][3]["args"] = json!(["{{ steps['bal'].output }}"]),
         "step `c`: `args`: `steps` must be followed by a step id",
     );
-    assert_refused(|d| d["steps"][4]["input"] = json!({"x": "{{ secrets.key }}"}), "step `j`: `input`: `secrets` is not defined (templates read trigger, steps, workflow, run)");
+    assert_refused(
+        |d| d["steps"][4]["input"] = json!({"x": "{{ secrets.key }}"}),
+        "step `j`: `input`: `secrets` may be read only in an `http` step's `url`, `headers` and `body`",
+    );
+    assert_refused(
+        |d| d["steps"][4]["input"] = json!({"x": "{{ secret.key }}"}),
+        "step `j`: `input`: `secret` is not defined (templates read trigger, steps, workflow, run, secrets)",
+    );
     assert_refused(
         |d| d["steps"][4]["input"] = json!({"x": "{{ workflow.id }}"}),
         "`workflow.id` does not exist",

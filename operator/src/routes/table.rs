@@ -55,6 +55,11 @@ pub const ROUTES: &[Route] = &[
     route("DELETE", "/workflows/{name}", true),
     route("POST", "/workflows/{name}/run", true),
     route("GET", "/workflows/{name}/runs", false),
+    // Secrets' names are the node runner's business too: all three need the
+    // token.
+    route("GET", "/secrets", true),
+    route("PUT", "/secrets/{name}", true),
+    route("DELETE", "/secrets/{name}", true),
     route("POST", "/wasm/run", true),
     route("GET", "/wasm/health", false),
     route("GET", "/ui/", false),

@@ -10,7 +10,7 @@
 use super::Fault;
 
 /// The migrations, oldest first; a released one never changes (add another).
-const MIGRATIONS: &[(i32, &str)] = &[(1, V1), (2, V2)];
+const MIGRATIONS: &[(i32, &str)] = &[(1, V1), (2, V2), (3, V3)];
 
 /// The advisory lock the upgrade holds ("wasmatic" in ASCII).
 const MIGRATION_LOCK: i64 = 0x7761_736d_6174_6963;
@@ -136,6 +136,16 @@ const V2: &str = "
     UPDATE workflow_runs SET bytes = octet_length(name) + octet_length(cause)
         + octet_length(trigger) + octet_length(steps)
         + COALESCE(octet_length(result), 0) + COALESCE(octet_length(error), 0);
+";
+
+/// Workflows' secrets, kept apart from their definitions.
+const V3: &str = "
+    CREATE TABLE secrets (
+        name TEXT PRIMARY KEY,
+        value TEXT NOT NULL,
+        created_at BIGINT NOT NULL,
+        updated_at BIGINT NOT NULL
+    );
 ";
 
 /// Applies the migrations this database lacks. A database that a newer

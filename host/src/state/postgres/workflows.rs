@@ -9,8 +9,8 @@ use tokio_postgres::Row;
 use super::listen::announce;
 use super::{from_sql, opt_text_of, to_sql, Fault, Postgres};
 use crate::state::{
-    page_end, Change, RunBounds, StateError, WorkflowRecord, WorkflowRun, WorkflowRunPage,
-    WorkflowStore, RUNS_KEPT_PER_WORKFLOW,
+    page_end, Change, RunBounds, SecretInfo, SecretStore, StateError, WorkflowRecord, WorkflowRun,
+    WorkflowRunPage, WorkflowStore, RUNS_KEPT_PER_WORKFLOW,
 };
 
 fn record_of(row: &Row) -> WorkflowRecord {
@@ -274,6 +274,72 @@ impl WorkflowStore for Postgres {
                 .await?;
             let runs = rows.iter().map(run_of).collect::<Result<_, _>>()?;
             Ok(WorkflowRunPage { runs, next })
+        })
+    }
+}
+
+impl SecretStore for Postgres {
+    fn put_secret(&self, name: &str, value: &str, now: u64) -> Result<bool, StateError> {
+        self.wait("storing a secret", async {
+            let client = self.client().await?;
+            // `xmax = 0` holds for a row this statement inserted.
+            let row = client
+                .query_one(
+                    "INSERT INTO secrets (name, value, created_at, updated_at)
+                     VALUES ($1, $2, $3, $3)
+                     ON CONFLICT (name) DO UPDATE SET value = excluded.value,
+                         updated_at = excluded.updated_at
+                     RETURNING (xmax = 0)",
+                    &[&name, &value, &to_sql(now)],
+                )
+                .await?;
+            Ok(row.get(0))
+        })
+    }
+
+    fn remove_secret(&self, name: &str) -> Result<bool, StateError> {
+        self.wait("removing a secret", async {
+            let client = self.client().await?;
+            Ok(client
+                .execute("DELETE FROM secrets WHERE name = $1", &[&name])
+                .await?
+                > 0)
+        })
+    }
+
+    fn secrets(&self) -> Result<Vec<SecretInfo>, StateError> {
+        self.wait("reading secrets", async {
+            let client = self.client().await?;
+            let rows = client
+                .query(
+                    "SELECT name, created_at, updated_at FROM secrets ORDER BY name",
+                    &[],
+                )
+                .await?;
+            Ok(rows
+                .iter()
+                .map(|row| SecretInfo {
+                    name: row.get(0),
+                    created_at: from_sql(row.get(1)),
+                    updated_at: from_sql(row.get(2)),
+                })
+                .collect())
+        })
+    }
+
+    fn secret_values(
+        &self,
+        names: &[String],
+    ) -> Result<std::collections::BTreeMap<String, String>, StateError> {
+        self.wait("reading secrets", async {
+            let client = self.client().await?;
+            let rows = client
+                .query(
+                    "SELECT name, value FROM secrets WHERE name = ANY($1)",
+                    &[&names],
+                )
+                .await?;
+            Ok(rows.iter().map(|row| (row.get(0), row.get(1))).collect())
         })
     }
 }

@@ -107,6 +107,12 @@ const SCHEMA: &str = "
         error TEXT,
         bytes INTEGER NOT NULL DEFAULT 0
     );
+    CREATE TABLE IF NOT EXISTS secrets (
+        name TEXT PRIMARY KEY,
+        value TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL
+    );
     CREATE TABLE IF NOT EXISTS job_blobs (
         digest TEXT PRIMARY KEY,
         bytes BLOB NOT NULL

@@ -11,8 +11,8 @@ use rusqlite::{params, OptionalExtension, Row};
 
 use super::Sqlite;
 use crate::state::{
-    page_end, RunBounds, StateError, WorkflowRecord, WorkflowRun, WorkflowRunPage, WorkflowStore,
-    RUNS_KEPT_PER_WORKFLOW,
+    page_end, RunBounds, SecretInfo, SecretStore, StateError, WorkflowRecord, WorkflowRun,
+    WorkflowRunPage, WorkflowStore, RUNS_KEPT_PER_WORKFLOW,
 };
 
 /// Drops the oldest workflow runs past `bounds`, in count and in bytes,
@@ -237,5 +237,63 @@ impl WorkflowStore for Sqlite {
             .query_map(params![name, clamp(sizes[0].0), clamp(oldest)], run_of)?
             .collect::<Result<Vec<_>, _>>()?;
         Ok(WorkflowRunPage { runs, next })
+    }
+}
+
+impl SecretStore for Sqlite {
+    fn put_secret(&self, name: &str, value: &str, now: u64) -> Result<bool, StateError> {
+        let mut conn = self.write();
+        let tx = conn.transaction()?;
+        let existed = tx
+            .prepare("SELECT 1 FROM secrets WHERE name = ?1")?
+            .exists([name])?;
+        tx.execute(
+            "INSERT INTO secrets (name, value, created_at, updated_at) VALUES (?1, ?2, ?3, ?3)
+             ON CONFLICT (name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+            params![name, value, clamp(now)],
+        )?;
+        tx.commit()?;
+        Ok(!existed)
+    }
+
+    fn remove_secret(&self, name: &str) -> Result<bool, StateError> {
+        Ok(self
+            .write()
+            .execute("DELETE FROM secrets WHERE name = ?1", [name])?
+            > 0)
+    }
+
+    fn secrets(&self) -> Result<Vec<SecretInfo>, StateError> {
+        let conn = self.read();
+        let mut stmt =
+            conn.prepare("SELECT name, created_at, updated_at FROM secrets ORDER BY name")?;
+        let rows = stmt
+            .query_map([], |row| {
+                Ok(SecretInfo {
+                    name: row.get(0)?,
+                    created_at: row.get::<_, i64>(1)? as u64,
+                    updated_at: row.get::<_, i64>(2)? as u64,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    fn secret_values(
+        &self,
+        names: &[String],
+    ) -> Result<std::collections::BTreeMap<String, String>, StateError> {
+        let conn = self.read();
+        let mut stmt = conn.prepare("SELECT value FROM secrets WHERE name = ?1")?;
+        let mut values = std::collections::BTreeMap::new();
+        for name in names {
+            if let Some(value) = stmt
+                .query_row([name], |row| row.get::<_, String>(0))
+                .optional()?
+            {
+                values.insert(name.clone(), value);
+            }
+        }
+        Ok(values)
     }
 }
