@@ -114,8 +114,6 @@ pub fn render_with(
     render_value(&env, value, &ctx)
 }
 
-/// Renders `template` to text.
-
 /// Renders `template` to text, with `secrets` readable when given.
 pub fn render_text_with(
     template: &str,
