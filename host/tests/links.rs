@@ -80,8 +80,12 @@ fn the_async_cipher_calls_its_linked_auditor_and_keeps_its_links_across_a_restar
     );
     assert_eq!(
         cipher["links"],
-        json!([{ "interface": "acme:cipher/audit-log@0.1.0", "provider": "auditor" }]),
-        "the interface is named in full, as imported"
+        json!([{
+            "interface": "acme:cipher/audit-log@0.1.0",
+            "provider": "auditor",
+            "runs_with": "the caller's configuration, outbound rules and limits, not the provider's own",
+        }]),
+        "the interface is named in full, as imported, and what the provider runs with is said"
     );
     assert_eq!(
         cipher["exports"],
@@ -293,7 +297,8 @@ fn links_that_would_form_a_cycle_are_refused() {
     // The chain that was accepted still resolves: ping's base is intact.
     assert_eq!(
         node.get("/handlers/ping").json()["links"],
-        json!([{ "interface": "acme:loop/pong@0.1.0", "provider": "base" }])
+        json!([{ "interface": "acme:loop/pong@0.1.0", "provider": "base",
+                 "runs_with": "the caller's configuration, outbound rules and limits, not the provider's own" }])
     );
 }
 

@@ -5,6 +5,24 @@ use crate::routes::{body, handler_name, host_error, page_request, runs_page};
 use crate::wasmatic::operator::handlers::{self as host, Link, LoadOptions};
 use crate::wasmatic::operator::runs;
 
+/// What a linked provider runs with, said with every link the API shows: a
+/// provider is composed into its caller and runs in the caller's call, so
+/// on a node shared by several people, linking to someone's provider hands
+/// it your configuration (and its secrets) and your outbound rules.
+const RUNS_WITH: &str =
+    "the caller's configuration, outbound rules and limits, not the provider's own";
+
+impl serde::Serialize for Link {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut link = serializer.serialize_struct("Link", 3)?;
+        link.serialize_field("interface", &self.interface)?;
+        link.serialize_field("provider", &self.provider)?;
+        link.serialize_field("runs_with", RUNS_WITH)?;
+        link.end()
+    }
+}
+
 /// `POST /register?name=NAME`: has the host stage the body (validate,
 /// compile, keep the bytes by digest) and commits that digest under the
 /// name. A failed upload leaves the previous version exactly as it was.

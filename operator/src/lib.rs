@@ -25,7 +25,6 @@ wit_bindgen::generate!({
     additional_type_attributes: {
         "wasmatic:operator/handlers@0.4.2/handler-info": [#[derive(serde::Serialize)]],
         "wasmatic:operator/handlers@0.4.2/export-info": [#[derive(serde::Serialize)]],
-        "wasmatic:operator/handlers@0.4.2/link": [#[derive(serde::Serialize)]],
         "wasmatic:operator/handlers@0.4.2/inspection": [#[derive(serde::Serialize)]],
         "wasmatic:operator/handlers@0.4.2/file-kind": [#[derive(serde::Serialize)] #[serde(rename_all = "lowercase")]],
         "wasmatic:operator/handlers@0.4.2/component-kind": [#[derive(serde::Serialize)] #[serde(rename_all = "lowercase")]],
