@@ -317,10 +317,5 @@ fn workflow_history_is_bounded_in_bytes_and_read_in_pages() {
         assert_eq!(reader.join().unwrap(), 15);
     }
     let peak = peak.stop();
-    assert!(
-        peak < before + (128 << 20),
-        "RSS {} MiB before, {} MiB at the peak",
-        before >> 20,
-        peak >> 20
-    );
+    support::assert_rss_grew_less_than(before, peak, 128 << 20);
 }

@@ -210,6 +210,18 @@ impl WorkflowRun {
     }
 }
 
+/// Drops the oldest workflow runs past the bounds on runs in all, `$1` in
+/// count and `$2` in bytes, never run `$3` (one being recorded). The same
+/// text on SQLite and PostgreSQL.
+pub const KEEP_WORKFLOW_RUNS_WITHIN: &str = "DELETE FROM workflow_runs WHERE id IN (
+     SELECT id FROM (
+         SELECT id,
+                ROW_NUMBER() OVER newest AS n,
+                CAST(SUM(bytes) OVER newest AS BIGINT) AS kept
+         FROM workflow_runs
+         WINDOW newest AS (ORDER BY id DESC ROWS UNBOUNDED PRECEDING)) AS counted
+     WHERE (n > $1 OR kept > $2) AND id <> $3)";
+
 /// Workflow runs, newest first; `next` is the `before` of the following
 /// page.
 #[derive(Debug, Default)]

@@ -625,6 +625,18 @@ impl PeakRss {
     }
 }
 
+/// Fails unless a process's RSS at its `peak` stayed within `bound` bytes
+/// of where it was `before`.
+pub fn assert_rss_grew_less_than(before: u64, peak: u64, bound: u64) {
+    assert!(
+        peak < before + bound,
+        "RSS {} MiB before, {} MiB at the peak: more than {} MiB more",
+        before >> 20,
+        peak >> 20,
+        bound >> 20
+    );
+}
+
 /// Sends `raw` (a whole request, head and body, as the test wrote it) on a
 /// fresh connection and reads the answer until the node closes it.
 pub fn raw_request(addr: SocketAddr, raw: &[u8]) -> Response {

@@ -10,7 +10,7 @@ use super::listen::announce;
 use super::{from_sql, opt_text_of, to_sql, Fault, Postgres};
 use crate::state::{
     page_end, Change, RunBounds, SecretInfo, SecretStore, StateError, WorkflowRecord, WorkflowRun,
-    WorkflowRunPage, WorkflowStore, RUNS_KEPT_PER_WORKFLOW,
+    WorkflowRunPage, WorkflowStore, KEEP_WORKFLOW_RUNS_WITHIN, RUNS_KEPT_PER_WORKFLOW,
 };
 
 fn record_of(row: &Row) -> WorkflowRecord {
@@ -83,14 +83,7 @@ async fn keep_within(
     keep: u64,
 ) -> Result<(), Fault> {
     tx.execute(
-        "DELETE FROM workflow_runs WHERE id IN (
-             SELECT id FROM (
-                 SELECT id,
-                        ROW_NUMBER() OVER newest AS n,
-                        (SUM(bytes) OVER newest)::BIGINT AS kept
-                 FROM workflow_runs
-                 WINDOW newest AS (ORDER BY id DESC ROWS UNBOUNDED PRECEDING)) AS counted
-             WHERE (n > $1 OR kept > $2) AND id <> $3)",
+        KEEP_WORKFLOW_RUNS_WITHIN,
         &[
             &to_sql(bounds.total),
             &to_sql(bounds.total_bytes),

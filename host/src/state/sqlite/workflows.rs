@@ -12,7 +12,7 @@ use rusqlite::{params, OptionalExtension, Row};
 use super::Sqlite;
 use crate::state::{
     page_end, RunBounds, SecretInfo, SecretStore, StateError, WorkflowRecord, WorkflowRun,
-    WorkflowRunPage, WorkflowStore, RUNS_KEPT_PER_WORKFLOW,
+    WorkflowRunPage, WorkflowStore, KEEP_WORKFLOW_RUNS_WITHIN, RUNS_KEPT_PER_WORKFLOW,
 };
 
 /// Drops the oldest workflow runs past `bounds`, in count and in bytes,
@@ -23,14 +23,7 @@ fn keep_within(
     keep: u64,
 ) -> Result<(), StateError> {
     tx.execute(
-        "DELETE FROM workflow_runs WHERE id IN (
-             SELECT id FROM (
-                 SELECT id,
-                        ROW_NUMBER() OVER newest AS n,
-                        SUM(bytes) OVER newest AS kept
-                 FROM workflow_runs
-                 WINDOW newest AS (ORDER BY id DESC ROWS UNBOUNDED PRECEDING))
-             WHERE (n > ?1 OR kept > ?2) AND id <> ?3)",
+        KEEP_WORKFLOW_RUNS_WITHIN,
         params![clamp(bounds.total), clamp(bounds.total_bytes), clamp(keep)],
     )?;
     Ok(())
