@@ -41,10 +41,10 @@ pub const MAX_LINKS: usize = 16;
 /// Longest chain of links from a component to the last provider it needs.
 pub const MAX_DEPTH: usize = 8;
 
-/// Most components one composition may hold. A provider is composed in with
-/// its own providers, so one reached by several paths is copied once per
-/// path: 16 links of 16 links each would already be 273 copies, and four
-/// levels of that took gigabytes to compose. Counted before composing.
+/// Most components one composition may hold: the guest and every component
+/// its links reach, each once however many paths reach it (a graph of 16
+/// links of 16 links is 33 components, not 273 copies). Counted before
+/// composing.
 pub const MAX_COMPOSED_COMPONENTS: usize = 64;
 
 /// Most bytes one composition may hold, counted before composing.
@@ -319,12 +319,19 @@ fn check_chains(name: &str, links: &[Link], providers: &impl Providers) -> Resul
     Ok(())
 }
 
-/// `guest` with each linked interface satisfied by its provider: one
-/// component, whose remaining imports are the guest's and the providers'
-/// own. `plugs` are the interfaces with the code of their providers (each
-/// provider already composed with its own links); a provider that serves
-/// several interfaces is instantiated once.
-pub fn compose(guest: &[u8], plugs: &[(String, String, Arc<[u8]>)]) -> anyhow::Result<Vec<u8>> {
+/// A provider in a composition: its bytes as registered and its own links.
+pub struct Part {
+    pub name: String,
+    pub code: Arc<[u8]>,
+    pub links: Vec<Link>,
+}
+
+/// `guest` with each of its `links` satisfied by its provider, and each
+/// provider's links by theirs: one component, whose remaining imports are
+/// those the node provides. `parts` are every provider reached, each
+/// instantiated once however many components link to it, so a graph costs
+/// its distinct components, not its paths.
+pub fn compose(guest: &[u8], links: &[Link], parts: &[Part]) -> anyhow::Result<Vec<u8>> {
     use wac_graph::types::Package;
     use wac_graph::{CompositionGraph, EncodeOptions};
 
@@ -332,23 +339,33 @@ pub fn compose(guest: &[u8], plugs: &[(String, String, Arc<[u8]>)]) -> anyhow::R
     let package = Package::from_bytes("wasmatic:guest-linked", None, guest, graph.types_mut())?;
     let guest = graph.register_package(package)?;
     let instance = graph.instantiate(guest);
-    let mut providers = Vec::new();
-    for (interface, provider, code) in plugs {
-        let provided = match providers.iter().find(|(name, _)| name == provider) {
-            Some((_, provided)) => *provided,
-            None => {
-                // Package names only label the parts of the composition.
-                let label = format!("wasmatic:provider{}", providers.len());
-                let package = Package::from_bytes(&label, None, &code[..], graph.types_mut())
-                    .map_err(|e| e.context(format!("provider `{provider}`")))?;
-                let package = graph.register_package(package)?;
-                let provided = graph.instantiate(package);
-                providers.push((provider.clone(), provided));
-                provided
-            }
-        };
-        let export = graph.alias_instance_export(provided, interface)?;
-        graph.set_instantiation_argument(instance, interface, export)?;
+    let mut instances = Vec::with_capacity(parts.len());
+    for (i, part) in parts.iter().enumerate() {
+        // Package names only label the parts of the composition.
+        let label = format!("wasmatic:provider{i}");
+        let package = Package::from_bytes(&label, None, &part.code[..], graph.types_mut())
+            .map_err(|e| e.context(format!("provider `{}`", part.name)))?;
+        let package = graph.register_package(package)?;
+        instances.push((part.name.as_str(), graph.instantiate(package)));
+    }
+    let find = |name: &str| {
+        instances
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, id)| *id)
+            .ok_or_else(|| anyhow::anyhow!("provider `{name}` is not part of the composition"))
+    };
+    let wiring = std::iter::once((instance, links)).chain(
+        parts
+            .iter()
+            .zip(&instances)
+            .map(|(part, (_, id))| (*id, part.links.as_slice())),
+    );
+    for (importer, its_links) in wiring.collect::<Vec<_>>() {
+        for link in its_links {
+            let export = graph.alias_instance_export(find(&link.provider)?, &link.interface)?;
+            graph.set_instantiation_argument(importer, &link.interface, export)?;
+        }
     }
     let exports: Vec<String> = graph.types()[graph[guest].ty()]
         .exports

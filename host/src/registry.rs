@@ -81,22 +81,22 @@ impl HandlerInfo {
 #[derive(Clone)]
 pub struct Runnable {
     pub compiled: Compiled,
-    /// The bytes `compiled` was compiled from: what a component linking to
-    /// this one is composed with.
+    /// The bytes `compiled` was compiled from (composed with its links).
     pub code: Arc<[u8]>,
-    /// How many components `code` holds: one, and its providers' counts.
-    pub components: usize,
+    /// The bytes as registered, before any composing: what a component
+    /// linking to this one is composed with, beside this one's own
+    /// providers (each once).
+    pub original: Arc<[u8]>,
 }
 
 /// A registered component ready to run.
 pub struct Handler {
     pub info: HandlerInfo,
     pub compiled: Compiled,
-    /// The bytes it runs (composed with its links), for those that link
-    /// to it.
+    /// The bytes it runs (composed with its links).
     pub code: Arc<[u8]>,
-    /// How many components `code` holds (see [`Runnable::components`]).
-    pub components: usize,
+    /// The bytes as registered (see [`Runnable::original`]).
+    pub original: Arc<[u8]>,
     /// The component as registered, before any composition: what it
     /// imports and exports.
     pub component: Component,
@@ -404,53 +404,54 @@ impl Registry {
             let runnable = Runnable {
                 compiled: staged.compiled.clone(),
                 code: staged.bytes.clone(),
-                components: 1,
+                original: staged.bytes.clone(),
             };
             return Ok((runnable, links));
         }
-        let providers = links
-            .iter()
-            .map(|l| {
-                self.get(&l.provider).ok_or_else(|| {
-                    NodeError::NotFound(format!("no component `{}` is registered", l.provider))
-                })
-            })
-            .collect::<Result<Vec<_>, NodeError>>()?;
-        // What the composition would hold, known before any work is done.
-        let components = 1 + providers.iter().map(|p| p.components).sum::<usize>();
-        if components > links::MAX_COMPOSED_COMPONENTS {
-            return Err(NodeError::TooLarge(format!(
-                "composed with its links, the component would hold {components} components (each provider with its own providers, once per path to it); at most {}",
-                links::MAX_COMPOSED_COMPONENTS
-            )));
-        }
-        let bytes = staged.bytes.len() + providers.iter().map(|p| p.code.len()).sum::<usize>();
-        if bytes > links::MAX_COMPOSED_BYTES {
-            return Err(NodeError::TooLarge(format!(
-                "composed with its links, the component would be {bytes} bytes; at most {}",
-                links::MAX_COMPOSED_BYTES
-            )));
-        }
-        let plugs = links
-            .iter()
-            .zip(&providers)
-            .map(|(l, provider)| {
-                (
-                    l.interface.clone(),
-                    l.provider.clone(),
-                    provider.code.clone(),
-                )
-            })
-            .collect::<Vec<_>>();
-        let guest = staged.bytes.clone();
-        let composed = tokio::task::spawn_blocking(move || links::compose(&guest, &plugs))
-            .await
-            .map_err(|e| NodeError::Internal(format!("the composition task failed: {e}")))?
-            .map_err(|e| {
-                NodeError::Invalid(format!(
-                    "cannot compose the component with its links: {e:#}"
-                ))
+        // Every provider the composition needs, each once however many
+        // paths reach it: the guest's, and theirs. Counted and sized before
+        // any work is done.
+        let mut parts: Vec<links::Part> = Vec::new();
+        let mut pending: Vec<String> = links.iter().map(|l| l.provider.clone()).collect();
+        let mut bytes = staged.bytes.len();
+        while let Some(provider) = pending.pop() {
+            if parts.iter().any(|p| p.name == provider) {
+                continue;
+            }
+            let handler = self.get(&provider).ok_or_else(|| {
+                NodeError::NotFound(format!("no component `{provider}` is registered"))
             })?;
+            if 1 + parts.len() == links::MAX_COMPOSED_COMPONENTS {
+                return Err(NodeError::TooLarge(format!(
+                    "composed with its links, the component would hold more than {} components (it and every component its links reach, each once)",
+                    links::MAX_COMPOSED_COMPONENTS
+                )));
+            }
+            bytes += handler.original.len();
+            if bytes > links::MAX_COMPOSED_BYTES {
+                return Err(NodeError::TooLarge(format!(
+                    "composed with its links, the component would be more than {} bytes",
+                    links::MAX_COMPOSED_BYTES
+                )));
+            }
+            pending.extend(handler.settings.links.iter().map(|l| l.provider.clone()));
+            parts.push(links::Part {
+                name: provider,
+                code: handler.original.clone(),
+                links: handler.settings.links.clone(),
+            });
+        }
+        let guest = staged.bytes.clone();
+        let guest_links = links.clone();
+        let composed =
+            tokio::task::spawn_blocking(move || links::compose(&guest, &guest_links, &parts))
+                .await
+                .map_err(|e| NodeError::Internal(format!("the composition task failed: {e}")))?
+                .map_err(|e| {
+                    NodeError::Invalid(format!(
+                        "cannot compose the component with its links: {e:#}"
+                    ))
+                })?;
         let digest = hex::encode(Sha256::digest(&composed));
         let code: Arc<[u8]> = composed.into();
         let compiled = self.compile(&digest, code.clone()).await?;
@@ -458,7 +459,7 @@ impl Registry {
             Runnable {
                 compiled,
                 code,
-                components,
+                original: staged.bytes.clone(),
             },
             links,
         ))

@@ -393,40 +393,56 @@ fn fan_component(leaf: bool) -> Vec<u8> {
     wat::parse_str(&wat).unwrap()
 }
 
-/// `POST /register` of `bytes` as `name`, each of its 16 imports linked to
-/// `provider`.
-fn register_fan(node: &Node, name: &str, provider: &str, bytes: &[u8]) -> support::Response {
+/// `POST /register` of `bytes` as `name`, its imports `a0`… linked to the
+/// `providers` in turn (the last one for the rest).
+fn register_fan(node: &Node, name: &str, providers: &[String], bytes: &[u8]) -> support::Response {
     let links: String = (0..16)
-        .map(|i| format!("&link=test:fan/a{i}={provider}"))
+        .map(|i| {
+            format!(
+                "&link=test:fan/a{i}={}",
+                providers[i.min(providers.len() - 1)]
+            )
+        })
         .collect();
     node.post(&format!("/register?name={name}{links}"), bytes)
 }
 
+fn names(prefix: &str, n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("{prefix}{i}")).collect()
+}
+
 #[test]
-fn links_that_would_copy_providers_past_the_bound_are_refused_before_composing() {
+fn a_provider_reached_by_many_paths_is_composed_once_and_compositions_are_bounded() {
     let dir = tempfile::tempdir().unwrap();
     let node = start(dir.path());
     let before = support::rss_bytes(node.pid());
-    let leaf = node.post("/register?name=leaf", &fan_component(true));
-    assert_eq!(leaf.status, 201, "{}", leaf.text());
-    // One level: 1 + 16 components, composed.
-    let mid = register_fan(&node, "mid", "leaf", &fan_component(false));
-    assert_eq!(mid.status, 201, "{}", mid.text());
-    assert_eq!(call(&node, "/call/mid/test:fan%2Fa15.f", json!([])), 7);
-    // Two: 16 copies of `mid`, each with its 16 of `leaf`: refused before
-    // any composing, naming the count and the bound.
-    let top = register_fan(&node, "top", "mid", &fan_component(false));
-    let message = top.error(413);
-    assert!(
-        message.contains("273 components") && message.contains("at most 64"),
-        "{message}"
-    );
-    assert_eq!(node.get("/handlers/top").status, 404);
-    let after = support::rss_bytes(node.pid());
-    assert!(
-        after < before + (256 << 20),
-        "RSS {} MiB after",
-        after >> 20
-    );
+    let peak = support::PeakRss::watch(node.pid());
+    let (leaf, fan) = (fan_component(true), fan_component(false));
+    for name in names("leaf", 64) {
+        let r = node.post(&format!("/register?name={name}"), &leaf);
+        assert_eq!(r.status, 201, "{}", r.text());
+    }
+    // 16 components each linked to 16 leaves (the first four to 16 of
+    // their own, the rest to the same 16), and `top` linked to the twelve
+    // that share their leaves: 193 paths, 29 components, each composed once.
+    for (i, mid) in names("mid", 16).iter().enumerate() {
+        let leaves = if i < 4 {
+            names("leaf", 64)[i * 16..(i + 1) * 16].to_vec()
+        } else {
+            names("leaf", 16)
+        };
+        let r = register_fan(&node, mid, &leaves, &fan);
+        assert_eq!(r.status, 201, "{}", r.text());
+    }
+    let top = register_fan(&node, "top", &names("mid", 16)[4..], &fan);
+    assert_eq!(top.status, 201, "{}", top.text());
+    assert_eq!(call(&node, "/call/top/test:fan%2Fa15.f", json!([])), 7);
+    // One that reaches 64 leaves through 4 of them holds 69: refused before
+    // anything is composed, naming the bound.
+    let wide = register_fan(&node, "wide", &names("mid", 4), &fan);
+    let message = wide.error(413);
+    assert!(message.contains("more than 64 components"), "{message}");
+    assert_eq!(node.get("/handlers/wide").status, 404);
+    support::assert_rss_grew_less_than(before, peak.stop(), 512 << 20);
     assert_eq!(node.get("/health").status, 200);
 }

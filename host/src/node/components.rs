@@ -213,7 +213,7 @@ impl Node {
             info,
             compiled: runnable.compiled,
             code: runnable.code,
-            components: runnable.components,
+            original: runnable.original,
             component: staged.compiled.pre.component().clone(),
             rules: rules.map(Arc::new),
             pool: InstancePool::new(Reuse {
