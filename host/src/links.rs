@@ -326,6 +326,42 @@ pub struct Part {
     pub links: Vec<Link>,
 }
 
+/// Every provider a composition of a guest of `guest_bytes` with `links`
+/// needs, each once however many paths reach it: the guest's providers, and
+/// theirs. `provider` answers a registered component's bytes as registered
+/// and its own links. Counted and sized before any work is done: past
+/// [`MAX_COMPOSED_COMPONENTS`] or [`MAX_COMPOSED_BYTES`], `TooLarge`.
+pub fn gather(
+    links: &[Link],
+    guest_bytes: usize,
+    provider: impl Fn(&str) -> Option<(Arc<[u8]>, Vec<Link>)>,
+) -> Result<Vec<Part>, NodeError> {
+    let mut parts: Vec<Part> = Vec::new();
+    let mut pending: Vec<String> = links.iter().map(|l| l.provider.clone()).collect();
+    let mut bytes = guest_bytes;
+    while let Some(name) = pending.pop() {
+        if parts.iter().any(|p| p.name == name) {
+            continue;
+        }
+        let (code, links) = provider(&name)
+            .ok_or_else(|| NodeError::NotFound(format!("no component `{name}` is registered")))?;
+        if 1 + parts.len() == MAX_COMPOSED_COMPONENTS {
+            return Err(NodeError::TooLarge(format!(
+                "composed with its links, the component would hold more than {MAX_COMPOSED_COMPONENTS} components (it and every component its links reach, each once)"
+            )));
+        }
+        bytes += code.len();
+        if bytes > MAX_COMPOSED_BYTES {
+            return Err(NodeError::TooLarge(format!(
+                "composed with its links, the component would be more than {MAX_COMPOSED_BYTES} bytes"
+            )));
+        }
+        pending.extend(links.iter().map(|l| l.provider.clone()));
+        parts.push(Part { name, code, links });
+    }
+    Ok(parts)
+}
+
 /// `guest` with each of its `links` satisfied by its provider, and each
 /// provider's links by theirs: one component, whose remaining imports are
 /// those the node provides. `parts` are every provider reached, each

@@ -408,39 +408,10 @@ impl Registry {
             };
             return Ok((runnable, links));
         }
-        // Every provider the composition needs, each once however many
-        // paths reach it: the guest's, and theirs. Counted and sized before
-        // any work is done.
-        let mut parts: Vec<links::Part> = Vec::new();
-        let mut pending: Vec<String> = links.iter().map(|l| l.provider.clone()).collect();
-        let mut bytes = staged.bytes.len();
-        while let Some(provider) = pending.pop() {
-            if parts.iter().any(|p| p.name == provider) {
-                continue;
-            }
-            let handler = self.get(&provider).ok_or_else(|| {
-                NodeError::NotFound(format!("no component `{provider}` is registered"))
-            })?;
-            if 1 + parts.len() == links::MAX_COMPOSED_COMPONENTS {
-                return Err(NodeError::TooLarge(format!(
-                    "composed with its links, the component would hold more than {} components (it and every component its links reach, each once)",
-                    links::MAX_COMPOSED_COMPONENTS
-                )));
-            }
-            bytes += handler.original.len();
-            if bytes > links::MAX_COMPOSED_BYTES {
-                return Err(NodeError::TooLarge(format!(
-                    "composed with its links, the component would be more than {} bytes",
-                    links::MAX_COMPOSED_BYTES
-                )));
-            }
-            pending.extend(handler.settings.links.iter().map(|l| l.provider.clone()));
-            parts.push(links::Part {
-                name: provider,
-                code: handler.original.clone(),
-                links: handler.settings.links.clone(),
-            });
-        }
+        let parts = links::gather(&links, staged.bytes.len(), |name| {
+            self.get(name)
+                .map(|h| (h.original.clone(), h.settings.links.clone()))
+        })?;
         let guest = staged.bytes.clone();
         let guest_links = links.clone();
         let composed =

@@ -13,8 +13,7 @@ use anyhow::Context as _;
 use super::settings::{check_settings, not_a_handler, resolve_export};
 use super::{blocking, CallTask, Node, Trigger};
 use crate::error::{now_ms, NodeError};
-use crate::handler::{self, CallError, CallLimits, Compiled, Entry, Guest, InstancePool};
-use crate::links;
+use crate::handler::{self, CallError, CallLimits, Entry, Guest, InstancePool};
 use crate::pool::Reuse;
 use crate::registry::{is_valid_name, Handler, HandlerInfo, Runnable, Staged};
 use crate::state::{ComponentRecord, HandlerSettings, RunPage, RunRecord};
@@ -115,7 +114,7 @@ impl Node {
 
     /// A component that is not staged but already stored (registered under
     /// another name, say), compiled.
-    async fn stored(&self, digest: &str) -> Result<Staged, NodeError> {
+    pub(super) async fn stored(&self, digest: &str) -> Result<Staged, NodeError> {
         let state = self.state.clone();
         let owned = digest.to_string();
         let bytes = blocking(move || state.blob(&owned))
@@ -128,80 +127,9 @@ impl Node {
         self.registry.compile_bytes(bytes).await
     }
 
-    /// A new version of `name` must still provide what the components
-    /// linked to it import.
-    fn check_dependents(&self, name: &str, compiled: &Compiled) -> Result<(), NodeError> {
-        for (dependent, link) in self.registry.dependents(name) {
-            let Some(imports) = self.registry.get(&dependent) else {
-                continue;
-            };
-            let import = links::foreign_imports(&imports.component)
-                .into_iter()
-                .find(|i| i.name == link.interface);
-            if let Some(import) = import {
-                links::provides(&import, name, compiled.pre.component()).map_err(
-                    |why| {
-                        NodeError::Conflict(format!(
-                            "`{dependent}` is linked to `{name}` for `{}`, which this version does not provide: {why}",
-                            link.interface
-                        ))
-                    },
-                )?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Composes the components linked to `name`, directly or through
-    /// others, again with its new version, each after its own providers.
-    /// Each was checked against the new version (`check_dependents`); one
-    /// that still cannot be composed keeps its previous code, logged.
-    pub(super) async fn relink_dependents(&self, name: &str) {
-        let mut pending: Vec<String> = vec![name.to_string()];
-        let mut done: Vec<String> = Vec::new();
-        while let Some(provider) = pending.pop() {
-            for (dependent, _) in self.registry.dependents(&provider) {
-                if done.contains(&dependent) {
-                    continue;
-                }
-                done.push(dependent.clone());
-                let Some(current) = self.registry.get(&dependent) else {
-                    continue;
-                };
-                let record = ComponentRecord {
-                    name: dependent.clone(),
-                    digest: current.info.digest.clone(),
-                    settings: current.settings.clone(),
-                    loaded_at: current.info.loaded_at,
-                };
-                let relinked = match self.stored(&record.digest).await {
-                    Ok(staged) => self
-                        .registry
-                        .link(&dependent, &staged, &record.settings.links)
-                        .await
-                        .and_then(|(runnable, _)| self.install(&record, &staged, runnable)),
-                    Err(e) => Err(e),
-                };
-                match relinked {
-                    Ok(_) => {
-                        tracing::info!(
-                            name = dependent,
-                            provider,
-                            "composed again with a new version of its provider"
-                        );
-                        pending.push(dependent);
-                    }
-                    Err(e) => {
-                        tracing::error!(name = dependent, provider, "cannot compose again: {e}")
-                    }
-                }
-            }
-        }
-    }
-
     /// Makes a stored version current in memory, as `runnable` (composed
     /// with its links).
-    fn install(
+    pub(super) fn install(
         &self,
         record: &ComponentRecord,
         staged: &Staged,

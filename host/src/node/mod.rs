@@ -8,6 +8,7 @@
 //! registration lock, so memory never shows what a restart would not.
 
 mod components;
+mod dependents;
 mod fleet;
 mod inspect;
 mod modules;

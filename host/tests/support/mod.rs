@@ -1,10 +1,13 @@
 //! End-to-end test support: the real `wasmatic` binary on a loopback port,
 //! real components built by `make components`, and a minimal HTTP client.
-#![allow(dead_code)] // each test binary uses its own part of this module
+#![allow(dead_code, unused_imports)] // each test binary uses its own part of this module
 
 pub mod anvil;
 pub mod built;
+pub mod memory;
 pub mod postgres;
+
+pub use memory::{assert_rss_grew_less_than, rss_bytes, PeakRss};
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -581,60 +584,6 @@ pub fn wat_hex(wat: &str) -> String {
 pub fn base64(bytes: &[u8]) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.encode(bytes)
-}
-
-/// A process's resident memory, from the kernel.
-pub fn rss_bytes(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
-    let kib: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .expect("VmRSS");
-    kib * 1024
-}
-
-/// The most resident memory a process reached while it was watched: a
-/// thread reads it every few milliseconds until stopped, so a spike between
-/// two reads of the test's own is not missed.
-pub struct PeakRss {
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    thread: std::thread::JoinHandle<u64>,
-}
-
-impl PeakRss {
-    pub fn watch(pid: u32) -> PeakRss {
-        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let flag = stop.clone();
-        let thread = std::thread::spawn(move || {
-            let mut peak = rss_bytes(pid);
-            while !flag.load(std::sync::atomic::Ordering::SeqCst) {
-                peak = peak.max(rss_bytes(pid));
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            peak.max(rss_bytes(pid))
-        });
-        PeakRss { stop, thread }
-    }
-
-    /// Stops watching; the peak, in bytes.
-    pub fn stop(self) -> u64 {
-        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
-        self.thread.join().expect("RSS watcher")
-    }
-}
-
-/// Fails unless a process's RSS at its `peak` stayed within `bound` bytes
-/// of where it was `before`.
-pub fn assert_rss_grew_less_than(before: u64, peak: u64, bound: u64) {
-    assert!(
-        peak < before + bound,
-        "RSS {} MiB before, {} MiB at the peak: more than {} MiB more",
-        before >> 20,
-        peak >> 20,
-        bound >> 20
-    );
 }
 
 /// Sends `raw` (a whole request, head and body, as the test wrote it) on a
