@@ -24,7 +24,8 @@
 //! following a link (`O_NOFOLLOW`, `AT_SYMLINK_NOFOLLOW`), and reads at most
 //! the cap, counting the bytes it reads. It learns of the job's writes from
 //! the kernel (inotify) rather than by polling, so a job that sleeps costs
-//! nothing, and all of this runs in one task that ends with the job.
+//! nothing (when the user's inotify instances are all taken, it polls every
+//! 20 ms instead), and all of this runs in one task that ends with the job.
 
 use std::ffi::CString;
 use std::io::{Read, Write};
@@ -83,14 +84,7 @@ impl WorkDir {
                 .map_or(0, |d| d.subsec_nanos())
         ));
         rustix::fs::mkdir(&path, Mode::RWXU)?;
-        let opened = Watched::open(&path).and_then(|watched| {
-            let events = inotify_for(&path)?;
-            // SAFETY: the `OwnedFd` is moved into the `AsyncFd`, which keeps
-            // it open, and it is never replaced, until the `AsyncFd` drops.
-            let events =
-                unsafe { AsyncFd::register_with_interest(events, tokio::io::Interest::READABLE) }?;
-            Ok((watched, events))
-        });
+        let opened = Watched::open(&path).map(|watched| (watched, watch_events(&path)));
         let (dir, events) = match opened {
             Ok(opened) => opened,
             Err(e) => {
@@ -146,6 +140,29 @@ impl Drop for WorkDir {
     }
 }
 
+/// How often the directory is looked at when the kernel cannot tell the node
+/// of changes (the user's inotify instances are all taken).
+const POLL_WITHOUT_EVENTS: Duration = Duration::from_millis(20);
+
+/// The kernel's notices of what a job does in `dir`, or `None` (then the
+/// directory is polled) when none can be had.
+fn watch_events(dir: &Path) -> Option<AsyncFd<OwnedFd>> {
+    let watched = inotify_for(dir).and_then(|events| {
+        // SAFETY: the `OwnedFd` is moved into the `AsyncFd`, which keeps it
+        // open, and it is never replaced, until the `AsyncFd` drops.
+        Ok(unsafe { AsyncFd::register_with_interest(events, tokio::io::Interest::READABLE) }?)
+    });
+    match watched {
+        Ok(events) => Some(events),
+        Err(e) => {
+            tracing::warn!(
+                "a job's work directory is polled every {POLL_WITHOUT_EVENTS:?}: no inotify instance ({e})"
+            );
+            None
+        }
+    }
+}
+
 /// An inotify descriptor watching `dir` for what a job does there: files
 /// written and closed, renamed in, created, changed.
 fn inotify_for(dir: &Path) -> std::io::Result<OwnedFd> {
@@ -177,7 +194,7 @@ fn drain(fd: &OwnedFd) {
 /// until aborted.
 async fn serve(
     dir: Watched,
-    events: AsyncFd<OwnedFd>,
+    events: Option<AsyncFd<OwnedFd>>,
     rpc: RunRpc,
     chain: u64,
     overflowed: watch::Sender<Option<String>>,
@@ -193,19 +210,25 @@ async fn serve(
             (None, true, Some(last)) => Some(last + SIZE_CHECK),
             _ => None,
         };
-        let changed = tokio::select! {
-            ready = events.readable() => match ready {
-                Ok(mut guard) => {
-                    drain(events.get_ref());
-                    guard.clear_ready();
-                    true
-                }
-                Err(e) => {
-                    tracing::warn!("cannot watch a job's work directory: {e}");
-                    return;
-                }
+        let changed = match &events {
+            Some(events) => tokio::select! {
+                ready = events.readable() => match ready {
+                    Ok(mut guard) => {
+                        drain(events.get_ref());
+                        guard.clear_ready();
+                        true
+                    }
+                    Err(e) => {
+                        tracing::warn!("cannot watch a job's work directory: {e}");
+                        return;
+                    }
+                },
+                () = sleep_until(wake) => false,
             },
-            () = sleep_until(wake) => false,
+            None => {
+                tokio::time::sleep(POLL_WITHOUT_EVENTS).await;
+                true
+            }
         };
         if changed {
             size_check_due = true;
@@ -459,6 +482,47 @@ mod tests {
         assert!(matches!(watched.read_request(), Request::Refused(why) if why.contains("1 MiB")));
         std::fs::write(dir.path().join(REQUEST_FILE), b"{}").unwrap();
         assert!(matches!(watched.read_request(), Request::Read(text) if text == b"{}"));
+    }
+
+    /// Runs the answering task on `dir`, with or without the kernel's
+    /// notices, until the job's request is answered; answers the answer.
+    async fn answered(events: bool) -> Value {
+        let dir = tempfile::tempdir().unwrap();
+        let watched = Watched::open(dir.path()).unwrap();
+        let events = if events {
+            watch_events(dir.path())
+        } else {
+            None
+        };
+        let (overflowed, _overflow) = watch::channel(None);
+        let task = tokio::spawn(serve(watched, events, RunRpc::default(), 1, overflowed));
+        std::fs::write(
+            dir.path().join(REQUEST_FILE),
+            r#"{"id": 7, "method": "eth_sendTransaction"}"#,
+        )
+        .unwrap();
+        let response = dir.path().join(RESPONSE_FILE);
+        let answer = tokio::time::timeout(Duration::from_secs(30), async {
+            loop {
+                if let Ok(text) = std::fs::read_to_string(&response) {
+                    return text;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .expect("an answer");
+        task.abort();
+        serde_json::from_str(&answer).unwrap()
+    }
+
+    #[tokio::test]
+    async fn requests_are_answered_with_the_kernels_notices_or_by_polling() {
+        for events in [true, false] {
+            let answer = answered(events).await;
+            assert_eq!(answer["id"], 7, "{answer}");
+            assert!(answer["error"]["code"].is_i64(), "{answer}");
+        }
     }
 
     #[test]
