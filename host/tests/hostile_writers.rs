@@ -316,6 +316,8 @@ fn workflow_history_is_bounded_in_bytes_and_read_in_pages() {
         // 15 runs of a little over 4 MiB fit in 64 MiB; the oldest went.
         assert_eq!(reader.join().unwrap(), 15);
     }
+    // Each reader holds a page a few times over (read, made JSON, handed to
+    // the operator, answered); before, such listings took gigabytes.
     let peak = peak.stop();
-    support::assert_rss_grew_less_than(before, peak, 128 << 20);
+    support::assert_rss_grew_less_than(before, peak, 256 << 20);
 }
