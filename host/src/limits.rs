@@ -1,6 +1,6 @@
 //! Limits that keep one guest or one client from taking the node down.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -122,49 +122,84 @@ pub struct GuestLimiter {
     shared: Option<Arc<MemoryBudget>>,
 }
 
+/// Bytes that many holders take from and give back to, never more than its
+/// limit in all: the request bodies buffered across connections
+/// (`--max-buffered-bodies`), the operator instances' memory
+/// ([`MemoryBudget`]).
+#[derive(Debug)]
+pub struct ByteBudget {
+    limit: u64,
+    used: AtomicU64,
+}
+
+impl ByteBudget {
+    pub fn new(limit: u64) -> Arc<Self> {
+        Arc::new(ByteBudget {
+            limit,
+            used: AtomicU64::new(0),
+        })
+    }
+
+    /// Takes `n` bytes, if that many are left.
+    pub fn try_take(&self, n: u64) -> bool {
+        self.used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                used.checked_add(n).filter(|&total| total <= self.limit)
+            })
+            .is_ok()
+    }
+
+    /// Gives back `n` bytes taken before.
+    pub fn give_back(&self, n: u64) {
+        self.used.fetch_sub(n, Ordering::AcqRel);
+    }
+
+    /// Bytes taken now.
+    pub fn used(&self) -> u64 {
+        self.used.load(Ordering::Acquire)
+    }
+
+    pub fn limit(&self) -> u64 {
+        self.limit
+    }
+}
+
 /// Linear memory shared by many stores: the operator's stores, one per
 /// request in flight, so that many requests at once cannot each take the
 /// per-instance limit (128 × 256 MiB would be 32 GiB). Growth past it fails
 /// with [`BudgetExhausted`], which the node answers with 503; a store gives
-/// back what it held when it is dropped.
+/// back what it held when it is dropped. The gauge
+/// `wasmatic_operator_memory_bytes` follows it.
 #[derive(Debug)]
-pub struct MemoryBudget {
-    limit: usize,
-    used: AtomicUsize,
-}
+pub struct MemoryBudget(Arc<ByteBudget>);
 
 impl MemoryBudget {
     pub fn new(limit: usize) -> Arc<Self> {
-        Arc::new(MemoryBudget {
-            limit,
-            used: AtomicUsize::new(0),
-        })
+        Arc::new(MemoryBudget(ByteBudget::new(limit as u64)))
     }
 
     /// Takes `bytes` from the budget, if that many are left.
     fn reserve(&self, bytes: usize) -> bool {
-        match self
-            .used
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
-                used.checked_add(bytes).filter(|total| *total <= self.limit)
-            }) {
-            Ok(used) => {
-                crate::metrics::operator_memory(used + bytes);
-                true
-            }
-            Err(_) => false,
+        let taken = self.0.try_take(bytes as u64);
+        if taken {
+            crate::metrics::operator_memory(self.0.used() as usize);
         }
+        taken
     }
 
     fn release(&self, bytes: usize) {
-        let used = self.used.fetch_sub(bytes, Ordering::AcqRel);
-        crate::metrics::operator_memory(used.saturating_sub(bytes));
+        self.0.give_back(bytes as u64);
+        crate::metrics::operator_memory(self.0.used() as usize);
+    }
+
+    fn limit(&self) -> usize {
+        self.0.limit() as usize
     }
 
     /// Bytes taken now.
     #[cfg(test)]
     fn used(&self) -> usize {
-        self.used.load(Ordering::Acquire)
+        self.0.used() as usize
     }
 }
 
@@ -261,7 +296,7 @@ impl ResourceLimiter for GuestLimiter {
         if let Some(shared) = &self.shared {
             if !shared.reserve(total.saturating_sub(self.memory_used)) {
                 return Err(wasmtime::Error::new(BudgetExhausted {
-                    limit: shared.limit,
+                    limit: shared.limit(),
                 }));
             }
         }

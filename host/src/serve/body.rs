@@ -11,7 +11,6 @@
 
 use std::collections::VecDeque;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -21,27 +20,10 @@ use http_body_util::BodyExt;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use wasmtime_wasi_http::Error as HttpError;
 
+use crate::limits::ByteBudget;
+
 /// Bytes of request bodies the node buffers at once, across all connections.
-#[derive(Debug)]
-pub struct BodyBudget {
-    limit: u64,
-    used: AtomicU64,
-}
-
-impl BodyBudget {
-    pub fn new(limit: u64) -> Arc<Self> {
-        Arc::new(BodyBudget {
-            limit,
-            used: AtomicU64::new(0),
-        })
-    }
-
-    /// Bytes buffered right now.
-    #[cfg(test)]
-    fn used(&self) -> u64 {
-        self.used.load(Ordering::Acquire)
-    }
-}
+pub type BodyBudget = ByteBudget;
 
 /// A share of the [`BodyBudget`], given back when dropped.
 #[derive(Debug)]
@@ -60,14 +42,7 @@ impl Lease {
 
     /// Takes `n` more bytes of the budget, if there are that many left.
     fn grow(&mut self, n: u64) -> bool {
-        let taken = self
-            .budget
-            .used
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
-                used.checked_add(n)
-                    .filter(|&total| total <= self.budget.limit)
-            })
-            .is_ok();
+        let taken = self.budget.try_take(n);
         if taken {
             self.bytes += n;
         }
@@ -77,7 +52,7 @@ impl Lease {
     fn shrink(&mut self, n: u64) {
         let n = n.min(self.bytes);
         self.bytes -= n;
-        self.budget.used.fetch_sub(n, Ordering::AcqRel);
+        self.budget.give_back(n);
     }
 }
 
