@@ -10,7 +10,8 @@
 //! `spawn_blocking` (or `block_in_place` for synchronous callers).
 //!
 //! API:
-//! `Compiler::shared(&engine)` gives the engine's service;
+//! `Compiler::new(&engine)` makes the engine's service (once per engine, at
+//! start: [`crate::engine::GuestEngines::compiler`]);
 //! `compiler.module(digest, bytes)` and `compiler.component(digest, bytes)`
 //! compile or find compiled; `compiler.set_disk_cache(dir, max_bytes)` keeps
 //! compiled components in `dir`, oldest evicted past `max_bytes`.
@@ -18,7 +19,7 @@
 use std::collections::HashSet;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, Weak};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use wasmtime::component::Component;
 use wasmtime::{Engine, Module};
@@ -67,7 +68,10 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Compiler {
-    fn new(engine: &Engine) -> Self {
+    /// The compile service of `engine`. A node makes one per engine
+    /// ([`crate::engine::GuestEngines::compiler`]), so that its permits bound
+    /// the node's compiles and not each caller's.
+    pub fn new(engine: &Engine) -> Self {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         Compiler {
             engine: engine.clone(),
@@ -78,24 +82,6 @@ impl Compiler {
             components: Mutex::new(ByteCache::new(CACHED_COMPONENT_BYTES)),
             disk: Mutex::new(None),
         }
-    }
-
-    /// The compile service of `engine`: one per engine, whoever asks, so that
-    /// its permits bound the node's compiles and not each caller's.
-    pub fn shared(engine: &Engine) -> Arc<Compiler> {
-        static SERVICES: OnceLock<Mutex<Vec<Weak<Compiler>>>> = OnceLock::new();
-        let mut services = lock(SERVICES.get_or_init(Default::default));
-        services.retain(|s| s.strong_count() > 0);
-        if let Some(service) = services
-            .iter()
-            .filter_map(Weak::upgrade)
-            .find(|s| Engine::same(&s.engine, engine))
-        {
-            return service;
-        }
-        let service = Arc::new(Compiler::new(engine));
-        services.push(Arc::downgrade(&service));
-        service
     }
 
     /// Keeps compiled components in `dir` too, so that a restart does not
@@ -370,8 +356,7 @@ mod tests {
     #[test]
     fn one_compile_per_digest_and_failures_are_not_kept() {
         let engine = Engine::default();
-        let compiler = Compiler::shared(&engine);
-        assert!(Arc::ptr_eq(&compiler, &Compiler::shared(&engine)));
+        let compiler = Arc::new(Compiler::new(&engine));
         let wasm = wat::parse_str("(module (func (export \"f\")))").expect("valid WAT");
         let threads: Vec<_> = (0..4)
             .map(|_| {

@@ -8,7 +8,10 @@ use anyhow::Result;
 use wasmtime::{Enabled, Engine, Store, UpdateDeadline};
 use wasmtime_cli_flags::CommonOptions;
 
+use crate::compile::Compiler;
+use crate::flags::RuntimeFlags;
 use crate::limits::EPOCH_TICK;
+use crate::pool::Pools;
 
 /// Builds the engine from wasmtime's flags, with what a node needs on top:
 /// components, async execution and epoch interruption. The pooling allocator
@@ -98,19 +101,45 @@ pub enum Concurrency {
 }
 
 /// The two engines guests run on: components that use the async ABI on
-/// `concurrent`, all others on `sync`.
+/// `concurrent`, all others on `sync`; and the per-store limits of the same
+/// flags, which every store of either gets.
 #[derive(Clone)]
 pub struct GuestEngines {
     pub sync: Engine,
     pub concurrent: Engine,
+    pub flags: RuntimeFlags,
+    /// The pools of idle guest instances, all engines' together.
+    pub pools: Pools,
+    /// The compile service of each engine: one per engine, whoever asks,
+    /// so that its permits bound the node's compiles and not each caller's.
+    sync_compiler: Arc<Compiler>,
+    concurrent_compiler: Arc<Compiler>,
 }
 
 impl GuestEngines {
-    /// Both from the same flags (which building parses, as [`build`]).
+    /// Both from the same flags (which building parses, as [`build`]), and
+    /// those flags checked ([`crate::flags::check`]).
     pub fn build(options: &mut CommonOptions) -> Result<Self> {
         let sync = build(options, Concurrency::Off)?;
         let concurrent = build(&mut options.clone(), Concurrency::On)?;
-        Ok(GuestEngines { sync, concurrent })
+        let flags = crate::flags::check(options)?;
+        Ok(GuestEngines {
+            sync_compiler: Arc::new(Compiler::new(&sync)),
+            concurrent_compiler: Arc::new(Compiler::new(&concurrent)),
+            sync,
+            concurrent,
+            flags,
+            pools: Pools::new(),
+        })
+    }
+
+    /// The compile service of `engine`, one of these two.
+    pub fn compiler(&self, engine: &Engine) -> Arc<Compiler> {
+        if Engine::same(engine, &self.concurrent) {
+            self.concurrent_compiler.clone()
+        } else {
+            self.sync_compiler.clone()
+        }
     }
 }
 
@@ -186,7 +215,7 @@ impl Drop for EpochTicker {
 /// passed. With `-W fuel=N` it also gives the store N fuel: every call, and
 /// every request of a reused operator instance, starts with the full amount,
 /// so that running out is that call's error and never starves the next.
-fn set_deadline<T: 'static>(store: &mut Store<T>, timeout: Duration) {
+fn set_deadline<T: 'static>(store: &mut Store<T>, timeout: Duration, fuel: Option<u64>) {
     // A deadline past what `Instant` can hold is no deadline at all.
     let deadline = Instant::now().checked_add(timeout);
     store.set_epoch_deadline(1);
@@ -197,7 +226,7 @@ fn set_deadline<T: 'static>(store: &mut Store<T>, timeout: Duration) {
             Ok(UpdateDeadline::Yield(1))
         }
     });
-    if let Some(fuel) = crate::flags::get().fuel {
+    if let Some(fuel) = fuel {
         // Fails only when the engine does not consume fuel, and `-W fuel`
         // is what makes it.
         if let Err(e) = store.set_fuel(fuel) {
@@ -210,9 +239,13 @@ fn set_deadline<T: 'static>(store: &mut Store<T>, timeout: Duration) {
 /// (see [`set_deadline`]); [`Deadline::run`]'s timer stops one that waits on
 /// the host (a slow server, say), which no epoch tick reaches. Either way the
 /// answer is [`Timeout`]. Usage:
-/// `with_deadline(&mut store, t).run(async { /* use store */ }).await`.
-pub fn with_deadline<T: 'static>(store: &mut Store<T>, timeout: Duration) -> Deadline {
-    set_deadline(store, timeout);
+/// `with_deadline(&mut store, t, flags.fuel).run(async { /* use store */ }).await`.
+pub fn with_deadline<T: 'static>(
+    store: &mut Store<T>,
+    timeout: Duration,
+    fuel: Option<u64>,
+) -> Deadline {
+    set_deadline(store, timeout, fuel);
     Deadline(timeout)
 }
 

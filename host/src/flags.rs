@@ -14,7 +14,6 @@
 //! limits below, which the node applies to every store it creates
 //! ([`crate::limits::GuestLimiter`], [`crate::engine::with_deadline`]).
 
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
@@ -45,7 +44,7 @@ pub const MAX_TABLE_ELEMENTS: usize = 1_000_000;
 
 /// The per-store limits wasmtime's flags set; the rest of a node's limits are
 /// its own flags ([`crate::limits::Limits`]).
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct RuntimeFlags {
     /// `-W fuel=N`: fuel each guest call, and each operator request, starts
     /// with.
@@ -88,29 +87,33 @@ impl Default for RuntimeFlags {
 }
 
 impl RuntimeFlags {
-    /// Makes these the flags of every store created from now on. Stores are
-    /// created in many places (the operator's, every kind of guest's), all
-    /// through [`crate::limits::GuestLimiter::new`] and the deadline helpers,
-    /// which read them from here rather than from a copy threaded through
-    /// each caller. The first call wins: a node has one set of flags.
-    pub fn install(self) {
-        if INSTALLED.set(self).is_err() {
-            tracing::warn!("runtime flags installed twice; keeping the first");
-        }
-    }
-
     /// A guest call's time limit: `node_limit`, or `-W timeout` if lower.
     pub fn guest_timeout(&self, node_limit: Duration) -> Duration {
         self.timeout.map_or(node_limit, |t| t.min(node_limit))
     }
-}
 
-static INSTALLED: OnceLock<RuntimeFlags> = OnceLock::new();
+    /// The limits of one store, with at most `memory` bytes of linear memory
+    /// in all. Every store of the node gets its limits from here.
+    pub fn limiter(&self, memory: usize) -> crate::limits::GuestLimiter {
+        crate::limits::GuestLimiter::new(memory, *self)
+    }
 
-/// The node's flags, or the defaults before [`RuntimeFlags::install`] (in
-/// unit tests).
-pub fn get() -> &'static RuntimeFlags {
-    INSTALLED.get_or_init(RuntimeFlags::default)
+    /// A guest store's resource table (streams, `wasi:http` fields and
+    /// requests…), holding at most `-S max-resources` entries: a guest looping
+    /// on resource creation gets a trap, not the host's memory.
+    pub fn resource_table(&self) -> wasmtime::component::ResourceTable {
+        let mut table = wasmtime::component::ResourceTable::new();
+        table.set_max_capacity(self.max_resources);
+        table
+    }
+
+    /// A guest store's `wasi:http` context: fields (headers, trailers) of at
+    /// most `-S max-http-fields-size` bytes each.
+    pub fn http_ctx(&self) -> wasmtime_wasi_http::WasiHttpCtx {
+        let mut http = wasmtime_wasi_http::WasiHttpCtx::new();
+        http.set_field_size_limit(self.max_http_fields_size);
+        http
+    }
 }
 
 /// `-D` flags `CommonOptions::config` applies to the engine.

@@ -19,10 +19,13 @@ use wasmtime_wasi::{I32Exit, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use crate::cache::ByteCache;
 use crate::chain::files::WorkDir;
+use crate::chain::Chains;
 use crate::chain::RunRpc;
 use crate::compile::{CompileError, Compiler};
+use crate::engine::GuestEngines;
 use crate::engine::{self, GuestFailure, WasmKind};
 use crate::error::NodeError;
+use crate::flags::RuntimeFlags;
 use crate::limits::GuestLimiter;
 use crate::output::CapturedOutput;
 
@@ -104,6 +107,9 @@ enum Compiled {
 
 pub struct Jobs {
     engine: Engine,
+    flags: RuntimeFlags,
+    /// The chains a job may call through its work directory.
+    chains: Arc<Chains>,
     compiler: Arc<Compiler>,
     /// Jobs run lately, compiled, with their bytes, by hash.
     cache: Mutex<ByteCache<(Compiled, Arc<[u8]>)>>,
@@ -113,10 +119,12 @@ pub struct Jobs {
 }
 
 impl Jobs {
-    pub fn new(engine: Engine) -> Self {
+    pub fn new(engines: &GuestEngines, compiler: Arc<Compiler>, chains: Arc<Chains>) -> Self {
         Jobs {
-            compiler: Compiler::shared(&engine),
-            engine,
+            compiler,
+            engine: engines.sync.clone(),
+            flags: engines.flags,
+            chains,
             cache: Mutex::new(ByteCache::new(CACHED_JOB_BYTES)),
             kept: Mutex::new(std::collections::HashMap::new()),
         }
@@ -250,7 +258,9 @@ impl Jobs {
     /// request the node cannot run is an error.
     pub async fn run(&self, request: JobRequest, memory: usize) -> Result<JobResult, NodeError> {
         let compiled = self.compiled(&request).await?;
-        let timeout = crate::flags::get().guest_timeout(request.timeout.min(MAX_JOB_TIMEOUT));
+        let timeout = self
+            .flags
+            .guest_timeout(request.timeout.min(MAX_JOB_TIMEOUT));
         let max_stdout = request.max_stdout.min(MAX_JOB_OUTPUT);
         let stdout = CapturedOutput::new(max_stdout);
         let stderr = CapturedOutput::new(request.max_stderr.min(MAX_JOB_OUTPUT));
@@ -263,9 +273,9 @@ impl Jobs {
             .allow_ip_name_lookup(false);
         // On a node with chains, the job may use the file protocol: a
         // fresh work directory, removed when `work` drops after the job.
-        let chains = crate::chain::get();
+        let chains = self.chains.clone();
         let chain = request.chain_id.unwrap_or_else(|| chains.default_chain());
-        let rpc = RunRpc::default();
+        let rpc = RunRpc::new(chains.clone());
         let work = if chains.ids().is_empty() {
             None
         } else {
@@ -286,12 +296,12 @@ impl Jobs {
             Compiled::Component(pre) => {
                 let job = ComponentJob {
                     wasi: wasi.build(),
-                    table: crate::limits::resource_table(),
-                    limiter: GuestLimiter::new(memory),
+                    table: self.flags.resource_table(),
+                    limiter: self.flags.limiter(memory),
                 };
                 let mut store = Store::new(&self.engine, job);
                 store.limiter(|j| &mut j.limiter);
-                let run = engine::with_deadline(&mut store, timeout).run(async {
+                let run = engine::with_deadline(&mut store, timeout, self.flags.fuel).run(async {
                     let command = pre.instantiate_async(&mut store).await?;
                     command.wasi_cli_run().call_run(&mut store).await
                 });
@@ -306,13 +316,13 @@ impl Jobs {
             Compiled::Module(pre) => {
                 let job = ModuleJob {
                     wasi: wasi.build_p1(),
-                    limiter: GuestLimiter::new(memory),
+                    limiter: self.flags.limiter(memory),
                     rpc,
                     chain,
                 };
                 let mut store = Store::new(&self.engine, job);
                 store.limiter(|j| &mut j.limiter);
-                let run = engine::with_deadline(&mut store, timeout).run(async {
+                let run = engine::with_deadline(&mut store, timeout, self.flags.fuel).run(async {
                     let instance = pre.instantiate_async(&mut store).await?;
                     let entry = match instance.get_typed_func::<(), ()>(&mut store, "run") {
                         Ok(run) => run,

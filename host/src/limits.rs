@@ -117,7 +117,7 @@ pub struct GuestLimiter {
     memory: usize,
     memory_used: usize,
     table_elements_used: usize,
-    flags: &'static RuntimeFlags,
+    flags: RuntimeFlags,
     /// The budget this store's memory is also counted against, with others.
     shared: Option<Arc<MemoryBudget>>,
 }
@@ -213,13 +213,13 @@ pub struct BudgetExhausted {
 
 impl GuestLimiter {
     /// The limits of one store, with at most `memory` bytes of linear memory
-    /// in all. Every store of the node gets its limits from here.
-    pub fn new(memory: usize) -> Self {
+    /// in all, under `flags` ([`RuntimeFlags::limiter`]).
+    pub fn new(memory: usize, flags: RuntimeFlags) -> Self {
         GuestLimiter {
             memory,
             memory_used: 0,
             table_elements_used: 0,
-            flags: crate::flags::get(),
+            flags,
             shared: None,
         }
     }
@@ -241,23 +241,6 @@ impl GuestLimiter {
     pub fn may_idle(&self) -> bool {
         self.memory_used <= crate::pool::MAX_IDLE_MEMORY
     }
-}
-
-/// A guest store's resource table (streams, `wasi:http` fields and
-/// requests…), holding at most `-S max-resources` entries: a guest looping
-/// on resource creation gets a trap, not the host's memory.
-pub fn resource_table() -> wasmtime::component::ResourceTable {
-    let mut table = wasmtime::component::ResourceTable::new();
-    table.set_max_capacity(crate::flags::get().max_resources);
-    table
-}
-
-/// A guest store's `wasi:http` context: fields (headers, trailers) of at most
-/// `-S max-http-fields-size` bytes each.
-pub fn http_ctx() -> wasmtime_wasi_http::WasiHttpCtx {
-    let mut http = wasmtime_wasi_http::WasiHttpCtx::new();
-    http.set_field_size_limit(crate::flags::get().max_http_fields_size);
-    http
 }
 
 /// The trap raised when a guest grows its memory past its limit.
@@ -365,8 +348,8 @@ mod tests {
     #[test]
     fn stores_sharing_a_budget_are_held_to_it_together_and_give_it_back() {
         let budget = MemoryBudget::new(3 << 20);
-        let mut one = GuestLimiter::new(2 << 20).sharing(budget.clone());
-        let mut two = GuestLimiter::new(2 << 20).sharing(budget.clone());
+        let mut one = GuestLimiter::new(2 << 20, RuntimeFlags::default()).sharing(budget.clone());
+        let mut two = GuestLimiter::new(2 << 20, RuntimeFlags::default()).sharing(budget.clone());
         assert!(one.memory_growing(0, 2 << 20, None).unwrap());
         assert!(two.memory_growing(0, 1 << 20, None).unwrap());
         let e = two.memory_growing(1 << 20, 2 << 20, None).unwrap_err();
@@ -395,7 +378,7 @@ mod tests {
 
     #[test]
     fn memory_past_the_limit_traps() {
-        let mut limiter = GuestLimiter::new(1 << 20);
+        let mut limiter = GuestLimiter::new(1 << 20, RuntimeFlags::default());
         assert!(limiter.memory_growing(0, 1 << 20, None).unwrap());
         let e = limiter.memory_growing(0, 2 << 20, None).unwrap_err();
         assert!(e.to_string().contains("limit of 1MiB"), "{e}");
@@ -403,7 +386,7 @@ mod tests {
 
     #[test]
     fn memory_is_summed_over_every_memory_of_the_store() {
-        let mut limiter = GuestLimiter::new(4 << 20);
+        let mut limiter = GuestLimiter::new(4 << 20, RuntimeFlags::default());
         // Three memories of 1 MiB each, then the second grows by 1 MiB.
         for _ in 0..3 {
             assert!(limiter.memory_growing(0, 1 << 20, None).unwrap());
@@ -422,7 +405,7 @@ mod tests {
 
     #[test]
     fn table_elements_are_summed_too() {
-        let mut limiter = GuestLimiter::new(1 << 20);
+        let mut limiter = GuestLimiter::new(1 << 20, RuntimeFlags::default());
         assert!(limiter
             .table_growing(0, MAX_TABLE_ELEMENTS - 10, None)
             .unwrap());

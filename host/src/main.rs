@@ -44,7 +44,7 @@ use clap::Parser;
 
 use cli::{Cli, Command, DirMapping, NodeOptions, OPERATOR_ENV, REGISTERED_GUEST_DIR, TOKEN_ENV};
 use limits::MemoryBudget;
-use node::Node;
+use node::{Node, NodeSetup};
 use serve::{EdgeSetup, Operator, OperatorSetup};
 
 /// The default operator, built from `operator/` (see `make operator`).
@@ -141,13 +141,12 @@ impl OperatorSource {
 async fn start(mut options: NodeOptions, source: OperatorSource, addr: SocketAddr) -> Result<()> {
     let limits = options.limits()?;
     let token = node_token()?;
-    match options.metrics_token.take() {
+    let metrics_token = match options.metrics_token.take() {
         Some(token) if token.is_empty() => bail!(
             "--metrics-token is empty: set it to a secret, or leave it out to let anyone read /metrics"
         ),
-        Some(token) => metrics::require_token(token),
-        None => {}
-    }
+        token => token.map(Arc::from),
+    };
     if options.max_buffered_bodies < limits.max_request_body {
         bail!(
             "--max-buffered-bodies ({}) is less than --max-request-body ({}): the largest body allowed could never be buffered",
@@ -156,10 +155,9 @@ async fn start(mut options: NodeOptions, source: OperatorSource, addr: SocketAdd
         );
     }
     let engines = engine::GuestEngines::build(&mut options.wasmtime)?;
-    flags::check(&options.wasmtime)?.install();
     let chains = options.chains()?;
     chains.check_at_start().await?;
-    chain::install(chains);
+    let chains = Arc::new(chains);
     let max_in_flight = options.max_in_flight as usize;
     // The operator gets an engine of its own, built from the same flags: its
     // instance slots are then its own, and no guest can take the ones it
@@ -186,15 +184,16 @@ async fn start(mut options: NodeOptions, source: OperatorSource, addr: SocketAdd
         Some(registered) => {
             let state_dir = prepare_state_dir(&options.state_dir, &options.dirs)?;
             let cache_dir = state_dir.join("operator");
-            let node = Node::start(
-                engines.clone(),
-                registered.host.clone(),
+            let node = Node::start(NodeSetup {
+                engines: engines.clone(),
+                chains,
+                registered_dir: registered.host.clone(),
                 state_dir,
-                options.state_url.clone(),
-                limits.clone(),
-                options.state_limits(),
-                policy.clone(),
-            );
+                state_url: options.state_url.clone(),
+                limits: limits.clone(),
+                state_limits: options.state_limits(),
+                policy: policy.clone(),
+            });
             (Some(node.await?), Some(cache_dir))
         }
         None => (None, None),
@@ -228,6 +227,9 @@ async fn start(mut options: NodeOptions, source: OperatorSource, addr: SocketAdd
         },
         max_in_flight,
         outbound: Arc::new(policy),
+        flags: engines.flags,
+        pools: engines.pools.clone(),
+        metrics_token,
     };
     let stopping = node.clone();
     let operator = Operator::new(&operator_engine, &bytes, setup, node, cache_dir.as_deref())

@@ -24,6 +24,7 @@ use wasmtime::{Engine, Func, Instance, Linker, Module, Store, Val, ValType};
 use crate::compile::{CompileError, Compiler};
 use crate::engine::{self, GuestFailure, WasmKind};
 use crate::error::NodeError;
+use crate::flags::RuntimeFlags;
 use crate::limits::GuestLimiter;
 use crate::state::ModuleRecord;
 
@@ -41,6 +42,7 @@ pub struct RegisteredModule {
 
 pub struct Modules {
     engine: Engine,
+    flags: RuntimeFlags,
     registered: RwLock<HashMap<String, RegisteredModule>>,
     /// Compiles, and keeps compiled by digest: a client of `POST /` sends the
     /// same module with every call.
@@ -48,10 +50,11 @@ pub struct Modules {
 }
 
 impl Modules {
-    pub fn new(engine: Engine) -> Self {
+    pub fn new(engine: Engine, flags: RuntimeFlags, compiler: Arc<Compiler>) -> Self {
         Modules {
-            compiler: Compiler::shared(&engine),
+            compiler,
             engine,
+            flags,
             registered: RwLock::new(HashMap::new()),
         }
     }
@@ -250,10 +253,10 @@ impl Modules {
         // Resolved before anything is instantiated: a chain too deep or too
         // wide is refused without spending a byte on it.
         let links = self.link_order(module)?;
-        let mut store = Store::new(&self.engine, GuestLimiter::new(memory));
+        let mut store = Store::new(&self.engine, self.flags.limiter(memory));
         store.limiter(|l| l);
-        let timeout = crate::flags::get().guest_timeout(timeout);
-        let call = engine::with_deadline(&mut store, timeout).run(async {
+        let timeout = self.flags.guest_timeout(timeout);
+        let call = engine::with_deadline(&mut store, timeout, self.flags.fuel).run(async {
             let instance = self.instantiate(&mut store, module, links).await?;
             let func = instance.get_func(&mut store, function).ok_or_else(|| {
                 NodeError::NotFound(format!("the module exports no function `{function}`"))
@@ -493,6 +496,12 @@ mod tests {
         }
     }
 
+    fn test_modules() -> Modules {
+        let engine = Engine::default();
+        let compiler = Arc::new(Compiler::new(&engine));
+        Modules::new(engine, RuntimeFlags::default(), compiler)
+    }
+
     fn names(failed: &[(String, NodeError)]) -> Vec<&str> {
         let mut names: Vec<&str> = failed.iter().map(|(n, _)| n.as_str()).collect();
         names.sort();
@@ -501,7 +510,7 @@ mod tests {
 
     #[test]
     fn restore_follows_links_whatever_the_stored_order() {
-        let modules = Modules::new(Engine::default());
+        let modules = test_modules();
         // `a` links `b` links `c`, stored in name order; `x` and `y` link
         // each other; `z` links a module that is not stored.
         let failed = modules.restore(vec![
@@ -520,7 +529,7 @@ mod tests {
 
     #[test]
     fn links_are_resolved_once_each_and_bounded_in_depth() {
-        let modules = Modules::new(Engine::default());
+        let modules = test_modules();
         let chain: Vec<ModuleRecord> = (0..=MAX_LINK_DEPTH + 1)
             .map(|i| {
                 let next = format!("m{}", i + 1);
@@ -565,7 +574,7 @@ mod tests {
 
     #[test]
     fn a_module_others_link_to_is_not_removed() {
-        let modules = Modules::new(Engine::default());
+        let modules = test_modules();
         assert!(modules
             .restore(vec![record("base", &[]), record("user", &["base"])])
             .is_empty());

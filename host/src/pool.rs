@@ -9,7 +9,7 @@
 //! pools together are capped node-wide.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 /// Idle guest instances kept across all pools of the node; past it, an
@@ -24,10 +24,6 @@ pub const MAX_IDLE_MEMORY: usize = 16 << 20;
 /// How often the reaper looks for expired idle instances; an instance is
 /// released at most this long after its timeout.
 const REAP_EVERY: Duration = Duration::from_millis(250);
-
-/// Idle guest instances across all pools that count towards
-/// [`MAX_IDLE_GUEST_INSTANCES`].
-static IDLE_GUESTS: AtomicUsize = AtomicUsize::new(0);
 
 /// When an instance may serve more than one call.
 #[derive(Clone, Copy, Debug)]
@@ -50,6 +46,8 @@ struct Inner<T> {
     /// Whether this pool's idle instances count towards the node-wide cap
     /// (the operator's are bounded by its in-flight cap instead).
     counted: bool,
+    /// The node's pools, which sweep this one and count its idle instances.
+    pools: Arc<Reaper>,
 }
 
 struct Idle<T> {
@@ -58,30 +56,68 @@ struct Idle<T> {
     since: Instant,
 }
 
-impl<T: Send + 'static> WarmPool<T> {
+/// The idle-instance pools of one node: the thread that drops their
+/// expired instances, and the count of idle guest instances held against
+/// [`MAX_IDLE_GUEST_INSTANCES`]. Made once at start and handed to whatever
+/// creates pools; the thread ends when the last handle is dropped.
+#[derive(Clone)]
+pub struct Pools {
+    reaper: Arc<Reaper>,
+}
+
+impl Pools {
+    pub fn new() -> Self {
+        let reaper = Arc::new(Reaper {
+            pools: Mutex::new(Vec::new()),
+            idle_guests: AtomicUsize::new(0),
+        });
+        let weak = Arc::downgrade(&reaper);
+        let spawned = std::thread::Builder::new()
+            .name("idle-reaper".into())
+            .spawn(move || loop {
+                std::thread::sleep(REAP_EVERY);
+                match weak.upgrade() {
+                    Some(reaper) => reaper.sweep(),
+                    None => return,
+                }
+            });
+        if let Err(e) = spawned {
+            // Expired instances are then still dropped by the next `take`.
+            tracing::error!("cannot start the idle-instance reaper: {e}");
+        }
+        Pools { reaper }
+    }
+
     /// A pool of guest instances, counted towards the node-wide cap on idle
     /// guest instances.
-    pub fn new(reuse: Reuse) -> Self {
-        Self::build(reuse, true)
+    pub fn guests<T: Send + 'static>(&self, reuse: Reuse) -> WarmPool<T> {
+        self.build(reuse, true)
     }
 
     /// A pool whose size is bounded by its owner (the operator's: every
     /// instance, idle or not, holds one of its in-flight slots).
-    pub fn uncounted(reuse: Reuse) -> Self {
-        Self::build(reuse, false)
+    pub fn uncounted<T: Send + 'static>(&self, reuse: Reuse) -> WarmPool<T> {
+        self.build(reuse, false)
     }
 
-    fn build(reuse: Reuse, counted: bool) -> Self {
+    fn build<T: Send + 'static>(&self, reuse: Reuse, counted: bool) -> WarmPool<T> {
         let inner = Arc::new(Inner {
             reuse,
             idle: Mutex::new(Vec::new()),
             counted,
+            pools: self.reaper.clone(),
         });
         if reuse.max_uses > 1 {
             let weak: Weak<dyn Sweep> = Arc::downgrade(&inner) as Weak<dyn Sweep>;
-            reaper().register(weak);
+            self.reaper.register(weak);
         }
         WarmPool { inner }
+    }
+}
+
+impl Default for Pools {
+    fn default() -> Self {
+        Pools::new()
     }
 }
 
@@ -118,7 +154,10 @@ impl<T> WarmPool<T> {
             return;
         }
         if self.inner.counted
-            && IDLE_GUESTS
+            && self
+                .inner
+                .pools
+                .idle_guests
                 .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
                     (n < MAX_IDLE_GUEST_INSTANCES).then_some(n + 1)
                 })
@@ -165,7 +204,7 @@ impl<T> Inner<T> {
             return;
         }
         if self.counted {
-            IDLE_GUESTS.fetch_sub(n, Ordering::AcqRel);
+            self.pools.idle_guests.fetch_sub(n, Ordering::AcqRel);
         }
         crate::metrics::idle_instances(self.metric(), -(n as i64));
     }
@@ -207,25 +246,8 @@ impl<T: Send> Sweep for Inner<T> {
 /// pool; a pool that is gone is forgotten at the next sweep.
 struct Reaper {
     pools: Mutex<Vec<Weak<dyn Sweep>>>,
-}
-
-fn reaper() -> &'static Reaper {
-    static REAPER: OnceLock<Reaper> = OnceLock::new();
-    REAPER.get_or_init(|| {
-        let spawned = std::thread::Builder::new()
-            .name("idle-reaper".into())
-            .spawn(|| loop {
-                std::thread::sleep(REAP_EVERY);
-                reaper().sweep();
-            });
-        if let Err(e) = spawned {
-            // Expired instances are then still dropped by the next `take`.
-            tracing::error!("cannot start the idle-instance reaper: {e}");
-        }
-        Reaper {
-            pools: Mutex::new(Vec::new()),
-        }
-    })
+    /// Idle guest instances across all counted pools.
+    idle_guests: AtomicUsize,
 }
 
 impl Reaper {
@@ -266,7 +288,7 @@ mod tests {
     #[test]
     fn the_reaper_drops_expired_instances_without_a_take() {
         let alive = Arc::new(AtomicUsize::new(0));
-        let pool = WarmPool::uncounted(Reuse {
+        let pool = Pools::new().uncounted(Reuse {
             max_uses: 10,
             idle_timeout: Duration::from_millis(50),
         });
@@ -289,7 +311,8 @@ mod tests {
             max_uses: 10,
             idle_timeout: Duration::from_secs(60),
         };
-        let (a, b) = (WarmPool::new(reuse), WarmPool::new(reuse));
+        let pools = Pools::new();
+        let (a, b) = (pools.guests(reuse), pools.guests(reuse));
         for i in 0..MAX_IDLE_GUEST_INSTANCES {
             a.give_back(i, 1);
             b.give_back(i, 1);
@@ -304,7 +327,7 @@ mod tests {
 
     #[test]
     fn an_instance_at_its_most_uses_is_not_kept() {
-        let pool = WarmPool::uncounted(Reuse {
+        let pool = Pools::new().uncounted(Reuse {
             max_uses: 2,
             idle_timeout: Duration::from_secs(60),
         });

@@ -116,8 +116,7 @@ struct GuestEngine {
 }
 
 impl GuestEngine {
-    fn new(engine: &Engine, cache_dir: PathBuf) -> anyhow::Result<Self> {
-        let compiler = Compiler::shared(engine);
+    fn new(engine: &Engine, compiler: Arc<Compiler>, cache_dir: PathBuf) -> anyhow::Result<Self> {
         compiler.set_disk_cache(cache_dir, COMPILED_CACHE_BYTES);
         Ok(GuestEngine {
             linker: handler::linker(engine)?,
@@ -184,8 +183,16 @@ impl Registry {
         max_size: u64,
     ) -> anyhow::Result<Self> {
         Ok(Registry {
-            sync: GuestEngine::new(&engines.sync, cache_dir.clone())?,
-            concurrent: GuestEngine::new(&engines.concurrent, cache_dir.join("concurrent"))?,
+            sync: GuestEngine::new(
+                &engines.sync,
+                engines.compiler(&engines.sync),
+                cache_dir.clone(),
+            )?,
+            concurrent: GuestEngine::new(
+                &engines.concurrent,
+                engines.compiler(&engines.concurrent),
+                cache_dir.join("concurrent"),
+            )?,
             dir,
             max_size,
             current: RwLock::new(HashMap::new()),

@@ -40,10 +40,11 @@ use wasmtime_wasi_http::WasiHttpView;
 use crate::cli::DirMapping;
 use crate::contract::{self, OperatorState};
 use crate::engine::{self, WasmContext, WasmKind};
-use crate::limits::{GuestLimiter, MemoryBudget};
+use crate::flags::RuntimeFlags;
+use crate::limits::MemoryBudget;
 use crate::node::Node;
 use crate::outbound::{OutboundHooks, Policy};
-use crate::pool::{Reuse, WarmPool};
+use crate::pool::{Pools, Reuse, WarmPool};
 
 pub use body::BodyBudget;
 pub use edge::Origins;
@@ -66,6 +67,12 @@ pub struct OperatorSetup {
     /// The node's outbound policy, which the operator's own requests obey
     /// as handlers' do.
     pub outbound: Arc<Policy>,
+    /// The per-store limits of wasmtime's flags, as guests get them.
+    pub flags: RuntimeFlags,
+    /// The node's idle-instance pools, the operator's among them.
+    pub pools: Pools,
+    /// The token `GET /metrics` needs (`--metrics-token`), if any.
+    pub metrics_token: Option<Arc<str>>,
 }
 
 /// An operator instance that answered cleanly and may answer again, with the
@@ -136,7 +143,7 @@ impl Operator {
             "the operator is not a wasi:http/proxy component (it must export wasi:http/incoming-handler@0.2.x)",
         )?;
         // Idle instances hold their slot, so the in-flight cap bounds them.
-        let warm = Arc::new(WarmPool::uncounted(setup.reuse));
+        let warm = Arc::new(setup.pools.uncounted(setup.reuse));
         let slots = Arc::new(Semaphore::new(setup.max_in_flight));
         Ok(Operator {
             pre,
@@ -164,17 +171,21 @@ impl Operator {
             self.pre.engine(),
             OperatorState {
                 wasi: wasi.build(),
-                http: crate::limits::http_ctx(),
+                http: self.setup.flags.http_ctx(),
                 hooks: OutboundHooks {
                     policy: self.setup.outbound.clone(),
                     handler_rules: None,
                     stderr: None,
                 },
-                table: crate::limits::resource_table(),
-                limiter: GuestLimiter::new(self.setup.memory)
+                table: self.setup.flags.resource_table(),
+                limiter: self
+                    .setup
+                    .flags
+                    .limiter(self.setup.memory)
                     .sharing(self.setup.memory_total.clone()),
                 node: self.node.clone(),
                 route: Default::default(),
+                metrics_token: self.setup.metrics_token.clone(),
             },
         );
         store.limiter(|s| &mut s.limiter);
@@ -216,7 +227,7 @@ impl Operator {
             warm,
             permit,
         } = self.slot()?;
-        let deadline = engine::with_deadline(&mut store, timeout);
+        let deadline = engine::with_deadline(&mut store, timeout, self.setup.flags.fuel);
         let route = store.data().route.clone();
         // A reused instance's store still holds the last request's route.
         route.take();

@@ -495,7 +495,13 @@ mod tests {
             None
         };
         let (overflowed, _overflow) = watch::channel(None);
-        let task = tokio::spawn(serve(watched, events, RunRpc::default(), 1, overflowed));
+        let task = tokio::spawn(serve(
+            watched,
+            events,
+            RunRpc::new(Default::default()),
+            1,
+            overflowed,
+        ));
         std::fs::write(
             dir.path().join(REQUEST_FILE),
             r#"{"id": 7, "method": "eth_sendTransaction"}"#,

@@ -19,7 +19,7 @@ pub mod methods;
 pub mod triggers;
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -222,31 +222,15 @@ impl Chains {
     }
 }
 
-static INSTALLED: OnceLock<Arc<Chains>> = OnceLock::new();
-
-/// Makes `chains` the node's: every guest store reads them from here rather
-/// than from a copy threaded through each kind of call. The first call wins.
-pub fn install(chains: Chains) {
-    if INSTALLED.set(Arc::new(chains)).is_err() {
-        tracing::warn!("chains installed twice; keeping the first");
-    }
-}
-
-/// The node's chains (none before [`install`], in unit tests).
-pub fn get() -> Arc<Chains> {
-    INSTALLED
-        .get_or_init(|| Arc::new(Chains::default()))
-        .clone()
-}
-
 /// One RPC call of a run, as its run record lists it.
 pub use crate::state::RpcCall;
 
 /// The RPC calls of one run: counted against `--rpc-max-calls` and listed.
 /// Clones share the count, so a job's core import and its file protocol
 /// draw on one budget.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Clone)]
 pub struct RunRpc {
+    chains: Arc<Chains>,
     shared: Arc<std::sync::Mutex<RunCalls>>,
 }
 
@@ -258,6 +242,19 @@ struct RunCalls {
 }
 
 impl RunRpc {
+    /// A run's calls to `chains`, none made yet.
+    pub fn new(chains: Arc<Chains>) -> Self {
+        RunRpc {
+            chains,
+            shared: Default::default(),
+        }
+    }
+
+    /// The chains this run may call.
+    pub fn chains(&self) -> &Chains {
+        &self.chains
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, RunCalls> {
         self.shared.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -277,7 +274,7 @@ impl RunRpc {
         method: &str,
         params: &str,
     ) -> Result<serde_json::Value, RpcError> {
-        let chains = get();
+        let chains = &self.chains;
         let max = chains.limits.max_calls;
         {
             let mut calls = self.lock();

@@ -8,11 +8,13 @@ use crate::metrics::{self, Denied};
 
 impl Host for OperatorState {
     async fn render(&mut self, authorization: Option<String>) -> Result<String, Denial> {
-        metrics::authorize(authorization.as_deref()).map_err(|denied| match denied {
-            Denied::TokenNeeded => Denial::TokenNeeded,
-            Denied::TokenWrong => Denial::TokenWrong,
-        })?;
-        Ok(metrics::render(self.node.as_deref()))
+        metrics::authorize(self.metrics_token.as_deref(), authorization.as_deref()).map_err(
+            |denied| match denied {
+                Denied::TokenNeeded => Denial::TokenNeeded,
+                Denied::TokenWrong => Denial::TokenWrong,
+            },
+        )?;
+        Ok(metrics::render(self.node.as_ref().map(|n| n.queued_runs())))
     }
 
     fn matched_route(&mut self, pattern: String) {

@@ -62,6 +62,9 @@ pub struct OperatorState {
     /// The route pattern the request being answered matched, as the
     /// operator names it (`metrics.matched-route`).
     pub route: MatchedRoute,
+    /// The token `GET /metrics` needs (`--metrics-token`), if any: checked
+    /// by the host, never handed to the operator.
+    pub metrics_token: Option<Arc<str>>,
 }
 
 /// Where the operator's `matched-route` lands, shared with the request's

@@ -3,11 +3,11 @@
 
 use super::{eth_rpc, HandlerState};
 
-use crate::chain::{self, RpcError};
+use crate::chain::RpcError;
 
 impl eth_rpc::Host for HandlerState {
     async fn chains(&mut self) -> wasmtime::Result<Vec<u64>> {
-        Ok(chain::get().ids())
+        Ok(self.rpc.chains().ids())
     }
 
     async fn call(

@@ -22,7 +22,9 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 pub use crate::audit_log::AuditEntry;
 use crate::audit_log::{log_safe, AuditLog};
+use crate::chain::{Chains, RunRpc};
 use crate::engine::{self, GuestFailure};
+use crate::flags::RuntimeFlags;
 use crate::limits::{show_size, GuestLimiter};
 use crate::outbound::{OutboundHooks, Policy, Rule};
 use crate::output::CapturedOutput;
@@ -58,7 +60,7 @@ pub struct HandlerState {
     call_env: Vec<(String, String)>,
     audit: AuditLog,
     /// The call's RPC calls (`wasmatic:eth/rpc`), counted and listed.
-    pub(crate) rpc: crate::chain::RunRpc,
+    pub(crate) rpc: RunRpc,
 }
 
 /// Who a call runs as: the registered name and its configuration.
@@ -181,6 +183,10 @@ pub struct CallLimits {
     pub policy: Arc<Policy>,
     /// The handler's own narrowing of the node's outbound policy.
     pub rules: Option<Arc<Vec<Rule>>>,
+    /// The per-store limits of wasmtime's flags.
+    pub flags: RuntimeFlags,
+    /// The chains the guest may call (`wasmatic:eth/rpc`).
+    pub chains: Arc<Chains>,
 }
 
 /// What one call produced. The result is the handler's output, or the JSON
@@ -201,6 +207,17 @@ pub enum CallError {
     TimedOut(String),
     #[error("{0}")]
     Failed(String),
+}
+
+impl CallOutcome {
+    /// How the node's metrics count this call.
+    pub fn metric(&self) -> crate::metrics::Outcome {
+        match &self.result {
+            Ok(_) => crate::metrics::Outcome::Ok,
+            Err(CallError::TimedOut(_)) => crate::metrics::Outcome::TimedOut,
+            Err(CallError::Failed(_)) => crate::metrics::Outcome::Failed,
+        }
+    }
 }
 
 /// An instance with its store, ready for a call: fresh, or one that served
@@ -241,18 +258,18 @@ fn new_store(
         compiled.pre.engine(),
         HandlerState {
             wasi,
-            http: crate::limits::http_ctx(),
+            http: limits.flags.http_ctx(),
             hooks: OutboundHooks {
                 policy: limits.policy.clone(),
                 handler_rules: limits.rules.clone(),
                 stderr: Some(stderr.clone()),
             },
-            table: crate::limits::resource_table(),
-            limiter: GuestLimiter::new(limits.memory),
+            table: limits.flags.resource_table(),
+            limiter: limits.flags.limiter(limits.memory),
             guest,
             call_env: Vec::new(),
             audit: AuditLog::default(),
-            rpc: Default::default(),
+            rpc: RunRpc::new(limits.chains.clone()),
         },
     );
     store.limiter(|s| &mut s.limiter);
@@ -286,10 +303,10 @@ pub async fn call(
         .iter()
         .map(|(k, v)| (k.to_string(), v.clone()))
         .collect();
-    let timeout = crate::flags::get().guest_timeout(limits.timeout);
+    let timeout = limits.flags.guest_timeout(limits.timeout);
 
     let start = Instant::now();
-    let result = engine::with_deadline(&mut ready.store, timeout)
+    let result = engine::with_deadline(&mut ready.store, timeout, limits.flags.fuel)
         .run(run_entry(&mut ready, compiled, entry))
         .await;
     let stderr = ready.stderr.take_text();

@@ -25,8 +25,6 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::{Registry, Unit};
 
-use crate::node::Node;
-
 /// The label of requests no route pattern names: unknown routes, and the
 /// requests the host answered itself (refused, busy, failed).
 const OTHER: &str = "other";
@@ -313,18 +311,6 @@ pub fn handler_call(name: &str, outcome: Outcome, ran: Option<Duration>) {
     }
 }
 
-/// A call of component `name` whose guest ran for `ran` and answered
-/// `result`.
-pub fn call_ran<T>(name: &str, result: &Result<T, crate::handler::CallError>, ran: Duration) {
-    use crate::handler::CallError;
-    let outcome = match result {
-        Ok(_) => Outcome::Ok,
-        Err(CallError::TimedOut(_)) => Outcome::TimedOut,
-        Err(CallError::Failed(_)) => Outcome::Failed,
-    };
-    handler_call(name, outcome, Some(ran));
-}
-
 /// Drops the series of a component that is no longer registered, so that
 /// names registered and removed over time do not pile up.
 pub fn forget_handler(name: &str) {
@@ -465,10 +451,12 @@ pub fn operator_memory(bytes: usize) {
 
 /// The text of every metric, the gauges that are read rather than
 /// counted brought up to date first.
-pub fn render(node: Option<&Node>) -> String {
+/// `queued_runs` is the run log's queue now, when the node has one.
+pub fn render(queued_runs: Option<usize>) -> String {
     let m = metrics();
-    if let Some(node) = node {
-        m.run_log_queue.set(node.queued_runs() as i64);
+    if let Some(queued) = queued_runs {
+        m.run_log_queue
+            .set(i64::try_from(queued).unwrap_or(i64::MAX));
     }
     let mut text = String::new();
     if let Err(e) = prometheus_client::encoding::text::encode(&mut text, &m.registry) {
@@ -478,16 +466,6 @@ pub fn render(node: Option<&Node>) -> String {
     text
 }
 
-/// The token `GET /metrics` needs (`--metrics-token`), if any.
-static TOKEN: OnceLock<String> = OnceLock::new();
-
-/// Makes `GET /metrics` need `Authorization: Bearer TOKEN`.
-pub fn require_token(token: String) {
-    if TOKEN.set(token).is_err() {
-        tracing::warn!("metrics token set twice; keeping the first");
-    }
-}
-
 /// Why the metrics were not given.
 #[derive(Debug, PartialEq)]
 pub enum Denied {
@@ -495,10 +473,11 @@ pub enum Denied {
     TokenWrong,
 }
 
-/// Checks the request's `Authorization` header when the node has a metrics
-/// token; without one the metrics are open, as `/health` is.
-pub fn authorize(authorization: Option<&str>) -> Result<(), Denied> {
-    let Some(token) = TOKEN.get() else {
+/// Checks the request's `Authorization` header against the node's metrics
+/// token (`--metrics-token`); without one the metrics are open, as
+/// `/health` is.
+pub fn authorize(token: Option<&str>, authorization: Option<&str>) -> Result<(), Denied> {
+    let Some(token) = token else {
         return Ok(());
     };
     let Some(given) = authorization.filter(|a| !a.is_empty()) else {

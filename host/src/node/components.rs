@@ -13,7 +13,7 @@ use anyhow::Context as _;
 use super::settings::{check_settings, not_a_handler, resolve_export};
 use super::{blocking, CallTask, Node, Trigger};
 use crate::error::{now_ms, NodeError};
-use crate::handler::{self, CallError, CallLimits, Entry, Guest, InstancePool};
+use crate::handler::{self, CallError, CallLimits, Entry, Guest};
 use crate::pool::Reuse;
 use crate::registry::{is_valid_name, Handler, HandlerInfo, Runnable, Staged};
 use crate::state::{ComponentRecord, HandlerSettings, RunPage, RunRecord};
@@ -144,7 +144,7 @@ impl Node {
             original: runnable.original,
             component: staged.compiled.pre.component().clone(),
             rules: rules.map(Arc::new),
-            pool: InstancePool::new(Reuse {
+            pool: self.engines.pools.guests(Reuse {
                 max_uses: settings.reuse as usize,
                 idle_timeout: self.limits.idle_instance_timeout,
             }),
@@ -373,6 +373,8 @@ impl Node {
             max_result: self.limits.max_result,
             policy: self.policy.clone(),
             rules: handler.rules.clone(),
+            flags: self.engines.flags,
+            chains: self.chains.clone(),
         };
         // A scheduled run learns which tick it is for.
         let env: Vec<(&str, String)> = match &trigger {
@@ -413,6 +415,7 @@ impl Node {
             Ok(output) => (Some(output.clone()), None),
             Err(e) => (None, Some(e.to_string())),
         };
+        crate::metrics::handler_call(&name, outcome.metric(), Some(outcome.duration));
         let record = RunRecord {
             id: 0,
             name: name.clone(),
@@ -436,7 +439,6 @@ impl Node {
             job = trigger.as_ref().map(|t| t.job_id.as_str()),
             "guest ran"
         );
-        crate::metrics::call_ran(&name, &outcome.result, outcome.duration);
         let result = match outcome.result {
             Ok(output) => Ok(output),
             Err(CallError::TimedOut(m)) => Err(NodeError::TimedOut(format!("`{name}` {m}"))),

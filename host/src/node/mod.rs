@@ -24,6 +24,7 @@ mod workflows;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use crate::chain::Chains;
 use crate::engine::GuestEngines;
 use anyhow::Context;
 
@@ -54,6 +55,26 @@ pub struct StateLimits {
     pub runs: RunBounds,
 }
 
+/// What a node is started with: everything is handed down from start-up,
+/// nothing read from process-wide settings, so two nodes in one process keep
+/// their own.
+pub struct NodeSetup {
+    /// The engines guests run on, with their flags, compilers and pools.
+    pub engines: GuestEngines,
+    /// The chains guests, jobs and triggers may call.
+    pub chains: Arc<Chains>,
+    /// Where an older node kept component files, imported at start.
+    pub registered_dir: PathBuf,
+    /// The node's own state (SQLite, compiled code); never granted to guests.
+    pub state_dir: PathBuf,
+    /// `--state postgres://…`: a fleet's shared state instead of SQLite.
+    pub state_url: Option<String>,
+    pub limits: Limits,
+    pub state_limits: StateLimits,
+    /// `--allow-outbound`: where guests may send requests.
+    pub policy: Policy,
+}
+
 /// Why a component runs: a client's request or a schedule's tick.
 #[derive(Clone, Debug)]
 pub struct Trigger {
@@ -74,6 +95,10 @@ pub(crate) enum CallTask {
 }
 
 pub struct Node {
+    /// The engines guests run on, with their flags, compilers and pools.
+    engines: GuestEngines,
+    /// The chains guests, jobs and triggers may call.
+    chains: Arc<Chains>,
     registry: Registry,
     scheduler: Arc<Scheduler>,
     state: Arc<dyn Store>,
@@ -108,15 +133,17 @@ impl Node {
     /// component and module (and imports the component files an older node
     /// kept in `registered_dir`), restores every schedule and starts the
     /// scheduler.
-    pub async fn start(
-        engines: GuestEngines,
-        registered_dir: PathBuf,
-        state_dir: PathBuf,
-        state_url: Option<String>,
-        limits: Limits,
-        state_limits: StateLimits,
-        policy: Policy,
-    ) -> anyhow::Result<Arc<Node>> {
+    pub async fn start(setup: NodeSetup) -> anyhow::Result<Arc<Node>> {
+        let NodeSetup {
+            engines,
+            chains,
+            registered_dir,
+            state_dir,
+            state_url,
+            limits,
+            state_limits,
+            policy,
+        } = setup;
         let cache_dir = state_dir.join("compiled");
         std::fs::create_dir_all(&cache_dir)
             .with_context(|| format!("cannot create {}", cache_dir.display()))?;
@@ -127,8 +154,12 @@ impl Node {
         let runs =
             RunLog::start(state.clone(), state_limits.runs).context("cannot start the run log")?;
         let node = Arc::new(Node {
-            modules: Modules::new(engines.sync.clone()),
-            jobs: Jobs::new(engines.sync.clone()),
+            modules: Modules::new(
+                engines.sync.clone(),
+                engines.flags,
+                engines.compiler(&engines.sync),
+            ),
+            jobs: Jobs::new(&engines, engines.compiler(&engines.sync), chains.clone()),
             registry: Registry::new(&engines, registered_dir, cache_dir, limits.max_handler_size)?,
             scheduler: Arc::new(Scheduler::new()),
             state,
@@ -146,6 +177,8 @@ impl Node {
             limits,
             state_limits,
             policy: Arc::new(policy),
+            engines,
+            chains,
         });
         node.import_legacy_files().await?;
         node.restore_components().await?;

@@ -18,7 +18,7 @@ use sha2::{Digest, Sha256};
 
 use super::{blocking, CallTask, Node};
 use crate::chain::triggers::{events_after, head, shared_head, Event};
-use crate::chain::{self, RpcError};
+use crate::chain::RpcError;
 use crate::error::{now_ms, NodeError};
 use crate::handler::Entry;
 use crate::state::{Claim, ClaimKind, Claimed, Cursor, RunPage, StateError, TriggerRecord};
@@ -73,7 +73,7 @@ impl Node {
         confirmations: u32,
         input: Option<String>,
     ) -> Result<(TriggerRecord, Event), NodeError> {
-        let chains = chain::get();
+        let chains = self.chains.clone();
         if !chains.ids().contains(&chain_id) {
             return Err(NodeError::Invalid(format!(
                 "chain {chain_id} is not configured on this node (it knows {:?}; see --rpc)",
@@ -227,7 +227,7 @@ impl Node {
         else {
             return Ok(Round::Gone);
         };
-        let chains = chain::get();
+        let chains = self.chains.clone();
         let rpc = |e: RpcError| format!("chain {}: {e}", record.chain_id);
         let head = shared_head(&chains, record.chain_id).await.map_err(rpc)?;
         let Some(last) = head.checked_sub(u64::from(record.confirmations)) else {
@@ -371,7 +371,9 @@ impl Node {
 /// gone, sleeping `--chain-poll-interval` when idle. A problem (chain down,
 /// handler removed) is logged when it starts, not every round.
 async fn watch(node: Weak<Node>, record: TriggerRecord, event: Event) {
-    let interval = chain::get().limits.poll_interval;
+    let Some(interval) = node.upgrade().map(|n| n.chains.limits.poll_interval) else {
+        return;
+    };
     let input: Option<Value> = record
         .input
         .as_deref()

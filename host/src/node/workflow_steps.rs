@@ -188,7 +188,7 @@ impl Node {
                         .map(|p| rendered(|| workflows::render(p, scope)))
                         .collect::<Result<_, _>>()?,
                 );
-                crate::chain::get()
+                self.chains
                     .forward(*chain_id, method, &params.to_string())
                     .await
                     .map_err(|e| format!("chain {chain_id}: {e}"))

@@ -510,7 +510,7 @@ impl workflows::Known for Known<'_> {
     }
 
     fn chain(&self, chain_id: u64) -> Result<(), String> {
-        let ids = crate::chain::get().ids();
+        let ids = self.0.chains.ids();
         if ids.contains(&chain_id) {
             Ok(())
         } else {
