@@ -15,10 +15,12 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use wasmtime_cli_flags::CommonOptions;
 
-use crate::limits::{parse_size, Limits};
-use crate::node::StateLimits;
-use crate::outbound::Rule;
-use crate::state::RunBounds;
+use wasmatic_api::parse_size;
+use wasmatic_node::StateLimits;
+use wasmatic_sandbox::limits::Limits;
+use wasmatic_sandbox::outbound::Rule;
+use wasmatic_server::DirMapping;
+use wasmatic_state::RunBounds;
 
 /// Environment variable naming the operator component to run.
 pub const OPERATOR_ENV: &str = "WASMATIC";
@@ -29,9 +31,7 @@ pub const DEFAULT_PORT: u16 = 8080;
 /// Operator instance reuse of `up` when not given: chosen from the
 /// benchmark (BENCHMARKS.md), safe because the default operator is stateless.
 pub const UP_INSTANCE_REUSE: usize = 128;
-/// Environment variable holding the token that mutating routes require;
-/// the host hands it to the operator.
-pub const TOKEN_ENV: &str = "WASMATIC_TOKEN";
+pub use wasmatic_api::TOKEN_ENV;
 /// Guest path under which the operator sees the handler directory.
 pub const REGISTERED_GUEST_DIR: &str = "registered";
 
@@ -56,7 +56,7 @@ pub enum Command {
     /// with the flags of `wasmtime serve`.
     Wasm(WasmCommand),
     #[command(flatten)]
-    Client(crate::client::ClientCommand),
+    Client(wasmatic_client::ClientCommand),
 }
 
 impl Command {
@@ -367,8 +367,8 @@ impl NodeOptions {
 
 impl NodeOptions {
     /// The chains of `--rpc` and of the `RPC_URL_<id>` variables.
-    pub fn chains(&self) -> Result<crate::chain::Chains> {
-        let limits = crate::chain::RpcLimits {
+    pub fn chains(&self) -> Result<wasmatic_chain::Chains> {
+        let limits = wasmatic_chain::RpcLimits {
             timeout: self.rpc_timeout,
             max_response: usize::try_from(self.rpc_max_response)
                 .context("--rpc-max-response is too large for this platform")?,
@@ -376,7 +376,7 @@ impl NodeOptions {
             max_log_range: self.rpc_max_log_range,
             poll_interval: self.chain_poll_interval,
         };
-        crate::chain::Chains::configure(&self.rpc, std::env::vars(), limits)
+        wasmatic_chain::Chains::configure(&self.rpc, std::env::vars(), limits)
     }
 
     pub fn state_limits(&self) -> StateLimits {
@@ -391,40 +391,6 @@ impl NodeOptions {
             },
         }
     }
-}
-
-/// A host directory granted to the operator under a guest path.
-#[derive(Clone, Debug)]
-pub struct DirMapping {
-    pub host: PathBuf,
-    pub guest: String,
-}
-
-impl DirMapping {
-    fn parse(s: &str) -> Result<Self, String> {
-        let (host, guest) = match s.split_once("::") {
-            Some((host, guest)) => (host, guest),
-            None => (s, s),
-        };
-        if host.is_empty() || guest.is_empty() {
-            return Err(format!("`{s}` is not of the form HOST_DIR[::GUEST_DIR]"));
-        }
-        Ok(DirMapping {
-            host: PathBuf::from(host),
-            guest: guest.to_string(),
-        })
-    }
-
-    /// Whether this mapping makes `host` visible to the guest as `guest`,
-    /// ignoring a leading `./` or `/` on the guest side.
-    pub fn is_guest(&self, guest: &str) -> bool {
-        normalize_guest(&self.guest) == normalize_guest(guest)
-    }
-}
-
-fn normalize_guest(path: &str) -> &str {
-    let path = path.trim_start_matches("./").trim_start_matches('/');
-    path.trim_end_matches('/')
 }
 
 /// An environment variable for the operator.

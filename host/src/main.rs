@@ -4,36 +4,8 @@
 //! is the host that runs it and does for it what a sandboxed component
 //! cannot: compile, run and schedule handler components.
 
-mod audit_log;
-mod cache;
-mod chain;
 mod cli;
-mod client;
-mod compile;
-mod contract;
-mod engine;
-mod error;
-mod flags;
-mod handler;
-mod jobs;
-mod limits;
-mod links;
 mod logging;
-mod memory;
-mod metrics;
-mod modules;
-mod node;
-mod outbound;
-mod output;
-mod pool;
-mod registry;
-mod run_log;
-mod scheduler;
-mod serve;
-mod state;
-mod values;
-mod workers;
-mod workflows;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -42,10 +14,11 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 
-use cli::{Cli, Command, DirMapping, NodeOptions, OPERATOR_ENV, REGISTERED_GUEST_DIR, TOKEN_ENV};
-use limits::MemoryBudget;
-use node::{Node, NodeSetup};
-use serve::{EdgeSetup, Operator, OperatorSetup};
+use cli::{Cli, Command, NodeOptions, OPERATOR_ENV, REGISTERED_GUEST_DIR, TOKEN_ENV};
+use wasmatic_node::{Node, NodeSetup};
+use wasmatic_sandbox::limits::MemoryBudget;
+use wasmatic_sandbox::{engine, memory, outbound, pool};
+use wasmatic_server::{self as serve, DirMapping, EdgeSetup, Operator, OperatorSetup};
 
 /// The default operator, built from `operator/` (see `make operator`).
 const EMBEDDED_OPERATOR: &[u8] = include_bytes!("../assets/proxy.wasm");
@@ -69,7 +42,7 @@ fn run(cli: Cli) -> Result<()> {
     // Workers and the blocking pool's threads share the name.
     runtime.enable_all().thread_name("runtime");
     if pin_workers {
-        runtime.on_thread_park(workers::pin);
+        runtime.on_thread_park(wasmatic_workers::pin);
     }
     let runtime = runtime.build().context("cannot start the async runtime")?;
     match cli.command {
@@ -114,7 +87,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         // The client prints its own errors and exits with a code that says
         // what kind they are.
-        Command::Client(command) => std::process::exit(client::run(command, &runtime)),
+        Command::Client(command) => std::process::exit(wasmatic_client::run(command, &runtime)),
     }
 }
 
@@ -150,8 +123,8 @@ async fn start(mut options: NodeOptions, source: OperatorSource, addr: SocketAdd
     if options.max_buffered_bodies < limits.max_request_body {
         bail!(
             "--max-buffered-bodies ({}) is less than --max-request-body ({}): the largest body allowed could never be buffered",
-            crate::limits::show_size(options.max_buffered_bodies),
-            crate::limits::show_size(limits.max_request_body)
+            wasmatic_api::show_size(options.max_buffered_bodies),
+            wasmatic_api::show_size(limits.max_request_body)
         );
     }
     let engines = engine::GuestEngines::build(&mut options.wasmtime)?;

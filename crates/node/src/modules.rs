@@ -1,0 +1,173 @@
+//! Core modules (called by export name) and WASI command jobs: guests
+//! sent with the request or kept by name, whose calls are not recorded as
+//! runs.
+
+use sha2::{Digest, Sha256};
+
+use super::{blocking, Node};
+use wasmatic_api::NodeError;
+use wasmatic_guests::jobs::{JobRequest, JobResult};
+use wasmatic_guests::modules::RegisteredModule;
+
+/// A registered core module.
+#[derive(Clone, Debug)]
+pub struct ModuleInfo {
+    pub name: String,
+    pub digest: String,
+    pub size: u64,
+    pub exports: Vec<String>,
+}
+
+impl Node {
+    /// Loads every stored module, each after the modules it links against.
+    pub(super) fn restore_modules(&self) -> anyhow::Result<()> {
+        for (name, e) in self.modules.restore(self.state.modules()?) {
+            tracing::error!(name, "module not restored: {e}");
+        }
+        Ok(())
+    }
+
+    /// Registers a core module under `name`, for `host_modules` lists and
+    /// calls by name.
+    pub async fn register_module(
+        &self,
+        name: &str,
+        wasm: Vec<u8>,
+        host_modules: Vec<String>,
+    ) -> Result<ModuleInfo, NodeError> {
+        if !wasmatic_api::is_valid_name(name) {
+            return Err(NodeError::Invalid(format!(
+                "`{name}` is not a module name: use 1 to 64 of a-z, 0-9, _ and -, starting with a letter or digit"
+            )));
+        }
+        if wasm.len() as u64 > self.limits.max_handler_size {
+            return Err(NodeError::TooLarge(format!(
+                "the module has {} bytes",
+                wasm.len()
+            )));
+        }
+        let _changes = self.changes.lock().await;
+        if self.registry.get(name).is_some() {
+            return Err(NodeError::Conflict(format!(
+                "`{name}` is a registered component; remove it (DELETE /handlers/{name}) or choose another name"
+            )));
+        }
+        let module = self.modules.compile(&wasm, &host_modules)?;
+        let exports = module.exports().map(|e| e.name().to_string()).collect();
+        let info = ModuleInfo {
+            name: name.to_string(),
+            digest: hex::encode(Sha256::digest(&wasm)),
+            size: wasm.len() as u64,
+            exports,
+        };
+        let state = self.state.clone();
+        let (owned, links) = (name.to_string(), host_modules.clone());
+        blocking(move || state.put_module(&owned, &wasm, &links)).await??;
+        self.modules.insert(
+            name,
+            RegisteredModule {
+                module,
+                host_modules,
+            },
+        );
+        tracing::info!(name, "module registered");
+        Ok(info)
+    }
+
+    /// Runs a WASI command job.
+    pub async fn run_job(&self, request: JobRequest) -> Result<JobResult, NodeError> {
+        if request
+            .wasm
+            .as_ref()
+            .is_some_and(|w| w.len() as u64 > self.limits.max_handler_size)
+        {
+            return Err(NodeError::TooLarge(
+                "the job's module is larger than --max-handler-size".into(),
+            ));
+        }
+        let _permit = self.client_slot()?;
+        self.jobs.run(request, self.limits.handler_memory).await
+    }
+
+    /// Compiles `wasm` and calls `function` with the JSON array `params`.
+    pub async fn run_module(
+        &self,
+        wasm: &[u8],
+        function: &str,
+        params: &str,
+        host_modules: Vec<String>,
+    ) -> Result<String, NodeError> {
+        if wasm.len() as u64 > self.limits.max_handler_size {
+            return Err(NodeError::TooLarge(format!(
+                "the module has {} bytes",
+                wasm.len()
+            )));
+        }
+        let module = self.modules.compile(wasm, &host_modules)?;
+        self.call_registered(
+            &RegisteredModule {
+                module,
+                host_modules,
+            },
+            function,
+            params,
+        )
+        .await
+    }
+
+    /// Calls `function` of the registered module `name`.
+    /// Whether a core module is registered under `name`.
+    pub fn module_exists(&self, name: &str) -> bool {
+        self.modules.get(name).is_some()
+    }
+
+    pub async fn call_module(
+        &self,
+        name: &str,
+        function: &str,
+        params: &str,
+    ) -> Result<String, NodeError> {
+        let module = self
+            .modules
+            .get(name)
+            .ok_or_else(|| NodeError::NotFound(format!("no component or core module `{name}`")))?;
+        self.call_registered(&module, function, params).await
+    }
+
+    async fn call_registered(
+        &self,
+        module: &RegisteredModule,
+        function: &str,
+        params: &str,
+    ) -> Result<String, NodeError> {
+        let _permit = self.client_slot()?;
+        let params = wasmatic_sandbox::values::parse_args(params).map_err(NodeError::Invalid)?;
+        let results = self
+            .modules
+            .call(
+                module,
+                function,
+                &params,
+                self.limits.call_timeout,
+                self.limits.handler_memory,
+            )
+            .await?;
+        Ok(serde_json::Value::from(results).to_string())
+    }
+
+    /// Forgets module `name`; refused while another module links to it.
+    pub async fn remove_module(&self, name: &str) -> Result<(), NodeError> {
+        let _changes = self.changes.lock().await;
+        let module = self.modules.remove(name)?;
+        let state = self.state.clone();
+        let owned = name.to_string();
+        let removed = blocking(move || state.remove_module(&owned)).await;
+        if let Err(e) = removed.and_then(|r| r.map_err(NodeError::from)) {
+            // Not removed durably: not removed at all.
+            self.modules.insert(name, module);
+            return Err(e);
+        }
+        tracing::info!(name, "module removed");
+        Ok(())
+    }
+}
