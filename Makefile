@@ -124,10 +124,10 @@ $(COMPONENTIZE_PY): tools/python/requirements.txt
 # it; the WIT decides the bindings, so either changing rebuilds.
 $(PYTHON_OUT)/handler.wasm: $(COMPONENTIZE_PY) $(wildcard examples/python/handler/*.py) $(wildcard wit/handler/*.wit wit/deps/*.wit)
 	@mkdir -p $(@D)
-	$(COMPONENTIZE_PY) -d wit/handler -w wasmatic:handler/handler componentize -p examples/python/handler app -o $@
+	PYTHONDONTWRITEBYTECODE=1 $(COMPONENTIZE_PY) -d wit/handler -w wasmatic:handler/handler componentize -p examples/python/handler app -o $@
 $(PYTHON_OUT)/cipher.wasm: $(COMPONENTIZE_PY) $(wildcard examples/python/cipher/*.py) $(wildcard examples/cipher/wit/*.wit wit/deps/*.wit)
 	@mkdir -p $(@D)
-	$(COMPONENTIZE_PY) -d examples/cipher/wit -w acme:cipher/cipher componentize -p examples/python/cipher app -o $@
+	PYTHONDONTWRITEBYTECODE=1 $(COMPONENTIZE_PY) -d examples/cipher/wit -w acme:cipher/cipher componentize -p examples/python/cipher app -o $@
 
 ## Installs componentize-js from the pinned tools/js/package-lock.json into
 ## target/js-tools (no install scripts: its wizer is a platform package, and
@@ -195,12 +195,12 @@ up: build
 STATE_SUITES := handlers components workflows modules links jobs async_guests
 
 test: components python js openapi lint tools browser postgres
-	$(CARGO) test --locked -p wasmatic
+	$(CARGO) test --locked  # the default members: the binary and its library crates
 	WASMATIC_TEST_STATE=postgres $(CARGO) test --locked -p wasmatic $(addprefix --test ,$(STATE_SUITES))
 
 lint: setup
 	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --locked -p wasmatic --all-targets -- -D warnings
+	$(CARGO) clippy --locked --all-targets -- -D warnings  # the binary and its library crates
 	$(CARGO) clippy --locked --target $(WASM_TARGET) $(addprefix -p ,$(COMPONENTS)) -- -D warnings
 	$(CARGO) clippy --locked --target wasm32-wasip1 -p rpc-job -p file-rpc-job -- -D warnings
 

@@ -455,6 +455,7 @@ fn machine_path(bytes: &[u8], workspace: &std::path::Path) -> Option<String> {
     let workspace = workspace.to_string_lossy();
     let needles = [
         format!("{workspace}/operator/"),
+        format!("{workspace}/crates/"),
         format!("{workspace}/wit/"),
         format!("{workspace}/target/"),
         "/registry/src/".to_string(),

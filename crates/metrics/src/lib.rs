@@ -484,17 +484,7 @@ pub fn authorize(token: Option<&str>, authorization: Option<&str>) -> Result<(),
         return Err(Denied::TokenNeeded);
     };
     let expected = format!("Bearer {token}");
-    // Every byte of the expected value is compared, whatever the guess's
-    // length and wherever it first differs, so that timing tells neither
-    // how much of a guess was right nor how long the token is.
-    let given = given.as_bytes();
-    let differs = expected
-        .bytes()
-        .enumerate()
-        .fold(u8::from(given.len() != expected.len()), |acc, (i, b)| {
-            acc | (given.get(i).copied().unwrap_or(0) ^ b)
-        });
-    if differs == 0 {
+    if wasmatic_api::constant_time_eq(given.as_bytes(), expected.as_bytes()) {
         Ok(())
     } else {
         Err(Denied::TokenWrong)

@@ -533,7 +533,8 @@ fn check_name(name: &str) -> Result<(), NodeError> {
         Ok(())
     } else {
         Err(NodeError::Invalid(format!(
-            "`{name}` is not a name: use 1 to 64 of a-z, 0-9, _ and -, starting with a letter or digit"
+            "`{name}` is not a name: {}",
+            wasmatic_api::NAME_RULE
         )))
     }
 }

@@ -37,7 +37,8 @@ impl Node {
     ) -> Result<ModuleInfo, NodeError> {
         if !wasmatic_api::is_valid_name(name) {
             return Err(NodeError::Invalid(format!(
-                "`{name}` is not a module name: use 1 to 64 of a-z, 0-9, _ and -, starting with a letter or digit"
+                "`{name}` is not a module name: {}",
+                wasmatic_api::NAME_RULE
             )));
         }
         if wasm.len() as u64 > self.limits.max_handler_size {

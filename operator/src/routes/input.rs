@@ -4,45 +4,41 @@
 use crate::http::{percent_decode, Request, Response};
 use crate::wasmatic::operator::runs::{Page, PageRequest};
 use crate::wasmatic::operator::types::Error;
+use wasmatic_api::{is_valid_name, ErrorKind, NAME_RULE};
 
-/// Whether `name` is a valid handler name: `[a-z0-9][a-z0-9_-]{0,63}`.
-/// Checked here so that nothing is written for a bad name; the host checks
+/// Decodes and checks a handler name taken from the path or the query:
+/// checked here so that nothing is written for a bad name; the host checks
 /// again, as it trusts no operator.
-fn is_valid_name(name: &str) -> bool {
-    let bytes = name.as_bytes();
-    !bytes.is_empty()
-        && bytes.len() <= 64
-        && (bytes[0].is_ascii_lowercase() || bytes[0].is_ascii_digit())
-        && bytes
-            .iter()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'_' || *b == b'-')
-}
 
-/// Decodes and checks a handler name taken from the path or the query.
 pub fn handler_name(raw: &str) -> Result<String, Response> {
     let name = percent_decode(raw)?;
     if !is_valid_name(&name) {
         return Err(Response::error(
             400,
-            &format!(
-                "{:?} is not a handler name: use 1 to 64 of a-z, 0-9, _ and -, starting with a letter or digit",
-                name
-            ),
+            &format!("{name:?} is not a handler name: {NAME_RULE}"),
         ));
     }
     Ok(name)
 }
 
+/// The answer to an error of the host: its kind's status
+/// ([`ErrorKind::status`]), and `retry-after` when the node is busy.
 pub fn host_error(e: Error) -> Response {
-    match e {
-        Error::NotFound(m) => Response::error(404, &m),
-        Error::Invalid(m) => Response::error(400, &m),
-        Error::Conflict(m) => Response::error(409, &m),
-        Error::TooLarge(m) => Response::error(413, &m),
-        Error::Failed(m) => Response::error(500, &m),
-        Error::TimedOut(m) => Response::error(504, &m),
-        Error::Busy(m) => Response::error(503, &m).with_header("retry-after", "1".into()),
-        Error::Internal(m) => Response::error(500, &m),
+    let (kind, message) = match e {
+        Error::NotFound(m) => (ErrorKind::NotFound, m),
+        Error::Invalid(m) => (ErrorKind::Invalid, m),
+        Error::Conflict(m) => (ErrorKind::Conflict, m),
+        Error::TooLarge(m) => (ErrorKind::TooLarge, m),
+        Error::Failed(m) => (ErrorKind::Failed, m),
+        Error::TimedOut(m) => (ErrorKind::TimedOut, m),
+        Error::Busy(m) => (ErrorKind::Busy, m),
+        Error::Internal(m) => (ErrorKind::Internal, m),
+    };
+    let response = Response::error(kind.status(), &message);
+    if kind == ErrorKind::Busy {
+        response.with_header("retry-after", "1".into())
+    } else {
+        response
     }
 }
 

@@ -13,6 +13,7 @@ mod input;
 pub mod table;
 
 use std::borrow::Cow;
+use wasmatic_api::{constant_time_eq, TOKEN_ENV};
 
 pub use input::{body, handler_name, host_error, json_body, page_request, runs_page, with_next};
 
@@ -136,9 +137,6 @@ fn metrics(req: &Request) -> Result<Response, Response> {
     }
 }
 
-/// Environment variable with the node's token, handed over by the host.
-const TOKEN_ENV: &str = "WASMATIC_TOKEN";
-
 /// Checks `Authorization: Bearer TOKEN` when the node has a token.
 fn authorize(req: &Request) -> Result<(), Response> {
     let Ok(token) = std::env::var(TOKEN_ENV) else {
@@ -159,19 +157,6 @@ fn authorize(req: &Request) -> Result<(), Response> {
         };
         Err(Response::error(401, message).with_header("www-authenticate", "Bearer".into()))
     }
-}
-
-/// Compares every byte of `expected`, whatever the length of `given` and
-/// wherever it first differs, so that timing reveals neither how much of a
-/// guess was right nor how long the token is.
-fn constant_time_eq(given: &[u8], expected: &[u8]) -> bool {
-    expected
-        .iter()
-        .enumerate()
-        .fold(u8::from(given.len() != expected.len()), |acc, (i, b)| {
-            acc | (given.get(i).copied().unwrap_or(0) ^ b)
-        })
-        == 0
 }
 
 fn method_name(method: &Method) -> &str {
