@@ -16,7 +16,7 @@ use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 
-use super::{NodeError, RpcError};
+use super::{EndpointError, RpcError};
 
 /// Idle connections kept per endpoint: enough for a few guests calling at
 /// once, few enough that a node holds no pile of sockets to one provider.
@@ -199,7 +199,7 @@ fn read_answer(text: &[u8], max_response: usize) -> Result<Value, RpcError> {
     let answer: Value = serde_json::from_slice(text)
         .map_err(|_| unavailable("the endpoint's answer is not JSON"))?;
     if let Some(error) = answer.get("error").filter(|e| !e.is_null()) {
-        return Err(RpcError::Node(NodeError {
+        return Err(RpcError::Node(EndpointError {
             code: error.get("code").and_then(Value::as_i64).unwrap_or(0),
             message: error
                 .get("message")
@@ -241,7 +241,7 @@ mod tests {
         );
         assert!(matches!(
             err,
-            Err(RpcError::Node(NodeError { code: 3, .. }))
+            Err(RpcError::Node(EndpointError { code: 3, .. }))
         ));
         assert!(matches!(
             read_answer(b"<html>", 100),

@@ -1,6 +1,10 @@
 //! Read-only Ethereum JSON-RPC for guests: the chains the node knows, the
 //! methods a guest may call on them, and the bounds of one run's calls.
 //!
+//! May depend on: `wasmatic-api`, `wasmatic-metrics`, `wasmatic-sandbox`
+//! (the outbound TLS setup), `wasmatic-state` (the run record's
+//! `RpcCall`).
+//!
 //! One implementation serves every way in (components through
 //! `wasmatic:eth/rpc`, see `handler::eth`; core-module jobs through one core
 //! import, see [`core`]): each goes through [`RunRpc::call`],
@@ -71,7 +75,7 @@ pub enum RpcError {
     #[error("invalid params: {0}")]
     InvalidParams(String),
     #[error("the chain's node answered error {}: {}", .0.code, .0.message)]
-    Node(NodeError),
+    Node(EndpointError),
     #[error("the chain's node did not answer in time")]
     Timeout,
     #[error("the answer is larger than {0} bytes")]
@@ -84,7 +88,7 @@ pub enum RpcError {
 
 /// A JSON-RPC error object the chain's node answered with.
 #[derive(Debug, Clone)]
-pub struct NodeError {
+pub struct EndpointError {
     pub code: i64,
     pub message: String,
     /// JSON text.

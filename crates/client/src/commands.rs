@@ -11,7 +11,7 @@ use super::args::{
 };
 use super::table::{self, Table};
 use super::transport::{Node, Reply};
-use super::{emit, emit_line, encode, jobs, json_or_string, runs, ClientError};
+use super::{emit, emit_line, encode, jobs, json_or_string, read_file, runs, ClientError};
 
 const JSON: &str = "application/json";
 
@@ -32,12 +32,6 @@ pub async fn dispatch(command: ClientCommand, token: Option<String>) -> Result<(
             jobs::workflow(&open(&c.node)?, c.node.json, c.args.action).await
         }
     }
-}
-
-/// Reads a file named on the command line.
-pub fn read_file(path: &Path) -> Result<Vec<u8>, ClientError> {
-    std::fs::read(path)
-        .map_err(|e| ClientError::Usage(format!("cannot read {}: {e}", path.display())))
 }
 
 /// With `--json`, the node's answer as it is (a 204 has none).

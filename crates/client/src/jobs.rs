@@ -6,10 +6,9 @@ use base64::Engine as _;
 use serde_json::{json, Value};
 
 use super::args::{JobArgs, WorkflowAction};
-use super::commands::read_file;
 use super::table::{self, Table};
 use super::transport::Node;
-use super::{emit, emit_line, encode, json_or_string, ClientError};
+use super::{emit, emit_line, encode, json_or_string, read_file, ClientError};
 
 const JSON: &str = "application/json";
 

@@ -1,5 +1,9 @@
 //! The command-line client: `wasmatic register`, `run`, `ls`, … speak the
-//! node's HTTP API (operator/src/routes.rs) to the node at `--node`.
+//! node's HTTP API (operator/src/routes/table.rs) to the node at `--node`.
+//!
+//! May depend on: `wasmatic-api` (the token variable), `wasmatic-sandbox`
+//! (the TLS setup of outbound connections). It knows the node only through
+//! its HTTP API.
 //!
 //! People get tables; `--json` prints the node's JSON as it answered it.
 //! Failures print a message on stderr and exit with a code that tells
@@ -123,6 +127,12 @@ fn encode(s: &str) -> String {
 /// the string itself (`42` is a number, `hello` and `"42"` strings).
 fn json_or_string(text: &str) -> serde_json::Value {
     serde_json::from_str(text).unwrap_or_else(|_| serde_json::Value::String(text.to_string()))
+}
+
+/// Reads a file named on the command line.
+fn read_file(path: &std::path::Path) -> Result<Vec<u8>, ClientError> {
+    std::fs::read(path)
+        .map_err(|e| ClientError::Usage(format!("cannot read {}: {e}", path.display())))
 }
 
 #[cfg(test)]

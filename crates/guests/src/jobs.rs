@@ -297,7 +297,7 @@ impl Jobs {
                 let job = ComponentJob {
                     wasi: wasi.build(),
                     table: self.flags.resource_table(),
-                    limiter: self.flags.limiter(memory),
+                    limiter: GuestLimiter::new(memory, self.flags),
                 };
                 let mut store = Store::new(&self.engine, job);
                 store.limiter(|j| &mut j.limiter);
@@ -316,7 +316,7 @@ impl Jobs {
             Compiled::Module(pre) => {
                 let job = ModuleJob {
                     wasi: wasi.build_p1(),
-                    limiter: self.flags.limiter(memory),
+                    limiter: GuestLimiter::new(memory, self.flags),
                     rpc,
                     chain,
                 };

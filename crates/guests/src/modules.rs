@@ -253,7 +253,7 @@ impl Modules {
         // Resolved before anything is instantiated: a chain too deep or too
         // wide is refused without spending a byte on it.
         let links = self.link_order(module)?;
-        let mut store = Store::new(&self.engine, self.flags.limiter(memory));
+        let mut store = Store::new(&self.engine, GuestLimiter::new(memory, self.flags));
         store.limiter(|l| l);
         let timeout = self.flags.guest_timeout(timeout);
         let call = engine::with_deadline(&mut store, timeout, self.flags.fuel).run(async {

@@ -12,6 +12,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
+use wasmatic_api::is_valid_name;
 
 use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, Linker};
@@ -149,18 +150,6 @@ pub struct Staged {
     pub digest: String,
     pub bytes: Arc<[u8]>,
     pub compiled: Compiled,
-}
-
-/// Whether `name` is a valid handler name: `[a-z0-9][a-z0-9_-]{0,63}`.
-/// The default operator checks too; the host does not rely on it.
-pub fn is_valid_name(name: &str) -> bool {
-    let bytes = name.as_bytes();
-    !bytes.is_empty()
-        && bytes.len() <= 64
-        && (bytes[0].is_ascii_lowercase() || bytes[0].is_ascii_digit())
-        && bytes
-            .iter()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'_' || *b == b'-')
 }
 
 /// Whether `file` is a plain file name inside the registered directory

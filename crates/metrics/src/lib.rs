@@ -1,6 +1,10 @@
 //! The node's metrics, read at `GET /metrics` in the OpenMetrics text
 //! format that Prometheus scrapes.
 //!
+//! May depend on: `wasmatic-api` (the token compare). Everything that
+//! counts depends on this crate, so it depends on none of them: what it
+//! needs to know (the run log's queue) is handed to [`render`].
+//!
 //! One registry for the whole process, reached through the functions below
 //! from wherever the thing counted happens (the edge, the call path, the
 //! compiler, the chain client, the fleet). It lives here, not in the

@@ -11,10 +11,11 @@ use std::sync::Arc;
 use anyhow::Context as _;
 
 use super::settings::{check_settings, not_a_handler, resolve_export};
-use super::{blocking, CallTask, Node, Trigger};
+use super::{blocking, CallTask, Node, TickId};
+use wasmatic_api::is_valid_name;
 use wasmatic_api::NodeError;
 use wasmatic_guests::handler::{self, CallError, CallLimits, Entry, Guest};
-use wasmatic_guests::registry::{is_valid_name, Handler, HandlerInfo, Runnable, Staged};
+use wasmatic_guests::registry::{Handler, HandlerInfo, Runnable, Staged};
 use wasmatic_sandbox::pool::Reuse;
 use wasmatic_state::now_ms;
 use wasmatic_state::{ComponentRecord, HandlerSettings, RunPage, RunRecord};
@@ -341,7 +342,7 @@ impl Node {
         &self,
         handler: Arc<Handler>,
         entry: Entry,
-        trigger: Option<Trigger>,
+        trigger: Option<TickId>,
         function: Option<String>,
         permit: tokio::sync::OwnedSemaphorePermit,
         task: CallTask,
@@ -360,7 +361,7 @@ impl Node {
         &self,
         handler: Arc<Handler>,
         entry: Entry,
-        trigger: Option<Trigger>,
+        trigger: Option<TickId>,
         function: Option<String>,
         permit: tokio::sync::OwnedSemaphorePermit,
         task: CallTask,
@@ -454,7 +455,7 @@ impl Node {
     pub(super) async fn record_failure(
         &self,
         name: &str,
-        trigger: Option<&Trigger>,
+        trigger: Option<&TickId>,
         function: Option<String>,
         error: &str,
     ) {

@@ -23,6 +23,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::{blocking, Node};
 use crate::scheduler;
 use wasmatic_api::NodeError;
+use wasmatic_state::Target;
 use wasmatic_state::{Change, Claim, Claimed, Fleet, StateError};
 use wasmatic_workflows::{self as workflows, WorkflowTrigger};
 
@@ -175,15 +176,15 @@ impl Node {
 
     async fn catch_up_schedules(&self) -> Result<(), NodeError> {
         let state = self.state.clone();
-        let records = blocking(move || state.jobs()).await??;
+        let records = blocking(move || state.schedules()).await??;
         let _changes = self.changes.lock().await;
         let stored: HashSet<&str> = records.iter().map(|r| r.id.as_str()).collect();
         let mut timers: HashSet<String> = HashSet::new();
-        for job in self.jobs() {
-            if !stored.contains(job.id.as_str()) {
-                self.scheduler.remove(&job.id);
+        for schedule in self.schedules() {
+            if !stored.contains(schedule.id.as_str()) {
+                self.scheduler.remove(&schedule.id);
             }
-            timers.insert(job.id);
+            timers.insert(schedule.id);
         }
         for record in records {
             if timers.contains(&record.id) {
@@ -226,21 +227,25 @@ impl Node {
                 }
             }
         }
-        let prefix = super::workflows::WORKFLOW_PREFIX;
-        for job in self.scheduler.jobs() {
-            let Some(name) = job.id.strip_prefix(prefix) else {
+        for schedule in self.scheduler.schedules() {
+            let Some(name) = Target::of(&schedule.id).workflow() else {
                 continue;
             };
             if !wanted
                 .iter()
-                .any(|(n, line, _)| n == name && *line == job.cron)
+                .any(|(n, line, _)| n == name && *line == schedule.cron)
             {
-                self.scheduler.remove(&job.id);
+                self.scheduler.remove(&schedule.id);
             }
         }
-        let timers: HashSet<String> = self.scheduler.jobs().into_iter().map(|j| j.id).collect();
+        let timers: HashSet<String> = self
+            .scheduler
+            .schedules()
+            .into_iter()
+            .map(|j| j.id)
+            .collect();
         for (name, line, created_at) in wanted {
-            if !timers.contains(&format!("{prefix}{name}")) {
+            if !timers.contains(&Target::Workflow(&name).stored()) {
                 if let Err(e) = self.add_workflow_timer(&name, &line, created_at) {
                     tracing::error!(name, "workflow timer not added: {e}");
                 }

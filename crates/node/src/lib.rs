@@ -1,7 +1,12 @@
 //! What the host does for its operator: registered components and their
-//! runs, schedules, chain triggers, core modules and WASI jobs, behind one API with typed
-//! errors. The operator's interfaces (`contract`) are a thin translation of
+//! runs, schedules, chain triggers, core modules and WASI jobs, behind one
+//! API with typed errors. The operator's interfaces (`contract`) are a thin translation of
 //! this into WIT; one file here per concern.
+//!
+//! May depend on: every library below the server: `wasmatic-api`,
+//! `wasmatic-chain`, `wasmatic-guests`, `wasmatic-metrics`,
+//! `wasmatic-sandbox`, `wasmatic-state`, `wasmatic-workers`,
+//! `wasmatic-workflows`.
 //!
 //! Every change of registered state goes through the node's state first
 //! (durable, one transaction) and only then into memory, under one
@@ -77,9 +82,9 @@ pub struct NodeSetup {
     pub policy: Policy,
 }
 
-/// Why a component runs: a client's request or a schedule's tick.
+/// Which tick a scheduled run is for: its schedule and when it was due.
 #[derive(Clone, Debug)]
-pub struct Trigger {
+pub struct TickId {
     pub job_id: String,
     pub scheduled_for: u64,
 }

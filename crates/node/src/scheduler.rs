@@ -1,8 +1,8 @@
-//! Cron schedules: one timer for all jobs.
+//! Cron schedules: one timer for all schedules.
 //!
 //! Jobs sit in buckets keyed by their next fire time; a single task sleeps
-//! until the earliest one (or until the set of jobs changes), hands every
-//! tick that is due to the node (a [`Tick`]) and computes each job's next
+//! until the earliest one (or until the set of schedules changes), hands every
+//! tick that is due to the node (a [`Tick`]) and computes each schedule's next
 //! time from its schedule, not from when it happened to wake, so fire times
 //! do not drift. The scheduler knows nothing of what a tick runs.
 
@@ -17,11 +17,11 @@ use croner::Cron;
 use tokio::sync::Notify;
 
 use wasmatic_state::now_ms;
-use wasmatic_state::JobRecord;
+use wasmatic_state::ScheduleRecord;
 
 /// A schedule as the node shows it.
 #[derive(Clone, Debug)]
-pub struct Job {
+pub struct Schedule {
     pub id: String,
     pub name: String,
     pub cron: String,
@@ -101,17 +101,17 @@ fn next_after(cron: &Cron, after_ms: u64) -> Option<u64> {
 }
 
 struct Entry {
-    record: JobRecord,
+    record: ScheduleRecord,
     cron: Cron,
     next: Option<u64>,
-    /// Set while a run of this job is going; a tick that finds it set is
+    /// Set while a run of this schedule is going; a tick that finds it set is
     /// skipped.
     running: Arc<AtomicBool>,
 }
 
 impl Entry {
-    fn job(&self) -> Job {
-        Job {
+    fn schedule(&self) -> Schedule {
+        Schedule {
             id: self.record.id.clone(),
             name: self.record.name.clone(),
             cron: self.record.cron.clone(),
@@ -124,25 +124,25 @@ impl Entry {
 
 #[derive(Default)]
 struct Timers {
-    jobs: HashMap<String, Entry>,
-    /// Fire time to the jobs due then, in the order they were scheduled;
-    /// ids of removed or rescheduled jobs are dropped lazily when their
+    schedules: HashMap<String, Entry>,
+    /// Fire time to the schedules due then, in the order they were scheduled;
+    /// ids of removed or rescheduled schedules are dropped lazily when their
     /// time comes. A bucket per time rather than a heap of (time, id): a
-    /// thousand jobs due at the same second move from one bucket to the
+    /// thousand schedules due at the same second move from one bucket to the
     /// next without comparing their ids.
     due: BTreeMap<u64, Vec<String>>,
 }
 
 impl Timers {
-    /// Puts job `id` in line for fire time `at`.
+    /// Puts schedule `id` in line for fire time `at`.
     fn at(&mut self, at: u64, id: String) {
         self.due.entry(at).or_default().push(id);
     }
 }
 
-/// A job whose tick has come.
+/// A schedule whose tick has come.
 struct Due {
-    job: Job,
+    schedule: Schedule,
     scheduled_for: u64,
     running: Arc<AtomicBool>,
 }
@@ -162,7 +162,7 @@ impl Scheduler {
         self.timers.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub fn add(&self, record: JobRecord, cron: Cron) -> Job {
+    pub fn add(&self, record: ScheduleRecord, cron: Cron) -> Schedule {
         let next = next_after(&cron, now_ms());
         let entry = Entry {
             record,
@@ -170,36 +170,41 @@ impl Scheduler {
             next,
             running: Arc::new(AtomicBool::new(false)),
         };
-        let job = entry.job();
+        let schedule = entry.schedule();
         let mut timers = self.lock();
         if let Some(next) = next {
-            timers.at(next, job.id.clone());
+            timers.at(next, schedule.id.clone());
         }
-        timers.jobs.insert(job.id.clone(), entry);
+        timers.schedules.insert(schedule.id.clone(), entry);
         drop(timers);
         self.changed.notify_one();
-        job
+        schedule
     }
 
     pub fn remove(&self, id: &str) {
-        self.lock().jobs.remove(id);
+        self.lock().schedules.remove(id);
         self.changed.notify_one();
     }
 
-    pub fn jobs(&self) -> Vec<Job> {
-        let mut jobs: Vec<Job> = self.lock().jobs.values().map(Entry::job).collect();
-        jobs.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
-        jobs
+    pub fn schedules(&self) -> Vec<Schedule> {
+        let mut schedules: Vec<Schedule> = self
+            .lock()
+            .schedules
+            .values()
+            .map(Entry::schedule)
+            .collect();
+        schedules.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+        schedules
     }
 
-    /// Pops every job due at `now`, advancing each to its next fire time.
+    /// Pops every schedule due at `now`, advancing each to its next fire time.
     /// Returns what to fire and the earliest time still pending.
     fn take_due(&self, now: u64) -> (Vec<Due>, Option<u64>) {
         let mut timers = self.lock();
         let timers = &mut *timers;
         let mut due = Vec::new();
         // Jobs with the same cron line due at the same tick share their next
-        // tick: compute it once per line, not once per job (a thousand jobs
+        // tick: compute it once per line, not once per schedule (a thousand schedules
         // every second is a thousand of the same computation).
         let mut next_ticks: HashMap<String, Option<u64>> = HashMap::new();
         while let Some(bucket) = timers.due.first_entry() {
@@ -209,7 +214,7 @@ impl Scheduler {
             }
             next_ticks.clear();
             for id in bucket.remove() {
-                let Some(entry) = timers.jobs.get_mut(&id) else {
+                let Some(entry) = timers.schedules.get_mut(&id) else {
                     continue; // removed
                 };
                 if entry.next != Some(at) {
@@ -230,7 +235,7 @@ impl Scheduler {
                 };
                 entry.next = next;
                 due.push(Due {
-                    job: entry.job(),
+                    schedule: entry.schedule(),
                     scheduled_for: at,
                     running: entry.running.clone(),
                 });
@@ -245,21 +250,21 @@ impl Scheduler {
 }
 
 /// A tick that has come, for the node to run, or to record as skipped when
-/// the job's previous run is still going.
+/// the schedule's previous run is still going.
 pub enum Tick {
     Due {
-        job: Job,
+        schedule: Schedule,
         scheduled_for: u64,
-        /// Clears the job's running mark when dropped, after its run.
+        /// Clears the schedule's running mark when dropped, after its run.
         running: RunningGuard,
     },
     Skipped {
-        job: Job,
+        schedule: Schedule,
         scheduled_for: u64,
     },
 }
 
-/// Marks a job as running until dropped.
+/// Marks a schedule as running until dropped.
 pub struct RunningGuard(Arc<AtomicBool>);
 
 impl Drop for RunningGuard {
@@ -271,7 +276,7 @@ impl Drop for RunningGuard {
 impl Scheduler {
     /// How many schedules there are.
     pub fn count(&self) -> usize {
-        self.lock().jobs.len()
+        self.lock().schedules.len()
     }
 }
 
@@ -281,16 +286,19 @@ pub async fn run(scheduler: Arc<Scheduler>, fire: impl Fn(Tick)) {
     loop {
         let (due, earliest) = scheduler.take_due(now_ms());
         for Due {
-            job,
+            schedule,
             scheduled_for,
             running,
         } in due
         {
             let tick = if running.swap(true, Ordering::AcqRel) {
-                Tick::Skipped { job, scheduled_for }
+                Tick::Skipped {
+                    schedule,
+                    scheduled_for,
+                }
             } else {
                 Tick::Due {
-                    job,
+                    schedule,
                     scheduled_for,
                     running: RunningGuard(running),
                 }
@@ -320,7 +328,7 @@ const COARSE_MARGIN: Duration = Duration::from_millis(2);
 /// burst started that much later. So the wait is split: tokio's timer
 /// sleeps until [`COARSE_MARGIN`] before the tick, and a thread of the
 /// blocking pool the rest, which the kernel's high-resolution timer ends
-/// within tens of microseconds. A sleep dropped for a change of jobs leaves
+/// within tens of microseconds. A sleep dropped for a change of schedules leaves
 /// that thread to finish its last stretch alone.
 async fn sleep_until_ms(at: u64) {
     let wait = until_ms(at);
@@ -360,8 +368,8 @@ mod tests {
         assert_eq!(next_after(&never, now_ms()), None);
     }
 
-    fn record(id: &str) -> JobRecord {
-        JobRecord {
+    fn record(id: &str) -> ScheduleRecord {
+        ScheduleRecord {
             id: id.into(),
             name: "echo".into(),
             cron: "* * * * * *".into(),
@@ -409,10 +417,10 @@ mod tests {
         scheduler.add(record("a"), parse_cron("* * * * * *").unwrap());
         scheduler.add(record("b"), parse_cron("* * * * * *").unwrap());
         scheduler.remove("b");
-        let first = scheduler.jobs()[0].next.unwrap();
+        let first = scheduler.schedules()[0].next.unwrap();
         let (due, earliest) = scheduler.take_due(first);
         assert_eq!(due.len(), 1);
-        assert_eq!(due[0].job.id, "a");
+        assert_eq!(due[0].schedule.id, "a");
         assert_eq!(due[0].scheduled_for, first);
         assert_eq!(earliest, Some(first + 1000));
         // Far behind: resumes from now instead of replaying every second.
@@ -432,13 +440,13 @@ mod tests {
         scheduler.remove("b");
         scheduler.add(record("b"), every_second());
         let latest = scheduler
-            .jobs()
+            .schedules()
             .iter()
             .filter_map(|j| j.next)
             .max()
             .unwrap();
         let (due, earliest) = scheduler.take_due(latest);
-        let ids: Vec<&str> = due.iter().map(|d| d.job.id.as_str()).collect();
+        let ids: Vec<&str> = due.iter().map(|d| d.schedule.id.as_str()).collect();
         assert_eq!(ids, ["c", "a", "b"]);
         assert_eq!(earliest, Some(latest + 1000));
         // Nothing is due twice.

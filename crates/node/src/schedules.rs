@@ -2,17 +2,23 @@
 //! them (their ticks run in `ticks.rs`).
 
 use sha2::{Digest, Sha256};
+use wasmatic_state::Target;
 
 use super::settings::not_a_handler;
 use super::{blocking, Node};
-use crate::scheduler::{self, Job};
+use crate::scheduler::{self, Schedule};
 use wasmatic_api::NodeError;
 use wasmatic_state::now_ms;
-use wasmatic_state::{JobRecord, RunPage, StateError};
+use wasmatic_state::{RunPage, ScheduleRecord, StateError};
 
 impl Node {
     /// Runs handler `name` with `input` at every tick of `cron`.
-    pub async fn schedule(&self, name: &str, cron: &str, input: &str) -> Result<Job, NodeError> {
+    pub async fn schedule(
+        &self,
+        name: &str,
+        cron: &str,
+        input: &str,
+    ) -> Result<Schedule, NodeError> {
         match self.registry.get(name) {
             None => return Err(NodeError::NotFound(format!("no handler `{name}`"))),
             Some(h) if h.compiled.handler.is_none() => return Err(not_a_handler(&h.info)),
@@ -27,8 +33,8 @@ impl Node {
             )));
         }
         let created_at = now_ms();
-        let record = JobRecord {
-            id: new_job_id(name, cron, created_at),
+        let record = ScheduleRecord {
+            id: new_schedule_id(name, cron, created_at),
             name: name.to_string(),
             cron: cron.trim().to_string(),
             input: input.to_string(),
@@ -36,17 +42,22 @@ impl Node {
         };
         let state = self.state.clone();
         let stored = record.clone();
-        blocking(move || state.insert_job(&stored)).await??;
-        let job = self.scheduler.add(record, parsed);
-        tracing::info!(id = job.id, name, cron = job.cron, "schedule added");
-        Ok(job)
+        blocking(move || state.insert_schedule(&stored)).await??;
+        let schedule = self.scheduler.add(record, parsed);
+        tracing::info!(
+            id = schedule.id,
+            name,
+            cron = schedule.cron,
+            "schedule added"
+        );
+        Ok(schedule)
     }
 
     pub async fn unschedule(&self, id: &str) -> Result<(), NodeError> {
         let _changes = self.changes.lock().await;
         let state = self.state.clone();
         let owned = id.to_string();
-        let existed = blocking(move || state.delete_job(&owned)).await??;
+        let existed = blocking(move || state.delete_schedule(&owned)).await??;
         self.scheduler.remove(id);
         if !existed {
             return Err(NodeError::NotFound(format!("no schedule `{id}`")));
@@ -56,14 +67,14 @@ impl Node {
     }
 
     /// The schedules of handlers (a workflow's timer is shown with it).
-    pub fn jobs(&self) -> Vec<Job> {
-        let mut jobs = self.scheduler.jobs();
-        jobs.retain(|j| !j.name.starts_with(super::workflows::WORKFLOW_PREFIX));
-        jobs
+    pub fn schedules(&self) -> Vec<Schedule> {
+        let mut schedules = self.scheduler.schedules();
+        schedules.retain(|s| Target::of(&s.name).workflow().is_none());
+        schedules
     }
 
     /// A page of the runs fired by schedule `id`.
-    pub async fn job_runs(
+    pub async fn schedule_runs(
         &self,
         id: &str,
         limit: u32,
@@ -75,8 +86,8 @@ impl Node {
         let limit = limit.clamp(1, super::components::MAX_PAGE);
         let (exists, page) = blocking(move || {
             Ok::<_, StateError>((
-                state.job_exists(&owned)?,
-                state.runs_of_job(&owned, limit, before)?,
+                state.schedule_exists(&owned)?,
+                state.runs_of_schedule(&owned, limit, before)?,
             ))
         })
         .await??;
@@ -88,7 +99,7 @@ impl Node {
 
     /// Puts every stored schedule back on the timer.
     pub(super) fn restore_schedules(&self) -> anyhow::Result<()> {
-        for record in self.state.jobs()? {
+        for record in self.state.schedules()? {
             match scheduler::parse_stored_cron(&record.cron) {
                 Ok(cron) => {
                     self.scheduler.add(record, cron);
@@ -100,7 +111,7 @@ impl Node {
     }
 }
 
-fn new_job_id(name: &str, cron: &str, created_at: u64) -> String {
+fn new_schedule_id(name: &str, cron: &str, created_at: u64) -> String {
     static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let mut hasher = Sha256::new();

@@ -28,9 +28,10 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
 use super::stopping::Going;
-use super::{CallTask, Node, Trigger};
-use crate::scheduler::{Job, RunningGuard, Tick};
+use super::{CallTask, Node, TickId};
+use crate::scheduler::{RunningGuard, Schedule, Tick};
 use wasmatic_guests::handler::Entry;
+use wasmatic_state::Target;
 use wasmatic_state::{Claim, ClaimKind, Claimed};
 
 /// How long a tick may wait for a free slot.
@@ -38,7 +39,7 @@ const TICK_WAIT: Duration = Duration::from_secs(1);
 
 /// A handler's tick on a node of its own, waiting for a runner.
 pub(super) struct Queued {
-    job: Job,
+    schedule: Schedule,
     scheduled_for: u64,
     /// Clears the schedule's running mark once the tick is done; `None`
     /// when the tick is to be recorded as skipped (the previous run still
@@ -103,23 +104,23 @@ impl Node {
     /// Takes a tick from the scheduler: `going` counts it in flight until
     /// it is run, recorded as skipped, or claimed by another node.
     pub(super) fn fire(self: &Arc<Self>, tick: Tick, going: Going) {
-        let (job, scheduled_for, running) = match tick {
+        let (schedule, scheduled_for, running) = match tick {
             Tick::Due {
-                job,
+                schedule,
                 scheduled_for,
                 running,
-            } => (job, scheduled_for, Some(running)),
-            Tick::Skipped { job, scheduled_for } => (job, scheduled_for, None),
+            } => (schedule, scheduled_for, Some(running)),
+            Tick::Skipped {
+                schedule,
+                scheduled_for,
+            } => (schedule, scheduled_for, None),
         };
         // Workflows with a cron trigger have timers of their own.
-        let workflow = job
-            .name
-            .strip_prefix(super::workflows::WORKFLOW_PREFIX)
-            .map(str::to_string);
+        let workflow = Target::of(&schedule.name).workflow().map(str::to_string);
         if workflow.is_none() && self.claims.get().is_none() {
             // On a node of its own, every tick is this node's.
             return self.tick_queue.push(Queued {
-                job,
+                schedule,
                 scheduled_for,
                 running,
                 handed_over: Instant::now(),
@@ -127,9 +128,9 @@ impl Node {
             });
         }
         let claim = Claim {
-            what: job.id.clone(),
+            what: schedule.id.clone(),
             at: scheduled_for.to_string(),
-            name: workflow.clone().unwrap_or_else(|| job.name.clone()),
+            name: workflow.clone().unwrap_or_else(|| schedule.name.clone()),
             kind: match workflow {
                 Some(_) => ClaimKind::Workflow,
                 None => ClaimKind::Schedule,
@@ -151,7 +152,7 @@ impl Node {
                     false
                 }
                 None => {
-                    node.handler_tick(&job, scheduled_for, skipped, TICK_WAIT, CallTask::Own)
+                    node.handler_tick(&schedule, scheduled_for, skipped, TICK_WAIT, CallTask::Own)
                         .await;
                     true
                 }
@@ -165,7 +166,7 @@ impl Node {
     /// Runs (or records as skipped) a handler's tick from the queue.
     async fn run_queued(&self, tick: Queued) {
         let Queued {
-            job,
+            schedule,
             scheduled_for,
             running,
             handed_over,
@@ -173,7 +174,7 @@ impl Node {
         } = tick;
         let skipped = running.is_none();
         let wait = TICK_WAIT.saturating_sub(handed_over.elapsed());
-        self.handler_tick(&job, scheduled_for, skipped, wait, CallTask::Callers)
+        self.handler_tick(&schedule, scheduled_for, skipped, wait, CallTask::Callers)
             .await;
     }
 
@@ -183,33 +184,33 @@ impl Node {
     /// in `task`.
     async fn handler_tick(
         &self,
-        job: &Job,
+        schedule: &Schedule,
         scheduled_for: u64,
         skipped: bool,
         wait: Duration,
         task: CallTask,
     ) {
-        let trigger = Trigger {
-            job_id: job.id.clone(),
+        let trigger = TickId {
+            job_id: schedule.id.clone(),
             scheduled_for,
         };
         if skipped {
-            tracing::warn!(job = job.id, name = job.name, "tick skipped");
+            tracing::warn!(schedule = schedule.id, name = schedule.name, "tick skipped");
             self.record_failure(
-                &job.name,
+                &schedule.name,
                 Some(&trigger),
                 None,
-                "skipped: the previous run of this job was still running",
+                "skipped: the previous run of this schedule was still running",
             )
             .await;
             return;
         }
-        let handler = match self.runnable_handler(&job.name) {
+        let handler = match self.runnable_handler(&schedule.name) {
             Ok(handler) => handler,
             Err(e) => {
                 tracing::warn!(
-                    job = job.id,
-                    name = job.name,
+                    schedule = schedule.id,
+                    name = schedule.name,
                     "scheduled run not started: {e}"
                 );
                 return;
@@ -230,18 +231,18 @@ impl Node {
                 self.state_limits.max_concurrent_ticks,
                 TICK_WAIT.as_secs()
             );
-            tracing::warn!(job = job.id, name = job.name, "{busy}");
-            self.record_failure(&job.name, Some(&trigger), None, &busy)
+            tracing::warn!(schedule = schedule.id, name = schedule.name, "{busy}");
+            self.record_failure(&schedule.name, Some(&trigger), None, &busy)
                 .await;
             return;
         };
-        let entry = Entry::Handler(job.input.clone());
+        let entry = Entry::Handler(schedule.input.clone());
         let trigger = Some(trigger);
         let run = self.run(handler, entry, trigger, None, permit, task);
         if let Err(e) = run.await {
             tracing::warn!(
-                job = job.id,
-                name = job.name,
+                schedule = schedule.id,
+                name = schedule.name,
                 "scheduled run failed: {}",
                 wasmatic_guests::audit_log::log_safe(&e.to_string())
             );

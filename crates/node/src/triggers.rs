@@ -22,6 +22,7 @@ use wasmatic_chain::triggers::{events_after, head, shared_head, Event};
 use wasmatic_chain::RpcError;
 use wasmatic_guests::handler::Entry;
 use wasmatic_state::now_ms;
+use wasmatic_state::Target;
 use wasmatic_state::{Claim, ClaimKind, Claimed, Cursor, RunPage, StateError, TriggerRecord};
 
 /// Triggers a node holds at most: each polls its chain.
@@ -62,7 +63,7 @@ impl Node {
         self.start_trigger(record, event).await
     }
 
-    /// Checks a trigger of `name` (a handler's name, or `workflow:NAME`)
+    /// Checks a trigger of `name` (a [`Target`] as the state keeps it)
     /// and reads where it starts, storing nothing: what can fail for a
     /// reason of the chain's or the node's fails here. The caller holds the
     /// node's `changes` lock.
@@ -172,7 +173,7 @@ impl Node {
         let (exists, page) = blocking(move || {
             Ok::<_, StateError>((
                 state.trigger_cursor(&owned)?.is_some(),
-                state.runs_of_job(&owned, limit, before)?,
+                state.runs_of_schedule(&owned, limit, before)?,
             ))
         })
         .await??;
@@ -237,7 +238,7 @@ impl Node {
         if cursor.block > last {
             return Ok(Round::Idle);
         }
-        let workflow = record.name.strip_prefix(super::workflows::WORKFLOW_PREFIX);
+        let workflow = Target::of(&record.name).workflow();
         let handler = match workflow {
             Some(_) => None,
             None => Some(

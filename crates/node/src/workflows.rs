@@ -19,11 +19,9 @@ use crate::scheduler;
 use wasmatic_api::NodeError;
 use wasmatic_chain::triggers::Event;
 use wasmatic_state::now_ms;
-use wasmatic_state::{JobRecord, WorkflowRecord, WorkflowRun};
+use wasmatic_state::Target;
+use wasmatic_state::{ScheduleRecord, WorkflowRecord, WorkflowRun};
 use wasmatic_workflows::{self as workflows, Scope, StepKind, Workflow, WorkflowTrigger};
-
-/// Names of the node's timers and chain triggers that run a workflow.
-pub const WORKFLOW_PREFIX: &str = "workflow:";
 
 /// The error a run is recorded with when it starts, until it ends: the
 /// API shows such a run as `"running": true`.
@@ -63,7 +61,7 @@ impl Node {
             }) => {
                 let event: Event = serde_json::from_value(on.clone())
                     .map_err(|e| NodeError::Invalid(format!("`on`: {e}")))?;
-                let id = format!("{WORKFLOW_PREFIX}{}", workflow.name);
+                let id = Target::Workflow(&workflow.name).stored();
                 Some(
                     self.prepare_trigger(&id, *chain_id, event, *confirmations, None)
                         .await?,
@@ -101,8 +99,8 @@ impl Node {
             )));
         }
         if let Some(WorkflowTrigger::Cron(_)) = &workflow.trigger {
-            let id = format!("{WORKFLOW_PREFIX}{}", workflow.name);
-            let has_timer = self.scheduler.jobs().iter().any(|j| j.id == id);
+            let id = Target::Workflow(&workflow.name).stored();
+            let has_timer = self.scheduler.schedules().iter().any(|j| j.id == id);
             let max = self.state_limits.max_schedules;
             if !has_timer && self.scheduler.count() >= max {
                 return Err(NodeError::Busy(format!(
@@ -318,7 +316,7 @@ impl Node {
     }
 
     /// Puts workflow `name` on the node's timer for `line`; its ticks are
-    /// told from handlers' by the `workflow:` prefix of their job.
+    /// told from handlers' by their [`Target`].
     pub(super) fn add_workflow_timer(
         &self,
         name: &str,
@@ -327,9 +325,9 @@ impl Node {
     ) -> Result<(), String> {
         // Checked as new when the workflow was posted (`Known::cron`).
         let cron = scheduler::parse_stored_cron(line)?;
-        let id = format!("{WORKFLOW_PREFIX}{name}");
+        let id = Target::Workflow(name).stored();
         self.scheduler.add(
-            JobRecord {
+            ScheduleRecord {
                 id: id.clone(),
                 name: id,
                 cron: line.trim().to_string(),
@@ -343,7 +341,7 @@ impl Node {
 
     /// Stops the workflow's timer and removes its chain trigger, if any.
     async fn remove_workflow_trigger(&self, name: &str) -> Result<(), NodeError> {
-        let id = format!("{WORKFLOW_PREFIX}{name}");
+        let id = Target::Workflow(name).stored();
         self.scheduler.remove(&id);
         let state = self.state.clone();
         let triggers = blocking(move || state.triggers()).await??;

@@ -12,7 +12,7 @@
 //! Two kinds are honoured: those `CommonOptions::config` applies to the
 //! engine's `Config` (wasmtime enforces them itself), and the per-store
 //! limits below, which the node applies to every store it creates
-//! ([`crate::limits::GuestLimiter`], [`crate::engine::with_deadline`]).
+//! (`limits::GuestLimiter`, `engine::with_deadline`).
 
 use std::time::Duration;
 
@@ -43,7 +43,7 @@ pub const DEFAULT_MAX_MEMORIES: usize = 128;
 pub const MAX_TABLE_ELEMENTS: usize = 1_000_000;
 
 /// The per-store limits wasmtime's flags set; the rest of a node's limits are
-/// its own flags ([`crate::limits::Limits`]).
+/// its own flags (`limits::Limits`).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct RuntimeFlags {
     /// `-W fuel=N`: fuel each guest call, and each operator request, starts
@@ -90,12 +90,6 @@ impl RuntimeFlags {
     /// A guest call's time limit: `node_limit`, or `-W timeout` if lower.
     pub fn guest_timeout(&self, node_limit: Duration) -> Duration {
         self.timeout.map_or(node_limit, |t| t.min(node_limit))
-    }
-
-    /// The limits of one store, with at most `memory` bytes of linear memory
-    /// in all. Every store of the node gets its limits from here.
-    pub fn limiter(&self, memory: usize) -> crate::limits::GuestLimiter {
-        crate::limits::GuestLimiter::new(memory, *self)
     }
 
     /// A guest store's resource table (streams, `wasi:http` fields and

@@ -185,7 +185,7 @@ pub struct BudgetExhausted {
 
 impl GuestLimiter {
     /// The limits of one store, with at most `memory` bytes of linear memory
-    /// in all, under `flags` ([`RuntimeFlags::limiter`]).
+    /// in all, under `flags`. Every store of the node gets its limits here.
     pub fn new(memory: usize, flags: RuntimeFlags) -> Self {
         GuestLimiter {
             memory,

@@ -2,6 +2,10 @@
 //! pre-instantiated operator component for every request, or, when asked
 //! (`--max-instance-reuse-count`), an instance that answered before.
 //!
+//! May depend on: `wasmatic-api`, `wasmatic-chain`, `wasmatic-guests`,
+//! `wasmatic-metrics`, `wasmatic-node`, `wasmatic-sandbox`,
+//! `wasmatic-state`, `wasmatic-workflows`. Only the binary depends on it.
+//!
 //! The path of one request: [`listen`] accepts the connection and reads the
 //! head; [`server`] names the request (its id and log span), checks the
 //! origin and reads the whole body ([`body`]) before it takes an operator
@@ -43,7 +47,7 @@ use crate::contract::OperatorState;
 use wasmatic_node::Node;
 use wasmatic_sandbox::engine::{self, WasmContext, WasmKind};
 use wasmatic_sandbox::flags::RuntimeFlags;
-use wasmatic_sandbox::limits::MemoryBudget;
+use wasmatic_sandbox::limits::{GuestLimiter, MemoryBudget};
 use wasmatic_sandbox::outbound::{OutboundHooks, Policy};
 use wasmatic_sandbox::pool::{Pools, Reuse, WarmPool};
 
@@ -180,10 +184,7 @@ impl Operator {
                     stderr: None,
                 },
                 table: self.setup.flags.resource_table(),
-                limiter: self
-                    .setup
-                    .flags
-                    .limiter(self.setup.memory)
+                limiter: GuestLimiter::new(self.setup.memory, self.setup.flags)
                     .sharing(self.setup.memory_total.clone()),
                 node: self.node.clone(),
                 route: Default::default(),

@@ -313,7 +313,7 @@ fn runs_are_paged_newest_first() {
         let last = db.runs_of_handler("echo", 2, second.next).unwrap();
         assert_eq!(started(&last), vec![0]);
         assert_eq!(last.next, None);
-        assert_eq!(db.runs_of_job("j1", 10, None).unwrap().runs.len(), 5);
+        assert_eq!(db.runs_of_schedule("j1", 10, None).unwrap().runs.len(), 5);
     });
 }
 
@@ -418,15 +418,15 @@ fn texts_keep_every_character() {
             }
         );
 
-        let job = JobRecord {
+        let job = ScheduleRecord {
             id: "j1".into(),
             name: "echo".into(),
             cron: "* * * * * *".into(),
             input: odd.into(),
             created_at: 3,
         };
-        db.insert_job(&job).unwrap();
-        assert_eq!(db.jobs().unwrap()[0].input, odd);
+        db.insert_schedule(&job).unwrap();
+        assert_eq!(db.schedules().unwrap()[0].input, odd);
 
         let mut failed = workflow_run("w", false);
         failed.error = Some(odd.into());

@@ -2,6 +2,9 @@
 //! their settings), core modules, schedules, chain triggers, workflows and
 //! run history.
 //!
+//! May depend on: `wasmatic-api` (its error kinds: a state error becomes a
+//! `NodeError`), `wasmatic-workers`. Nothing of guests or of the engine.
+//!
 //! One interface, two backends:
 //! - [`sqlite`], the embedded default: one node, one file in the host's
 //!   state directory, outside every directory granted to the operator;
@@ -19,6 +22,7 @@
 pub mod postgres;
 mod records;
 pub mod sqlite;
+mod target;
 
 #[cfg(test)]
 mod conformance;
@@ -28,6 +32,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use records::*;
+pub use target::Target;
 
 /// Why the state could not be read or changed.
 #[derive(Debug, thiserror::Error)]
@@ -95,11 +100,11 @@ pub trait ComponentStore {
 
 /// Cron schedules.
 pub trait ScheduleStore {
-    fn insert_job(&self, job: &JobRecord) -> Result<(), StateError>;
+    fn insert_schedule(&self, job: &ScheduleRecord) -> Result<(), StateError>;
     /// Deletes a job; returns whether it existed.
-    fn delete_job(&self, id: &str) -> Result<bool, StateError>;
-    fn jobs(&self) -> Result<Vec<JobRecord>, StateError>;
-    fn job_exists(&self, id: &str) -> Result<bool, StateError>;
+    fn delete_schedule(&self, id: &str) -> Result<bool, StateError>;
+    fn schedules(&self) -> Result<Vec<ScheduleRecord>, StateError>;
+    fn schedule_exists(&self, id: &str) -> Result<bool, StateError>;
 }
 
 /// Chain triggers and their cursors. A trigger's cursor moves in the same
@@ -184,8 +189,12 @@ pub trait RunStore {
         limit: u32,
         before: Option<u64>,
     ) -> Result<RunPage, StateError>;
-    fn runs_of_job(&self, id: &str, limit: u32, before: Option<u64>)
-        -> Result<RunPage, StateError>;
+    fn runs_of_schedule(
+        &self,
+        id: &str,
+        limit: u32,
+        before: Option<u64>,
+    ) -> Result<RunPage, StateError>;
 }
 
 /// All of the node's state.

@@ -125,7 +125,7 @@ pub const PAGE_BYTES: usize = 4 << 20;
 
 /// A stored schedule.
 #[derive(Clone, Debug)]
-pub struct JobRecord {
+pub struct ScheduleRecord {
     pub id: String,
     pub name: String,
     pub cron: String,

@@ -1,5 +1,9 @@
 //! The runtime's workers, one per core and kept there.
 //!
+//! May depend on: nothing of wasmatic's. The binary installs [`pin`] as
+//! the runtime's park hook; whatever blocks a worker calls
+//! [`block_in_place`].
+//!
 //! A thousand cron runs due at the same second are a burst that both
 //! workers should share from its first run. Left to itself, the kernel
 //! wakes the second worker on the core of the first (the waker), although

@@ -17,7 +17,7 @@ use serde::{Serialize, Serializer};
 use serde_json::{Map, Value};
 
 use super::fields::{Fields, Place};
-use super::references::{check_template, check_templates, template_fields, Visible};
+use super::references::{check_template, check_templates, Visible};
 use super::template;
 use wasmatic_api::is_valid_name;
 
@@ -123,6 +123,35 @@ pub const HTTP_METHODS: [&str; 6] = ["GET", "POST", "PUT", "PATCH", "DELETE", "H
 const COMMON_FIELDS: [&str; 5] = ["id", "type", "when", "timeout", "retries"];
 
 impl StepKind {
+    /// The templated values of a step, by field name.
+    pub fn template_fields(&self) -> Vec<(&'static str, Value)> {
+        match self {
+            StepKind::Run { input, .. }
+            | StepKind::Job { input, .. }
+            | StepKind::WasmValidation { input, .. } => vec![("input", input.clone())],
+            StepKind::Call { args, .. } => vec![("args", Value::Array(args.clone()))],
+            StepKind::Eth { params, .. } => vec![("params", Value::Array(params.clone()))],
+            StepKind::Http {
+                url, headers, body, ..
+            } => {
+                let mut fields = vec![("url", Value::String(url.clone()))];
+                fields.push((
+                    "headers",
+                    Value::Array(
+                        headers
+                            .iter()
+                            .map(|(_, v)| Value::String(v.clone()))
+                            .collect(),
+                    ),
+                ));
+                if let Some(body) = body {
+                    fields.push(("body", body.clone()));
+                }
+                fields
+            }
+        }
+    }
+
     /// The `type` of the step in a definition.
     pub fn type_name(&self) -> &'static str {
         match self {
@@ -309,7 +338,7 @@ fn parse_step(
     let in_step = |e: String| format!("{place}: {e}");
     // Secrets may be read only where they leave in the request they are for.
     let secrets = matches!(kind, StepKind::Http { .. });
-    for (field, value) in template_fields(&kind) {
+    for (field, value) in kind.template_fields() {
         check_templates(&value, scope, secrets).map_err(|e| in_step(format!("`{field}`: {e}")))?;
     }
     let when = fields.str("when")?.map(str::to_owned);

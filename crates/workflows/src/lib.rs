@@ -1,7 +1,10 @@
 //! Workflows: steps that chain handlers, component calls, jobs, chain reads
 //! and HTTP calls, with templated inputs, run on request or on a trigger.
 //!
-//! This module is the pure part: a definition parsed and checked
+//! May depend on: `wasmatic-api` (names). It runs nothing: the node runs
+//! the steps.
+//!
+//! This crate is the pure part: a definition parsed and checked
 //! ([`definition`]) and the templates its steps carry ([`template`]). The
 //! runner and the routes live with the node.
 

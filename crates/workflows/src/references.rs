@@ -8,37 +8,7 @@ use std::collections::{BTreeSet, HashSet};
 
 use serde_json::Value;
 
-use super::definition::StepKind;
 use super::template;
-
-/// The templated values of a step, by field name.
-pub fn template_fields(kind: &StepKind) -> Vec<(&'static str, Value)> {
-    match kind {
-        StepKind::Run { input, .. }
-        | StepKind::Job { input, .. }
-        | StepKind::WasmValidation { input, .. } => vec![("input", input.clone())],
-        StepKind::Call { args, .. } => vec![("args", Value::Array(args.clone()))],
-        StepKind::Eth { params, .. } => vec![("params", Value::Array(params.clone()))],
-        StepKind::Http {
-            url, headers, body, ..
-        } => {
-            let mut fields = vec![("url", Value::String(url.clone()))];
-            fields.push((
-                "headers",
-                Value::Array(
-                    headers
-                        .iter()
-                        .map(|(_, v)| Value::String(v.clone()))
-                        .collect(),
-                ),
-            ));
-            if let Some(body) = body {
-                fields.push(("body", body.clone()));
-            }
-            fields
-        }
-    }
-}
 
 /// Which steps a template may read.
 pub enum Visible<'a> {

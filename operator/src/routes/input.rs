@@ -9,7 +9,6 @@ use wasmatic_api::{is_valid_name, ErrorKind, NAME_RULE};
 /// Decodes and checks a handler name taken from the path or the query:
 /// checked here so that nothing is written for a bad name; the host checks
 /// again, as it trusts no operator.
-
 pub fn handler_name(raw: &str) -> Result<String, Response> {
     let name = percent_decode(raw)?;
     if !is_valid_name(&name) {

@@ -266,7 +266,7 @@ fn new_store(
                 stderr: Some(stderr.clone()),
             },
             table: limits.flags.resource_table(),
-            limiter: limits.flags.limiter(limits.memory),
+            limiter: GuestLimiter::new(limits.memory, limits.flags),
             guest,
             call_env: Vec::new(),
             audit: AuditLog::default(),

@@ -25,7 +25,7 @@ impl wit::Host for OperatorState {
     ) -> Result<wit::Page, Error> {
         let page = self
             .node()?
-            .job_runs(&id, request.limit, request.before)
+            .schedule_runs(&id, request.limit, request.before)
             .await?;
         Ok(page.into())
     }

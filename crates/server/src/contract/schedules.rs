@@ -3,7 +3,7 @@
 use super::bindings::wasmatic::operator::schedules as wit;
 use super::bindings::wasmatic::operator::types::Error;
 use super::OperatorState;
-use wasmatic_node::scheduler::Job;
+use wasmatic_node::scheduler::Schedule;
 
 impl wit::Host for OperatorState {
     async fn add(
@@ -21,14 +21,14 @@ impl wit::Host for OperatorState {
 
     async fn list(&mut self) -> Vec<wit::Schedule> {
         match &self.node {
-            Some(node) => node.jobs().into_iter().map(Into::into).collect(),
+            Some(node) => node.schedules().into_iter().map(Into::into).collect(),
             None => Vec::new(),
         }
     }
 }
 
-impl From<Job> for wit::Schedule {
-    fn from(j: Job) -> Self {
+impl From<Schedule> for wit::Schedule {
+    fn from(j: Schedule) -> Self {
         wit::Schedule {
             id: j.id,
             name: j.name,

@@ -7,6 +7,7 @@
 //! whichever node sweeps first, in the transaction that records each as a
 //! failed run. Every time is the database's: the nodes' clocks never meet.
 
+use crate::Target;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,9 +29,6 @@ const STILL_RUNNING: &[u8] = b"still running";
 /// How far a node's clock (which times a workflow run's start) may lag
 /// the database's (which times the claim) for the run to be found.
 const CLOCK_SLACK_MS: i64 = 5_000;
-
-/// The id prefix of a workflow's cron timer (`node::workflows`).
-const WORKFLOW_TIMER: &str = "workflow:";
 
 /// Renews `node`'s lease.
 pub(super) async fn heartbeat_on(client: &tokio_postgres::Client, node: &str) -> Result<(), Fault> {
@@ -258,7 +256,7 @@ impl Lost<'_> {
             )
             .await?
         } else if let Ok(tick) = self.at.parse::<i64>() {
-            if self.what.starts_with(WORKFLOW_TIMER) {
+            if Target::of(self.what).workflow().is_some() {
                 tx.query_opt(
                     "SELECT 1 FROM workflow_runs WHERE name = $1 AND cause = 'cron'
                          AND started_at >= $2 AND error IS DISTINCT FROM $3",

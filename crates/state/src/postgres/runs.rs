@@ -83,7 +83,7 @@ impl RunStore for Postgres {
         self.wait("reading runs", self.runs("name", name, limit, before))
     }
 
-    fn runs_of_job(
+    fn runs_of_schedule(
         &self,
         id: &str,
         limit: u32,

@@ -3,10 +3,10 @@
 
 use super::listen::announce;
 use super::{from_sql, text_of, to_sql, Postgres};
-use crate::{Change, JobRecord, ScheduleStore, StateError};
+use crate::{Change, ScheduleRecord, ScheduleStore, StateError};
 
 impl ScheduleStore for Postgres {
-    fn insert_job(&self, job: &JobRecord) -> Result<(), StateError> {
+    fn insert_schedule(&self, job: &ScheduleRecord) -> Result<(), StateError> {
         self.wait("storing a schedule", async {
             let mut client = self.client().await?;
             let tx = client.transaction().await?;
@@ -27,7 +27,7 @@ impl ScheduleStore for Postgres {
         })
     }
 
-    fn delete_job(&self, id: &str) -> Result<bool, StateError> {
+    fn delete_schedule(&self, id: &str) -> Result<bool, StateError> {
         self.wait("removing a schedule", async {
             let mut client = self.client().await?;
             let tx = client.transaction().await?;
@@ -38,7 +38,7 @@ impl ScheduleStore for Postgres {
         })
     }
 
-    fn jobs(&self) -> Result<Vec<JobRecord>, StateError> {
+    fn schedules(&self) -> Result<Vec<ScheduleRecord>, StateError> {
         self.wait("reading the schedules", async {
             let client = self.client().await?;
             let rows = client
@@ -49,7 +49,7 @@ impl ScheduleStore for Postgres {
                 .await?;
             rows.iter()
                 .map(|row| {
-                    Ok(JobRecord {
+                    Ok(ScheduleRecord {
                         id: row.get(0),
                         name: row.get(1),
                         cron: row.get(2),
@@ -61,7 +61,7 @@ impl ScheduleStore for Postgres {
         })
     }
 
-    fn job_exists(&self, id: &str) -> Result<bool, StateError> {
+    fn schedule_exists(&self, id: &str) -> Result<bool, StateError> {
         self.wait("reading a schedule", async {
             let client = self.client().await?;
             Ok(client

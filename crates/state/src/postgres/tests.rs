@@ -222,19 +222,23 @@ fn a_silent_node_loses_its_running_claims_once() {
         a.node_id()
     );
     let is_lost = |error: Option<&str>| error.is_some_and(|e| e.starts_with(&lost));
-    let runs = b.runs_of_job("job1", 10, None).unwrap().runs;
+    let runs = b.runs_of_schedule("job1", 10, None).unwrap().runs;
     assert_eq!(runs.len(), 1, "{runs:?}");
     assert_eq!(
         (runs[0].name.as_str(), runs[0].ok, runs[0].scheduled_for),
         ("echo", false, Some(1_700_000_000_000))
     );
     assert!(is_lost(runs[0].error.as_deref()), "{:?}", runs[0].error);
-    let runs = b.runs_of_job("trig1", 10, None).unwrap().runs;
+    let runs = b.runs_of_schedule("trig1", 10, None).unwrap().runs;
     assert_eq!(runs.len(), 1, "{runs:?}");
     assert_eq!((runs[0].scheduled_for, runs[0].ok), (None, false));
     assert_eq!(b.runs_of_handler("echo", 10, None).unwrap().runs.len(), 2);
     // The run of a component that is gone is not recorded.
-    assert!(b.runs_of_job("job2", 10, None).unwrap().runs.is_empty());
+    assert!(b
+        .runs_of_schedule("job2", 10, None)
+        .unwrap()
+        .runs
+        .is_empty());
     // The workflow run recorded as running is finished as lost; the event
     // it never recorded gets a run of its own.
     let flow = b.workflow_runs("flow", 10, None).unwrap().runs;
@@ -252,7 +256,11 @@ fn a_silent_node_loses_its_running_claims_once() {
     b.finish("job3", "1").unwrap();
     silence(&b, b.node_id(), 60);
     assert_eq!(a.sweep(lease).unwrap(), 0);
-    assert!(b.runs_of_job("job3", 10, None).unwrap().runs.is_empty());
+    assert!(b
+        .runs_of_schedule("job3", 10, None)
+        .unwrap()
+        .runs
+        .is_empty());
     // A lost tick stays claimed: no node runs it again.
     assert_eq!(b.claim(&tick, false).unwrap(), Claimed::Taken);
 }
@@ -274,7 +282,7 @@ fn a_node_that_never_heartbeated_is_timed_by_its_claims() {
     assert_eq!(b.sweep(Duration::from_secs(30)).unwrap(), 0);
     silence(&a, a.node_id(), 60);
     assert_eq!(b.sweep(Duration::from_secs(30)).unwrap(), 1);
-    assert_eq!(b.runs_of_job("job1", 10, None).unwrap().runs.len(), 1);
+    assert_eq!(b.runs_of_schedule("job1", 10, None).unwrap().runs.len(), 1);
 }
 
 #[test]
@@ -291,17 +299,17 @@ fn the_feed_hears_the_other_node_and_not_itself() {
         &b.changes(),
         Change::Components as u8 | Change::Schedules as u8 | Change::Triggers as u8,
     );
-    let job = JobRecord {
+    let job = ScheduleRecord {
         id: "j".into(),
         name: "echo".into(),
         cron: "* * * * * *".into(),
         input: String::new(),
         created_at: 1,
     };
-    b.insert_job(&job).unwrap();
+    b.insert_schedule(&job).unwrap();
     expect_changes(&a.changes(), Change::Schedules as u8);
     // A change that does not commit is not announced.
-    assert!(b.insert_job(&job).is_err(), "the id is taken");
+    assert!(b.insert_schedule(&job).is_err(), "the id is taken");
     b.delete_trigger("none").unwrap();
     expect_changes(&a.changes(), Change::Triggers as u8);
 }
@@ -321,7 +329,7 @@ fn a_listener_that_loses_its_connection_listens_again_and_reports_everything() {
 fn calls_work_from_every_kind_of_thread() {
     let db = std::sync::Arc::new(Postgres::open(&database()).unwrap());
     // A plain thread (this one).
-    assert!(db.jobs().unwrap().is_empty());
+    assert!(db.schedules().unwrap().is_empty());
     let multi = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -329,14 +337,14 @@ fn calls_work_from_every_kind_of_thread() {
         .unwrap();
     multi.block_on(async {
         // An async worker of a multi-thread runtime, and a blocking thread.
-        assert!(db.jobs().unwrap().is_empty());
+        assert!(db.schedules().unwrap().is_empty());
         let on_worker = db.clone();
-        tokio::spawn(async move { on_worker.jobs().map(|j| j.len()) })
+        tokio::spawn(async move { on_worker.schedules().map(|j| j.len()) })
             .await
             .unwrap()
             .unwrap();
         let blocking = db.clone();
-        tokio::task::spawn_blocking(move || blocking.jobs().map(|j| j.len()))
+        tokio::task::spawn_blocking(move || blocking.schedules().map(|j| j.len()))
             .await
             .unwrap()
             .unwrap();
@@ -346,7 +354,7 @@ fn calls_work_from_every_kind_of_thread() {
         .enable_all()
         .build()
         .unwrap();
-    single.block_on(async { assert!(db.jobs().unwrap().is_empty()) });
+    single.block_on(async { assert!(db.schedules().unwrap().is_empty()) });
     // The last handle dropped inside a runtime does not panic.
     multi.block_on(async move { drop(db) });
 }

@@ -87,7 +87,7 @@ impl RunStore for Sqlite {
         self.runs("name", name, limit, before)
     }
 
-    fn runs_of_job(
+    fn runs_of_schedule(
         &self,
         id: &str,
         limit: u32,
