@@ -27,7 +27,7 @@ use wasmatic_sandbox::engine::GuestEngines;
 use wasmatic_sandbox::engine::{self, GuestFailure, WasmKind};
 use wasmatic_sandbox::flags::RuntimeFlags;
 use wasmatic_sandbox::limits::GuestLimiter;
-use wasmatic_sandbox::output::CapturedOutput;
+use wasmatic_sandbox::output::{CapturedOutput, StreamOf};
 
 /// Longest a job may run, whatever it asks for.
 pub const MAX_JOB_TIMEOUT: Duration = Duration::from_secs(30);
@@ -266,8 +266,8 @@ impl Jobs {
         let stderr = CapturedOutput::new(request.max_stderr.min(MAX_JOB_OUTPUT));
         let mut wasi = WasiCtxBuilder::new();
         wasi.stdin(MemoryInputPipe::new(format!("{}\n", request.input)))
-            .stdout(stdout.clone())
-            .stderr(stderr.clone())
+            .stdout(StreamOf(stdout.clone()))
+            .stderr(StreamOf(stderr.clone()))
             .allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false);

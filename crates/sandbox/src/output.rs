@@ -1,7 +1,8 @@
 //! A guest's captured stdout or stderr: kept up to a limit, the rest
 //! counted, so that a chatty guest is neither stopped nor able to exhaust
 //! the host's memory. Handlers, jobs and the outbound policy (which writes
-//! its refusals to the guest's stderr) share it.
+//! its refusals to the guest's stderr) share it. [`StreamOf`] makes a
+//! [`Sink`] (this, or the operator's log lines) a guest's stream.
 
 use std::sync::{Arc, Mutex};
 
@@ -84,13 +85,32 @@ impl CapturedOutput {
     }
 }
 
-impl IsTerminal for CapturedOutput {
+/// What a guest's output stream writes into: every write is accepted at
+/// once and handed over whole, so that a guest never waits on the host's
+/// log or buffer, and the sink alone decides what it keeps.
+pub trait Sink: Clone + Send + Sync + 'static {
+    fn push(&self, bytes: &[u8]);
+}
+
+impl Sink for CapturedOutput {
+    fn push(&self, bytes: &[u8]) {
+        CapturedOutput::push(self, bytes)
+    }
+}
+
+/// A guest's stdout or stderr over a [`Sink`]: what WASI's streams and
+/// tokio's `AsyncWrite` need of it, written once for every sink (a call's
+/// captured output, the operator's log lines).
+#[derive(Clone)]
+pub struct StreamOf<S>(pub S);
+
+impl<S: Sink> IsTerminal for StreamOf<S> {
     fn is_terminal(&self) -> bool {
         false
     }
 }
 
-impl StdoutStream for CapturedOutput {
+impl<S: Sink> StdoutStream for StreamOf<S> {
     fn p2_stream(&self) -> Box<dyn OutputStream> {
         Box::new(self.clone())
     }
@@ -100,9 +120,9 @@ impl StdoutStream for CapturedOutput {
     }
 }
 
-impl OutputStream for CapturedOutput {
+impl<S: Sink> OutputStream for StreamOf<S> {
     fn write(&mut self, bytes: Bytes) -> StreamResult<()> {
-        self.push(&bytes);
+        self.0.push(&bytes);
         Ok(())
     }
 
@@ -116,17 +136,17 @@ impl OutputStream for CapturedOutput {
 }
 
 #[wasmtime_wasi::async_trait]
-impl Pollable for CapturedOutput {
+impl<S: Sink> Pollable for StreamOf<S> {
     async fn ready(&mut self) {}
 }
 
-impl tokio::io::AsyncWrite for CapturedOutput {
+impl<S: Sink> tokio::io::AsyncWrite for StreamOf<S> {
     fn poll_write(
         self: std::pin::Pin<&mut Self>,
         _: &mut std::task::Context<'_>,
         buf: &[u8],
     ) -> std::task::Poll<std::io::Result<usize>> {
-        self.push(buf);
+        self.0.push(buf);
         std::task::Poll::Ready(Ok(buf.len()))
     }
 

@@ -49,6 +49,7 @@ use wasmatic_sandbox::engine::{self, WasmContext, WasmKind};
 use wasmatic_sandbox::flags::RuntimeFlags;
 use wasmatic_sandbox::limits::{GuestLimiter, MemoryBudget};
 use wasmatic_sandbox::outbound::{OutboundHooks, Policy};
+use wasmatic_sandbox::output::StreamOf;
 use wasmatic_sandbox::pool::{Pools, Reuse, WarmPool};
 
 pub use body::BodyBudget;
@@ -166,8 +167,8 @@ impl Operator {
         let mut wasi = WasiCtxBuilder::new();
         // What the operator prints becomes log lines of the request it
         // answers, rather than text interleaved with the node's log.
-        wasi.stdout(stdio::LoggedOutput::new("stdout"))
-            .stderr(stdio::LoggedOutput::new("stderr"))
+        wasi.stdout(StreamOf(stdio::LoggedOutput::new("stdout")))
+            .stderr(StreamOf(stdio::LoggedOutput::new("stderr")))
             .envs(&self.setup.env);
         for dir in &self.setup.dirs {
             wasi.preopened_dir(&dir.host, &dir.guest, FsPerms::ReadWrite)

@@ -6,9 +6,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use bytes::Bytes;
-use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
-use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
+use wasmatic_sandbox::output::Sink;
 
 /// Longest line logged as one: past it, what is buffered is logged and the
 /// rest of the line follows as another, so that an operator printing
@@ -31,6 +29,14 @@ impl LoggedOutput {
         }
     }
 
+    fn log(&self, line: &[u8]) {
+        let line = String::from_utf8_lossy(line);
+        let line = wasmatic_guests::audit_log::log_safe(line.trim_end_matches('\r'));
+        tracing::info!(target: "operator", stream = self.stream, "{line}");
+    }
+}
+
+impl Sink for LoggedOutput {
     fn push(&self, bytes: &[u8]) {
         let mut partial = self.partial.lock().unwrap_or_else(|p| p.into_inner());
         for &b in bytes {
@@ -45,72 +51,5 @@ impl LoggedOutput {
                 }
             }
         }
-    }
-
-    fn log(&self, line: &[u8]) {
-        let line = String::from_utf8_lossy(line);
-        let line = wasmatic_guests::audit_log::log_safe(line.trim_end_matches('\r'));
-        tracing::info!(target: "operator", stream = self.stream, "{line}");
-    }
-}
-
-impl IsTerminal for LoggedOutput {
-    fn is_terminal(&self) -> bool {
-        false
-    }
-}
-
-impl StdoutStream for LoggedOutput {
-    fn p2_stream(&self) -> Box<dyn OutputStream> {
-        Box::new(self.clone())
-    }
-
-    fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
-        Box::new(self.clone())
-    }
-}
-
-impl OutputStream for LoggedOutput {
-    fn write(&mut self, bytes: Bytes) -> StreamResult<()> {
-        self.push(&bytes);
-        Ok(())
-    }
-
-    fn flush(&mut self) -> StreamResult<()> {
-        Ok(())
-    }
-
-    fn check_write(&mut self) -> StreamResult<usize> {
-        Ok(64 * 1024)
-    }
-}
-
-#[wasmtime_wasi::async_trait]
-impl Pollable for LoggedOutput {
-    async fn ready(&mut self) {}
-}
-
-impl tokio::io::AsyncWrite for LoggedOutput {
-    fn poll_write(
-        self: std::pin::Pin<&mut Self>,
-        _: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        self.push(buf);
-        std::task::Poll::Ready(Ok(buf.len()))
-    }
-
-    fn poll_flush(
-        self: std::pin::Pin<&mut Self>,
-        _: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::task::Poll::Ready(Ok(()))
-    }
-
-    fn poll_shutdown(
-        self: std::pin::Pin<&mut Self>,
-        _: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::task::Poll::Ready(Ok(()))
     }
 }

@@ -28,7 +28,7 @@ use wasmatic_sandbox::engine::{self, GuestFailure};
 use wasmatic_sandbox::flags::RuntimeFlags;
 use wasmatic_sandbox::limits::GuestLimiter;
 use wasmatic_sandbox::outbound::{OutboundHooks, Policy, Rule};
-use wasmatic_sandbox::output::CapturedOutput;
+use wasmatic_sandbox::output::{CapturedOutput, StreamOf};
 use wasmatic_sandbox::pool::WarmPool;
 
 mod bindings {
@@ -249,8 +249,8 @@ fn new_store(
     let wasi = WasiCtxBuilder::new()
         .envs(&guest.config)
         .envs(env)
-        .stdout(stdout.clone())
-        .stderr(stderr.clone())
+        .stdout(StreamOf(stdout.clone()))
+        .stderr(StreamOf(stderr.clone()))
         .allow_tcp(false)
         .allow_udp(false)
         .allow_ip_name_lookup(false)
