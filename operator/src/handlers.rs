@@ -39,10 +39,10 @@ pub fn register(req: &Request) -> Result<Response, Response> {
             "the body is empty: send the component's wasm bytes",
         ));
     }
-    // The bytes go to the host in the call: one copy, no file written,
-    // read back and removed (`stage` takes a file of `registered/`).
-    let staged = host::stage_bytes(bytes, &options).map_err(host_error)?;
-    let info = host::commit(&name, &staged.digest, &options).map_err(host_error)?;
+    // One host call: the bytes go to the host in it (one copy, no file
+    // written, read back and removed), and the host checks the options and
+    // links once.
+    let info = host::register(&name, bytes, &options).map_err(host_error)?;
     Ok(Response::json(201, &info))
 }
 

@@ -16,6 +16,7 @@ use wasmatic_api::is_valid_name;
 use wasmatic_api::NodeError;
 use wasmatic_guests::handler::{self, CallError, CallLimits, Entry, Guest};
 use wasmatic_guests::registry::{Handler, HandlerInfo, Runnable, Staged};
+use wasmatic_sandbox::outbound::Rule;
 use wasmatic_sandbox::pool::Reuse;
 use wasmatic_state::now_ms;
 use wasmatic_state::{ComponentRecord, HandlerSettings, RunPage, RunRecord};
@@ -68,7 +69,40 @@ impl Node {
         settings: HandlerSettings,
     ) -> Result<HandlerInfo, NodeError> {
         check_name(name)?;
-        let (mut settings, _) = check_settings(settings)?;
+        let (settings, rules) = check_settings(settings)?;
+        let staged = match self.registry.staged(digest) {
+            Some(staged) => staged,
+            None => self.stored(digest).await?,
+        };
+        self.make_current(name, staged, settings, rules).await
+    }
+
+    /// Registers `bytes` under `name` with `settings` in one step: what
+    /// [`Node::stage_bytes`] then [`Node::commit`] do, with the settings and
+    /// the links checked once and nothing left staged.
+    pub async fn register(
+        &self,
+        name: &str,
+        bytes: Vec<u8>,
+        settings: HandlerSettings,
+    ) -> Result<HandlerInfo, NodeError> {
+        check_name(name)?;
+        let (settings, rules) = check_settings(settings)?;
+        let staged = self.registry.compile_bytes(bytes).await?;
+        self.make_current(name, staged, settings, rules).await
+    }
+
+    /// Makes `staged` current under `name`, its settings checked (`rules`
+    /// are their outbound rules): its links checked and composed, durably
+    /// first, then in memory.
+    async fn make_current(
+        &self,
+        name: &str,
+        staged: Staged,
+        mut settings: HandlerSettings,
+        rules: Option<Vec<Rule>>,
+    ) -> Result<HandlerInfo, NodeError> {
+        let digest = staged.digest.as_str();
         let _changes = self.changes.lock().await;
         if self.modules.get(name).is_some() {
             return Err(NodeError::Conflict(format!(
@@ -81,10 +115,6 @@ impl Node {
                 "the node holds {max} components, its most (--max-components); remove one first"
             )));
         }
-        let staged = match self.registry.staged(digest) {
-            Some(staged) => staged,
-            None => self.stored(digest).await?,
-        };
         let (runnable, links) = self.registry.link(name, &staged, &settings.links).await?;
         settings.links = links;
         if let Some(current) = self.registry.get(name) {
@@ -103,7 +133,7 @@ impl Node {
         let (stored, bytes) = (record.clone(), staged.bytes.clone());
         blocking(move || state.commit_component(&stored, &bytes)).await??;
         self.registry.unstage(digest);
-        let handler = self.install(&record, &staged, runnable)?;
+        let handler = self.install(&record, &staged, runnable, rules);
         self.relink_dependents(name).await;
         tracing::info!(
             name,
@@ -130,16 +160,18 @@ impl Node {
     }
 
     /// Makes a stored version current in memory, as `runnable` (composed
-    /// with its links).
+    /// with its links), its settings checked (`rules` are their outbound
+    /// rules).
     pub(super) fn install(
         &self,
         record: &ComponentRecord,
         staged: &Staged,
         runnable: Runnable,
-    ) -> Result<Arc<Handler>, NodeError> {
-        let (settings, rules) = check_settings(record.settings.clone())?;
+        rules: Option<Vec<Rule>>,
+    ) -> Arc<Handler> {
+        let settings = record.settings.clone();
         let info = HandlerInfo::new(&record.name, staged, &settings, record.loaded_at);
-        Ok(self.registry.install(Handler {
+        self.registry.install(Handler {
             info,
             compiled: runnable.compiled,
             code: runnable.code,
@@ -155,7 +187,7 @@ impl Node {
                 config: settings.config.clone(),
             }),
             settings,
-        }))
+        })
     }
 
     /// Forgets a component, its schedules and its runs.
@@ -212,7 +244,9 @@ impl Node {
             .registry
             .link(&record.name, &staged, &record.settings.links)
             .await?;
-        self.install(record, &staged, runnable).map(|_| ())
+        let (_, rules) = check_settings(record.settings.clone())?;
+        self.install(record, &staged, runnable, rules);
+        Ok(())
     }
 
     /// Imports the component files an older node kept in the registered

@@ -412,7 +412,7 @@ mod tests {
     }
 
     #[test]
-    fn due_jobs_advance_and_removed_jobs_do_not_fire() {
+    fn due_schedules_advance_and_removed_schedules_do_not_fire() {
         let scheduler = Scheduler::new();
         scheduler.add(record("a"), parse_cron("* * * * * *").unwrap());
         scheduler.add(record("b"), parse_cron("* * * * * *").unwrap());
@@ -430,7 +430,7 @@ mod tests {
     }
 
     #[test]
-    fn jobs_due_together_fire_once_each_in_the_order_scheduled() {
+    fn schedules_due_together_fire_once_each_in_the_order_scheduled() {
         let scheduler = Scheduler::new();
         let every_second = || parse_cron("* * * * * *").unwrap();
         for id in ["c", "a", "b"] {

@@ -38,6 +38,19 @@ impl wit::Host for OperatorState {
             .into())
     }
 
+    async fn register(
+        &mut self,
+        name: String,
+        wasm: Vec<u8>,
+        options: wit::LoadOptions,
+    ) -> Result<wit::HandlerInfo, Error> {
+        Ok(self
+            .node()?
+            .register(&name, wasm, options.into())
+            .await?
+            .into())
+    }
+
     async fn remove(&mut self, name: String) -> Result<(), Error> {
         Ok(self.node()?.remove(&name).await?)
     }

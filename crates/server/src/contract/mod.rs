@@ -29,14 +29,14 @@ mod bindings {
     wasmtime::component::bindgen!({
         path: "../../wit/operator",
         interfaces: "
-            import wasmatic:operator/handlers@0.4.2;
-            import wasmatic:operator/schedules@0.4.2;
-            import wasmatic:operator/runs@0.4.2;
-            import wasmatic:operator/modules@0.4.2;
-            import wasmatic:operator/jobs@0.4.2;
-            import wasmatic:operator/triggers@0.4.2;
-            import wasmatic:operator/workflows@0.4.2;
-            import wasmatic:operator/metrics@0.4.2;
+            import wasmatic:operator/handlers@0.4.3;
+            import wasmatic:operator/schedules@0.4.3;
+            import wasmatic:operator/runs@0.4.3;
+            import wasmatic:operator/modules@0.4.3;
+            import wasmatic:operator/jobs@0.4.3;
+            import wasmatic:operator/triggers@0.4.3;
+            import wasmatic:operator/workflows@0.4.3;
+            import wasmatic:operator/metrics@0.4.3;
         ",
         // Naming a route is a plain store write: no future for it.
         imports: {
