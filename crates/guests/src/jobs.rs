@@ -38,9 +38,10 @@ pub const MAX_JOB_TIMEOUT: Duration = Duration::from_secs(30);
 /// applied), so that a client asking for 1.5 GB gets what the node gives
 /// rather than a refusal it cannot act on.
 pub const MAX_JOB_OUTPUT: usize = 4 << 20;
-/// Bytes of WebAssembly whose compiled jobs are kept for `wasmHash`-only
-/// requests.
-const CACHED_JOB_BYTES: usize = 64 << 20;
+/// Bytes of WebAssembly of the jobs run lately, kept for `wasmHash`-only
+/// requests. Their compiled code is the compiler's to keep (one cache for
+/// the node's compiled code, bounded in bytes).
+const RECENT_JOB_BYTES: usize = 64 << 20;
 
 pub struct JobRequest {
     pub job_id: String,
@@ -99,7 +100,6 @@ impl wasmatic_chain::core::HasRpc for ModuleJob {
     }
 }
 
-#[derive(Clone)]
 enum Compiled {
     Component(CommandPre<ComponentJob>),
     Module(wasmtime::InstancePre<ModuleJob>),
@@ -111,27 +111,42 @@ pub struct Jobs {
     /// The chains a job may call through its work directory.
     chains: Arc<Chains>,
     compiler: Arc<Compiler>,
-    /// Jobs run lately, compiled, with their bytes, by hash.
-    cache: Mutex<ByteCache<(Compiled, Arc<[u8]>)>>,
-    /// Jobs kept by hash for good (the ones workflows name), compiled when
-    /// first run.
+    /// What a job gets, linked once: WASI (and, for a core module, the
+    /// chain import).
+    module_linker: Linker<ModuleJob>,
+    component_linker: wasmtime::component::Linker<ComponentJob>,
+    /// The bytes of jobs run lately, by hash.
+    recent: Mutex<ByteCache<Arc<[u8]>>>,
+    /// Jobs kept by hash for good (the ones workflows name).
     kept: Mutex<std::collections::HashMap<String, Arc<[u8]>>>,
 }
 
 impl Jobs {
-    pub fn new(engines: &GuestEngines, compiler: Arc<Compiler>, chains: Arc<Chains>) -> Self {
-        Jobs {
+    pub fn new(
+        engines: &GuestEngines,
+        compiler: Arc<Compiler>,
+        chains: Arc<Chains>,
+    ) -> anyhow::Result<Self> {
+        let engine = engines.sync.clone();
+        let mut module_linker: Linker<ModuleJob> = Linker::new(&engine);
+        wasmtime_wasi::p1::add_to_linker_async(&mut module_linker, |job| &mut job.wasi)?;
+        wasmatic_chain::core::add_to_linker(&mut module_linker)?;
+        let mut component_linker = wasmtime::component::Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut component_linker)?;
+        Ok(Jobs {
             compiler,
-            engine: engines.sync.clone(),
+            engine,
             flags: engines.flags,
             chains,
-            cache: Mutex::new(ByteCache::new(CACHED_JOB_BYTES)),
+            module_linker,
+            component_linker,
+            recent: Mutex::new(ByteCache::new(RECENT_JOB_BYTES)),
             kept: Mutex::new(std::collections::HashMap::new()),
-        }
+        })
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, ByteCache<(Compiled, Arc<[u8]>)>> {
-        self.cache.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, ByteCache<Arc<[u8]>>> {
+        self.recent.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn lock_kept(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, Arc<[u8]>>> {
@@ -141,7 +156,7 @@ impl Jobs {
     /// The bytes of job `hash`, if it ran lately or is kept.
     pub fn bytes_of(&self, hash: &str) -> Option<Arc<[u8]>> {
         let hash = hash.to_ascii_lowercase();
-        if let Some((_, bytes)) = self.lock().get(&hash) {
+        if let Some(bytes) = self.lock().get(&hash) {
             return Some(bytes);
         }
         self.lock_kept().get(&hash).cloned()
@@ -157,51 +172,48 @@ impl Jobs {
         self.lock_kept().insert(hash.to_ascii_lowercase(), bytes);
     }
 
-    /// The job's code: compiled now from its bytes, or from the cache by hash.
+    /// The job's code: its bytes sent now, or those of an earlier job by
+    /// hash; compiled, or found compiled, by the node's compiler.
     async fn compiled(&self, request: &JobRequest) -> Result<Compiled, NodeError> {
         let wanted = request
             .wasm_hash
             .as_ref()
             .map(|h| h.trim().to_ascii_lowercase());
-        let Some(wasm) = &request.wasm else {
-            let hash = wanted.ok_or_else(|| {
-                NodeError::Invalid("send wasmB64, or the wasmHash of an earlier job".into())
-            })?;
-            if let Some((compiled, _)) = self.lock().get(&hash) {
-                return Ok(compiled);
+        let (digest, bytes) = match &request.wasm {
+            None => {
+                let hash = wanted.ok_or_else(|| {
+                    NodeError::Invalid("send wasmB64, or the wasmHash of an earlier job".into())
+                })?;
+                let bytes = self.bytes_of(&hash).ok_or_else(|| {
+                    NodeError::NotFound(format!(
+                        "no job with wasmHash {hash} is cached; send wasmB64 once"
+                    ))
+                })?;
+                (hash, bytes)
             }
-            let kept = self.lock_kept().get(&hash).cloned();
-            let bytes = kept.ok_or_else(|| {
-                NodeError::NotFound(format!(
-                    "no job with wasmHash {hash} is cached; send wasmB64 once"
-                ))
-            })?;
-            let compiled = self.compile(&hash, &bytes).await?;
-            self.lock()
-                .insert(hash, (compiled.clone(), bytes.clone()), bytes.len());
-            return Ok(compiled);
+            Some(wasm) => {
+                let digest = hex::encode(Sha256::digest(wasm));
+                if let Some(hash) = wanted {
+                    if hash != digest {
+                        return Err(NodeError::Invalid(format!(
+                            "wasmHash is {hash}, but the sha256 of wasmB64 is {digest}"
+                        )));
+                    }
+                }
+                let bytes = match self.bytes_of(&digest) {
+                    Some(bytes) => bytes,
+                    None => Arc::from(wasm.as_slice()),
+                };
+                (digest, bytes)
+            }
         };
-        let digest = hex::encode(Sha256::digest(wasm));
-        if let Some(hash) = wanted {
-            if hash != digest {
-                return Err(NodeError::Invalid(format!(
-                    "wasmHash is {hash}, but the sha256 of wasmB64 is {digest}"
-                )));
-            }
-        }
-        if let Some((compiled, _)) = self.lock().get(&digest) {
-            return Ok(compiled);
-        }
-        let compiled = self.compile(&digest, wasm).await?;
-        self.lock().insert(
-            digest,
-            (compiled.clone(), Arc::from(wasm.as_slice())),
-            wasm.len(),
-        );
+        let compiled = self.compile(&digest, &bytes).await?;
+        // Only a job that compiled is kept for a later `wasmHash`.
+        self.lock().insert(digest, bytes.clone(), bytes.len());
         Ok(compiled)
     }
 
-    async fn compile(&self, digest: &str, wasm: &[u8]) -> Result<Compiled, NodeError> {
+    async fn compile(&self, digest: &str, wasm: &Arc<[u8]>) -> Result<Compiled, NodeError> {
         let invalid = |what: &str, e: wasmtime::Error| {
             NodeError::Invalid(format!("{what}: {:#}", anyhow::Error::from(e)))
         };
@@ -213,7 +225,7 @@ impl Jobs {
             WasmKind::CoreModule => {
                 let module = self
                     .compiler
-                    .module(digest.to_string(), wasm.into())
+                    .module(digest.to_string(), wasm.clone())
                     .await
                     .map_err(compiled)?;
                 if module.get_export("run").is_none() && module.get_export("_start").is_none() {
@@ -221,12 +233,8 @@ impl Jobs {
                         "the module exports neither `run` nor `_start`".into(),
                     ));
                 }
-                let mut linker: Linker<ModuleJob> = Linker::new(&self.engine);
-                wasmtime_wasi::p1::add_to_linker_async(&mut linker, |job| &mut job.wasi)
-                    .map_err(|e| invalid("cannot link WASI", e))?;
-                wasmatic_chain::core::add_to_linker(&mut linker)
-                    .map_err(|e| NodeError::Internal(format!("cannot link wasmatic:eth: {e:#}")))?;
-                let pre = linker
+                let pre = self
+                    .module_linker
                     .instantiate_pre(&module)
                     .map_err(|e| invalid("the module imports what a job does not get", e))?;
                 Ok(Compiled::Module(pre))
@@ -234,13 +242,11 @@ impl Jobs {
             WasmKind::Component => {
                 let component = self
                     .compiler
-                    .component(digest.to_string(), wasm.into())
+                    .component(digest.to_string(), wasm.clone())
                     .await
                     .map_err(compiled)?;
-                let mut linker = wasmtime::component::Linker::new(&self.engine);
-                wasmtime_wasi::p2::add_to_linker_async(&mut linker)
-                    .map_err(|e| invalid("cannot link WASI", e))?;
-                let pre = linker
+                let pre = self
+                    .component_linker
                     .instantiate_pre(&component)
                     .map_err(|e| invalid("the component imports what a job does not get", e))?;
                 let pre = CommandPre::new(pre).map_err(|e| {

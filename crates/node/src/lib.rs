@@ -166,7 +166,8 @@ impl Node {
                 engines.flags,
                 engines.compiler(&engines.sync),
             ),
-            jobs: Jobs::new(&engines, engines.compiler(&engines.sync), chains.clone()),
+            jobs: Jobs::new(&engines, engines.compiler(&engines.sync), chains.clone())
+                .context("cannot link what WASI jobs get")?,
             registry: Registry::new(&engines, registered_dir, cache_dir, limits.max_handler_size)?,
             scheduler: Arc::new(Scheduler::new()),
             state,
