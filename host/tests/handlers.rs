@@ -127,7 +127,7 @@ fn gecko_runs_on_request_and_on_schedule_and_survives_a_restart() {
 
     // A clean stop, then a restart on the same directory.
     assert!(node.terminate().success());
-    let restarted_at = now_ms();
+    let restarted_at = wasmatic_state::now_ms();
     let node = start_node(dir.path());
     assert_eq!(node.get("/handlers/gecko").json()["name"], "gecko");
     assert_eq!(node.get("/sched").json()[0]["id"], id.as_str());
@@ -143,13 +143,6 @@ fn gecko_runs_on_request_and_on_schedule_and_survives_a_restart() {
         },
     );
     assert!(node.log().contains("component loaded"), "{}", node.log());
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
 }
 
 #[test]
@@ -462,7 +455,7 @@ fn a_stopping_node_finishes_and_records_its_scheduled_run_and_starts_none() {
         runs(&node, &job_runs).iter().all(|r| r["ok"] != true),
         "no run has ended yet"
     );
-    let stopped_at = now_ms();
+    let stopped_at = wasmatic_state::now_ms();
     assert!(node.terminate().success());
 
     let node = start_node(dir.path());

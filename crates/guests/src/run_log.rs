@@ -215,20 +215,16 @@ fn write(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use wasmatic_state::{ComponentRecord, HandlerSettings};
+    use wasmatic_state::ComponentRecord;
 
     #[tokio::test]
     async fn recorded_runs_are_readable_once_flushed() {
         let dir = tempfile::tempdir().unwrap();
         let state: Arc<dyn Store> =
             Arc::new(wasmatic_state::sqlite::Sqlite::open(&dir.path().join("state.db")).unwrap());
-        let record = ComponentRecord {
-            name: "echo".into(),
-            digest: "d".into(),
-            settings: HandlerSettings::default(),
-            loaded_at: 0,
-        };
-        state.commit_component(&record, b"x").unwrap();
+        state
+            .commit_component(&ComponentRecord::sample("echo"), b"x")
+            .unwrap();
         let bounds = RunBounds {
             per_name: 100,
             total: 10_000,
@@ -236,23 +232,8 @@ mod tests {
         };
         let log = RunLog::start(state.clone(), bounds).unwrap();
         for i in 0..250 {
-            log.record(RunRecord {
-                id: 0,
-                name: "echo".into(),
-                function: None,
-                job_id: None,
-                scheduled_for: None,
-                started_at: i,
-                duration_ms: 0,
-                ok: true,
-                output: Some(i.to_string()),
-                error: None,
-                stdout: String::new(),
-                stderr: String::new(),
-                audit: Vec::new(),
-                rpc: Vec::new(),
-            })
-            .await;
+            log.record(RunRecord::sample("echo", i, Some(i.to_string())))
+                .await;
         }
         log.flushed().await;
         let runs = state.runs_of_handler("echo", 1000, None).unwrap().runs;

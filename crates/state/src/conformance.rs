@@ -257,18 +257,8 @@ const BOUNDS: RunBounds = RunBounds {
 
 fn run(name: &str, job: Option<&str>, started_at: u64) -> RunRecord {
     RunRecord {
-        id: 0,
-        name: name.into(),
-        function: None,
         job_id: job.map(Into::into),
         scheduled_for: job.map(|_| started_at),
-        started_at,
-        duration_ms: 1,
-        ok: true,
-        output: Some(format!("out {started_at}")),
-        error: None,
-        stdout: String::new(),
-        stderr: String::new(),
         audit: vec![AuditEntry {
             level: "info".into(),
             message: format!("ran at {started_at}"),
@@ -279,19 +269,15 @@ fn run(name: &str, job: Option<&str>, started_at: u64) -> RunRecord {
             duration_us: 250,
             ok: true,
         }],
+        ..RunRecord::sample(name, started_at, Some(format!("out {started_at}")))
     }
 }
 
 fn with_components(place: &Place, names: &[&str]) -> Box<dyn Store> {
     let db = place.open();
     for name in names {
-        let record = ComponentRecord {
-            name: name.to_string(),
-            digest: format!("d-{name}"),
-            settings: HandlerSettings::default(),
-            loaded_at: 0,
-        };
-        db.commit_component(&record, b"bytes").unwrap();
+        db.commit_component(&ComponentRecord::sample(name), b"bytes")
+            .unwrap();
     }
     db
 }

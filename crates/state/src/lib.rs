@@ -68,6 +68,57 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// Both databases store integers as i64: milliseconds, counts and chain
+/// numbers past it do not occur, and are clamped rather than wrapped.
+pub(crate) fn to_sql(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// The arguments of [`KEEP_WORKFLOW_RUNS_WITHIN`] on either database: the
+/// bounds on runs in all and the run that stays.
+pub(crate) fn keep_workflow_runs_args(bounds: RunBounds, keep: u64) -> [i64; 3] {
+    [
+        to_sql(bounds.total),
+        to_sql(bounds.total_bytes),
+        to_sql(keep),
+    ]
+}
+
+/// The oldest runs that go for the runs in all to fit their bounds, as
+/// both backends prune them: fed the id and bytes of the oldest runs,
+/// oldest first, while it still wants more; `last` is then the newest id
+/// that goes (every run up to it goes).
+pub(crate) struct OldestRuns {
+    bounds: RunBounds,
+    count: u64,
+    bytes: u64,
+    pub last: Option<i64>,
+}
+
+impl OldestRuns {
+    /// Before any run goes: `count` runs of `bytes` in all are stored.
+    pub fn new(bounds: RunBounds, count: u64, bytes: u64) -> Self {
+        OldestRuns {
+            bounds,
+            count,
+            bytes,
+            last: None,
+        }
+    }
+
+    /// Whether the runs still stored are more than the bounds allow.
+    pub fn wanted(&self) -> bool {
+        self.bounds.exceeded_by(self.count, self.bytes)
+    }
+
+    /// Counts run `id`, of `bytes`, as going.
+    pub fn take(&mut self, id: i64, bytes: u64) {
+        self.last = Some(id);
+        self.count = self.count.saturating_sub(1);
+        self.bytes = self.bytes.saturating_sub(bytes);
+    }
+}
+
 /// Registered components (bytes by digest, settings, links) and core
 /// modules.
 pub trait ComponentStore {
@@ -183,18 +234,32 @@ pub trait RunStore {
     /// the bounds. Runs of a component that is no longer registered are not
     /// recorded.
     fn insert_runs(&self, runs: &[RunRecord], bounds: RunBounds) -> Result<(), StateError>;
+    /// The newest `limit` runs of `of` older than run `before`, in a page
+    /// that ends early past [`PAGE_BYTES`].
+    fn runs_of(
+        &self,
+        of: RunsOf<'_>,
+        limit: u32,
+        before: Option<u64>,
+    ) -> Result<RunPage, StateError>;
+    /// [`RunStore::runs_of`] the component `name`.
     fn runs_of_handler(
         &self,
         name: &str,
         limit: u32,
         before: Option<u64>,
-    ) -> Result<RunPage, StateError>;
+    ) -> Result<RunPage, StateError> {
+        self.runs_of(RunsOf::Handler(name), limit, before)
+    }
+    /// [`RunStore::runs_of`] the schedule or chain trigger `id`.
     fn runs_of_schedule(
         &self,
         id: &str,
         limit: u32,
         before: Option<u64>,
-    ) -> Result<RunPage, StateError>;
+    ) -> Result<RunPage, StateError> {
+        self.runs_of(RunsOf::Schedule(id), limit, before)
+    }
 }
 
 /// All of the node's state.

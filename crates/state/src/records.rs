@@ -45,6 +45,21 @@ pub struct ComponentRecord {
     pub loaded_at: u64,
 }
 
+impl ComponentRecord {
+    /// A test fixture: component `name` with the default settings and a
+    /// digest made from its name. Public because the tests of the crates
+    /// above the state need a registered name too (runs of a name that is
+    /// not registered are not recorded).
+    pub fn sample(name: &str) -> Self {
+        ComponentRecord {
+            name: name.into(),
+            digest: format!("d-{name}"),
+            settings: HandlerSettings::default(),
+            loaded_at: 0,
+        }
+    }
+}
+
 /// A stored core module.
 pub struct ModuleRecord {
     pub name: String,
@@ -100,6 +115,28 @@ impl RunRecord {
             + audit
             + self.rpc.iter().map(|c| c.method.len() + 48).sum::<usize>()
     }
+
+    /// A test fixture: a successful run of `name` that started at
+    /// `started_at`, took a millisecond and answered `output`, with nothing
+    /// else set. Public for the same reason as [`ComponentRecord::sample`].
+    pub fn sample(name: &str, started_at: u64, output: Option<String>) -> Self {
+        RunRecord {
+            id: 0,
+            name: name.into(),
+            function: None,
+            job_id: None,
+            scheduled_for: None,
+            started_at,
+            duration_ms: 1,
+            ok: true,
+            output,
+            error: None,
+            stdout: String::new(),
+            stderr: String::new(),
+            audit: Vec::new(),
+            rpc: Vec::new(),
+        }
+    }
 }
 
 /// How much history is kept.
@@ -111,6 +148,34 @@ pub struct RunBounds {
     pub total: u64,
     /// Bytes of runs kept in all.
     pub total_bytes: u64,
+}
+
+impl RunBounds {
+    /// Whether `count` runs of `bytes` in all are more than the bounds on
+    /// runs in all allow: each backend drops the oldest runs until not.
+    pub fn exceeded_by(&self, count: u64, bytes: u64) -> bool {
+        count > self.total || bytes > self.total_bytes
+    }
+}
+
+/// Whose runs a page lists.
+#[derive(Clone, Copy, Debug)]
+pub enum RunsOf<'a> {
+    /// A registered component's, by name.
+    Handler(&'a str),
+    /// A schedule's or chain trigger's, by id.
+    Schedule(&'a str),
+}
+
+impl<'a> RunsOf<'a> {
+    /// The column of the `runs` table that names them (the same in both
+    /// backends), and its value.
+    pub(crate) fn column(self) -> (&'static str, &'a str) {
+        match self {
+            RunsOf::Handler(name) => ("name", name),
+            RunsOf::Schedule(id) => ("job_id", id),
+        }
+    }
 }
 
 /// Runs, newest first; `next` is the `before` of the following page.
@@ -228,19 +293,28 @@ pub struct WorkflowRunPage {
     pub next: Option<u64>,
 }
 
-/// Where a page of runs ends, from the sizes of the candidates (newest
-/// first, one more than `limit` when there are more): at `limit`, or early
-/// once it holds [`PAGE_BYTES`] (a page always has its first run). Answers
-/// how many runs the page takes and the `before` of the next page.
-pub fn page_end(sizes: &[(u64, u64)], limit: u32) -> (usize, Option<u64>) {
+/// Where a page of runs ends, from the (id, size) of the candidates
+/// (newest first, one more than `limit` when there are more): at `limit`,
+/// or early once it holds [`PAGE_BYTES`] (a page always has its first run).
+/// Answers the ids of the page's newest and oldest runs (none for an empty
+/// page), so that only its runs are read, and the `before` of the next page.
+pub fn page_end(sizes: &[(u64, u64)], limit: u32) -> (Option<(u64, u64)>, Option<u64>) {
     let mut bytes = 0u64;
-    for (taken, &(_, size)) in sizes.iter().enumerate() {
-        if taken == limit as usize || (taken > 0 && bytes + size > PAGE_BYTES as u64) {
-            return (taken, taken.checked_sub(1).map(|last| sizes[last].0));
+    let mut taken = sizes.len();
+    for (n, &(_, size)) in sizes.iter().enumerate() {
+        if n == limit as usize || (n > 0 && bytes + size > PAGE_BYTES as u64) {
+            taken = n;
+            break;
         }
         bytes += size;
     }
-    (sizes.len(), None)
+    let span = taken.checked_sub(1).map(|last| (sizes[0].0, sizes[last].0));
+    let next = if taken < sizes.len() {
+        span.map(|(_, oldest)| oldest)
+    } else {
+        None
+    };
+    (span, next)
 }
 
 /// A tick or event that one node of a fleet runs.

@@ -37,7 +37,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod
 use tokio::runtime::{Handle, Runtime, RuntimeFlavor};
 use tokio_postgres::NoTls;
 
-use super::{ChangeFeed, StateError};
+use super::{to_sql, ChangeFeed, StateError};
 
 /// Connections one node holds at most: the run log, a few requests and the
 /// fleet's heartbeat and claims at once.
@@ -282,12 +282,6 @@ fn new_node_id() -> String {
         std::process::id(),
         random.finish() as u32
     )
-}
-
-/// Milliseconds and counts are BIGINT: values past i64 do not occur, and are
-/// clamped rather than wrapped.
-fn to_sql(n: u64) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
 }
 
 fn from_sql(n: i64) -> u64 {

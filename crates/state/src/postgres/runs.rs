@@ -9,7 +9,7 @@
 use tokio_postgres::{Row, Transaction};
 
 use super::{from_json, from_sql, opt_text_of, text_of, to_json, to_sql, Fault, Postgres};
-use crate::{RunBounds, RunPage, RunRecord, RunStore, StateError, PAGE_BYTES};
+use crate::{page_end, OldestRuns, RunBounds, RunPage, RunRecord, RunStore, RunsOf, StateError};
 
 /// How many runs are stored, and their bytes.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -74,37 +74,28 @@ impl RunStore for Postgres {
         })
     }
 
-    fn runs_of_handler(
+    fn runs_of(
         &self,
-        name: &str,
+        of: RunsOf<'_>,
         limit: u32,
         before: Option<u64>,
     ) -> Result<RunPage, StateError> {
-        self.wait("reading runs", self.runs("name", name, limit, before))
-    }
-
-    fn runs_of_schedule(
-        &self,
-        id: &str,
-        limit: u32,
-        before: Option<u64>,
-    ) -> Result<RunPage, StateError> {
-        self.wait("reading runs", self.runs("job_id", id, limit, before))
+        self.wait("reading runs", self.runs(of, limit, before))
     }
 }
 
 impl Postgres {
-    /// A page of runs whose `column` is `value`, newest first. The ids and
+    /// A page of the runs of `of`, newest first. The ids and
     /// sizes are read first to decide where the page ends (at `limit`, or
     /// early past [`PAGE_BYTES`]); then only the runs of the page are read,
     /// so a page of large runs never holds more than its bytes.
     async fn runs(
         &self,
-        column: &str,
-        value: &str,
+        of: RunsOf<'_>,
         limit: u32,
         before: Option<u64>,
     ) -> Result<RunPage, Fault> {
+        let (column, value) = of.column();
         let client = self.client().await?;
         let before = before.map_or(i64::MAX, to_sql);
         // One more than asked tells whether a next page exists.
@@ -117,37 +108,24 @@ impl Postgres {
                 &[&value, &before, &(i64::from(limit) + 1)],
             )
             .await?;
-        let (mut taken, mut bytes, mut next) = (0usize, 0u64, None);
-        for row in &sizes {
-            let size = from_sql(row.get(1));
-            let full = taken as u32 >= limit || (taken > 0 && bytes + size > PAGE_BYTES as u64);
-            if full {
-                next = Some(from_sql(sizes[taken - 1].get(0)));
-                break;
-            }
-            bytes += size;
-            taken += 1;
-        }
-        let mut page = RunPage {
-            runs: Vec::new(),
-            next,
+        let sizes: Vec<(u64, u64)> = sizes
+            .iter()
+            .map(|row| (from_sql(row.get(0)), from_sql(row.get(1))))
+            .collect();
+        let (Some((newest, oldest)), next) = page_end(&sizes, limit) else {
+            return Ok(RunPage::default());
         };
-        if taken == 0 {
-            return Ok(page);
-        }
-        let newest: i64 = sizes[0].get(0);
-        let oldest: i64 = sizes[taken - 1].get(0);
         let rows = client
             .query(
                 &format!(
                     "SELECT {RUN_COLUMNS} FROM runs WHERE {column} = $1 AND id <= $2 AND id >= $3
                      ORDER BY id DESC"
                 ),
-                &[&value, &newest, &oldest],
+                &[&value, &to_sql(newest), &to_sql(oldest)],
             )
             .await?;
-        page.runs = rows.iter().map(run_of).collect::<Result<_, _>>()?;
-        Ok(page)
+        let runs = rows.iter().map(run_of).collect::<Result<_, _>>()?;
+        Ok(RunPage { runs, next })
     }
 }
 
@@ -253,27 +231,25 @@ pub(super) async fn insert_runs_in(
     }
     // In all: the oldest runs go until both bounds hold. Only the sizes of
     // the rows deleted are read, a chunk at a time.
-    let (mut count, mut bytes, mut last) = (totals.count, totals.bytes, None::<i64>);
-    'scan: while count > bounds.total || bytes > bounds.total_bytes {
+    let mut oldest = OldestRuns::new(bounds, totals.count, totals.bytes);
+    'scan: while oldest.wanted() {
         let chunk = tx
             .query(
                 "SELECT id, bytes FROM runs WHERE id > $1 ORDER BY id LIMIT 256",
-                &[&last.unwrap_or(0)],
+                &[&oldest.last.unwrap_or(0)],
             )
             .await?;
         if chunk.is_empty() {
             break;
         }
         for row in &chunk {
-            if count <= bounds.total && bytes <= bounds.total_bytes {
+            if !oldest.wanted() {
                 break 'scan;
             }
-            last = Some(row.get(0));
-            count -= 1;
-            bytes = bytes.saturating_sub(from_sql(row.get(1)));
+            oldest.take(row.get(0), from_sql(row.get(1)));
         }
     }
-    if let Some(last) = last {
+    if let Some(last) = oldest.last {
         let gone = tx
             .query_one(
                 "WITH gone AS (DELETE FROM runs WHERE id <= $1 RETURNING bytes)
@@ -289,7 +265,7 @@ pub(super) async fn insert_runs_in(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{ComponentRecord, ComponentStore, HandlerSettings};
+    use crate::{ComponentRecord, ComponentStore};
 
     /// The totals kept as runs come and go are what a count finds.
     fn assert_totals_match(db: &Postgres) {
@@ -317,13 +293,8 @@ mod tests {
         let db = Postgres::open(&url).unwrap();
         let other_node = Postgres::open(&url).unwrap();
         for name in ["echo", "other"] {
-            let record = ComponentRecord {
-                name: name.into(),
-                digest: format!("d-{name}"),
-                settings: HandlerSettings::default(),
-                loaded_at: 0,
-            };
-            db.commit_component(&record, b"bytes").unwrap();
+            db.commit_component(&ComponentRecord::sample(name), b"bytes")
+                .unwrap();
         }
         let bounds = RunBounds {
             per_name: 5,
@@ -333,22 +304,7 @@ mod tests {
         let batch = |i: u64| -> Vec<RunRecord> {
             ["echo", "other", "ghost"]
                 .iter()
-                .map(|name| RunRecord {
-                    id: 0,
-                    name: name.to_string(),
-                    function: None,
-                    job_id: None,
-                    scheduled_for: None,
-                    started_at: i,
-                    duration_ms: 1,
-                    ok: true,
-                    output: Some("x".repeat(i as usize)),
-                    error: None,
-                    stdout: String::new(),
-                    stderr: String::new(),
-                    audit: Vec::new(),
-                    rpc: Vec::new(),
-                })
+                .map(|name| RunRecord::sample(name, i, Some("x".repeat(i as usize))))
                 .collect()
         };
         // Two nodes writing at once: the bounds hold for their sum.

@@ -56,13 +56,8 @@ fn claim(what: &str, at: &str, name: &str, kind: ClaimKind) -> Claim {
 }
 
 fn component(db: &Postgres, name: &str) {
-    let record = ComponentRecord {
-        name: name.into(),
-        digest: format!("d-{name}"),
-        settings: HandlerSettings::default(),
-        loaded_at: 0,
-    };
-    db.commit_component(&record, b"bytes").unwrap();
+    db.commit_component(&ComponentRecord::sample(name), b"bytes")
+        .unwrap();
 }
 
 /// Takes changes from `feed` until they add up to `expected` (a node's
@@ -399,13 +394,6 @@ fn an_outage_answers_unavailable_and_calls_work_again_after_it() {
     assert_eq!(components.len(), 1);
     // Changes missed while it was down: the node reloads everything.
     assert_eq!(next_changes(&db.changes()), super::listen::all_changes());
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
 }
 
 #[test]

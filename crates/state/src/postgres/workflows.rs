@@ -9,8 +9,9 @@ use tokio_postgres::Row;
 use super::listen::announce;
 use super::{from_sql, opt_text_of, to_sql, Fault, Postgres};
 use crate::{
-    page_end, Change, RunBounds, SecretInfo, SecretStore, StateError, WorkflowRecord, WorkflowRun,
-    WorkflowRunPage, WorkflowStore, KEEP_WORKFLOW_RUNS_WITHIN, RUNS_KEPT_PER_WORKFLOW,
+    keep_workflow_runs_args, page_end, Change, RunBounds, SecretInfo, SecretStore, StateError,
+    WorkflowRecord, WorkflowRun, WorkflowRunPage, WorkflowStore, KEEP_WORKFLOW_RUNS_WITHIN,
+    RUNS_KEPT_PER_WORKFLOW,
 };
 
 fn record_of(row: &Row) -> WorkflowRecord {
@@ -82,15 +83,9 @@ async fn keep_within(
     bounds: RunBounds,
     keep: u64,
 ) -> Result<(), Fault> {
-    tx.execute(
-        KEEP_WORKFLOW_RUNS_WITHIN,
-        &[
-            &to_sql(bounds.total),
-            &to_sql(bounds.total_bytes),
-            &to_sql(keep),
-        ],
-    )
-    .await?;
+    let [total, total_bytes, keep] = keep_workflow_runs_args(bounds, keep);
+    tx.execute(KEEP_WORKFLOW_RUNS_WITHIN, &[&total, &total_bytes, &keep])
+        .await?;
     Ok(())
 }
 
@@ -252,8 +247,7 @@ impl WorkflowStore for Postgres {
                 .iter()
                 .map(|row| (from_sql(row.get(0)), from_sql(row.get(1))))
                 .collect();
-            let (taken, next) = page_end(&sizes, limit);
-            let Some(oldest) = taken.checked_sub(1).map(|last| sizes[last].0) else {
+            let (Some((newest, oldest)), next) = page_end(&sizes, limit) else {
                 return Ok(WorkflowRunPage::default());
             };
             let rows = client
@@ -262,7 +256,7 @@ impl WorkflowStore for Postgres {
                         "SELECT {RUN_COLUMNS} FROM workflow_runs
                          WHERE name = $1 AND id <= $2 AND id >= $3 ORDER BY id DESC"
                     ),
-                    &[&name, &to_sql(sizes[0].0), &to_sql(oldest)],
+                    &[&name, &to_sql(newest), &to_sql(oldest)],
                 )
                 .await?;
             let runs = rows.iter().map(run_of).collect::<Result<_, _>>()?;

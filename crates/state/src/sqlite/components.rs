@@ -10,9 +10,6 @@ use super::{from_json, to_json, Sqlite};
 use crate::{ComponentRecord, ComponentStore, HandlerSettings, ModuleRecord, StateError};
 
 impl ComponentStore for Sqlite {
-    /// Makes `record` the current version of its name; `bytes` are stored
-    /// under its digest unless they already are. The bytes of a version no
-    /// longer current anywhere are dropped in the same transaction.
     fn commit_component(&self, record: &ComponentRecord, bytes: &[u8]) -> Result<(), StateError> {
         let mut conn = self.write();
         let tx = conn.transaction()?;
@@ -58,8 +55,6 @@ impl ComponentStore for Sqlite {
         Ok(())
     }
 
-    /// Forgets component `name` with its schedules and runs; answers whether
-    /// it existed and the ids of the schedules removed.
     fn remove_component(&self, name: &str) -> Result<(bool, Vec<String>), StateError> {
         let mut conn = self.write();
         let tx = conn.transaction()?;
@@ -91,7 +86,6 @@ impl ComponentStore for Sqlite {
         Ok((digest.is_some(), jobs))
     }
 
-    /// Every registered component, by name.
     fn components(&self) -> Result<Vec<ComponentRecord>, StateError> {
         let conn = self.read();
         let mut stmt = conn.prepare(
@@ -117,7 +111,6 @@ impl ComponentStore for Sqlite {
         Ok(rows)
     }
 
-    /// The bytes stored under `digest`.
     fn blob(&self, digest: &str) -> Result<Option<Vec<u8>>, StateError> {
         Ok(self
             .read()
@@ -129,8 +122,6 @@ impl ComponentStore for Sqlite {
             .optional()?)
     }
 
-    /// The settings an older node kept for a component whose file it loaded
-    /// from the registered directory; the defaults when it kept none.
     fn legacy_settings(&self, name: &str) -> Result<HandlerSettings, StateError> {
         let conn = self.read();
         let exists = conn
@@ -159,7 +150,6 @@ impl ComponentStore for Sqlite {
         })
     }
 
-    /// Stores (or replaces) a core module registered by name.
     fn put_module(
         &self,
         name: &str,
@@ -174,7 +164,6 @@ impl ComponentStore for Sqlite {
         Ok(())
     }
 
-    /// Forgets a core module; answers whether it existed.
     fn remove_module(&self, name: &str) -> Result<bool, StateError> {
         Ok(self
             .write()
@@ -182,7 +171,6 @@ impl ComponentStore for Sqlite {
             > 0)
     }
 
-    /// Every stored module.
     fn modules(&self) -> Result<Vec<ModuleRecord>, StateError> {
         let conn = self.read();
         let mut stmt =

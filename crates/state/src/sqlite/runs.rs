@@ -5,7 +5,7 @@
 use rusqlite::params;
 
 use super::{from_json, to_json, Sqlite};
-use crate::{RunBounds, RunPage, RunRecord, RunStore, StateError, PAGE_BYTES};
+use crate::{OldestRuns, RunBounds, RunPage, RunRecord, RunStore, RunsOf, StateError, PAGE_BYTES};
 
 /// How many runs are stored, and their bytes.
 #[derive(Clone, Copy, Debug, Default)]
@@ -56,9 +56,6 @@ impl Totals {
 }
 
 impl RunStore for Sqlite {
-    /// Records runs in one transaction, then drops the oldest runs beyond
-    /// the bounds. Runs of a component that is no longer registered (it was
-    /// removed while the run was going) are not recorded.
     fn insert_runs(&self, runs: &[RunRecord], bounds: RunBounds) -> Result<(), StateError> {
         let mut conn = self.write();
         let mut kept = self.run_totals();
@@ -78,33 +75,13 @@ impl RunStore for Sqlite {
         Ok(())
     }
 
-    fn runs_of_handler(
+    fn runs_of(
         &self,
-        name: &str,
+        of: RunsOf<'_>,
         limit: u32,
         before: Option<u64>,
     ) -> Result<RunPage, StateError> {
-        self.runs("name", name, limit, before)
-    }
-
-    fn runs_of_schedule(
-        &self,
-        id: &str,
-        limit: u32,
-        before: Option<u64>,
-    ) -> Result<RunPage, StateError> {
-        self.runs("job_id", id, limit, before)
-    }
-}
-
-impl Sqlite {
-    fn runs(
-        &self,
-        column: &str,
-        value: &str,
-        limit: u32,
-        before: Option<u64>,
-    ) -> Result<RunPage, StateError> {
+        let (column, value) = of.column();
         let conn = self.read();
         let mut stmt = conn.prepare_cached(&format!(
             "SELECT id, name, job_id, scheduled_for, started_at, duration_ms, ok, output, error, stdout, stderr, audit, function, rpc
@@ -194,18 +171,16 @@ pub(super) fn insert_runs_in(
     }
     // In all: the oldest runs go until both bounds hold. Only the rows
     // deleted are read.
-    if totals.count > bounds.total || totals.bytes > bounds.total_bytes {
-        let mut oldest = tx.prepare_cached("SELECT id, bytes FROM runs ORDER BY id")?;
-        let mut rows = oldest.query([])?;
-        let (mut count, mut bytes, mut last) = (totals.count, totals.bytes, None);
-        while count > bounds.total || bytes > bounds.total_bytes {
+    if bounds.exceeded_by(totals.count, totals.bytes) {
+        let mut stmt = tx.prepare_cached("SELECT id, bytes FROM runs ORDER BY id")?;
+        let mut rows = stmt.query([])?;
+        let mut oldest = OldestRuns::new(bounds, totals.count, totals.bytes);
+        while oldest.wanted() {
             let Some(row) = rows.next()? else { break };
-            last = Some(row.get::<_, i64>(0)?);
-            count -= 1;
-            bytes = bytes.saturating_sub(row.get::<_, i64>(1)? as u64);
+            oldest.take(row.get(0)?, row.get::<_, i64>(1)? as u64);
         }
         drop(rows);
-        if let Some(last) = last {
+        if let Some(last) = oldest.last {
             let mut delete =
                 tx.prepare_cached("DELETE FROM runs WHERE id <= ?1 RETURNING bytes")?;
             totals.remove(&mut delete.query([last])?)?;
@@ -217,7 +192,7 @@ pub(super) fn insert_runs_in(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{ComponentRecord, ComponentStore, HandlerSettings};
+    use crate::{ComponentRecord, ComponentStore};
 
     /// The totals kept as runs come and go are what a count finds.
     fn assert_totals_match(db: &Sqlite) {
@@ -231,13 +206,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = Sqlite::open(&dir.path().join("state.db")).unwrap();
         for name in ["echo", "other"] {
-            let record = ComponentRecord {
-                name: name.into(),
-                digest: format!("d-{name}"),
-                settings: HandlerSettings::default(),
-                loaded_at: 0,
-            };
-            db.commit_component(&record, b"bytes").unwrap();
+            db.commit_component(&ComponentRecord::sample(name), b"bytes")
+                .unwrap();
         }
         let bounds = RunBounds {
             per_name: 5,
@@ -247,22 +217,7 @@ mod tests {
         for i in 0..10 {
             let runs: Vec<_> = ["echo", "other"]
                 .iter()
-                .map(|name| RunRecord {
-                    id: 0,
-                    name: name.to_string(),
-                    function: None,
-                    job_id: None,
-                    scheduled_for: None,
-                    started_at: i,
-                    duration_ms: 1,
-                    ok: true,
-                    output: Some("x".repeat(i as usize)),
-                    error: None,
-                    stdout: String::new(),
-                    stderr: String::new(),
-                    audit: Vec::new(),
-                    rpc: Vec::new(),
-                })
+                .map(|name| RunRecord::sample(name, i, Some("x".repeat(i as usize))))
                 .collect();
             db.insert_runs(&runs, bounds).unwrap();
             assert_totals_match(&db);

@@ -14,7 +14,6 @@ impl ScheduleStore for Sqlite {
         Ok(())
     }
 
-    /// Deletes a job; returns whether it existed.
     fn delete_schedule(&self, id: &str) -> Result<bool, StateError> {
         Ok(self
             .write()

@@ -9,12 +9,7 @@ use rusqlite::{params, OptionalExtension};
 
 use super::runs::insert_runs_in;
 use super::Sqlite;
-use crate::{Cursor, RunBounds, RunRecord, StateError, TriggerRecord, TriggerStore};
-/// SQLite stores i64; chain numbers above it do not occur, and are clamped
-/// rather than wrapped.
-fn to_sql(n: u64) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
-}
+use crate::{to_sql, Cursor, RunBounds, RunRecord, StateError, TriggerRecord, TriggerStore};
 
 impl TriggerStore for Sqlite {
     fn insert_trigger(&self, t: &TriggerRecord) -> Result<(), StateError> {
@@ -36,7 +31,6 @@ impl TriggerStore for Sqlite {
         Ok(())
     }
 
-    /// Deletes a trigger; returns whether it existed.
     fn delete_trigger(&self, id: &str) -> Result<bool, StateError> {
         Ok(self
             .write()
@@ -70,7 +64,6 @@ impl TriggerStore for Sqlite {
         Ok(rows)
     }
 
-    /// The cursor of trigger `id`, if it exists.
     fn trigger_cursor(&self, id: &str) -> Result<Option<Cursor>, StateError> {
         Ok(self
             .read()
@@ -87,9 +80,6 @@ impl TriggerStore for Sqlite {
             .optional()?)
     }
 
-    /// Moves trigger `id` to `cursor`, recording `run` (the run of the event
-    /// it moves past) in the same transaction. Returns false, and records
-    /// nothing, when the trigger no longer exists.
     fn advance_trigger(
         &self,
         id: &str,

@@ -11,27 +11,10 @@ use rusqlite::{params, OptionalExtension, Row};
 
 use super::Sqlite;
 use crate::{
-    page_end, RunBounds, SecretInfo, SecretStore, StateError, WorkflowRecord, WorkflowRun,
-    WorkflowRunPage, WorkflowStore, KEEP_WORKFLOW_RUNS_WITHIN, RUNS_KEPT_PER_WORKFLOW,
+    keep_workflow_runs_args, page_end, to_sql, RunBounds, SecretInfo, SecretStore, StateError,
+    WorkflowRecord, WorkflowRun, WorkflowRunPage, WorkflowStore, KEEP_WORKFLOW_RUNS_WITHIN,
+    RUNS_KEPT_PER_WORKFLOW,
 };
-
-/// Drops the oldest workflow runs past `bounds`, in count and in bytes,
-/// never run `keep` (one being recorded).
-fn keep_within(
-    tx: &rusqlite::Transaction<'_>,
-    bounds: RunBounds,
-    keep: u64,
-) -> Result<(), StateError> {
-    tx.execute(
-        KEEP_WORKFLOW_RUNS_WITHIN,
-        params![clamp(bounds.total), clamp(bounds.total_bytes), clamp(keep)],
-    )?;
-    Ok(())
-}
-
-fn clamp(n: u64) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
-}
 
 fn record_of(row: &Row<'_>) -> Result<WorkflowRecord, rusqlite::Error> {
     Ok(WorkflowRecord {
@@ -61,13 +44,11 @@ const RUN_COLUMNS: &str =
     "id, name, cause, started_at, duration_ms, ok, trigger, steps, result, error";
 
 impl WorkflowStore for Sqlite {
-    /// Stores `definition` under `name`, replacing an earlier one (its
-    /// creation time and history stay).
     fn put_workflow(&self, name: &str, definition: &str, now: u64) -> Result<(), StateError> {
         self.write().execute(
             "INSERT INTO workflows (name, definition, created_at, updated_at) VALUES (?1, ?2, ?3, ?3)
              ON CONFLICT (name) DO UPDATE SET definition = excluded.definition, updated_at = excluded.updated_at",
-            params![name, definition, clamp(now)],
+            params![name, definition, to_sql(now)],
         )?;
         Ok(())
     }
@@ -83,7 +64,6 @@ impl WorkflowStore for Sqlite {
             .optional()?)
     }
 
-    /// Every workflow, by name.
     fn workflows(&self) -> Result<Vec<WorkflowRecord>, StateError> {
         let conn = self.read();
         let mut stmt = conn.prepare(
@@ -95,7 +75,6 @@ impl WorkflowStore for Sqlite {
         Ok(rows)
     }
 
-    /// Forgets workflow `name` and its history; answers whether it existed.
     fn remove_workflow(&self, name: &str) -> Result<bool, StateError> {
         let mut conn = self.write();
         let tx = conn.transaction()?;
@@ -105,8 +84,6 @@ impl WorkflowStore for Sqlite {
         Ok(existed)
     }
 
-    /// Records a run and drops the workflow's oldest runs past the bound;
-    /// answers the run's id.
     fn record_workflow_run(&self, run: &WorkflowRun, bounds: RunBounds) -> Result<u64, StateError> {
         let mut conn = self.write();
         let tx = conn.transaction()?;
@@ -116,14 +93,14 @@ impl WorkflowStore for Sqlite {
             params![
                 run.name,
                 run.cause,
-                clamp(run.started_at),
-                clamp(run.duration_ms),
+                to_sql(run.started_at),
+                to_sql(run.duration_ms),
                 run.ok,
                 run.trigger,
                 run.steps,
                 run.result,
                 run.error,
-                clamp(run.size()),
+                to_sql(run.size()),
             ],
         )?;
         let id = tx.last_insert_rowid() as u64;
@@ -132,12 +109,15 @@ impl WorkflowStore for Sqlite {
                  SELECT id FROM workflow_runs WHERE name = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)",
             params![run.name, RUNS_KEPT_PER_WORKFLOW],
         )?;
-        keep_within(&tx, bounds, id)?;
+        // The oldest runs of all workflows past the bounds go, never this one.
+        tx.execute(
+            KEEP_WORKFLOW_RUNS_WITHIN,
+            keep_workflow_runs_args(bounds, id),
+        )?;
         tx.commit()?;
         Ok(id)
     }
 
-    /// Writes the outcome of a run recorded when it started.
     fn finish_workflow_run(&self, run: &WorkflowRun, bounds: RunBounds) -> Result<(), StateError> {
         let mut conn = self.write();
         let tx = conn.transaction()?;
@@ -146,21 +126,23 @@ impl WorkflowStore for Sqlite {
                  bytes = ?7
              WHERE id = ?1",
             params![
-                clamp(run.id),
-                clamp(run.duration_ms),
+                to_sql(run.id),
+                to_sql(run.duration_ms),
                 run.ok,
                 run.steps,
                 run.result,
                 run.error,
-                clamp(run.size()),
+                to_sql(run.size()),
             ],
         )?;
-        keep_within(&tx, bounds, run.id)?;
+        tx.execute(
+            KEEP_WORKFLOW_RUNS_WITHIN,
+            keep_workflow_runs_args(bounds, run.id),
+        )?;
         tx.commit()?;
         Ok(())
     }
 
-    /// Keeps the bytes of a job a workflow runs by hash.
     fn put_job_blob(&self, digest: &str, bytes: &[u8]) -> Result<(), StateError> {
         self.write().execute(
             "INSERT OR IGNORE INTO job_blobs (digest, bytes) VALUES (?1, ?2)",
@@ -169,7 +151,6 @@ impl WorkflowStore for Sqlite {
         Ok(())
     }
 
-    /// Drops the kept jobs whose digest is not in `keep`.
     fn keep_only_job_blobs(&self, keep: &[String]) -> Result<(), StateError> {
         let mut conn = self.write();
         let tx = conn.transaction()?;
@@ -184,7 +165,6 @@ impl WorkflowStore for Sqlite {
         Ok(())
     }
 
-    /// Every kept job, by digest.
     fn job_blobs(&self) -> Result<Vec<(String, Vec<u8>)>, StateError> {
         let conn = self.read();
         let mut stmt = conn.prepare("SELECT digest, bytes FROM job_blobs")?;
@@ -194,7 +174,6 @@ impl WorkflowStore for Sqlite {
         Ok(rows)
     }
 
-    /// The newest `limit` runs of workflow `name` older than run `before`.
     fn workflow_runs(
         &self,
         name: &str,
@@ -212,14 +191,13 @@ impl WorkflowStore for Sqlite {
             .query_map(
                 params![
                     name,
-                    clamp(before.unwrap_or(u64::MAX)),
+                    to_sql(before.unwrap_or(u64::MAX)),
                     i64::from(limit) + 1
                 ],
                 |row| Ok((row.get::<_, i64>(0)? as u64, row.get::<_, i64>(1)? as u64)),
             )?
             .collect::<Result<Vec<_>, _>>()?;
-        let (taken, next) = page_end(&sizes, limit);
-        let Some(oldest) = taken.checked_sub(1).map(|last| sizes[last].0) else {
+        let (Some((newest, oldest)), next) = page_end(&sizes, limit) else {
             return Ok(WorkflowRunPage::default());
         };
         let runs = conn
@@ -227,7 +205,7 @@ impl WorkflowStore for Sqlite {
                 "SELECT {RUN_COLUMNS} FROM workflow_runs WHERE name = ?1 AND id <= ?2 AND id >= ?3
                  ORDER BY id DESC"
             ))?
-            .query_map(params![name, clamp(sizes[0].0), clamp(oldest)], run_of)?
+            .query_map(params![name, to_sql(newest), to_sql(oldest)], run_of)?
             .collect::<Result<Vec<_>, _>>()?;
         Ok(WorkflowRunPage { runs, next })
     }
@@ -243,7 +221,7 @@ impl SecretStore for Sqlite {
         tx.execute(
             "INSERT INTO secrets (name, value, created_at, updated_at) VALUES (?1, ?2, ?3, ?3)
              ON CONFLICT (name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
-            params![name, value, clamp(now)],
+            params![name, value, to_sql(now)],
         )?;
         tx.commit()?;
         Ok(!existed)
