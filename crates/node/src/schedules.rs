@@ -9,7 +9,7 @@ use super::{blocking, Node};
 use crate::scheduler::{self, Schedule};
 use wasmatic_api::NodeError;
 use wasmatic_state::now_ms;
-use wasmatic_state::{RunPage, ScheduleRecord, StateError};
+use wasmatic_state::{RunPage, ScheduleRecord, StateError, Store};
 
 impl Node {
     /// Runs handler `name` with `input` at every tick of `cron`.
@@ -80,19 +80,36 @@ impl Node {
         limit: u32,
         before: Option<u64>,
     ) -> Result<RunPage, NodeError> {
+        let exists = |state: &dyn Store, id: &str| state.schedule_exists(id);
+        self.runs_of_owner("schedule", id, exists, limit, before)
+            .await
+    }
+
+    /// A page of the runs recorded under `id` (a schedule's or a chain
+    /// trigger's), once the runs still queued are written. Not found when
+    /// `exists` says the `kind` is gone and no runs of it are left: runs of
+    /// a removed owner stay readable until they are pruned.
+    pub(crate) async fn runs_of_owner(
+        &self,
+        kind: &str,
+        id: &str,
+        exists: fn(&dyn Store, &str) -> Result<bool, StateError>,
+        limit: u32,
+        before: Option<u64>,
+    ) -> Result<RunPage, NodeError> {
         self.runs.readable().await;
         let state = self.state.clone();
         let owned = id.to_string();
         let limit = limit.clamp(1, super::components::MAX_PAGE);
         let (exists, page) = blocking(move || {
             Ok::<_, StateError>((
-                state.schedule_exists(&owned)?,
+                exists(&*state, &owned)?,
                 state.runs_of_schedule(&owned, limit, before)?,
             ))
         })
         .await??;
         if !exists && page.runs.is_empty() {
-            return Err(NodeError::NotFound(format!("no schedule `{id}`")));
+            return Err(NodeError::NotFound(format!("no {kind} `{id}`")));
         }
         Ok(page)
     }

@@ -23,7 +23,7 @@ use wasmatic_chain::RpcError;
 use wasmatic_guests::handler::Entry;
 use wasmatic_state::now_ms;
 use wasmatic_state::Target;
-use wasmatic_state::{Claim, ClaimKind, Claimed, Cursor, RunPage, StateError, TriggerRecord};
+use wasmatic_state::{Claim, ClaimKind, Claimed, Cursor, RunPage, Store, TriggerRecord};
 
 /// Triggers a node holds at most: each polls its chain.
 const MAX_TRIGGERS: usize = 1000;
@@ -166,21 +166,9 @@ impl Node {
         limit: u32,
         before: Option<u64>,
     ) -> Result<RunPage, NodeError> {
-        self.runs.readable().await;
-        let state = self.state.clone();
-        let owned = id.to_string();
-        let limit = limit.clamp(1, super::components::MAX_PAGE);
-        let (exists, page) = blocking(move || {
-            Ok::<_, StateError>((
-                state.trigger_cursor(&owned)?.is_some(),
-                state.runs_of_schedule(&owned, limit, before)?,
-            ))
-        })
-        .await??;
-        if !exists && page.runs.is_empty() {
-            return Err(NodeError::NotFound(format!("no trigger `{id}`")));
-        }
-        Ok(page)
+        let exists = |state: &dyn Store, id: &str| Ok(state.trigger_cursor(id)?.is_some());
+        self.runs_of_owner("trigger", id, exists, limit, before)
+            .await
     }
 
     /// Starts the task of every stored trigger.
