@@ -223,6 +223,17 @@ pub struct MemoryLimit {
     pub limit: usize,
 }
 
+/// What `used` (of memories or of table elements) becomes when one of them
+/// grows from `current` to `desired`; none past that one's own declared
+/// `maximum`, where wasmtime fails the growth after asking: refused before
+/// it is counted.
+fn grown(used: usize, current: usize, desired: usize, maximum: Option<usize>) -> Option<usize> {
+    if maximum.is_some_and(|max| desired > max) {
+        return None;
+    }
+    Some((used - current.min(used)).saturating_add(desired))
+}
+
 impl ResourceLimiter for GuestLimiter {
     fn memory_growing(
         &mut self,
@@ -230,12 +241,9 @@ impl ResourceLimiter for GuestLimiter {
         desired: usize,
         maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        // Past the memory's own declared maximum wasmtime fails the growth
-        // after asking: refused here, so that it is not counted.
-        if maximum.is_some_and(|max| desired > max) {
+        let Some(total) = grown(self.memory_used, current, desired, maximum) else {
             return Ok(false);
-        }
-        let total = (self.memory_used - current.min(self.memory_used)).saturating_add(desired);
+        };
         if total > self.memory {
             return Err(wasmtime::Error::new(MemoryLimit {
                 desired: total,
@@ -265,11 +273,9 @@ impl ResourceLimiter for GuestLimiter {
         desired: usize,
         maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if maximum.is_some_and(|max| desired > max) {
+        let Some(total) = grown(self.table_elements_used, current, desired, maximum) else {
             return Ok(false);
-        }
-        let total = (self.table_elements_used - current.min(self.table_elements_used))
-            .saturating_add(desired);
+        };
         if total > MAX_TABLE_ELEMENTS || self.flags.max_table_elements.is_some_and(|m| desired > m)
         {
             return Ok(false);

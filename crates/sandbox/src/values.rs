@@ -323,15 +323,7 @@ pub fn from_json(ty: &Type, value: &Value, path: &str) -> Result<Val, Mismatch> 
                 .cases()
                 .find(|c| c.name == case)
                 .ok_or_else(mismatch)?;
-            let payload = match (known.ty, payload) {
-                (None, None) | (None, Some(Value::Null)) => None,
-                (Some(ty), Some(payload)) => Some(Box::new(from_json(
-                    &ty,
-                    payload,
-                    &format!("{path}.{case}"),
-                )?)),
-                _ => return Err(mismatch()),
-            };
+            let payload = case_payload(known.ty, payload, path, case).ok_or_else(mismatch)??;
             Ok(Val::Variant(case.to_string(), payload))
         }
         Type::Enum(e) => {
@@ -357,15 +349,7 @@ pub fn from_json(ty: &Type, value: &Value, path: &str) -> Result<Val, Mismatch> 
                 "err" => result.err(),
                 _ => return Err(mismatch()),
             };
-            let payload = match (ty, payload) {
-                (None, None) | (None, Some(Value::Null)) => None,
-                (Some(ty), Some(payload)) => Some(Box::new(from_json(
-                    &ty,
-                    payload,
-                    &format!("{path}.{case}"),
-                )?)),
-                _ => return Err(mismatch()),
-            };
+            let payload = case_payload(ty, payload, path, case).ok_or_else(mismatch)??;
             Ok(Val::Result(if case == "ok" {
                 Ok(payload)
             } else {
@@ -427,6 +411,26 @@ fn elements(element: &Type, items: &[Value], path: &str) -> Result<Vec<Val>, Mis
         .enumerate()
         .map(|(i, item)| from_json(element, item, &format!("{path}[{i}]")))
         .collect()
+}
+
+/// The payload of case `case` of a variant or a result, whose payload type
+/// is `ty`: none for a case without one (given nothing or `null`), read from
+/// the JSON at `PATH.case` for a case with one. `None` when the JSON's
+/// payload does not fit the case (one given where there is none, or the
+/// reverse): the caller's whole value is then the mismatch.
+fn case_payload(
+    ty: Option<Type>,
+    payload: Option<&Value>,
+    path: &str,
+    case: &str,
+) -> Option<Result<Option<Box<Val>>, Mismatch>> {
+    match (ty, payload) {
+        (None, None) | (None, Some(Value::Null)) => Some(Ok(None)),
+        (Some(ty), Some(payload)) => {
+            Some(from_json(&ty, payload, &format!("{path}.{case}")).map(|v| Some(Box::new(v))))
+        }
+        _ => None,
+    }
 }
 
 /// `"name"` or `{"name": payload}`, the JSON of a variant case.
