@@ -4,12 +4,11 @@
 
 mod support;
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use support::anvil::{Anvil, DEV_ACCOUNT};
-use support::{component_bytes, Node, NodeBuilder};
+use support::{component_bytes, Node};
 
 /// The topic the emitter logs with.
 const TOPIC: &str = "0x1111111111111111111111111111111111111111111111111111111111111111";
@@ -20,21 +19,6 @@ fn emitter_init_code() -> String {
     let runtime = format!("6000356000527f{}602060", &TOPIC[2..]) + "00a100";
     assert_eq!(runtime.len() / 2, 0x2d);
     format!("0x602d600c600039602d6000f3{runtime}")
-}
-
-fn start(dir: &Path, anvil: &Anvil) -> Node {
-    NodeBuilder::new(
-        dir,
-        &[
-            "up",
-            "--rpc",
-            &anvil.rpc_flag(),
-            "--chain-poll-interval",
-            "100ms",
-        ],
-    )
-    .env("WASMATIC_PORT", "0")
-    .start()
 }
 
 fn add_trigger(node: &Node, body: Value) -> Value {
@@ -86,7 +70,7 @@ fn blocks_and_logs_run_exactly_once_across_a_kill_and_a_restart() {
     anvil.call("evm_setAutomine", json!([false]));
 
     let dir = tempfile::tempdir().unwrap();
-    let node = start(dir.path(), &anvil);
+    let node = anvil.node(dir.path(), &[]);
     for (name, file) in [
         ("watcher", "watcher.wasm"),
         ("broken", "balance_check.wasm"),
@@ -134,7 +118,7 @@ fn blocks_and_logs_run_exactly_once_across_a_kill_and_a_restart() {
         value += 3;
     }
     anvil.mine(2);
-    let node = start(dir.path(), &anvil);
+    let node = anvil.node(dir.path(), &[]);
     for _ in 0..4 {
         emit(&anvil, &emitter, 2, value);
         value += 2;
@@ -223,7 +207,7 @@ fn blocks_and_logs_run_exactly_once_across_a_kill_and_a_restart() {
 fn bad_triggers_get_clear_errors() {
     let anvil = Anvil::start(31337);
     let dir = tempfile::tempdir().unwrap();
-    let node = start(dir.path(), &anvil);
+    let node = anvil.node(dir.path(), &[]);
     let response = node.post("/register?name=watcher", &component_bytes("watcher.wasm"));
     assert_eq!(response.status, 201);
     let address = format!("0x{}", "ab".repeat(20));

@@ -75,17 +75,8 @@ fn run_with(mut command: Command, args: &[&str], stdin: &[u8]) -> Ran {
     drop(input);
     let stdout = drain(child.stdout.take().expect("stdout"));
     let stderr = drain(child.stderr.take().expect("stderr"));
-    let deadline = Instant::now() + COMMAND_TIMEOUT;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("wasmatic {args:?} did not finish");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
+    let failure = format!("wasmatic {args:?} did not finish");
+    let status = support::wait_exit(&mut child, COMMAND_TIMEOUT, &failure);
     Ran {
         code: status.code(),
         stdout: stdout.join().expect("stdout reader"),

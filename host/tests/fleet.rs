@@ -249,20 +249,7 @@ fn each_chain_event_and_workflow_tick_runs_on_one_node() {
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
     let nodes: Vec<Node> = dirs
         .iter()
-        .map(|d| {
-            let args = [
-                "up",
-                "--state",
-                &url,
-                "--rpc",
-                &anvil.rpc_flag(),
-                "--chain-poll-interval",
-                "100ms",
-            ];
-            NodeBuilder::new(d.path(), &args)
-                .env("WASMATIC_PORT", "0")
-                .start()
-        })
+        .map(|d| anvil.node(d.path(), &["--state", &url]))
         .collect();
     register(&nodes[0], "watcher", "watcher.wasm");
     register(&nodes[0], "echo", "echo.wasm");

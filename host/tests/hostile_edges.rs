@@ -5,11 +5,13 @@
 mod support;
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use std::io::Read;
 
-use support::{component, component_bytes, up, wait_for, Node, NodeBuilder, Response};
+use support::{
+    component, component_bytes, operator_node, up, wait_for, Node, NodeBuilder, Response,
+};
 
 #[test]
 fn foreign_origins_cannot_change_the_node() {
@@ -204,17 +206,11 @@ fn bad_start_up_settings_are_refused_with_a_clear_message() {
             .stderr(std::process::Stdio::piped())
             .spawn()
             .expect("run wasmatic");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let status = loop {
-            if let Some(status) = child.try_wait().expect("wait") {
-                break status;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                panic!("wasmatic started with a token that is not UTF-8");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
+        let status = support::wait_exit(
+            &mut child,
+            Duration::from_secs(30),
+            "wasmatic started with a token that is not UTF-8",
+        );
         assert_eq!(status.code(), Some(1));
         let mut stderr = String::new();
         child
@@ -284,12 +280,7 @@ fn a_node_open_to_the_network_without_a_token_warns() {
     drop(guarded);
 
     let dir = tempfile::tempdir().unwrap();
-    let operator = component("custom_operator.wasm");
-    let local = NodeBuilder::new(
-        dir.path(),
-        &["wasm", "--addr", "127.0.0.1:0", operator.to_str().unwrap()],
-    )
-    .start();
+    let local = operator_node(dir.path(), &[]).start();
     assert_eq!(local.get("/").status, 200);
     assert!(!local.log().contains(warning), "{}", local.log());
 }

@@ -10,8 +10,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use support::{
-    component, component_bytes, request, rss_bytes, try_request, up, wait_for, Heartbeat, Node,
-    NodeBuilder,
+    component_bytes, operator_node, request, rss_bytes, try_request, up, wait_for, Heartbeat, Node,
 };
 
 /// How long the tests wait for a connection to be closed by the node.
@@ -69,18 +68,13 @@ fn status_of(raw: &[u8]) -> Option<u16> {
 /// slot, its `/count` answers at once) with `max_in_flight` slots and
 /// instances reused.
 fn custom_operator_node(dir: &std::path::Path, max_in_flight: &str) -> Node {
-    let operator = component("custom_operator.wasm");
-    NodeBuilder::new(
+    operator_node(
         dir,
         &[
-            "wasm",
-            "--addr",
-            "127.0.0.1:0",
             "--max-in-flight",
             max_in_flight,
             "--max-instance-reuse-count",
             "10",
-            operator.to_str().unwrap(),
         ],
     )
     .start()

@@ -5,7 +5,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use support::{component, component_bytes, free_port, NodeBuilder};
+use support::{component, component_bytes, free_port, operator_node, NodeBuilder};
 
 #[test]
 fn up_serves_the_embedded_operator_on_wasmatic_port() {
@@ -207,12 +207,7 @@ fn bad_operators_fail_with_one_clear_line() {
 fn sigterm_and_ctrl_c_let_in_flight_requests_finish() {
     for signal in ["TERM", "INT"] {
         let dir = tempfile::tempdir().unwrap();
-        let operator = component("custom_operator.wasm");
-        let node = NodeBuilder::new(
-            dir.path(),
-            &["wasm", "--addr", "127.0.0.1:0", operator.to_str().unwrap()],
-        )
-        .start();
+        let node = operator_node(dir.path(), &[]).start();
         let addr = node.addr;
         let slow =
             std::thread::spawn(move || support::request(addr, "GET", "/sleep/1500", &[], b""));
@@ -234,19 +229,7 @@ fn sigterm_and_ctrl_c_let_in_flight_requests_finish() {
 #[test]
 fn an_operator_past_its_time_limit_gets_504_and_the_node_keeps_serving() {
     let dir = tempfile::tempdir().unwrap();
-    let operator = component("custom_operator.wasm");
-    let node = NodeBuilder::new(
-        dir.path(),
-        &[
-            "wasm",
-            "--request-timeout",
-            "500ms",
-            "--addr",
-            "127.0.0.1:0",
-            operator.to_str().unwrap(),
-        ],
-    )
-    .start();
+    let node = operator_node(dir.path(), &["--request-timeout", "500ms"]).start();
     let message = node.get("/sleep/3000").error(504);
     assert!(message.contains("timed out after 500ms"), "{message}");
     assert_eq!(node.get("/sleep/10").status, 200);
@@ -255,12 +238,8 @@ fn an_operator_past_its_time_limit_gets_504_and_the_node_keeps_serving() {
 #[test]
 fn instances_are_reused_only_when_asked() {
     let dir = tempfile::tempdir().unwrap();
-    let operator = component("custom_operator.wasm");
     let counts = |flags: &[&str], pause: Duration| {
-        let mut args = vec!["wasm", "--addr", "127.0.0.1:0"];
-        args.extend_from_slice(flags);
-        args.push(operator.to_str().unwrap());
-        let node = NodeBuilder::new(dir.path(), &args).start();
+        let node = operator_node(dir.path(), flags).start();
         (0..7)
             .map(|_| {
                 std::thread::sleep(pause);

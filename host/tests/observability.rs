@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
-use support::{component, component_bytes, register, up, wait_for, Node, NodeBuilder};
+use support::{component_bytes, operator_node, register, up, wait_for, Node, NodeBuilder};
 
 /// The log lines that name request `id` (the text format writes the span as
 /// `request{request_id=ID}`).
@@ -79,12 +79,7 @@ fn request_ids_are_kept_or_made_and_name_the_request_everywhere() {
 #[test]
 fn the_operators_output_is_logged_under_the_request() {
     let dir = tempfile::tempdir().unwrap();
-    let operator = component("custom_operator.wasm");
-    let node = NodeBuilder::new(
-        dir.path(),
-        &["wasm", "--addr", "127.0.0.1:0", operator.to_str().unwrap()],
-    )
-    .start();
+    let node = operator_node(dir.path(), &[]).start();
     let said = node.request("GET", "/say/hello-log", &[("x-request-id", "said-1")], b"");
     assert_eq!(said.status, 200, "{}", said.text());
     let lines = wait_for(Duration::from_secs(5), "the operator's lines", || {

@@ -6,7 +6,6 @@
 
 mod support;
 
-use std::path::Path;
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -14,21 +13,6 @@ use support::anvil::{Anvil, DEV_ACCOUNT};
 use support::{base64, component_bytes, sha256_hex, wait_for, FakeApi, Node, NodeBuilder};
 
 const CHAIN: u64 = 31337;
-
-fn start(dir: &Path, anvil: &Anvil) -> Node {
-    NodeBuilder::new(
-        dir,
-        &[
-            "up",
-            "--rpc",
-            &anvil.rpc_flag(),
-            "--chain-poll-interval",
-            "100ms",
-        ],
-    )
-    .env("WASMATIC_PORT", "0")
-    .start()
-}
 
 fn post(node: &Node, path: &str, body: &Value) -> support::Response {
     node.post(path, body.to_string().as_bytes())
@@ -86,7 +70,7 @@ fn finished(node: &Node, cause: &str) -> Option<Value> {
 fn a_three_step_workflow_runs_on_request_by_cron_and_on_new_blocks_and_survives_a_restart() {
     let anvil = Anvil::start(CHAIN);
     let dir = tempfile::tempdir().unwrap();
-    let node = start(dir.path(), &anvil);
+    let node = anvil.node(dir.path(), &[]);
     support::register(&node, "/register?name=echo", &component_bytes("echo.wasm"));
     let hash = job_hash(&node);
     let balance = anvil.call("eth_getBalance", json!([DEV_ACCOUNT, "latest"]));
@@ -170,7 +154,7 @@ fn a_three_step_workflow_runs_on_request_by_cron_and_on_new_blocks_and_survives_
     // A restart keeps the workflow, its history and its job by hash.
     let before = runs(&node).len();
     assert!(node.terminate().success());
-    let node = start(dir.path(), &anvil);
+    let node = anvil.node(dir.path(), &[]);
     assert_eq!(node.get("/workflows").json()[0]["name"], "balance-check");
     assert!(runs(&node).len() >= before);
     let again = post(&node, "/workflows/balance-check/run", &json!({})).json();
@@ -190,7 +174,7 @@ fn a_three_step_workflow_runs_on_request_by_cron_and_on_new_blocks_and_survives_
 fn bad_definitions_are_refused_naming_the_step_and_the_problem() {
     let anvil = Anvil::start(CHAIN);
     let dir = tempfile::tempdir().unwrap();
-    let node = start(dir.path(), &anvil);
+    let node = anvil.node(dir.path(), &[]);
     support::register(&node, "/register?name=echo", &component_bytes("echo.wasm"));
     let hash = job_hash(&node);
     let good = balance_check(&hash, "1", None);

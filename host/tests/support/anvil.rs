@@ -3,7 +3,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
@@ -85,6 +85,16 @@ impl Anvil {
     /// `--rpc` for this chain.
     pub fn rpc_flag(&self) -> String {
         format!("{}={}", self.chain_id, self.url())
+    }
+
+    /// `wasmatic up` in `dir` with `flags` on this chain, on a free port,
+    /// polling the chain every 100ms: at the default second the chain tests
+    /// would mostly wait.
+    pub fn node(&self, dir: &Path, flags: &[&str]) -> super::Node {
+        let rpc = self.rpc_flag();
+        let mut args = vec!["--rpc", &rpc, "--chain-poll-interval", "100ms"];
+        args.extend_from_slice(flags);
+        super::up(dir, &args)
     }
 
     /// Calls anvil directly; returns the whole JSON-RPC answer.

@@ -164,17 +164,7 @@ impl NodeBuilder {
         let log = self.dir.join("failed.log");
         let _ = std::fs::remove_file(&log);
         let mut child = self.command(&log).spawn().expect("spawn wasmatic");
-        let deadline = Instant::now() + START_TIMEOUT;
-        let status = loop {
-            if let Some(status) = child.try_wait().expect("wait") {
-                break status;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                panic!("wasmatic did not exit");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
+        let status = wait_exit(&mut child, START_TIMEOUT, "wasmatic did not exit");
         assert!(!status.success(), "wasmatic should have failed");
         (
             status.code(),
@@ -504,6 +494,23 @@ pub fn assert_no_uploads_left(dir: &Path) {
     assert!(leftovers.is_empty(), "uploads left behind: {leftovers:?}");
 }
 
+/// Waits for `child` to exit; past `timeout` it is killed and the test
+/// fails with `failure`, so that a hung process fails one test instead of
+/// hanging the run.
+pub fn wait_exit(child: &mut Child, timeout: Duration, failure: &str) -> std::process::ExitStatus {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("{failure}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// `wasmatic up` in `dir` with `flags`, on a free port.
 pub fn up(dir: &Path, flags: &[&str]) -> Node {
     let mut args = vec!["up"];
@@ -511,6 +518,17 @@ pub fn up(dir: &Path, flags: &[&str]) -> Node {
     NodeBuilder::new(dir, &args)
         .env("WASMATIC_PORT", "0")
         .start()
+}
+
+/// `wasmatic wasm` in `dir` serving the custom operator on a free loopback
+/// port, with `flags` before the operator's path; to be started.
+pub fn operator_node(dir: &Path, flags: &[&str]) -> NodeBuilder {
+    let operator = component("custom_operator.wasm");
+    let operator = operator.to_str().expect("a UTF-8 path");
+    let mut args = vec!["wasm", "--addr", "127.0.0.1:0"];
+    args.extend_from_slice(flags);
+    args.push(operator);
+    NodeBuilder::new(dir, &args)
 }
 
 /// `POST path` with `bytes`, which must answer 201; its JSON.
