@@ -84,6 +84,29 @@ pub(crate) fn keep_workflow_runs_args(bounds: RunBounds, keep: u64) -> [i64; 3] 
     ]
 }
 
+/// How many runs are stored, and their bytes: what both backends keep as
+/// runs come and go, so that the bounds hold without counting the table.
+/// Each backend reads and writes them its own way (`impl Totals` in its
+/// `runs.rs`).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub(crate) struct Totals {
+    pub count: u64,
+    pub bytes: u64,
+}
+
+impl Totals {
+    /// Counts one run of `bytes` more.
+    pub fn add(&mut self, bytes: u64) {
+        self.count += 1;
+        self.bytes += bytes;
+    }
+
+    pub fn subtract(&mut self, other: Totals) {
+        self.count = self.count.saturating_sub(other.count);
+        self.bytes = self.bytes.saturating_sub(other.bytes);
+    }
+}
+
 /// The oldest runs that go for the runs in all to fit their bounds, as
 /// both backends prune them: fed the id and bytes of the oldest runs,
 /// oldest first, while it still wants more; `last` is then the newest id
@@ -96,12 +119,12 @@ pub(crate) struct OldestRuns {
 }
 
 impl OldestRuns {
-    /// Before any run goes: `count` runs of `bytes` in all are stored.
-    pub fn new(bounds: RunBounds, count: u64, bytes: u64) -> Self {
+    /// Before any run goes: `stored` are.
+    pub fn new(bounds: RunBounds, stored: Totals) -> Self {
         OldestRuns {
             bounds,
-            count,
-            bytes,
+            count: stored.count,
+            bytes: stored.bytes,
             last: None,
         }
     }

@@ -284,6 +284,42 @@ fn new_node_id() -> String {
     )
 }
 
+/// Where a page of `table` (runs or workflow runs) whose `column` is
+/// `value` ends before run `before` ([`crate::page_end`]): only the ids and
+/// sizes are read, one more than `limit` to tell whether a next page exists.
+/// Answers the ids of the page's newest and oldest runs (none for an empty
+/// page), for the caller to read just those, and the next page's `before`.
+async fn page_span(
+    client: &tokio_postgres::Client,
+    table: &str,
+    column: &str,
+    value: &str,
+    limit: u32,
+    before: Option<u64>,
+) -> Result<(Option<(i64, i64)>, Option<u64>), Fault> {
+    let sizes: Vec<(u64, u64)> = client
+        .query(
+            &format!(
+                "SELECT id, bytes FROM {table} WHERE {column} = $1 AND id < $2
+                 ORDER BY id DESC LIMIT $3"
+            ),
+            &[
+                &value,
+                &before.map_or(i64::MAX, to_sql),
+                &(i64::from(limit) + 1),
+            ],
+        )
+        .await?
+        .iter()
+        .map(|row| (from_sql(row.get(0)), from_sql(row.get(1))))
+        .collect();
+    let (span, next) = crate::page_end(&sizes, limit);
+    Ok((
+        span.map(|(newest, oldest)| (to_sql(newest), to_sql(oldest))),
+        next,
+    ))
+}
+
 fn from_sql(n: i64) -> u64 {
     u64::try_from(n).unwrap_or(0)
 }

@@ -8,15 +8,12 @@
 
 use tokio_postgres::{Row, Transaction};
 
-use super::{from_json, from_sql, opt_text_of, text_of, to_json, to_sql, Fault, Postgres};
-use crate::{page_end, OldestRuns, RunBounds, RunPage, RunRecord, RunStore, RunsOf, StateError};
+use super::{
+    from_json, from_sql, opt_text_of, page_span, text_of, to_json, to_sql, Fault, Postgres,
+};
+use crate::{OldestRuns, RunBounds, RunPage, RunRecord, RunStore, RunsOf, StateError};
 
-/// How many runs are stored, and their bytes.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub(super) struct Totals {
-    pub count: u64,
-    pub bytes: u64,
-}
+pub(super) use crate::Totals;
 
 impl Totals {
     /// Reads and locks the totals until `tx` ends.
@@ -42,11 +39,6 @@ impl Totals {
             count: from_sql(row.get(0)),
             bytes: from_sql(row.get(1)),
         }
-    }
-
-    pub fn subtract(&mut self, other: Totals) {
-        self.count = self.count.saturating_sub(other.count);
-        self.bytes = self.bytes.saturating_sub(other.bytes);
     }
 }
 
@@ -97,22 +89,8 @@ impl Postgres {
     ) -> Result<RunPage, Fault> {
         let (column, value) = of.column();
         let client = self.client().await?;
-        let before = before.map_or(i64::MAX, to_sql);
-        // One more than asked tells whether a next page exists.
-        let sizes = client
-            .query(
-                &format!(
-                    "SELECT id, bytes FROM runs WHERE {column} = $1 AND id < $2
-                     ORDER BY id DESC LIMIT $3"
-                ),
-                &[&value, &before, &(i64::from(limit) + 1)],
-            )
-            .await?;
-        let sizes: Vec<(u64, u64)> = sizes
-            .iter()
-            .map(|row| (from_sql(row.get(0)), from_sql(row.get(1))))
-            .collect();
-        let (Some((newest, oldest)), next) = page_end(&sizes, limit) else {
+        let page = page_span(&client, "runs", column, value, limit, before).await?;
+        let (Some((newest, oldest)), next) = page else {
             return Ok(RunPage::default());
         };
         let rows = client
@@ -121,7 +99,7 @@ impl Postgres {
                     "SELECT {RUN_COLUMNS} FROM runs WHERE {column} = $1 AND id <= $2 AND id >= $3
                      ORDER BY id DESC"
                 ),
-                &[&value, &to_sql(newest), &to_sql(oldest)],
+                &[&value, &newest, &oldest],
             )
             .await?;
         let runs = rows.iter().map(run_of).collect::<Result<_, _>>()?;
@@ -231,7 +209,7 @@ pub(super) async fn insert_runs_in(
     }
     // In all: the oldest runs go until both bounds hold. Only the sizes of
     // the rows deleted are read, a chunk at a time.
-    let mut oldest = OldestRuns::new(bounds, totals.count, totals.bytes);
+    let mut oldest = OldestRuns::new(bounds, *totals);
     'scan: while oldest.wanted() {
         let chunk = tx
             .query(

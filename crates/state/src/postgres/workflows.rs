@@ -7,9 +7,9 @@
 use tokio_postgres::Row;
 
 use super::listen::announce;
-use super::{from_sql, opt_text_of, to_sql, Fault, Postgres};
+use super::{from_sql, opt_text_of, page_span, to_sql, Fault, Postgres};
 use crate::{
-    keep_workflow_runs_args, page_end, Change, RunBounds, SecretInfo, SecretStore, StateError,
+    keep_workflow_runs_args, Change, RunBounds, SecretInfo, SecretStore, StateError,
     WorkflowRecord, WorkflowRun, WorkflowRunPage, WorkflowStore, KEEP_WORKFLOW_RUNS_WITHIN,
     RUNS_KEPT_PER_WORKFLOW,
 };
@@ -231,23 +231,8 @@ impl WorkflowStore for Postgres {
     ) -> Result<WorkflowRunPage, StateError> {
         self.wait("reading workflow runs", async {
             let client = self.client().await?;
-            // The sizes first (one more than asked tells whether a next page
-            // exists), then only the runs of the page.
-            let sizes: Vec<(u64, u64)> = client
-                .query(
-                    "SELECT id, bytes FROM workflow_runs WHERE name = $1 AND id < $2
-                     ORDER BY id DESC LIMIT $3",
-                    &[
-                        &name,
-                        &before.map_or(i64::MAX, to_sql),
-                        &(i64::from(limit) + 1),
-                    ],
-                )
-                .await?
-                .iter()
-                .map(|row| (from_sql(row.get(0)), from_sql(row.get(1))))
-                .collect();
-            let (Some((newest, oldest)), next) = page_end(&sizes, limit) else {
+            let page = page_span(&client, "workflow_runs", "name", name, limit, before).await?;
+            let (Some((newest, oldest)), next) = page else {
                 return Ok(WorkflowRunPage::default());
             };
             let rows = client
@@ -256,7 +241,7 @@ impl WorkflowStore for Postgres {
                         "SELECT {RUN_COLUMNS} FROM workflow_runs
                          WHERE name = $1 AND id <= $2 AND id >= $3 ORDER BY id DESC"
                     ),
-                    &[&name, &to_sql(newest), &to_sql(oldest)],
+                    &[&name, &newest, &oldest],
                 )
                 .await?;
             let runs = rows.iter().map(run_of).collect::<Result<_, _>>()?;

@@ -7,12 +7,7 @@ use rusqlite::params;
 use super::{from_json, to_json, Sqlite};
 use crate::{OldestRuns, RunBounds, RunPage, RunRecord, RunStore, RunsOf, StateError, PAGE_BYTES};
 
-/// How many runs are stored, and their bytes.
-#[derive(Clone, Copy, Debug, Default)]
-pub(super) struct Totals {
-    pub count: u64,
-    pub bytes: u64,
-}
+pub(super) use crate::Totals;
 
 impl Totals {
     pub fn count(conn: &rusqlite::Connection) -> Result<Totals, StateError> {
@@ -26,11 +21,6 @@ impl Totals {
                 })
             },
         )?)
-    }
-
-    fn add(&mut self, bytes: u64) {
-        self.count += 1;
-        self.bytes += bytes;
     }
 
     /// Takes away the rows of a `... RETURNING bytes` statement.
@@ -47,11 +37,6 @@ impl Totals {
             totals.add(row.get::<_, i64>(0)? as u64);
         }
         Ok(totals)
-    }
-
-    pub fn subtract(&mut self, other: Totals) {
-        self.count = self.count.saturating_sub(other.count);
-        self.bytes = self.bytes.saturating_sub(other.bytes);
     }
 }
 
@@ -174,7 +159,7 @@ pub(super) fn insert_runs_in(
     if bounds.exceeded_by(totals.count, totals.bytes) {
         let mut stmt = tx.prepare_cached("SELECT id, bytes FROM runs ORDER BY id")?;
         let mut rows = stmt.query([])?;
-        let mut oldest = OldestRuns::new(bounds, totals.count, totals.bytes);
+        let mut oldest = OldestRuns::new(bounds, *totals);
         while oldest.wanted() {
             let Some(row) = rows.next()? else { break };
             oldest.take(row.get(0)?, row.get::<_, i64>(1)? as u64);
