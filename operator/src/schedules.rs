@@ -3,8 +3,8 @@
 
 use serde::Deserialize;
 
-use crate::http::{percent_decode, Request, Response};
-use crate::routes::{body, handler_name, host_error, page_request, runs_page};
+use crate::http::{Request, Response};
+use crate::routes::{body, handler_name, host_error, remove_by_id, runs_by_id};
 use crate::wasmatic::operator::runs;
 use crate::wasmatic::operator::schedules as host;
 
@@ -40,14 +40,9 @@ pub fn list() -> Response {
 }
 
 pub fn remove(raw: &str) -> Result<Response, Response> {
-    let id = percent_decode(raw)?;
-    host::remove(&id).map_err(host_error)?;
-    Ok(Response::no_content())
+    remove_by_id(raw, host::remove)
 }
 
 pub fn runs(req: &Request, raw: &str) -> Result<Response, Response> {
-    let id = percent_decode(raw)?;
-    let request = page_request(req)?;
-    let page = runs::of_schedule(&id, request).map_err(host_error)?;
-    Ok(runs_page(req, page, request.limit))
+    runs_by_id(req, raw, runs::of_schedule)
 }

@@ -4,8 +4,8 @@
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::http::{percent_decode, Request, Response};
-use crate::routes::{body, handler_name, host_error, page_request, runs_page};
+use crate::http::{Request, Response};
+use crate::routes::{body, handler_name, host_error, remove_by_id, runs_by_id};
 use crate::wasmatic::operator::triggers as host;
 
 const SHAPE: &str = "expected {\"name\", \"chain_id\", \"on\": \"block\" | {\"logs\": {\"address\", \"topics\"?}}, \"confirmations\"?, \"input\"?}";
@@ -69,16 +69,11 @@ pub fn list() -> Response {
 }
 
 pub fn remove(raw: &str) -> Result<Response, Response> {
-    let id = percent_decode(raw)?;
-    host::remove(&id).map_err(host_error)?;
-    Ok(Response::no_content())
+    remove_by_id(raw, host::remove)
 }
 
 pub fn runs(req: &Request, raw: &str) -> Result<Response, Response> {
-    let id = percent_decode(raw)?;
-    let request = page_request(req)?;
-    let page = host::runs(&id, request).map_err(host_error)?;
-    Ok(runs_page(req, page, request.limit))
+    runs_by_id(req, raw, host::runs)
 }
 
 /// A trigger as JSON, in the shape `POST /triggers` takes.

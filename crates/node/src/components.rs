@@ -24,6 +24,20 @@ use wasmatic_state::{ComponentRecord, HandlerSettings, RunPage, RunRecord};
 /// Most runs one page may ask for.
 pub const MAX_PAGE: u32 = 1000;
 
+/// One call of a registered component, as [`Node::run`] takes it.
+pub(super) struct Call {
+    pub handler: Arc<Handler>,
+    pub entry: Entry,
+    /// The tick a scheduled run is for.
+    pub tick: Option<TickId>,
+    /// The export called by name, if any.
+    pub function: Option<String>,
+    /// The call's slot (a client's or a tick's), held until the guest is
+    /// done.
+    pub permit: tokio::sync::OwnedSemaphorePermit,
+    pub task: CallTask,
+}
+
 impl Node {
     /// Reads, validates and compiles `file` from the registered directory
     /// and checks `settings`, without making anything current. The bytes
@@ -310,14 +324,14 @@ impl Node {
     pub async fn invoke(&self, name: &str, input: &str) -> Result<String, NodeError> {
         let handler = self.runnable_handler(name)?;
         let permit = self.call_slot(name, None).await?;
-        self.run(
+        self.run(Call {
             handler,
-            Entry::Handler(input.to_string()),
-            None,
-            None,
+            entry: Entry::Handler(input.to_string()),
+            tick: None,
+            function: None,
             permit,
-            CallTask::Own,
-        )
+            task: CallTask::Own,
+        })
         .await
     }
 
@@ -349,9 +363,15 @@ impl Node {
         // costs before its guest runs, and slots bound how many do it.
         let permit = self.call_slot(name, Some(export)).await?;
         let entry = resolve_export(&handler, export, args)?;
-        let export = Some(export.to_string());
-        self.run(handler, entry, None, export, permit, CallTask::Own)
-            .await
+        self.run(Call {
+            handler,
+            entry,
+            tick: None,
+            function: Some(export.to_string()),
+            permit,
+            task: CallTask::Own,
+        })
+        .await
     }
 
     /// A client's call slot, or `Busy` (recorded as a failed run of `name`).
@@ -369,37 +389,28 @@ impl Node {
         slot
     }
 
-    /// Runs one call of a registered component and records it; `function`
-    /// is the export called by name, if any. `permit` is the call's slot (a
-    /// client's or a tick's), held until the guest is done.
-    pub(super) async fn run(
-        &self,
-        handler: Arc<Handler>,
-        entry: Entry,
-        trigger: Option<TickId>,
-        function: Option<String>,
-        permit: tokio::sync::OwnedSemaphorePermit,
-        task: CallTask,
-    ) -> Result<String, NodeError> {
-        let (record, result) = self
-            .execute(handler, entry, trigger, function, permit, task)
-            .await?;
+    /// Runs one call of a registered component and records it.
+    pub(super) async fn run(&self, call: Call) -> Result<String, NodeError> {
+        let (record, result) = self.execute(call).await?;
         self.runs.record(record).await;
         result
     }
 
-    /// Runs one call of a registered component in `task` and answers its
+    /// Runs one call of a registered component in its task and answers its
     /// run record, unrecorded, beside its result: a chain trigger commits
     /// the record with its cursor.
     pub(super) async fn execute(
         &self,
-        handler: Arc<Handler>,
-        entry: Entry,
-        trigger: Option<TickId>,
-        function: Option<String>,
-        permit: tokio::sync::OwnedSemaphorePermit,
-        task: CallTask,
+        call: Call,
     ) -> Result<(RunRecord, Result<String, NodeError>), NodeError> {
+        let Call {
+            handler,
+            entry,
+            tick: trigger,
+            function,
+            permit,
+            task,
+        } = call;
         let name = handler.info.name.clone();
         let started_at = now_ms();
         let limits = CallLimits {

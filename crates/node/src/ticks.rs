@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
+use super::components::Call;
 use super::stopping::Going;
 use super::{CallTask, Node, TickId};
 use crate::scheduler::{RunningGuard, Schedule, Tick};
@@ -236,9 +237,14 @@ impl Node {
                 .await;
             return;
         };
-        let entry = Entry::Handler(schedule.input.clone());
-        let trigger = Some(trigger);
-        let run = self.run(handler, entry, trigger, None, permit, task);
+        let run = self.run(Call {
+            handler,
+            entry: Entry::Handler(schedule.input.clone()),
+            tick: Some(trigger),
+            function: None,
+            permit,
+            task,
+        });
         if let Err(e) = run.await {
             tracing::warn!(
                 schedule = schedule.id,

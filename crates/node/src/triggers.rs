@@ -16,6 +16,7 @@ use std::sync::{Arc, Weak};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+use super::components::Call;
 use super::{blocking, CallTask, Node};
 use wasmatic_api::NodeError;
 use wasmatic_chain::triggers::{events_after, head, shared_head, Event};
@@ -264,10 +265,16 @@ impl Node {
                         .acquire_owned()
                         .await
                         .map_err(|_| "the node is stopping".to_string())?;
-                    let entry = Entry::Handler(event.input.to_string());
-                    self.execute(handler.clone(), entry, None, None, permit, CallTask::Own)
-                        .await
-                        .map_err(|e| e.to_string())?
+                    self.execute(Call {
+                        handler: handler.clone(),
+                        entry: Entry::Handler(event.input.to_string()),
+                        tick: None,
+                        function: None,
+                        permit,
+                        task: CallTask::Own,
+                    })
+                    .await
+                    .map_err(|e| e.to_string())?
                 }
                 (None, Some(name)) => self.workflow_event(&record.name, name, event.input).await,
                 (None, None) => return Err("a trigger with no target".into()),

@@ -92,6 +92,29 @@ pub fn runs_page(req: &Request, page: Page, limit: u32) -> Response {
     with_next(Response::json(200, &page.runs), req, limit, page.next)
 }
 
+/// `DELETE …/ID` of something the host removes by id (a schedule, a
+/// trigger): 204, or the host's error.
+pub fn remove_by_id(
+    raw: &str,
+    remove: fn(&str) -> Result<(), Error>,
+) -> Result<Response, Response> {
+    let id = percent_decode(raw)?;
+    remove(&id).map_err(host_error)?;
+    Ok(Response::no_content())
+}
+
+/// `GET …/ID/runs`: a page of the runs of something the host keeps by id.
+pub fn runs_by_id(
+    req: &Request,
+    raw: &str,
+    runs_of: fn(&str, PageRequest) -> Result<Page, Error>,
+) -> Result<Response, Response> {
+    let id = percent_decode(raw)?;
+    let request = page_request(req)?;
+    let page = runs_of(&id, request).map_err(host_error)?;
+    Ok(runs_page(req, page, request.limit))
+}
+
 /// `response` with a `Link` to the page of runs before `next`, if any.
 pub fn with_next(response: Response, req: &Request, limit: u32, next: Option<u64>) -> Response {
     match next {

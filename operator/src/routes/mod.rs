@@ -15,7 +15,10 @@ pub mod table;
 use std::borrow::Cow;
 use wasmatic_api::{constant_time_eq, TOKEN_ENV};
 
-pub use input::{body, handler_name, host_error, json_body, page_request, runs_page, with_next};
+pub use input::{
+    body, handler_name, host_error, json_body, page_request, remove_by_id, runs_by_id, runs_page,
+    with_next,
+};
 
 use crate::http::{percent_decode, Request, Response};
 use crate::wasi::http::types::Method;
