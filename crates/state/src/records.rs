@@ -47,9 +47,11 @@ pub struct ComponentRecord {
 
 impl ComponentRecord {
     /// A test fixture: component `name` with the default settings and a
-    /// digest made from its name. Public because the tests of the crates
-    /// above the state need a registered name too (runs of a name that is
-    /// not registered are not recorded).
+    /// digest made from its name. Built for this crate's tests and, with the
+    /// `fixtures` feature, for the tests of the crates above the state,
+    /// which need a registered name too (runs of a name that is not
+    /// registered are not recorded).
+    #[cfg(any(test, feature = "fixtures"))]
     pub fn sample(name: &str) -> Self {
         ComponentRecord {
             name: name.into(),
@@ -118,7 +120,8 @@ impl RunRecord {
 
     /// A test fixture: a successful run of `name` that started at
     /// `started_at`, took a millisecond and answered `output`, with nothing
-    /// else set. Public for the same reason as [`ComponentRecord::sample`].
+    /// else set. Built as [`ComponentRecord::sample`] is.
+    #[cfg(any(test, feature = "fixtures"))]
     pub fn sample(name: &str, started_at: u64, output: Option<String>) -> Self {
         RunRecord {
             id: 0,
