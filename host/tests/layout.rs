@@ -105,7 +105,7 @@ fn named_paths(code: &str, here: &[String]) -> Vec<Vec<String>> {
                 continue;
             }
             // `super::super::x` is read from its first `super`.
-            if at >= 7 && &code[at - 7..at] == "super::" {
+            if at >= 7 && &bytes[at - 7..at] == b"super::" {
                 continue;
             }
             let mut base: Vec<String> = match start {
@@ -271,8 +271,7 @@ fn declared_dependencies(lib: &str) -> Option<BTreeSet<String>> {
         .collect::<Vec<_>>()
         .join("\n");
     let at = docs.find("May depend on:")?;
-    let paragraph = docs[at..].split("\n \n").next().unwrap_or("");
-    let paragraph = paragraph.split("\n\n").next().unwrap_or("");
+    let paragraph = docs[at..].split("\n\n").next().unwrap_or("");
     Some(
         paragraph
             .split('`')

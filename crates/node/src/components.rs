@@ -88,7 +88,8 @@ impl Node {
             Some(staged) => staged,
             None => self.stored(digest).await?,
         };
-        self.make_current(name, staged, settings, rules).await
+        self.make_current(name, staged, settings, rules.map(Arc::new))
+            .await
     }
 
     /// Registers `bytes` under `name` with `settings` in one step: what
@@ -103,7 +104,8 @@ impl Node {
         check_name(name)?;
         let (settings, rules) = check_settings(settings)?;
         let staged = self.registry.compile_bytes(bytes).await?;
-        self.make_current(name, staged, settings, rules).await
+        self.make_current(name, staged, settings, rules.map(Arc::new))
+            .await
     }
 
     /// Makes `staged` current under `name`, its settings checked (`rules`
@@ -114,7 +116,7 @@ impl Node {
         name: &str,
         staged: Staged,
         mut settings: HandlerSettings,
-        rules: Option<Vec<Rule>>,
+        rules: Option<Arc<Vec<Rule>>>,
     ) -> Result<HandlerInfo, NodeError> {
         let digest = staged.digest.as_str();
         let _changes = self.changes.lock().await;
@@ -181,7 +183,7 @@ impl Node {
         record: &ComponentRecord,
         staged: &Staged,
         runnable: Runnable,
-        rules: Option<Vec<Rule>>,
+        rules: Option<Arc<Vec<Rule>>>,
     ) -> Arc<Handler> {
         let settings = record.settings.clone();
         let info = HandlerInfo::new(&record.name, staged, &settings, record.loaded_at);
@@ -191,7 +193,7 @@ impl Node {
             code: runnable.code,
             original: runnable.original,
             component: staged.compiled.pre.component().clone(),
-            rules: rules.map(Arc::new),
+            rules,
             pool: self.engines.pools.guests(Reuse {
                 max_uses: settings.reuse as usize,
                 idle_timeout: self.limits.idle_instance_timeout,
@@ -259,7 +261,7 @@ impl Node {
             .link(&record.name, &staged, &record.settings.links)
             .await?;
         let (_, rules) = check_settings(record.settings.clone())?;
-        self.install(record, &staged, runnable, rules);
+        self.install(record, &staged, runnable, rules.map(Arc::new));
         Ok(())
     }
 

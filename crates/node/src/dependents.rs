@@ -1,7 +1,6 @@
 //! The components linked to a provider: a new version of the provider must
 //! still give them what they import, and they are composed again with it.
 
-use super::settings::check_settings;
 use super::Node;
 use wasmatic_api::NodeError;
 use wasmatic_guests::handler::Compiled;
@@ -64,9 +63,10 @@ impl Node {
                         .registry
                         .link(&dependent, &staged, &record.settings.links)
                         .await
-                        .and_then(|(runnable, _)| {
-                            let (_, rules) = check_settings(record.settings.clone())?;
-                            Ok(self.install(&record, &staged, runnable, rules))
+                        // Its settings are unchanged: its rules are the
+                        // ones it was installed with.
+                        .map(|(runnable, _)| {
+                            self.install(&record, &staged, runnable, current.rules.clone())
                         }),
                     Err(e) => Err(e),
                 };
