@@ -16,9 +16,9 @@ use clap::{Args, Parser, Subcommand};
 use wasmtime_cli_flags::CommonOptions;
 
 use wasmatic_api::parse_size;
+use wasmatic_net::Rule;
 use wasmatic_node::StateLimits;
 use wasmatic_sandbox::limits::Limits;
-use wasmatic_sandbox::outbound::Rule;
 use wasmatic_server::DirMapping;
 use wasmatic_state::RunBounds;
 

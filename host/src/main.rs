@@ -17,7 +17,7 @@ use clap::Parser;
 use cli::{Cli, Command, NodeOptions, OPERATOR_ENV, REGISTERED_GUEST_DIR, TOKEN_ENV};
 use wasmatic_node::{Node, NodeSetup};
 use wasmatic_sandbox::limits::MemoryBudget;
-use wasmatic_sandbox::{engine, memory, outbound, pool};
+use wasmatic_sandbox::{engine, memory, pool};
 use wasmatic_server::{self as serve, DirMapping, EdgeSetup, Operator, OperatorSetup};
 
 /// The default operator, built from `operator/` (see `make operator`).
@@ -148,7 +148,7 @@ async fn start(mut options: NodeOptions, source: OperatorSource, addr: SocketAdd
     let full_wasi = wasi.cli.or(wasi.common) != Some(false);
 
     let (name, bytes) = source.read()?;
-    let policy = outbound::Policy::new(options.allow_outbound.clone());
+    let policy = wasmatic_net::Policy::new(options.allow_outbound.clone());
     let (node, cache_dir) = match options
         .dirs
         .iter()

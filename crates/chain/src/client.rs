@@ -1,37 +1,28 @@
-//! The JSON-RPC transport to one chain's endpoint: HTTP/1.1 POSTs over
-//! plain TCP or TLS, with a few idle connections kept for the next call.
+//! The JSON-RPC transport to one chain's endpoint: HTTP POSTs through the
+//! node's one client, dialled as configured (the runner chose the URL), with
+//! a few idle connections kept for the next call.
 //!
 //! The endpoint's URL usually carries the runner's API key, so nothing this
 //! module returns mentions it: errors are described by kind only
 //! ("connection refused", "TLS handshake failed"), never with the address.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
-use hyper::client::conn::http1::SendRequest;
-use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
+use wasmatic_net::{Client, Dial, SendError, CONNECT_TIMEOUT};
 
 use super::{EndpointError, RpcError};
 
-/// Idle connections kept per endpoint: enough for a few guests calling at
-/// once, few enough that a node holds no pile of sockets to one provider.
-const IDLE_CONNECTIONS: usize = 4;
-
 /// Where a chain's node answers. Its `Debug` shows no URL.
 pub struct Endpoint {
-    tls: bool,
-    host: String,
-    port: u16,
-    /// Path and query, with any API key they carry.
-    target: String,
-    /// The `Host` header.
-    authority: String,
-    idle: Mutex<Vec<SendRequest<Full<Bytes>>>>,
+    /// The whole URL, with any API key its path or query carries.
+    uri: http::Uri,
+    client: Client<Full<Bytes>>,
     next_id: AtomicU64,
 }
 
@@ -46,28 +37,17 @@ impl Endpoint {
     /// URL: the caller names the chain instead.
     pub fn parse(url: &str) -> Result<Arc<Endpoint>> {
         let uri: http::Uri = url.parse().ok().context("not a URL")?;
-        let tls = match uri.scheme_str() {
-            Some("https") => true,
-            Some("http") => false,
+        match uri.scheme_str() {
+            Some("https" | "http") => {}
             _ => bail!("the URL must start with http:// or https://"),
-        };
+        }
         let authority = uri.authority().context("the URL has no host")?;
         if authority.as_str().contains('@') {
             bail!("credentials before the host (user:password@) are not supported; put the key in the path or query");
         }
-        let host = authority
-            .host()
-            .trim_start_matches('[')
-            .trim_end_matches(']');
         Ok(Arc::new(Endpoint {
-            tls,
-            host: host.to_string(),
-            port: authority.port_u16().unwrap_or(if tls { 443 } else { 80 }),
-            target: uri
-                .path_and_query()
-                .map_or("/".to_string(), |p| p.as_str().to_string()),
-            authority: authority.as_str().to_string(),
-            idle: Mutex::new(Vec::new()),
+            uri,
+            client: Client::new(Dial::Trusted, CONNECT_TIMEOUT),
             next_id: AtomicU64::new(1),
         }))
     }
@@ -104,20 +84,16 @@ impl Endpoint {
         body: Bytes,
         max_response: usize,
     ) -> Result<(http::StatusCode, Bytes), RpcError> {
-        let mut sender = match self.take_idle() {
-            Some(sender) => sender,
-            None => self.connect().await?,
-        };
-        let request = http::Request::post(&self.target)
-            .header(http::header::HOST, &self.authority)
+        let request = http::Request::post(self.uri.clone())
             .header(http::header::CONTENT_TYPE, "application/json")
             .header(http::header::ACCEPT, "application/json")
             .body(Full::new(body))
             .map_err(|_| unavailable("the request could not be built"))?;
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(|_| unavailable("the endpoint closed the connection"))?;
+        let response = self.client.send(request).await.map_err(|e| match e {
+            // The connector's messages name no address.
+            SendError::Connect(e) => unavailable(&e.to_string()),
+            SendError::Exchange(_) => unavailable("the endpoint closed the connection"),
+        })?;
         let status = response.status();
         let text = Limited::new(response.into_body(), max_response)
             .collect()
@@ -132,59 +108,8 @@ impl Endpoint {
                 }
             })?
             .to_bytes();
-        self.give_back(sender);
         Ok((status, text))
     }
-
-    fn take_idle(&self) -> Option<SendRequest<Full<Bytes>>> {
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        while let Some(sender) = idle.pop() {
-            if !sender.is_closed() {
-                return Some(sender);
-            }
-        }
-        None
-    }
-
-    fn give_back(&self, sender: SendRequest<Full<Bytes>>) {
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        if idle.len() < IDLE_CONNECTIONS && !sender.is_closed() {
-            idle.push(sender);
-        }
-    }
-
-    async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, RpcError> {
-        let tcp = tokio::net::TcpStream::connect((self.host.as_str(), self.port))
-            .await
-            .map_err(|e| unavailable(&format!("cannot connect: {}", e.kind())))?;
-        let _ = tcp.set_nodelay(true);
-        if self.tls {
-            let name = rustls::pki_types::ServerName::try_from(self.host.clone())
-                .map_err(|_| unavailable("the host is not a valid TLS server name"))?;
-            let stream = wasmatic_sandbox::outbound::tls_connector()
-                .connect(name, tcp)
-                .await
-                .map_err(|_| unavailable("the TLS handshake failed"))?;
-            handshake(stream).await
-        } else {
-            handshake(tcp).await
-        }
-    }
-}
-
-async fn handshake<S>(stream: S) -> Result<SendRequest<Full<Bytes>>, RpcError>
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
-{
-    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|_| unavailable("the HTTP handshake failed"))?;
-    // The connection lives as long as its sender: it ends when the sender
-    // is dropped (not kept idle) or the endpoint closes it.
-    tokio::spawn(async move {
-        let _ = connection.await;
-    });
-    Ok(sender)
 }
 
 fn unavailable(what: &str) -> RpcError {
@@ -223,7 +148,7 @@ mod tests {
     fn parse_errors_and_debug_never_show_the_url() {
         let secret = "https://eth.example/v2/SECRETKEY";
         let endpoint = Endpoint::parse(secret).unwrap();
-        assert_eq!(endpoint.target, "/v2/SECRETKEY");
+        assert_eq!(endpoint.uri.path(), "/v2/SECRETKEY");
         assert!(!format!("{endpoint:?}").contains("SECRET"));
         for bad in ["ftp://h/SECRET", "https://user:SECRET@h/", "SECRET"] {
             let e = Endpoint::parse(bad).unwrap_err();

@@ -1,9 +1,9 @@
 //! Read-only Ethereum JSON-RPC for guests: the chains the node knows, the
 //! methods a guest may call on them, and the bounds of one run's calls.
 //!
-//! May depend on: `wasmatic-api`, `wasmatic-metrics`, `wasmatic-sandbox`
-//! (the outbound TLS setup), `wasmatic-state` (the run record's
-//! `RpcCall`).
+//! May depend on: `wasmatic-api`, `wasmatic-metrics`, `wasmatic-net` (the
+//! one HTTP client), `wasmatic-sandbox` (a core job's store),
+//! `wasmatic-state` (the run record's `RpcCall`).
 //!
 //! One implementation serves every way in (components through
 //! `wasmatic:eth/rpc`, see `handler::eth`; core-module jobs through one core

@@ -1,8 +1,8 @@
 //! The command-line client: `wasmatic register`, `run`, `ls`, … speak the
 //! node's HTTP API (operator/src/routes/table.rs) to the node at `--node`.
 //!
-//! May depend on: `wasmatic-api` (the token variable), `wasmatic-sandbox`
-//! (the TLS setup of outbound connections). It knows the node only through
+//! May depend on: `wasmatic-api` (the token variable), `wasmatic-net` (the
+//! one HTTP client). It knows the node only through
 //! its HTTP API.
 //!
 //! People get tables; `--json` prints the node's JSON as it answered it.

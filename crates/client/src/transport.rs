@@ -1,6 +1,5 @@
-//! One HTTP/1.1 exchange with the node per request, over hyper's
-//! connection API (the node closes idle connections after a few seconds,
-//! and a command sends one or two requests: a pool would buy nothing).
+//! Requests to the node, through the node's one HTTP client, dialled as
+//! `--node` says (the user chose the address: loopback is fine).
 
 use std::convert::Infallible;
 use std::pin::Pin;
@@ -11,15 +10,11 @@ use bytes::Bytes;
 use http::{HeaderMap, Method, Request, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::{Body, Frame, SizeHint};
-use hyper_util::rt::TokioIo;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpStream;
+use wasmatic_net::{Client, Dial, SendError, CONNECT_TIMEOUT};
 
 use super::ClientError;
 
-/// Time to open a connection (and finish the TLS handshake).
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time one exchange may take: the node answers every request within its
 /// `--request-timeout`, at most 10 minutes, so a longer wait means a node
 /// that has stopped answering.
@@ -32,14 +27,12 @@ const CHUNK: usize = 64 * 1024;
 
 /// The node, as `--node` names it, and the token to send.
 pub struct Node {
-    tls: bool,
-    host: String,
-    port: u16,
-    /// `HOST[:PORT]` for the `Host` header.
-    authority: String,
+    /// `http://HOST[:PORT]` or `https://…`.
+    origin: String,
     /// A path the node's routes sit under (`http://gw/wasmatic` → `/wasmatic`),
     /// without a trailing `/`; usually empty.
     base: String,
+    client: Client<Upload>,
     token: Option<String>,
     /// The URL as given, for messages.
     pub url: String,
@@ -70,9 +63,8 @@ impl Node {
     pub fn new(url: &str, token: Option<String>) -> Result<Self, ClientError> {
         let bad = |why: &str| ClientError::Usage(format!("--node `{url}`: {why}"));
         let uri: http::Uri = url.parse().map_err(|e| bad(&format!("not a URL ({e})")))?;
-        let tls = match uri.scheme_str() {
-            Some("http") => false,
-            Some("https") => true,
+        let scheme = match uri.scheme_str() {
+            Some(scheme @ ("http" | "https")) => scheme,
             Some(other) => return Err(bad(&format!("the scheme `{other}` is not http or https"))),
             None => return Err(bad("give the scheme, e.g. http://127.0.0.1:8080")),
         };
@@ -85,16 +77,10 @@ impl Node {
         if uri.query().is_some() {
             return Err(bad("a query has no place in the node's URL"));
         }
-        let host = authority
-            .host()
-            .trim_start_matches('[')
-            .trim_end_matches(']');
         Ok(Node {
-            tls,
-            host: host.to_string(),
-            port: authority.port_u16().unwrap_or(if tls { 443 } else { 80 }),
-            authority: authority.as_str().to_string(),
+            origin: format!("{scheme}://{authority}"),
             base: uri.path().trim_end_matches('/').to_string(),
+            client: Client::new(Dial::Trusted, CONNECT_TIMEOUT),
             token,
             url: url.to_string(),
         })
@@ -130,8 +116,7 @@ impl Node {
     ) -> Result<Reply, ClientError> {
         let mut request = Request::builder()
             .method(method)
-            .uri(format!("{}{path}", self.base))
-            .header(http::header::HOST, &self.authority)
+            .uri(format!("{}{}{path}", self.origin, self.base))
             .header(http::header::ACCEPT, "application/json");
         if let Some(content_type) = content_type {
             request = request.header(http::header::CONTENT_TYPE, content_type);
@@ -165,38 +150,11 @@ impl Node {
             url: self.url.clone(),
             reason,
         };
-        let connect = async {
-            let tcp = TcpStream::connect((self.host.as_str(), self.port))
-                .await
-                .map_err(|e| unreachable(e.to_string()))?;
-            let io: Pin<Box<dyn Io>> = if self.tls {
-                let name = rustls::pki_types::ServerName::try_from(self.host.clone())
-                    .map_err(|e| unreachable(format!("`{}` is no TLS name: {e}", self.host)))?;
-                let stream = wasmatic_sandbox::outbound::tls_connector()
-                    .connect(name, tcp)
-                    .await
-                    .map_err(|e| unreachable(format!("TLS handshake failed: {e}")))?;
-                Box::pin(stream)
-            } else {
-                Box::pin(tcp)
-            };
-            hyper::client::conn::http1::handshake(TokioIo::new(io))
-                .await
-                .map_err(|e| unreachable(e.to_string()))
-        };
-        let (mut sender, connection) = tokio::time::timeout(CONNECT_TIMEOUT, connect)
-            .await
-            .map_err(|_| {
-                unreachable(format!(
-                    "no connection within {}s",
-                    CONNECT_TIMEOUT.as_secs()
-                ))
-            })??;
-        // The connection does the I/O while `send_request` waits for the
-        // answer; it ends when the exchange does.
-        let worker = tokio::spawn(connection);
-        let response = sender.send_request(request).await.map_err(|e| {
-            ClientError::Transport(format!("the exchange with {} failed: {e}", self.url))
+        let response = self.client.send(request).await.map_err(|e| match e {
+            SendError::Connect(e) => unreachable(e.to_string()),
+            SendError::Exchange(e) => {
+                ClientError::Transport(format!("the exchange with {} failed: {e}", self.url))
+            }
         })?;
         let (parts, body) = response.into_parts();
         let body = body
@@ -206,8 +164,6 @@ impl Node {
                 ClientError::Transport(format!("reading the answer of {} failed: {e}", self.url))
             })?
             .to_bytes();
-        drop(sender);
-        worker.abort();
         Ok(Reply {
             status: parts.status,
             headers: parts.headers,
@@ -215,9 +171,6 @@ impl Node {
         })
     }
 }
-
-trait Io: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
-impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Io for T {}
 
 /// The message of the node's `{"error": …}`, or what the body says.
 fn error_message(body: &[u8]) -> String {

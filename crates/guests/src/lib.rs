@@ -3,7 +3,7 @@
 //! registry of what is registered, and the run log that records each run.
 //!
 //! May depend on: `wasmatic-api`, `wasmatic-sandbox`, `wasmatic-chain`,
-//! `wasmatic-state`, `wasmatic-metrics`, `wasmatic-workers`.
+//! `wasmatic-net`, `wasmatic-state`, `wasmatic-metrics`, `wasmatic-workers`.
 
 pub mod audit_log;
 pub mod handler;

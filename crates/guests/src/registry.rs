@@ -22,9 +22,9 @@ use crate::handler::{self, Compiled, Guest, HandlerIndices, HandlerState, Instan
 use crate::links;
 use wasmatic_api::show_size;
 use wasmatic_api::NodeError;
+use wasmatic_net::Rule;
 use wasmatic_sandbox::compile::{CompileError, Compiler};
 use wasmatic_sandbox::engine::{self, GuestEngines, WasmKind};
-use wasmatic_sandbox::outbound::Rule;
 use wasmatic_state::{HandlerSettings, Link};
 
 /// Suffix of the component files an older node kept in the registered

@@ -16,7 +16,7 @@ use wasmatic_api::is_valid_name;
 use wasmatic_api::NodeError;
 use wasmatic_guests::handler::{self, CallError, CallLimits, Entry, Guest};
 use wasmatic_guests::registry::{Handler, HandlerInfo, Runnable, Staged};
-use wasmatic_sandbox::outbound::Rule;
+use wasmatic_net::Rule;
 use wasmatic_sandbox::pool::Reuse;
 use wasmatic_state::now_ms;
 use wasmatic_state::{ComponentRecord, HandlerSettings, RunPage, RunRecord};

@@ -4,7 +4,7 @@
 //! this into WIT; one file here per concern.
 //!
 //! May depend on: every library below the server: `wasmatic-api`,
-//! `wasmatic-chain`, `wasmatic-guests`, `wasmatic-metrics`,
+//! `wasmatic-chain`, `wasmatic-guests`, `wasmatic-metrics`, `wasmatic-net`,
 //! `wasmatic-sandbox`, `wasmatic-state`, `wasmatic-workers`,
 //! `wasmatic-workflows`.
 //!
@@ -41,8 +41,8 @@ use wasmatic_guests::jobs::Jobs;
 use wasmatic_guests::modules::Modules;
 use wasmatic_guests::registry::Registry;
 use wasmatic_guests::run_log::RunLog;
+use wasmatic_net::Policy;
 use wasmatic_sandbox::limits::Limits;
-use wasmatic_sandbox::outbound::Policy;
 use wasmatic_state::{Fleet, RunBounds, Store};
 
 pub use inspect::FileKind;

@@ -4,7 +4,7 @@
 use wasmatic_api::NodeError;
 use wasmatic_guests::handler::Entry;
 use wasmatic_guests::registry::{Handler, HandlerInfo};
-use wasmatic_sandbox::outbound::Rule;
+use wasmatic_net::Rule;
 use wasmatic_state::HandlerSettings;
 
 /// A component's own outbound allow list, parsed.

@@ -7,11 +7,11 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
-use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 
 use super::Node;
 use wasmatic_guests::jobs::{JobRequest, MAX_JOB_TIMEOUT};
+use wasmatic_net::{Client, ConnectError, Dial, SendError, CONNECT_TIMEOUT};
 use wasmatic_workflows::{self as workflows, Scope, Step, StepKind, Workflow, MAX_STEP_TIMEOUT_MS};
 
 /// A step's time limit when it sets none.
@@ -239,27 +239,19 @@ impl Node {
         let uri: http::Uri = url
             .parse()
             .map_err(|e| format!("`{url}` is not a URL: {e}"))?;
-        let tls = match uri.scheme_str() {
-            Some("https") => true,
-            Some("http") => false,
-            _ => return Err(format!("`{url}`: only http and https URLs")),
-        };
+        if !matches!(uri.scheme_str(), Some("http" | "https")) {
+            return Err(format!("`{url}`: only http and https URLs"));
+        }
         let host = uri
             .host()
             .ok_or_else(|| format!("`{url}` has no host"))?
             .to_string();
-        let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
-        let addr = self.policy.check(None, &host, port).await?;
         let (body, json_body) = match body {
             None => (Bytes::new(), false),
             Some(Value::String(text)) => (Bytes::from(text), false),
             Some(other) => (Bytes::from(other.to_string()), true),
         };
-        let path = uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
-        let mut request = http::Request::builder().method(method).uri(path).header(
-            http::header::HOST,
-            uri.authority().map_or(host.as_str(), |a| a.as_str()),
-        );
+        let mut request = http::Request::builder().method(method).uri(uri);
         if json_body
             && !headers
                 .iter()
@@ -282,20 +274,19 @@ impl Node {
         let request = request
             .body(Full::new(body))
             .map_err(|e| format!("cannot build the request: {e}"))?;
-        let tcp = tokio::net::TcpStream::connect(addr)
-            .await
-            .map_err(|e| format!("cannot connect to {host}:{port}: {}", e.kind()))?;
-        let response = if tls {
-            let name = rustls::pki_types::ServerName::try_from(host.clone())
-                .map_err(|_| format!("`{host}` is not a TLS server name"))?;
-            let stream = wasmatic_sandbox::outbound::tls_connector()
-                .connect(name, tcp)
-                .await
-                .map_err(|e| format!("TLS with {host}: {e}"))?;
-            send(stream, request).await?
-        } else {
-            send(tcp, request).await?
-        };
+        // Dialled through the policy, as a guest's own request would be.
+        let client = Client::new(
+            Dial::Checked {
+                policy: self.policy.clone(),
+                rules: None,
+            },
+            CONNECT_TIMEOUT,
+        );
+        let response = client.send(request).await.map_err(|e| match e {
+            SendError::Connect(ConnectError::Refused(reason)) => reason,
+            SendError::Connect(e) => format!("{host}: {e}"),
+            SendError::Exchange(e) => format!("the request to {host} failed: {e}"),
+        })?;
         let status = response.status().as_u16();
         let headers: serde_json::Map<String, Value> = response
             .headers()
@@ -313,26 +304,6 @@ impl Node {
         }
         Ok(json!({ "status": status, "headers": headers, "body": body }))
     }
-}
-
-/// Sends one request on a fresh HTTP/1.1 connection over `stream`.
-async fn send<S>(
-    stream: S,
-    request: http::Request<Full<Bytes>>,
-) -> Result<http::Response<hyper::body::Incoming>, String>
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
-{
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| format!("HTTP handshake: {e}"))?;
-    tokio::spawn(async move {
-        let _ = connection.await;
-    });
-    sender
-        .send_request(request)
-        .await
-        .map_err(|e| format!("the request failed: {e}"))
 }
 
 /// `text` as JSON when it is JSON, else as a string.

@@ -3,7 +3,7 @@
 //! (`--max-instance-reuse-count`), an instance that answered before.
 //!
 //! May depend on: `wasmatic-api`, `wasmatic-chain`, `wasmatic-guests`,
-//! `wasmatic-metrics`, `wasmatic-node`, `wasmatic-sandbox`,
+//! `wasmatic-metrics`, `wasmatic-net`, `wasmatic-node`, `wasmatic-sandbox`,
 //! `wasmatic-state`, `wasmatic-workflows`. Only the binary depends on it.
 //!
 //! The path of one request: [`listen`] accepts the connection and reads the
@@ -44,11 +44,12 @@ use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use wasmtime_wasi_http::WasiHttpView;
 
 use crate::contract::OperatorState;
+use wasmatic_net::Policy;
 use wasmatic_node::Node;
 use wasmatic_sandbox::engine::{self, WasmContext, WasmKind};
 use wasmatic_sandbox::flags::RuntimeFlags;
 use wasmatic_sandbox::limits::{GuestLimiter, MemoryBudget};
-use wasmatic_sandbox::outbound::{OutboundHooks, Policy};
+use wasmatic_sandbox::outbound::OutboundHooks;
 use wasmatic_sandbox::output::StreamOf;
 use wasmatic_sandbox::pool::{Pools, Reuse, WarmPool};
 

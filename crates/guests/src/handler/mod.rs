@@ -24,10 +24,11 @@ pub use crate::audit_log::AuditEntry;
 use crate::audit_log::{log_safe, AuditLog};
 use wasmatic_api::show_size;
 use wasmatic_chain::{Chains, RunRpc};
+use wasmatic_net::{Policy, Rule};
 use wasmatic_sandbox::engine::{self, GuestFailure};
 use wasmatic_sandbox::flags::RuntimeFlags;
 use wasmatic_sandbox::limits::GuestLimiter;
-use wasmatic_sandbox::outbound::{OutboundHooks, Policy, Rule};
+use wasmatic_sandbox::outbound::OutboundHooks;
 use wasmatic_sandbox::output::{CapturedOutput, StreamOf};
 use wasmatic_sandbox::pool::WarmPool;
 

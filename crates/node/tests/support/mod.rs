@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use clap::Parser;
 use wasmatic_chain::Chains;
+use wasmatic_net::Policy;
 use wasmatic_node::{Node, NodeSetup, StateLimits};
 use wasmatic_sandbox::engine::GuestEngines;
 use wasmatic_sandbox::limits::Limits;
-use wasmatic_sandbox::outbound::Policy;
 use wasmatic_state::RunBounds;
 use wasmtime_cli_flags::CommonOptions;
 
