@@ -59,24 +59,46 @@ fn provider_with(func: &str, params: &str, core_params: &str) -> Vec<u8> {
     .expect("valid component text")
 }
 
+/// How many times the node looked for compiled code on disk and had to
+/// compile: a compile is first such a miss.
+fn compiles(node: &Node) -> u64 {
+    let text = node.get("/metrics").text();
+    text.lines()
+        .filter(|l| l.starts_with("wasmatic_compile_cache_total{"))
+        .find(|l| l.contains(r#"cache="disk""#) && l.contains(r#"result="miss""#))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0)
+}
+
 #[test]
 fn the_async_cipher_calls_its_linked_auditor_and_keeps_its_links_across_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let node = start(dir.path());
+    let before = compiles(&node);
     let auditor = register(
         &node,
         "/register?name=auditor",
         &component_bytes("auditor.wasm"),
     );
+    // An async component is tried on the sync engine first, which refuses
+    // it before compiling: both are lookups of the cache.
+    let one_compile = compiles(&node) - before;
+    assert!(one_compile >= 1);
     assert_eq!(
         auditor["exports"][0]["signature"],
         "async auditrecord(action: string, detail: string)"
     );
 
+    let compiled_before = compiles(&node);
     let cipher = register(
         &node,
         &format!("/register?name=cipher&env=SHIFT_AMOUNT=5&{CIPHER_LINK}"),
         &component_bytes("cipher.wasm"),
+    );
+    assert_eq!(
+        compiles(&node) - compiled_before,
+        one_compile,
+        "a component registered with links is compiled once, composed (its types are read, not compiled)"
     );
     assert_eq!(
         cipher["links"],

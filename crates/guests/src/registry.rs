@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use wasmatic_api::is_valid_name;
 
 use sha2::{Digest, Sha256};
-use wasmtime::component::{Component, Linker};
+use wasmtime::component::Linker;
 use wasmtime::Engine;
 
 use crate::handler::{self, Compiled, Guest, HandlerIndices, HandlerState, InstancePool};
@@ -60,17 +60,25 @@ pub struct HandlerInfo {
 }
 
 impl HandlerInfo {
-    /// What the node shows of `staged` registered under `name` with
-    /// `settings` (an empty name: not registered yet).
-    pub fn new(name: &str, staged: &Staged, settings: &HandlerSettings, loaded_at: u64) -> Self {
+    /// What the node shows of the component of `digest` and `size` bytes,
+    /// compiled as `compiled` (alone or composed: its exports are its own
+    /// either way), registered under `name` with `settings` (an empty
+    /// name: not registered yet).
+    pub fn new(
+        name: &str,
+        (digest, size): (&str, usize),
+        compiled: &Compiled,
+        settings: &HandlerSettings,
+        loaded_at: u64,
+    ) -> Self {
         HandlerInfo {
             name: name.to_string(),
-            digest: staged.digest.clone(),
-            size: staged.bytes.len() as u64,
+            digest: digest.to_string(),
+            size: size as u64,
             loaded_at,
             allow_outbound: settings.allow.clone(),
-            is_handler: staged.compiled.handler.is_some(),
-            exports: staged.compiled.exports.clone(),
+            is_handler: compiled.handler.is_some(),
+            exports: compiled.exports.clone(),
             config_keys: settings.config.iter().map(|(k, _)| k.clone()).collect(),
             reuse: settings.reuse,
             links: settings.links.clone(),
@@ -98,9 +106,6 @@ pub struct Handler {
     pub code: Arc<[u8]>,
     /// The bytes as registered (see [`Runnable::original`]).
     pub original: Arc<[u8]>,
-    /// The component as registered, before any composition: what it
-    /// imports and exports.
-    pub component: Component,
     pub rules: Option<Arc<Vec<Rule>>>,
     pub guest: Arc<Guest>,
     /// Its idle instances, when it opted in to reuse.
@@ -232,8 +237,10 @@ impl Registry {
         self.lock_staged().retain(|s| s.digest != digest);
     }
 
-    /// Validates and compiles `bytes` (or finds them compiled).
-    pub async fn compile_bytes(&self, bytes: Vec<u8>) -> Result<Staged, NodeError> {
+    /// Takes `bytes` as a component's, not compiled yet: within the size
+    /// limit, a component at all; answers their digest and the bytes
+    /// (shared with a copy already held, if there is one).
+    pub fn accept(&self, bytes: Vec<u8>) -> Result<(String, Arc<[u8]>), NodeError> {
         if bytes.len() as u64 > self.max_size {
             return Err(NodeError::TooLarge(format!(
                 "the component has {} bytes; a component may have at most {}",
@@ -241,10 +248,16 @@ impl Registry {
                 show_size(self.max_size)
             )));
         }
-        let (digest, bytes) = match self.kept_copy(&bytes) {
+        describe_kind(&bytes)?;
+        Ok(match self.kept_copy(&bytes) {
             Some(kept) => kept,
             None => (hex::encode(Sha256::digest(&bytes)), bytes.into()),
-        };
+        })
+    }
+
+    /// Validates and compiles `bytes` (or finds them compiled).
+    pub async fn compile_bytes(&self, bytes: Vec<u8>) -> Result<Staged, NodeError> {
+        let (digest, bytes) = self.accept(bytes)?;
         let compiled = self.compile(&digest, bytes.clone()).await?;
         Ok(Staged {
             digest,
@@ -353,8 +366,12 @@ impl Registry {
         // `links`); until then they trap, which lets the component be
         // inspected (its exports, whether it is a handler) but never run:
         // only a linked `pre` runs a component that has them.
-        let foreign = links::foreign_imports(&component);
-        let pre = if foreign.is_empty() {
+        let engine = component.engine();
+        let foreign = component
+            .component_type()
+            .imports(engine)
+            .any(|(name, _)| !links::offered_by_node(name));
+        let pre = if !foreign {
             guest.linker.instantiate_pre(&component)
         } else {
             let mut inspect = guest.linker.clone();
@@ -375,40 +392,49 @@ impl Registry {
         })
     }
 
-    /// Checks the `links` of `staged` for registration as `name` (empty:
-    /// only staged); answers them with each interface in full.
+    /// Checks the `links` of the component of `bytes` for registration
+    /// as `name` (empty: only staged); answers them with each interface in
+    /// full.
     pub fn check_links(
         &self,
         name: &str,
-        staged: &Staged,
+        bytes: &[u8],
         links: &[Link],
     ) -> Result<Vec<Link>, NodeError> {
-        links::check(name, staged.compiled.pre.component(), links, self)
+        links::check(name, bytes, links, self)
     }
 
-    /// Checks the `links` of a component to be registered as `name` (empty:
-    /// only staged) and answers it ready to run, composed with its
-    /// providers' current code, and the links with each interface in full.
+    /// Checks the `links` of the component of `bytes` (its `digest`) to be
+    /// registered as `name` and answers it ready to run, and the links with
+    /// each interface in full. Compiled once: alone when it has no links
+    /// (`alone`, if it was compiled already), else composed with its
+    /// providers' current code, its types checked without compiling it.
     pub async fn link(
         &self,
         name: &str,
-        staged: &Staged,
+        digest: &str,
+        bytes: &Arc<[u8]>,
+        alone: Option<Compiled>,
         links: &[Link],
     ) -> Result<(Runnable, Vec<Link>), NodeError> {
-        let links = self.check_links(name, staged, links)?;
+        let links = self.check_links(name, bytes, links)?;
         if links.is_empty() {
+            let compiled = match alone {
+                Some(compiled) => compiled,
+                None => self.compile(digest, bytes.clone()).await?,
+            };
             let runnable = Runnable {
-                compiled: staged.compiled.clone(),
-                code: staged.bytes.clone(),
-                original: staged.bytes.clone(),
+                compiled,
+                code: bytes.clone(),
+                original: bytes.clone(),
             };
             return Ok((runnable, links));
         }
-        let parts = links::gather(&links, staged.bytes.len(), |name| {
+        let parts = links::gather(&links, bytes.len(), |name| {
             self.get(name)
                 .map(|h| (h.original.clone(), h.settings.links.clone()))
         })?;
-        let guest = staged.bytes.clone();
+        let guest = bytes.clone();
         let guest_links = links.clone();
         let composed =
             tokio::task::spawn_blocking(move || links::compose(&guest, &guest_links, &parts))
@@ -426,7 +452,7 @@ impl Registry {
             Runnable {
                 compiled,
                 code,
-                original: staged.bytes.clone(),
+                original: bytes.clone(),
             },
             links,
         ))
@@ -493,9 +519,9 @@ impl Registry {
 }
 
 impl links::Providers for Registry {
-    fn provider(&self, name: &str) -> Option<(Component, Vec<Link>)> {
+    fn provider(&self, name: &str) -> Option<(Arc<[u8]>, Vec<Link>)> {
         self.get(name)
-            .map(|h| (h.component.clone(), h.settings.links.clone()))
+            .map(|h| (h.original.clone(), h.settings.links.clone()))
     }
 }
 

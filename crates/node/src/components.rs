@@ -14,7 +14,7 @@ use super::settings::{check_settings, not_a_handler, resolve_export};
 use super::{blocking, CallTask, Node, TickId};
 use wasmatic_api::is_valid_name;
 use wasmatic_api::NodeError;
-use wasmatic_guests::handler::{self, CallError, CallLimits, Entry, Guest};
+use wasmatic_guests::handler::{self, CallError, CallLimits, Compiled, Entry, Guest};
 use wasmatic_guests::registry::{Handler, HandlerInfo, Runnable, Staged};
 use wasmatic_net::Rule;
 use wasmatic_sandbox::pool::Reuse;
@@ -70,8 +70,17 @@ impl Node {
         staged: Staged,
         mut settings: HandlerSettings,
     ) -> Result<HandlerInfo, NodeError> {
-        settings.links = self.registry.check_links("", &staged, &settings.links)?;
-        Ok(HandlerInfo::new("", &staged, &settings, now_ms()))
+        settings.links = self
+            .registry
+            .check_links("", &staged.bytes, &settings.links)?;
+        let code = (staged.digest.as_str(), staged.bytes.len());
+        Ok(HandlerInfo::new(
+            "",
+            code,
+            &staged.compiled,
+            &settings,
+            now_ms(),
+        ))
     }
 
     /// Makes the staged (or already stored) component `digest` current
@@ -84,17 +93,19 @@ impl Node {
     ) -> Result<HandlerInfo, NodeError> {
         check_name(name)?;
         let (settings, rules) = check_settings(settings)?;
-        let staged = match self.registry.staged(digest) {
-            Some(staged) => staged,
-            None => self.stored(digest).await?,
+        let (code, alone) = match self.registry.staged(digest) {
+            Some(staged) => ((staged.digest, staged.bytes), Some(staged.compiled)),
+            None => (self.stored(digest).await?, None),
         };
-        self.make_current(name, staged, settings, rules.map(Arc::new))
+        self.make_current(name, code, alone, settings, rules.map(Arc::new))
             .await
     }
 
     /// Registers `bytes` under `name` with `settings` in one step: what
     /// [`Node::stage_bytes`] then [`Node::commit`] do, with the settings and
-    /// the links checked once and nothing left staged.
+    /// the links checked once, nothing left staged, and the component
+    /// compiled once: alone, or composed with its links (whose types are
+    /// read without compiling).
     pub async fn register(
         &self,
         name: &str,
@@ -103,22 +114,24 @@ impl Node {
     ) -> Result<HandlerInfo, NodeError> {
         check_name(name)?;
         let (settings, rules) = check_settings(settings)?;
-        let staged = self.registry.compile_bytes(bytes).await?;
-        self.make_current(name, staged, settings, rules.map(Arc::new))
+        let code = self.registry.accept(bytes)?;
+        self.make_current(name, code, None, settings, rules.map(Arc::new))
             .await
     }
 
-    /// Makes `staged` current under `name`, its settings checked (`rules`
-    /// are their outbound rules): its links checked and composed, durably
-    /// first, then in memory.
+    /// Makes the component of `code` (its digest and bytes; `alone`, its
+    /// compiled form if it was staged) current under `name`, its settings
+    /// checked (`rules` are their outbound rules): its links checked and
+    /// composed, durably first, then in memory.
     async fn make_current(
         &self,
         name: &str,
-        staged: Staged,
+        (digest, bytes): (String, Arc<[u8]>),
+        alone: Option<Compiled>,
         mut settings: HandlerSettings,
         rules: Option<Arc<Vec<Rule>>>,
     ) -> Result<HandlerInfo, NodeError> {
-        let digest = staged.digest.as_str();
+        let digest = digest.as_str();
         let _changes = self.changes.lock().await;
         if self.modules.get(name).is_some() {
             return Err(NodeError::Conflict(format!(
@@ -131,14 +144,17 @@ impl Node {
                 "the node holds {max} components, its most (--max-components); remove one first"
             )));
         }
-        let (runnable, links) = self.registry.link(name, &staged, &settings.links).await?;
+        let (runnable, links) = self
+            .registry
+            .link(name, digest, &bytes, alone, &settings.links)
+            .await?;
         settings.links = links;
         if let Some(current) = self.registry.get(name) {
             if current.info.digest == digest && current.settings == settings {
                 return Ok(current.info.clone());
             }
         }
-        self.check_dependents(name, &runnable.compiled)?;
+        self.check_dependents(name, &bytes)?;
         let record = ComponentRecord {
             name: name.to_string(),
             digest: digest.to_string(),
@@ -146,10 +162,10 @@ impl Node {
             loaded_at: now_ms(),
         };
         let state = self.state.clone();
-        let (stored, bytes) = (record.clone(), staged.bytes.clone());
+        let stored = record.clone();
         blocking(move || state.commit_component(&stored, &bytes)).await??;
         self.registry.unstage(digest);
-        let handler = self.install(&record, &staged, runnable, rules);
+        let handler = self.install(&record, runnable, rules);
         self.relink_dependents(name).await;
         tracing::info!(
             name,
@@ -160,9 +176,9 @@ impl Node {
         Ok(handler.info.clone())
     }
 
-    /// A component that is not staged but already stored (registered under
-    /// another name, say), compiled.
-    pub(super) async fn stored(&self, digest: &str) -> Result<Staged, NodeError> {
+    /// The digest and bytes of a component that is not staged but already
+    /// stored (registered under another name, say).
+    pub(super) async fn stored(&self, digest: &str) -> Result<(String, Arc<[u8]>), NodeError> {
         let state = self.state.clone();
         let owned = digest.to_string();
         let bytes = blocking(move || state.blob(&owned))
@@ -172,7 +188,7 @@ impl Node {
                     "no staged component has digest `{digest}`: stage it first"
                 ))
             })?;
-        self.registry.compile_bytes(bytes).await
+        self.registry.accept(bytes)
     }
 
     /// Makes a stored version current in memory, as `runnable` (composed
@@ -181,18 +197,23 @@ impl Node {
     pub(super) fn install(
         &self,
         record: &ComponentRecord,
-        staged: &Staged,
         runnable: Runnable,
         rules: Option<Arc<Vec<Rule>>>,
     ) -> Arc<Handler> {
         let settings = record.settings.clone();
-        let info = HandlerInfo::new(&record.name, staged, &settings, record.loaded_at);
+        let code = (record.digest.as_str(), runnable.original.len());
+        let info = HandlerInfo::new(
+            &record.name,
+            code,
+            &runnable.compiled,
+            &settings,
+            record.loaded_at,
+        );
         self.registry.install(Handler {
             info,
             compiled: runnable.compiled,
             code: runnable.code,
             original: runnable.original,
-            component: staged.compiled.pre.component().clone(),
             rules,
             pool: self.engines.pools.guests(Reuse {
                 max_uses: settings.reuse as usize,
@@ -255,13 +276,13 @@ impl Node {
     /// stored bytes (or this node's compiled cache) and composed with its
     /// links.
     pub(super) async fn load(&self, record: &ComponentRecord) -> Result<(), NodeError> {
-        let staged = self.stored(&record.digest).await?;
+        let (digest, bytes) = self.stored(&record.digest).await?;
         let (runnable, _) = self
             .registry
-            .link(&record.name, &staged, &record.settings.links)
+            .link(&record.name, &digest, &bytes, None, &record.settings.links)
             .await?;
         let (_, rules) = check_settings(record.settings.clone())?;
-        self.install(record, &staged, runnable, rules.map(Arc::new));
+        self.install(record, runnable, rules.map(Arc::new));
         Ok(())
     }
 
@@ -290,14 +311,14 @@ impl Node {
             }
             let imported = async {
                 let bytes = self.registry.read_legacy(&name).await?;
-                let staged = self.registry.compile_bytes(bytes).await?;
+                let (digest, bytes) = self.registry.accept(bytes)?;
                 let record = ComponentRecord {
                     name: name.clone(),
-                    digest: staged.digest.clone(),
+                    digest,
                     settings: self.state.legacy_settings(&name)?,
                     loaded_at: now_ms(),
                 };
-                self.state.commit_component(&record, &staged.bytes)?;
+                self.state.commit_component(&record, &bytes)?;
                 Ok::<_, NodeError>(())
             };
             match imported.await {

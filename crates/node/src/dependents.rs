@@ -3,34 +3,35 @@
 
 use super::Node;
 use wasmatic_api::NodeError;
-use wasmatic_guests::handler::Compiled;
-use wasmatic_guests::links;
+use wasmatic_guests::links::Shapes;
 use wasmatic_state::ComponentRecord;
 
 impl Node {
     /// A new version of `name` must still provide what the components
     /// linked to it import.
-    pub(super) fn check_dependents(
-        &self,
-        name: &str,
-        compiled: &Compiled,
-    ) -> Result<(), NodeError> {
-        for (dependent, link) in self.registry.dependents(name) {
-            let Some(imports) = self.registry.get(&dependent) else {
+    pub(super) fn check_dependents(&self, name: &str, bytes: &[u8]) -> Result<(), NodeError> {
+        let dependents = self.registry.dependents(name);
+        if dependents.is_empty() {
+            return Ok(());
+        }
+        let mut shapes = Shapes::default();
+        let provider = shapes.read(name, bytes)?;
+        for (dependent, link) in dependents {
+            let Some(current) = self.registry.get(&dependent) else {
                 continue;
             };
-            let import = links::foreign_imports(&imports.component)
+            let importer = shapes.read(&dependent, &current.original)?;
+            let import = shapes
+                .foreign_imports(importer)
                 .into_iter()
                 .find(|i| i.name == link.interface);
             if let Some(import) = import {
-                links::provides(&import, name, compiled.pre.component()).map_err(
-                    |why| {
-                        NodeError::Conflict(format!(
-                            "`{dependent}` is linked to `{name}` for `{}`, which this version does not provide: {why}",
-                            link.interface
-                        ))
-                    },
-                )?;
+                shapes.provides(&import, name, provider).map_err(|why| {
+                    NodeError::Conflict(format!(
+                        "`{dependent}` is linked to `{name}` for `{}`, which this version does not provide: {why}",
+                        link.interface
+                    ))
+                })?;
             }
         }
         Ok(())
@@ -58,18 +59,19 @@ impl Node {
                     settings: current.settings.clone(),
                     loaded_at: current.info.loaded_at,
                 };
-                let relinked = match self.stored(&record.digest).await {
-                    Ok(staged) => self
-                        .registry
-                        .link(&dependent, &staged, &record.settings.links)
-                        .await
-                        // Its settings are unchanged: its rules are the
-                        // ones it was installed with.
-                        .map(|(runnable, _)| {
-                            self.install(&record, &staged, runnable, current.rules.clone())
-                        }),
-                    Err(e) => Err(e),
-                };
+                let relinked = self
+                    .registry
+                    .link(
+                        &dependent,
+                        &record.digest,
+                        &current.original,
+                        None,
+                        &record.settings.links,
+                    )
+                    .await
+                    // Its settings are unchanged: its rules are the ones it
+                    // was installed with.
+                    .map(|(runnable, _)| self.install(&record, runnable, current.rules.clone()));
                 match relinked {
                     Ok(_) => {
                         tracing::info!(

@@ -18,7 +18,8 @@
 //! from a synchronous import while component-model async is on: the store
 //! is held by the blocked caller.)
 //!
-//! The types are checked here first, function by function, so that a
+//! The types are checked here first (read from the bytes, not compiled:
+//! see [`shapes`]), function by function, so that a
 //! refusal names the function. A link carries values but no resources,
 //! streams or futures: those belong to the instance that made them. A
 //! provider is named, not copied into the record: a new version of it is
@@ -26,14 +27,14 @@
 //! with it (see `Node::commit`); a restart composes each from its stored
 //! bytes, and the compiled cache finds the same result.
 
+mod shapes;
+
 use std::sync::Arc;
 
-use wasmtime::component::types::{ComponentFunc, ComponentItem, Type};
-use wasmtime::component::Component;
-
 use wasmatic_api::NodeError;
-use wasmatic_sandbox::values::signature;
 use wasmatic_state::Link;
+
+pub use shapes::{import_names, ForeignImport, Shapes};
 
 /// Most links one component may have.
 pub const MAX_LINKS: usize = 16;
@@ -56,40 +57,6 @@ pub fn offered_by_node(name: &str) -> bool {
     name.starts_with("wasi:") || name.starts_with("wasmatic:")
 }
 
-/// An import the node does not define.
-pub struct ForeignImport {
-    /// Its full name, `acme:cipher/audit-log@0.1.0`.
-    pub name: String,
-    /// Its functions, or `None` when it is not an interface (a bare
-    /// function or a type), which no link can provide.
-    pub funcs: Option<Vec<(String, ComponentFunc)>>,
-}
-
-/// The imports of `component` the node does not define.
-pub fn foreign_imports(component: &Component) -> Vec<ForeignImport> {
-    let engine = component.engine();
-    component
-        .component_type()
-        .imports(engine)
-        .filter(|(name, _)| !offered_by_node(name))
-        .map(|(name, item)| ForeignImport {
-            name: name.to_string(),
-            funcs: match item.ty {
-                ComponentItem::ComponentInstance(instance) => Some(
-                    instance
-                        .exports(engine)
-                        .filter_map(|(func, item)| match item.ty {
-                            ComponentItem::ComponentFunc(f) => Some((func.to_string(), f)),
-                            _ => None,
-                        })
-                        .collect(),
-                ),
-                _ => None,
-            },
-        })
-        .collect()
-}
-
 /// Whether the link interface `given` names the import `import`: in full,
 /// or without its `@version`.
 fn names(given: &str, import: &str) -> bool {
@@ -100,18 +67,21 @@ fn names(given: &str, import: &str) -> bool {
 /// Who provides what, as far as checking links goes: the registered
 /// components by name, with their own links.
 pub trait Providers {
-    /// The component registered as `name`, and its links.
-    fn provider(&self, name: &str) -> Option<(Component, Vec<Link>)>;
+    /// The bytes of the component registered as `name`, as registered,
+    /// and its links.
+    fn provider(&self, name: &str) -> Option<(Arc<[u8]>, Vec<Link>)>;
 }
 
-/// Checks the links of a component to be registered as `name` (empty when
-/// it is only staged) and answers them with each interface named in full,
-/// as the component imports it. Every foreign import needs exactly one
-/// link; every link names a foreign import, a registered provider that
-/// exports that interface with the same function types, and forms no cycle.
+/// Checks the links of a component of `bytes` to be registered as `name`
+/// (empty when it is only staged) and answers them with each interface
+/// named in full, as the component imports it. Every foreign import needs
+/// exactly one link; every link names a foreign import, a registered
+/// provider that exports that interface with the same function types, and
+/// forms no cycle. Only a component that imports something the node does
+/// not define has its types read; none is compiled.
 pub fn check(
     name: &str,
-    component: &Component,
+    bytes: &[u8],
     links: &[Link],
     providers: &impl Providers,
 ) -> Result<Vec<Link>, NodeError> {
@@ -121,12 +91,24 @@ pub fn check(
             links.len()
         )));
     }
-    let foreign = foreign_imports(component);
-    let all_imports: Vec<String> = component
-        .component_type()
-        .imports(component.engine())
-        .map(|(n, _)| n.to_string())
-        .collect();
+    let all_imports = import_names(bytes)?;
+    let foreign_names: Vec<&String> = all_imports.iter().filter(|n| !offered_by_node(n)).collect();
+    if let (None, Some(first)) = (links.first(), foreign_names.first()) {
+        return Err(unlinked(&foreign_names, first));
+    }
+    if links.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut shapes = Shapes::default();
+    let guest = shapes.read(
+        if name.is_empty() {
+            "the component"
+        } else {
+            name
+        },
+        bytes,
+    )?;
+    let foreign = shapes.foreign_imports(guest);
     let mut resolved: Vec<Link> = Vec::new();
     for link in links {
         let Some(import) = foreign.iter().find(|f| names(&link.interface, &f.name)) else {
@@ -150,28 +132,36 @@ pub fn check(
                 link.interface, link.provider, link.provider
             ))
         })?;
-        provides(import, &link.provider, &provider).map_err(NodeError::Invalid)?;
+        let provider = shapes.read(&link.provider, &provider)?;
+        shapes
+            .provides(import, &link.provider, provider)
+            .map_err(NodeError::Invalid)?;
         resolved.push(Link {
             interface: import.name.clone(),
             provider: link.provider.clone(),
         });
     }
-    let unlinked: Vec<&str> = foreign
+    let unresolved: Vec<&String> = foreign_names
         .iter()
-        .filter(|f| !resolved.iter().any(|r| r.interface == f.name))
-        .map(|f| f.name.as_str())
+        .copied()
+        .filter(|f| !resolved.iter().any(|r| &r.interface == *f))
         .collect();
-    if let Some(first) = unlinked.first() {
-        return Err(NodeError::Invalid(format!(
-            "the component imports {}, which the node does not offer (it offers WASI 0.2, wasi:http, wasmatic:guest and wasmatic:eth): link each to a registered component that exports it, e.g. `link={}=PROVIDER`",
-            unlinked.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", "),
-            first.split_once('@').map_or(*first, |(n, _)| n),
-        )));
+    if let Some(first) = unresolved.first() {
+        return Err(unlinked(&unresolved, first));
     }
     if !name.is_empty() {
         check_chains(name, &resolved, providers)?;
     }
     Ok(resolved)
+}
+
+/// The error for foreign imports no link provides.
+fn unlinked(names: &[&String], first: &str) -> NodeError {
+    NodeError::Invalid(format!(
+        "the component imports {}, which the node does not offer (it offers WASI 0.2, wasi:http, wasmatic:guest and wasmatic:eth): link each to a registered component that exports it, e.g. `link={}=PROVIDER`",
+        names.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", "),
+        first.split_once('@').map_or(first, |(n, _)| n),
+    ))
 }
 
 /// The error for a link that names no foreign import of the component.
@@ -190,99 +180,6 @@ fn unknown_link(given: &str, all: &[String], foreign: &[ForeignImport]) -> NodeE
             linkable.join(", ")
         }
     ))
-}
-
-/// Whether `provider` (registered as `provider_name`) exports the interface
-/// `import` with every function it imports, of the same types; the error
-/// names the function.
-pub fn provides(
-    import: &ForeignImport,
-    provider_name: &str,
-    provider: &Component,
-) -> Result<(), String> {
-    let Some(funcs) = &import.funcs else {
-        return Err(format!(
-            "`{}` is not an interface: only imported interfaces can be linked",
-            import.name
-        ));
-    };
-    let engine = provider.engine();
-    let exported = provider
-        .component_type()
-        .exports(engine)
-        .find(|(n, _)| *n == import.name)
-        .map(|(_, item)| item.ty);
-    let Some(ComponentItem::ComponentInstance(instance)) = exported else {
-        return Err(format!(
-            "`{provider_name}` does not export `{}`",
-            import.name
-        ));
-    };
-    for (func, wanted) in funcs {
-        let found = instance
-            .exports(engine)
-            .find(|(n, _)| n == func)
-            .map(|(_, item)| item.ty);
-        let Some(ComponentItem::ComponentFunc(given)) = found else {
-            return Err(format!(
-                "`{provider_name}` does not export function `{func}` of `{}`",
-                import.name
-            ));
-        };
-        if let Some(kind) = handle_in(wanted) {
-            return Err(format!(
-                "function `{func}` of `{}` passes a {kind}: links carry values only",
-                import.name
-            ));
-        }
-        let same = wanted.async_() == given.async_()
-            && wanted.params().len() == given.params().len()
-            && wanted
-                .params()
-                .zip(given.params())
-                .all(|((_, a), (_, b))| a == b)
-            && wanted.results().len() == given.results().len()
-            && wanted.results().zip(given.results()).all(|(a, b)| a == b);
-        if !same {
-            return Err(format!(
-                "function `{func}` of `{}`: the component imports `{}` but `{provider_name}` exports `{}`",
-                import.name,
-                signature(func, wanted),
-                signature(func, &given),
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// The first resource, stream, future or error context a function's
-/// parameters or results hold, by kind.
-fn handle_in(func: &ComponentFunc) -> Option<&'static str> {
-    func.params()
-        .map(|(_, ty)| ty)
-        .chain(func.results())
-        .find_map(|ty| handle_kind(&ty))
-}
-
-fn handle_kind(ty: &Type) -> Option<&'static str> {
-    match ty {
-        Type::Own(_) | Type::Borrow(_) => Some("resource"),
-        Type::Future(_) => Some("future"),
-        Type::Stream(_) => Some("stream"),
-        Type::ErrorContext => Some("error-context"),
-        Type::List(l) => handle_kind(&l.ty()),
-        Type::FixedLengthList(l) => handle_kind(&l.ty()),
-        Type::Map(m) => handle_kind(&m.key()).or_else(|| handle_kind(&m.value())),
-        Type::Record(r) => r.fields().find_map(|f| handle_kind(&f.ty)),
-        Type::Tuple(t) => t.types().find_map(|t| handle_kind(&t)),
-        Type::Variant(v) => v.cases().find_map(|c| c.ty.and_then(|t| handle_kind(&t))),
-        Type::Option(o) => handle_kind(&o.ty()),
-        Type::Result(r) => r
-            .ok()
-            .and_then(|t| handle_kind(&t))
-            .or_else(|| r.err().and_then(|t| handle_kind(&t))),
-        _ => None,
-    }
 }
 
 /// Refuses links of `name` that would form a cycle, or a chain of providers
