@@ -32,5 +32,11 @@ mod tests {
         assert!(!is_valid_name("Echo"));
         assert!(!is_valid_name("a/b"));
         assert!(!is_valid_name("a.wasm"));
+        for ok in ["a", "gecko-2", "0x"] {
+            assert!(is_valid_name(ok), "{ok}");
+        }
+        for bad in ["A", "..", "../x", "a.b", "a\0", "é"] {
+            assert!(!is_valid_name(bad), "{bad:?}");
+        }
     }
 }

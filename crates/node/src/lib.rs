@@ -1,7 +1,12 @@
 //! What the host does for its operator: registered components and their
-//! runs, schedules, chain triggers, core modules and WASI jobs, behind one
-//! API with typed errors. The operator's interfaces (`contract`) are a thin translation of
-//! this into WIT; one file here per concern.
+//! runs, schedules, chain triggers, workflows, core modules and WASI jobs,
+//! behind one API with typed errors. The operator's interfaces
+//! (`contract`) are a thin translation of this into WIT.
+//!
+//! [`Node`] is a facade over services it owns, one module each:
+//! [`Components`] (registering and calling components and core modules),
+//! [`Workflows`], [`Schedules`], [`Triggers`], and the fleet's catch-up.
+//! Each holds the shared core (`core.rs`) and only the services below it.
 //!
 //! May depend on: every library below the server: `wasmatic-api`,
 //! `wasmatic-chain`, `wasmatic-guests`, `wasmatic-metrics`, `wasmatic-net`,
@@ -14,27 +19,26 @@
 
 pub mod scheduler;
 
+mod claims;
 mod components;
-mod dependents;
+mod core;
 mod fleet;
-mod inspect;
-mod modules;
 mod schedules;
-mod secrets;
 mod settings;
 mod stopping;
-mod ticks;
 mod triggers;
-mod workflow_steps;
 mod workflows;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
+use wasmatic_chain::triggers::Event;
 use wasmatic_chain::Chains;
 use wasmatic_sandbox::engine::GuestEngines;
 
+use crate::core::Core;
+use crate::fleet::FleetSync;
 use crate::scheduler::Scheduler;
 use wasmatic_api::NodeError;
 use wasmatic_guests::jobs::Jobs;
@@ -43,11 +47,13 @@ use wasmatic_guests::registry::Registry;
 use wasmatic_guests::run_log::RunLog;
 use wasmatic_net::Policy;
 use wasmatic_sandbox::limits::Limits;
-use wasmatic_state::{Fleet, RunBounds, Store};
+use wasmatic_state::{RunBounds, Target};
+use wasmatic_workflows::WorkflowTrigger;
 
-pub use inspect::FileKind;
-pub use modules::ModuleInfo;
-pub use triggers::TriggerInfo;
+pub use components::{Components, FileKind, ModuleInfo};
+pub use schedules::Schedules;
+pub use triggers::{TriggerInfo, Triggers};
+pub use workflows::Workflows;
 
 /// Bounds of the node's stored state and of scheduled work.
 #[derive(Clone, Copy, Debug)]
@@ -101,38 +107,25 @@ pub(crate) enum CallTask {
     Callers,
 }
 
+/// The node: a facade over the services it owns, each a concern of its
+/// own, built on one [`Core`] they share. Callers reach a service through
+/// its accessor (`node.components().register(…)`); the node's own methods
+/// are what spans services: starting and stopping, and storing a workflow
+/// (whose chain event becomes a trigger).
+///
+/// The services depend on each other downwards only: components (and
+/// core modules) at the bottom; workflows call components; schedules and
+/// triggers run components and workflows; the fleet's catch-up keeps all
+/// of them in line with the shared state.
 pub struct Node {
-    /// The engines guests run on, with their flags, compilers and pools.
-    engines: GuestEngines,
-    /// The chains guests, jobs and triggers may call.
-    chains: Arc<Chains>,
-    registry: Registry,
-    scheduler: Arc<Scheduler>,
-    state: Arc<dyn Store>,
-    /// The fleet this node is part of, when its state is shared.
-    fleet: Option<Arc<dyn Fleet>>,
-    limits: Limits,
-    state_limits: StateLimits,
-    policy: Arc<Policy>,
-    runs: RunLog,
-    modules: Modules,
-    jobs: Jobs,
-    /// One permit per client call that may run at once.
-    calls: Arc<tokio::sync::Semaphore>,
-    /// One permit per scheduled run that may run at once: ticks never take
-    /// the clients' permits, nor the other way round.
-    ticks: Arc<tokio::sync::Semaphore>,
-    /// Held while registered state changes (state first, then memory), so
-    /// that two registrations of one name cannot interleave.
-    changes: tokio::sync::Mutex<()>,
-    /// Where this node's claims go to be batched, in a fleet.
-    claims: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<fleet::Pending>>,
-    /// The chain triggers whose task runs on this node.
-    watched: std::sync::Mutex<std::collections::HashSet<String>>,
-    /// Ticks and trigger rounds going, which a stopping node waits for.
-    in_flight: Arc<stopping::InFlight>,
-    /// Handlers' ticks waiting for a runner.
-    tick_queue: Arc<ticks::TickQueue>,
+    core: Arc<Core>,
+    components: Arc<Components>,
+    workflows: Arc<Workflows>,
+    schedules: Arc<Schedules>,
+    triggers: Arc<Triggers>,
+    /// Held, not called: the fleet's catch-up task holds it weakly and
+    /// ends when the node is dropped.
+    _fleet: Arc<FleetSync>,
 }
 
 impl Node {
@@ -160,7 +153,7 @@ impl Node {
         } = wasmatic_state::open(state_url.as_deref(), &state_dir).await?;
         let runs =
             RunLog::start(state.clone(), state_limits.runs).context("cannot start the run log")?;
-        let node = Arc::new(Node {
+        let core = Arc::new(Core {
             modules: Modules::new(
                 engines.sync.clone(),
                 engines.flags,
@@ -178,55 +171,121 @@ impl Node {
                 state_limits.max_concurrent_ticks,
             )),
             changes: tokio::sync::Mutex::new(()),
-            watched: Default::default(),
             claims: Default::default(),
             in_flight: Default::default(),
-            tick_queue: Default::default(),
             limits,
             state_limits,
             policy: Arc::new(policy),
             engines,
             chains,
         });
-        node.import_legacy_files().await?;
-        node.restore_components().await?;
-        node.restore_modules()?;
-        node.restore_schedules()?;
-        node.restore_workflows()?;
-        node.restore_triggers()?;
-        node.join_fleet();
-        node.start_tick_runners();
-        let scheduler = node.scheduler.clone();
-        let weak = Arc::downgrade(&node);
-        tokio::spawn(scheduler::run(scheduler, move |tick| {
-            let Some(node) = weak.upgrade() else {
+        let components = Arc::new(Components::new(core.clone()));
+        let workflows = Arc::new(Workflows::new(core.clone(), components.clone()));
+        let schedules = Arc::new(Schedules::new(
+            core.clone(),
+            components.clone(),
+            workflows.clone(),
+        ));
+        let triggers = Arc::new(Triggers::new(
+            core.clone(),
+            components.clone(),
+            workflows.clone(),
+        ));
+        let fleet = Arc::new(FleetSync::new(
+            core.clone(),
+            components.clone(),
+            workflows.clone(),
+            triggers.clone(),
+        ));
+        components.import_legacy_files().await?;
+        components.restore_components().await?;
+        components.restore_modules()?;
+        schedules.restore_schedules()?;
+        workflows.restore_workflows()?;
+        triggers.restore_triggers()?;
+        fleet.join_fleet();
+        schedules.start_tick_runners();
+        let weak = Arc::downgrade(&schedules);
+        tokio::spawn(scheduler::run(core.scheduler.clone(), move |tick| {
+            let Some(schedules) = weak.upgrade() else {
                 return;
             };
             // A stopping node starts no tick: the next node to run the
             // schedule (a restart, or another in a fleet) takes it.
-            if let Some(going) = node.in_flight.enter() {
-                node.fire(tick, going);
+            if let Some(going) = schedules.core.in_flight.enter() {
+                schedules.fire(tick, going);
             }
         }));
-        Ok(node)
+        Ok(Arc::new(Node {
+            core,
+            components,
+            workflows,
+            schedules,
+            triggers,
+            _fleet: fleet,
+        }))
     }
-}
 
-impl Node {
+    /// Registered components and core modules, and every call of them.
+    pub fn components(&self) -> &Arc<Components> {
+        &self.components
+    }
+
+    /// Workflows: their definitions, runs and secrets.
+    pub fn workflows(&self) -> &Arc<Workflows> {
+        &self.workflows
+    }
+
+    /// Handlers' cron schedules and their ticks.
+    pub fn schedules(&self) -> &Arc<Schedules> {
+        &self.schedules
+    }
+
+    /// Chain triggers.
+    pub fn triggers(&self) -> &Arc<Triggers> {
+        &self.triggers
+    }
+
     /// Run records waiting for the run log's writer (`GET /metrics`).
     pub fn queued_runs(&self) -> usize {
-        self.runs.queued()
+        self.core.runs.queued()
     }
 
-    /// A client's call slot, or `Busy` at once: a client beyond the limit
-    /// is told to come back, never queued.
-    fn client_slot(&self) -> Result<tokio::sync::OwnedSemaphorePermit, NodeError> {
-        self.calls.clone().try_acquire_owned().map_err(|_| {
-            NodeError::Busy(format!(
-                "the node is running {} calls, its most (--max-concurrent-calls); retry shortly",
-                self.limits.max_concurrent_calls
-            ))
-        })
+    /// Checks and stores a workflow, replacing one of the same name (its
+    /// history stays), and installs its trigger: a cron line on the
+    /// timer, a chain event as a chain trigger named `workflow:NAME`.
+    /// Answers it as stored.
+    pub async fn put_workflow(&self, definition: &str) -> Result<String, NodeError> {
+        let _changes = self.core.changes.lock().await;
+        let (workflow, text) = self.workflows.prepare(definition).await?;
+        // A chain trigger is checked (the chain's head read) before anything
+        // is stored: a refusal then changes nothing.
+        let prepared = match &workflow.trigger {
+            Some(WorkflowTrigger::Chain {
+                chain_id,
+                on,
+                confirmations,
+            }) => {
+                let event: Event = serde_json::from_value(on.clone())
+                    .map_err(|e| NodeError::Invalid(format!("`on`: {e}")))?;
+                let id = Target::Workflow(&workflow.name).stored();
+                Some(
+                    self.triggers
+                        .prepare_trigger(&id, *chain_id, event, *confirmations, None)
+                        .await?,
+                )
+            }
+            _ => None,
+        };
+        self.workflows.store(&workflow, text).await?;
+        if let Some((record, event)) = prepared {
+            self.triggers.start_trigger(record, event).await?;
+        }
+        tracing::info!(name = workflow.name, "workflow stored");
+        self.workflows
+            .workflow(&workflow.name)
+            .await
+            .ok_or_else(|| NodeError::Internal("the stored workflow is gone".into()))
     }
 }
 

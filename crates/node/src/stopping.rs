@@ -24,14 +24,14 @@ const STOP_GRACE: Duration = Duration::from_secs(10);
 /// Scheduled work in flight, counted so that a stopping node can wait for
 /// it; closed, it admits nothing more.
 #[derive(Default)]
-pub(super) struct InFlight {
+pub(crate) struct InFlight {
     count: AtomicUsize,
     closed: AtomicBool,
     idle: Notify,
 }
 
 /// Counts one piece of work as in flight until dropped.
-pub(super) struct Going(Arc<InFlight>);
+pub(crate) struct Going(Arc<InFlight>);
 
 impl Drop for Going {
     fn drop(&mut self) {
@@ -43,7 +43,7 @@ impl Drop for Going {
 
 impl InFlight {
     /// Counts a piece of work in, or `None` once the node is stopping.
-    pub(super) fn enter(self: &Arc<Self>) -> Option<Going> {
+    pub(crate) fn enter(self: &Arc<Self>) -> Option<Going> {
         self.count.fetch_add(1, Ordering::AcqRel);
         let going = Going(self.clone());
         // Checked after counting in, so that `close` either sees this
@@ -73,24 +73,24 @@ impl Node {
     /// Lets the scheduled work in flight finish and its runs be written;
     /// no tick or trigger round starts after this is called.
     pub async fn stop(&self) {
-        let going = self.in_flight.count.load(Ordering::Acquire);
+        let going = self.core.in_flight.count.load(Ordering::Acquire);
         if going > 0 {
             tracing::info!("stopping: waiting for {going} scheduled runs to finish");
         }
-        let left = self.in_flight.close(STOP_GRACE).await;
+        let left = self.core.in_flight.close(STOP_GRACE).await;
         if left > 0 {
             tracing::warn!(
                 "stopping with {left} scheduled runs still going after {}s: they are cut and not recorded",
                 STOP_GRACE.as_secs()
             );
         }
-        if tokio::time::timeout(STOP_GRACE, self.runs.flushed())
+        if tokio::time::timeout(STOP_GRACE, self.core.runs.flushed())
             .await
             .is_err()
         {
             tracing::warn!(
                 "stopping with {} run records not written: the state did not take them within {}s",
-                self.runs.queued(),
+                self.core.runs.queued(),
                 STOP_GRACE.as_secs()
             );
         }

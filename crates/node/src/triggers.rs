@@ -16,8 +16,11 @@ use std::sync::{Arc, Weak};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use super::components::Call;
-use super::{blocking, CallTask, Node};
+use crate::components::Call;
+use crate::components::Components;
+use crate::core::Core;
+use crate::workflows::Workflows;
+use crate::{blocking, CallTask};
 use wasmatic_api::NodeError;
 use wasmatic_chain::triggers::{events_after, head, shared_head, Event};
 use wasmatic_chain::RpcError;
@@ -45,7 +48,30 @@ enum Round {
     Gone,
 }
 
-impl Node {
+/// Chain triggers: stored with their cursor, each watched by a task of
+/// its own that runs its handler or workflow once per event.
+pub struct Triggers {
+    pub(crate) core: Arc<Core>,
+    components: Arc<Components>,
+    workflows: Arc<Workflows>,
+    /// The triggers whose task runs on this node.
+    watched: std::sync::Mutex<std::collections::HashSet<String>>,
+}
+
+impl Triggers {
+    pub(crate) fn new(
+        core: Arc<Core>,
+        components: Arc<Components>,
+        workflows: Arc<Workflows>,
+    ) -> Self {
+        Triggers {
+            core,
+            components,
+            workflows,
+            watched: Default::default(),
+        }
+    }
+
     /// Adds a trigger that runs handler `name` on `event` of `chain_id`,
     /// starting with the block after the chain's current head.
     pub async fn add_trigger(
@@ -56,8 +82,8 @@ impl Node {
         confirmations: u32,
         input: Option<String>,
     ) -> Result<TriggerInfo, NodeError> {
-        self.runnable_handler(name)?;
-        let _changes = self.changes.lock().await;
+        self.components.runnable_handler(name)?;
+        let _changes = self.core.changes.lock().await;
         let (record, event) = self
             .prepare_trigger(name, chain_id, event, confirmations, input)
             .await?;
@@ -68,7 +94,7 @@ impl Node {
     /// and reads where it starts, storing nothing: what can fail for a
     /// reason of the chain's or the node's fails here. The caller holds the
     /// node's `changes` lock.
-    pub(super) async fn prepare_trigger(
+    pub(crate) async fn prepare_trigger(
         &self,
         name: &str,
         chain_id: u64,
@@ -76,7 +102,7 @@ impl Node {
         confirmations: u32,
         input: Option<String>,
     ) -> Result<(TriggerRecord, Event), NodeError> {
-        let chains = self.chains.clone();
+        let chains = self.core.chains.clone();
         if !chains.ids().contains(&chain_id) {
             return Err(NodeError::Invalid(format!(
                 "chain {chain_id} is not configured on this node (it knows {:?}; see --rpc)",
@@ -93,7 +119,7 @@ impl Node {
         })?;
         let on = serde_json::to_string(&event)
             .map_err(|e| NodeError::Internal(format!("cannot store the trigger: {e}")))?;
-        let state = self.state.clone();
+        let state = self.core.state.clone();
         let count = blocking(move || state.triggers()).await??.len();
         if count >= MAX_TRIGGERS {
             return Err(NodeError::Busy(format!(
@@ -118,12 +144,12 @@ impl Node {
     }
 
     /// Stores a prepared trigger and starts its task.
-    pub(super) async fn start_trigger(
+    pub(crate) async fn start_trigger(
         self: &Arc<Self>,
         record: TriggerRecord,
         event: Event,
     ) -> Result<TriggerInfo, NodeError> {
-        let state = self.state.clone();
+        let state = self.core.state.clone();
         let stored = record.clone();
         blocking(move || state.insert_trigger(&stored)).await??;
         tracing::info!(
@@ -137,8 +163,8 @@ impl Node {
     }
 
     pub async fn remove_trigger(&self, id: &str) -> Result<(), NodeError> {
-        let _changes = self.changes.lock().await;
-        let state = self.state.clone();
+        let _changes = self.core.changes.lock().await;
+        let state = self.core.state.clone();
         let owned = id.to_string();
         if !blocking(move || state.delete_trigger(&owned)).await?? {
             return Err(NodeError::NotFound(format!("no trigger `{id}`")));
@@ -149,7 +175,7 @@ impl Node {
 
     /// Every trigger, oldest first.
     pub async fn triggers(&self) -> Result<Vec<TriggerInfo>, NodeError> {
-        let state = self.state.clone();
+        let state = self.core.state.clone();
         let records = blocking(move || state.triggers()).await??;
         Ok(records
             .into_iter()
@@ -168,13 +194,14 @@ impl Node {
         before: Option<u64>,
     ) -> Result<RunPage, NodeError> {
         let exists = |state: &dyn Store, id: &str| Ok(state.trigger_cursor(id)?.is_some());
-        self.runs_of_owner("trigger", id, exists, limit, before)
+        self.core
+            .runs_of_owner("trigger", id, exists, limit, before)
             .await
     }
 
     /// Starts the task of every stored trigger.
-    pub(super) fn restore_triggers(self: &Arc<Self>) -> anyhow::Result<()> {
-        for record in self.state.triggers()? {
+    pub(crate) fn restore_triggers(self: &Arc<Self>) -> anyhow::Result<()> {
+        for record in self.core.state.triggers()? {
             match serde_json::from_str(&record.on) {
                 Ok(event) => self.watch(record, event),
                 Err(e) => tracing::error!(id = record.id, "trigger not restored: {e}"),
@@ -185,7 +212,7 @@ impl Node {
 
     /// Starts the task that runs `record`'s events until it is removed or
     /// the node stops.
-    pub(super) fn watch(self: &Arc<Self>, record: TriggerRecord, event: Event) {
+    pub(crate) fn watch(self: &Arc<Self>, record: TriggerRecord, event: Event) {
         if !self.watched().insert(record.id.clone()) {
             return;
         }
@@ -194,7 +221,7 @@ impl Node {
     }
 
     /// Whether trigger `id` has its task on this node.
-    pub(super) fn is_watched(&self, id: &str) -> bool {
+    pub(crate) fn is_watched(&self, id: &str) -> bool {
         self.watched().contains(id)
     }
 
@@ -209,7 +236,7 @@ impl Node {
         event: &Event,
         input: Option<&Value>,
     ) -> Result<Round, String> {
-        let state = self.state.clone();
+        let state = self.core.state.clone();
         let id = record.id.clone();
         let Some(cursor) = blocking(move || state.trigger_cursor(&id))
             .await
@@ -218,7 +245,7 @@ impl Node {
         else {
             return Ok(Round::Gone);
         };
-        let chains = self.chains.clone();
+        let chains = self.core.chains.clone();
         let rpc = |e: RpcError| format!("chain {}: {e}", record.chain_id);
         let head = shared_head(&chains, record.chain_id).await.map_err(rpc)?;
         let Some(last) = head.checked_sub(u64::from(record.confirmations)) else {
@@ -231,7 +258,8 @@ impl Node {
         let handler = match workflow {
             Some(_) => None,
             None => Some(
-                self.runnable_handler(&record.name)
+                self.components
+                    .runnable_handler(&record.name)
                     .map_err(|e| e.to_string())?,
             ),
         };
@@ -252,7 +280,7 @@ impl Node {
                     None => ClaimKind::Trigger,
                 },
             };
-            match self.claim(&claim, false).await {
+            match self.core.claims.claim(&claim, false).await {
                 Some(Claimed::Won) => {}
                 Some(Claimed::Taken | Claimed::Skipped) => return Ok(Round::Idle),
                 None => return Err("the shared state database is unreachable".into()),
@@ -260,21 +288,23 @@ impl Node {
             let (mut run, result) = match (&handler, workflow) {
                 (Some(handler), _) => {
                     let permit = self
+                        .core
                         .ticks
                         .clone()
                         .acquire_owned()
                         .await
                         .map_err(|_| "the node is stopping".to_string())?;
-                    self.execute(Call {
-                        handler: handler.clone(),
-                        entry: Entry::Handler(event.input.to_string()),
-                        tick: None,
-                        function: None,
-                        permit,
-                        task: CallTask::Own,
-                    })
-                    .await
-                    .map_err(|e| e.to_string())?
+                    self.components
+                        .execute(Call {
+                            handler: handler.clone(),
+                            entry: Entry::Handler(event.input.to_string()),
+                            tick: None,
+                            function: None,
+                            permit,
+                            task: CallTask::Own,
+                        })
+                        .await
+                        .map_err(|e| e.to_string())?
                 }
                 (None, Some(name)) => self.workflow_event(&record.name, name, event.input).await,
                 (None, None) => return Err("a trigger with no target".into()),
@@ -289,7 +319,10 @@ impl Node {
             }
             run.job_id = Some(record.id.clone());
             let moved = self.advance(&record.id, event.after, Some(run)).await;
-            self.finish(&claim, false).await;
+            self.core
+                .claims
+                .finish(&claim, false, &self.core.runs)
+                .await;
             if !moved? {
                 return Ok(Round::Gone);
             }
@@ -314,7 +347,7 @@ impl Node {
         event: Value,
     ) -> (wasmatic_state::RunRecord, Result<String, NodeError>) {
         let started_at = now_ms();
-        let outcome = self.run_workflow(workflow, event, "chain").await;
+        let outcome = self.workflows.run_workflow(workflow, event, "chain").await;
         let (ok, output, error) = match &outcome {
             Ok(run) if run["ok"] == true => (true, Some(run["result"].to_string()), None),
             Ok(run) => (
@@ -354,8 +387,8 @@ impl Node {
         cursor: Cursor,
         run: Option<wasmatic_state::RunRecord>,
     ) -> Result<bool, String> {
-        let state = self.state.clone();
-        let bounds = self.state_limits.runs;
+        let state = self.core.state.clone();
+        let bounds = self.core.state_limits.runs;
         let id = id.to_string();
         blocking(move || state.advance_trigger(&id, cursor, run.as_ref(), bounds))
             .await
@@ -367,8 +400,8 @@ impl Node {
 /// A trigger's task: rounds until the trigger is removed or the node is
 /// gone, sleeping `--chain-poll-interval` when idle. A problem (chain down,
 /// handler removed) is logged when it starts, not every round.
-async fn watch(node: Weak<Node>, record: TriggerRecord, event: Event) {
-    let Some(interval) = node.upgrade().map(|n| n.chains.limits.poll_interval) else {
+async fn watch(node: Weak<Triggers>, record: TriggerRecord, event: Event) {
+    let Some(interval) = node.upgrade().map(|n| n.core.chains.limits.poll_interval) else {
         return;
     };
     let input: Option<Value> = record
@@ -382,7 +415,7 @@ async fn watch(node: Weak<Node>, record: TriggerRecord, event: Event) {
         };
         // A stopping node starts no round; its cursor says where the next
         // start resumes.
-        let Some(going) = strong.in_flight.enter() else {
+        let Some(going) = strong.core.in_flight.enter() else {
             return;
         };
         let round = strong.trigger_round(&record, &event, input.as_ref()).await;

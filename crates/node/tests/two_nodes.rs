@@ -32,18 +32,20 @@ async fn two_nodes_in_one_process_keep_their_own_flags() {
     .await;
     let wasm = wat::parse_str(MODULE).expect("valid WAT");
     for node in [&fueled, &small] {
-        node.register_module("m", wasm.clone(), Vec::new())
+        node.components()
+            .register_module("m", wasm.clone(), Vec::new())
             .await
             .expect("registers");
     }
 
     // Only the node with fuel runs out of it.
-    match fueled.call_module("m", "spin", "[]").await {
+    match fueled.components().call_module("m", "spin", "[]").await {
         Err(NodeError::Failed(message)) => assert!(message.contains("fuel"), "{message}"),
         other => panic!("the fueled node ran the loop to the end: {other:?}"),
     }
     assert_eq!(
         small
+            .components()
             .call_module("m", "spin", "[]")
             .await
             .expect("no fuel limit"),
@@ -51,12 +53,26 @@ async fn two_nodes_in_one_process_keep_their_own_flags() {
     );
 
     // Only the node with the small memory limit refuses to grow.
-    assert_eq!(small.call_module("m", "grow", "[]").await.unwrap(), "[-1]");
-    assert_eq!(fueled.call_module("m", "grow", "[]").await.unwrap(), "[1]");
+    assert_eq!(
+        small
+            .components()
+            .call_module("m", "grow", "[]")
+            .await
+            .unwrap(),
+        "[-1]"
+    );
+    assert_eq!(
+        fueled
+            .components()
+            .call_module("m", "grow", "[]")
+            .await
+            .unwrap(),
+        "[1]"
+    );
 
     // And the first node still has its own after the second started.
     assert!(matches!(
-        fueled.call_module("m", "spin", "[]").await,
+        fueled.components().call_module("m", "spin", "[]").await,
         Err(NodeError::Failed(_))
     ));
     fueled.stop().await;

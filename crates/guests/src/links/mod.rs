@@ -24,7 +24,7 @@
 //! streams or futures: those belong to the instance that made them. A
 //! provider is named, not copied into the record: a new version of it is
 //! checked against what its dependents import, and they are composed again
-//! with it (see `Node::commit`); a restart composes each from its stored
+//! with it (see `Components::commit` in the node crate); a restart composes each from its stored
 //! bytes, and the compiled cache finds the same result.
 
 mod shapes;

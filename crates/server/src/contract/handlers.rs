@@ -14,7 +14,12 @@ impl wit::Host for OperatorState {
         file: String,
         options: wit::LoadOptions,
     ) -> Result<wit::HandlerInfo, Error> {
-        Ok(self.node()?.stage(&file, options.into()).await?.into())
+        Ok(self
+            .node()?
+            .components()
+            .stage(&file, options.into())
+            .await?
+            .into())
     }
 
     async fn stage_bytes(
@@ -22,7 +27,12 @@ impl wit::Host for OperatorState {
         wasm: Vec<u8>,
         options: wit::LoadOptions,
     ) -> Result<wit::HandlerInfo, Error> {
-        Ok(self.node()?.stage_bytes(wasm, options.into()).await?.into())
+        Ok(self
+            .node()?
+            .components()
+            .stage_bytes(wasm, options.into())
+            .await?
+            .into())
     }
 
     async fn commit(
@@ -33,6 +43,7 @@ impl wit::Host for OperatorState {
     ) -> Result<wit::HandlerInfo, Error> {
         Ok(self
             .node()?
+            .components()
             .commit(&name, &digest, options.into())
             .await?
             .into())
@@ -46,32 +57,42 @@ impl wit::Host for OperatorState {
     ) -> Result<wit::HandlerInfo, Error> {
         Ok(self
             .node()?
+            .components()
             .register(&name, wasm, options.into())
             .await?
             .into())
     }
 
     async fn remove(&mut self, name: String) -> Result<(), Error> {
-        Ok(self.node()?.remove(&name).await?)
+        Ok(self.node()?.components().remove(&name).await?)
     }
 
     async fn list(&mut self) -> Vec<wit::HandlerInfo> {
         match &self.node {
-            Some(node) => node.handlers().into_iter().map(Into::into).collect(),
+            Some(node) => node
+                .components()
+                .handlers()
+                .into_iter()
+                .map(Into::into)
+                .collect(),
             None => Vec::new(),
         }
     }
 
     async fn get(&mut self, name: String) -> Option<wit::HandlerInfo> {
-        self.node.as_ref()?.handler(&name).map(Into::into)
+        self.node
+            .as_ref()?
+            .components()
+            .handler(&name)
+            .map(Into::into)
     }
 
     async fn invoke(&mut self, name: String, input: String) -> Result<String, Error> {
-        Ok(self.node()?.invoke(&name, &input).await?)
+        Ok(self.node()?.components().invoke(&name, &input).await?)
     }
 
     async fn inspect(&mut self, wasm: Vec<u8>) -> Result<wit::Inspection, Error> {
-        let found = self.node()?.inspect(wasm).await?;
+        let found = self.node()?.components().inspect(wasm).await?;
         Ok(wit::Inspection {
             kind: match found.kind {
                 FileKind::Module => wit::FileKind::Module,
@@ -91,7 +112,11 @@ impl wit::Host for OperatorState {
         function: String,
         args: String,
     ) -> Result<String, Error> {
-        Ok(self.node()?.call_component(&name, &function, &args).await?)
+        Ok(self
+            .node()?
+            .components()
+            .call_component(&name, &function, &args)
+            .await?)
     }
 }
 

@@ -38,7 +38,7 @@ impl OperatorState {
             max_stderr: job.max_stderr_bytes.unwrap_or(DEFAULT_OUTPUT) as usize,
             chain_id,
         };
-        let result = self.node()?.run_job(request).await?;
+        let result = self.node()?.components().run_job(request).await?;
         Ok(wit::JobResult {
             job_id: result.job_id,
             ok: result.ok,

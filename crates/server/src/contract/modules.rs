@@ -14,13 +14,14 @@ impl wit::Host for OperatorState {
     ) -> Result<wit::ModuleInfo, Error> {
         Ok(self
             .node()?
+            .components()
             .register_module(&name, wasm, host_modules)
             .await?
             .into())
     }
 
     async fn remove(&mut self, name: String) -> Result<(), Error> {
-        Ok(self.node()?.remove_module(&name).await?)
+        Ok(self.node()?.components().remove_module(&name).await?)
     }
 
     async fn run(
@@ -32,6 +33,7 @@ impl wit::Host for OperatorState {
     ) -> Result<String, Error> {
         Ok(self
             .node()?
+            .components()
             .run_module(&wasm, &function, &params, host_modules)
             .await?)
     }
@@ -42,11 +44,16 @@ impl wit::Host for OperatorState {
         function: String,
         params: String,
     ) -> Result<String, Error> {
-        Ok(self.node()?.call_module(&name, &function, &params).await?)
+        Ok(self
+            .node()?
+            .components()
+            .call_module(&name, &function, &params)
+            .await?)
     }
 
     async fn exists(&mut self, name: String) -> bool {
-        self.node().is_ok_and(|node| node.module_exists(&name))
+        self.node()
+            .is_ok_and(|node| node.components().module_exists(&name))
     }
 }
 

@@ -13,6 +13,7 @@ impl wit::Host for OperatorState {
     ) -> Result<wit::Page, Error> {
         let page = self
             .node()?
+            .components()
             .handler_runs(&name, request.limit, request.before)
             .await?;
         Ok(page.into())
@@ -25,6 +26,7 @@ impl wit::Host for OperatorState {
     ) -> Result<wit::Page, Error> {
         let page = self
             .node()?
+            .schedules()
             .schedule_runs(&id, request.limit, request.before)
             .await?;
         Ok(page.into())

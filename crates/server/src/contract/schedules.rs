@@ -12,16 +12,26 @@ impl wit::Host for OperatorState {
         cron: String,
         input: String,
     ) -> Result<wit::Schedule, Error> {
-        Ok(self.node()?.schedule(&name, &cron, &input).await?.into())
+        Ok(self
+            .node()?
+            .schedules()
+            .schedule(&name, &cron, &input)
+            .await?
+            .into())
     }
 
     async fn remove(&mut self, id: String) -> Result<(), Error> {
-        Ok(self.node()?.unschedule(&id).await?)
+        Ok(self.node()?.schedules().unschedule(&id).await?)
     }
 
     async fn list(&mut self) -> Vec<wit::Schedule> {
         match &self.node {
-            Some(node) => node.schedules().into_iter().map(Into::into).collect(),
+            Some(node) => node
+                .schedules()
+                .schedules()
+                .into_iter()
+                .map(Into::into)
+                .collect(),
             None => Vec::new(),
         }
     }

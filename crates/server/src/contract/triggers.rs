@@ -18,6 +18,7 @@ impl wit::Host for OperatorState {
         };
         let info = self
             .node()?
+            .triggers()
             .add_trigger(
                 &request.name,
                 request.chain_id,
@@ -30,14 +31,14 @@ impl wit::Host for OperatorState {
     }
 
     async fn remove(&mut self, id: String) -> Result<(), Error> {
-        Ok(self.node()?.remove_trigger(&id).await?)
+        Ok(self.node()?.triggers().remove_trigger(&id).await?)
     }
 
     async fn list(&mut self) -> Vec<wit::Trigger> {
         let Some(node) = &self.node else {
             return Vec::new();
         };
-        match node.triggers().await {
+        match node.triggers().triggers().await {
             Ok(triggers) => triggers.into_iter().map(Into::into).collect(),
             Err(e) => {
                 tracing::error!("cannot list triggers: {e}");
@@ -49,6 +50,7 @@ impl wit::Host for OperatorState {
     async fn runs(&mut self, id: String, request: PageRequest) -> Result<Page, Error> {
         let page = self
             .node()?
+            .triggers()
             .trigger_runs(&id, request.limit, request.before)
             .await?;
         Ok(page.into())

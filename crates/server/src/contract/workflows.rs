@@ -11,41 +11,47 @@ impl wit::Host for OperatorState {
     }
 
     async fn get(&mut self, name: String) -> Option<String> {
-        self.node.as_ref()?.workflow(&name).await
+        self.node.as_ref()?.workflows().workflow(&name).await
     }
 
     async fn list(&mut self) -> String {
         match &self.node {
-            Some(node) => node.workflows().await,
+            Some(node) => node.workflows().workflows().await,
             None => "[]".to_string(),
         }
     }
 
     async fn remove(&mut self, name: String) -> Result<(), Error> {
-        Ok(self.node()?.remove_workflow(&name).await?)
+        Ok(self.node()?.workflows().remove_workflow(&name).await?)
     }
 
     async fn run(&mut self, name: String, trigger: String) -> Result<String, Error> {
         Ok(self
             .node()?
+            .workflows()
             .run_workflow_on_request(&name, &trigger)
             .await?)
     }
 
     async fn runs(&mut self, name: String, limit: u32) -> Result<String, Error> {
-        Ok(self.node()?.workflow_runs(&name, limit, None).await?.0)
+        Ok(self
+            .node()?
+            .workflows()
+            .workflow_runs(&name, limit, None)
+            .await?
+            .0)
     }
 
     async fn put_secret(&mut self, name: String, value: String) -> Result<bool, Error> {
-        Ok(self.node()?.put_secret(&name, &value).await?)
+        Ok(self.node()?.workflows().put_secret(&name, &value).await?)
     }
 
     async fn remove_secret(&mut self, name: String) -> Result<(), Error> {
-        Ok(self.node()?.remove_secret(&name).await?)
+        Ok(self.node()?.workflows().remove_secret(&name).await?)
     }
 
     async fn secrets(&mut self) -> Result<String, Error> {
-        Ok(self.node()?.secrets().await?)
+        Ok(self.node()?.workflows().secrets().await?)
     }
 
     async fn runs_page(
@@ -55,6 +61,7 @@ impl wit::Host for OperatorState {
     ) -> Result<(String, Option<u64>), Error> {
         Ok(self
             .node()?
+            .workflows()
             .workflow_runs(&name, request.limit, request.before)
             .await?)
     }

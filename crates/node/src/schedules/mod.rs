@@ -1,17 +1,47 @@
 //! Cron schedules of handlers: adding, removing, listing and restoring
 //! them (their ticks run in `ticks.rs`).
 
+mod ticks;
+
+use std::sync::Arc;
+
 use sha2::{Digest, Sha256};
 use wasmatic_state::Target;
 
-use super::settings::not_a_handler;
-use super::{blocking, Node};
+use crate::blocking;
+use crate::components::Components;
+use crate::core::Core;
 use crate::scheduler::{self, Schedule};
+use crate::settings::not_a_handler;
+use crate::workflows::Workflows;
 use wasmatic_api::NodeError;
 use wasmatic_state::now_ms;
-use wasmatic_state::{RunPage, ScheduleRecord, StateError, Store};
+use wasmatic_state::{RunPage, ScheduleRecord, Store};
 
-impl Node {
+/// Handlers' cron schedules: stored, on the node's timer, and their ticks
+/// run (on a node of its own by a few runners; in a fleet, by the node
+/// that claims each).
+pub struct Schedules {
+    pub(crate) core: Arc<Core>,
+    components: Arc<Components>,
+    workflows: Arc<Workflows>,
+    tick_queue: Arc<ticks::TickQueue>,
+}
+
+impl Schedules {
+    pub(crate) fn new(
+        core: Arc<Core>,
+        components: Arc<Components>,
+        workflows: Arc<Workflows>,
+    ) -> Self {
+        Schedules {
+            core,
+            components,
+            workflows,
+            tick_queue: Default::default(),
+        }
+    }
+
     /// Runs handler `name` with `input` at every tick of `cron`.
     pub async fn schedule(
         &self,
@@ -19,15 +49,15 @@ impl Node {
         cron: &str,
         input: &str,
     ) -> Result<Schedule, NodeError> {
-        match self.registry.get(name) {
+        match self.core.registry.get(name) {
             None => return Err(NodeError::NotFound(format!("no handler `{name}`"))),
             Some(h) if h.compiled.handler.is_none() => return Err(not_a_handler(&h.info)),
             Some(_) => {}
         }
         let parsed = scheduler::parse_cron(cron).map_err(NodeError::Invalid)?;
-        let _changes = self.changes.lock().await;
-        let max = self.state_limits.max_schedules;
-        if self.scheduler.count() >= max {
+        let _changes = self.core.changes.lock().await;
+        let max = self.core.state_limits.max_schedules;
+        if self.core.scheduler.count() >= max {
             return Err(NodeError::Busy(format!(
                 "the node holds {max} schedules, its most (--max-schedules); remove one first"
             )));
@@ -40,10 +70,10 @@ impl Node {
             input: input.to_string(),
             created_at,
         };
-        let state = self.state.clone();
+        let state = self.core.state.clone();
         let stored = record.clone();
         blocking(move || state.insert_schedule(&stored)).await??;
-        let schedule = self.scheduler.add(record, parsed);
+        let schedule = self.core.scheduler.add(record, parsed);
         tracing::info!(
             id = schedule.id,
             name,
@@ -54,11 +84,11 @@ impl Node {
     }
 
     pub async fn unschedule(&self, id: &str) -> Result<(), NodeError> {
-        let _changes = self.changes.lock().await;
-        let state = self.state.clone();
+        let _changes = self.core.changes.lock().await;
+        let state = self.core.state.clone();
         let owned = id.to_string();
         let existed = blocking(move || state.delete_schedule(&owned)).await??;
-        self.scheduler.remove(id);
+        self.core.scheduler.remove(id);
         if !existed {
             return Err(NodeError::NotFound(format!("no schedule `{id}`")));
         }
@@ -68,7 +98,7 @@ impl Node {
 
     /// The schedules of handlers (a workflow's timer is shown with it).
     pub fn schedules(&self) -> Vec<Schedule> {
-        let mut schedules = self.scheduler.schedules();
+        let mut schedules = self.core.scheduler.schedules();
         schedules.retain(|s| Target::of(&s.name).workflow().is_none());
         schedules
     }
@@ -81,45 +111,17 @@ impl Node {
         before: Option<u64>,
     ) -> Result<RunPage, NodeError> {
         let exists = |state: &dyn Store, id: &str| state.schedule_exists(id);
-        self.runs_of_owner("schedule", id, exists, limit, before)
+        self.core
+            .runs_of_owner("schedule", id, exists, limit, before)
             .await
     }
 
-    /// A page of the runs recorded under `id` (a schedule's or a chain
-    /// trigger's), once the runs still queued are written. Not found when
-    /// `exists` says the `kind` is gone and no runs of it are left: runs of
-    /// a removed owner stay readable until they are pruned.
-    pub(crate) async fn runs_of_owner(
-        &self,
-        kind: &str,
-        id: &str,
-        exists: fn(&dyn Store, &str) -> Result<bool, StateError>,
-        limit: u32,
-        before: Option<u64>,
-    ) -> Result<RunPage, NodeError> {
-        self.runs.readable().await;
-        let state = self.state.clone();
-        let owned = id.to_string();
-        let limit = limit.clamp(1, super::components::MAX_PAGE);
-        let (exists, page) = blocking(move || {
-            Ok::<_, StateError>((
-                exists(&*state, &owned)?,
-                state.runs_of_schedule(&owned, limit, before)?,
-            ))
-        })
-        .await??;
-        if !exists && page.runs.is_empty() {
-            return Err(NodeError::NotFound(format!("no {kind} `{id}`")));
-        }
-        Ok(page)
-    }
-
     /// Puts every stored schedule back on the timer.
-    pub(super) fn restore_schedules(&self) -> anyhow::Result<()> {
-        for record in self.state.schedules()? {
+    pub(crate) fn restore_schedules(&self) -> anyhow::Result<()> {
+        for record in self.core.state.schedules()? {
             match scheduler::parse_stored_cron(&record.cron) {
                 Ok(cron) => {
-                    self.scheduler.add(record, cron);
+                    self.core.scheduler.add(record, cron);
                 }
                 Err(e) => tracing::error!(id = record.id, "schedule not restored: {e}"),
             }

@@ -4,7 +4,8 @@
 
 use sha2::{Digest, Sha256};
 
-use super::{blocking, Node};
+use super::Components;
+use crate::blocking;
 use wasmatic_api::NodeError;
 use wasmatic_guests::jobs::{JobRequest, JobResult};
 use wasmatic_guests::modules::RegisteredModule;
@@ -18,10 +19,10 @@ pub struct ModuleInfo {
     pub exports: Vec<String>,
 }
 
-impl Node {
+impl Components {
     /// Loads every stored module, each after the modules it links against.
-    pub(super) fn restore_modules(&self) -> anyhow::Result<()> {
-        for (name, e) in self.modules.restore(self.state.modules()?) {
+    pub(crate) fn restore_modules(&self) -> anyhow::Result<()> {
+        for (name, e) in self.core.modules.restore(self.core.state.modules()?) {
             tracing::error!(name, "module not restored: {e}");
         }
         Ok(())
@@ -41,19 +42,19 @@ impl Node {
                 wasmatic_api::NAME_RULE
             )));
         }
-        if wasm.len() as u64 > self.limits.max_handler_size {
+        if wasm.len() as u64 > self.core.limits.max_handler_size {
             return Err(NodeError::TooLarge(format!(
                 "the module has {} bytes",
                 wasm.len()
             )));
         }
-        let _changes = self.changes.lock().await;
-        if self.registry.get(name).is_some() {
+        let _changes = self.core.changes.lock().await;
+        if self.core.registry.get(name).is_some() {
             return Err(NodeError::Conflict(format!(
                 "`{name}` is a registered component; remove it (DELETE /handlers/{name}) or choose another name"
             )));
         }
-        let module = self.modules.compile(&wasm, &host_modules)?;
+        let module = self.core.modules.compile(&wasm, &host_modules)?;
         let exports = module.exports().map(|e| e.name().to_string()).collect();
         let info = ModuleInfo {
             name: name.to_string(),
@@ -61,10 +62,10 @@ impl Node {
             size: wasm.len() as u64,
             exports,
         };
-        let state = self.state.clone();
+        let state = self.core.state.clone();
         let (owned, links) = (name.to_string(), host_modules.clone());
         blocking(move || state.put_module(&owned, &wasm, &links)).await??;
-        self.modules.insert(
+        self.core.modules.insert(
             name,
             RegisteredModule {
                 module,
@@ -80,14 +81,17 @@ impl Node {
         if request
             .wasm
             .as_ref()
-            .is_some_and(|w| w.len() as u64 > self.limits.max_handler_size)
+            .is_some_and(|w| w.len() as u64 > self.core.limits.max_handler_size)
         {
             return Err(NodeError::TooLarge(
                 "the job's module is larger than --max-handler-size".into(),
             ));
         }
-        let _permit = self.client_slot()?;
-        self.jobs.run(request, self.limits.handler_memory).await
+        let _permit = self.core.client_slot()?;
+        self.core
+            .jobs
+            .run(request, self.core.limits.handler_memory)
+            .await
     }
 
     /// Compiles `wasm` and calls `function` with the JSON array `params`.
@@ -98,13 +102,13 @@ impl Node {
         params: &str,
         host_modules: Vec<String>,
     ) -> Result<String, NodeError> {
-        if wasm.len() as u64 > self.limits.max_handler_size {
+        if wasm.len() as u64 > self.core.limits.max_handler_size {
             return Err(NodeError::TooLarge(format!(
                 "the module has {} bytes",
                 wasm.len()
             )));
         }
-        let module = self.modules.compile(wasm, &host_modules)?;
+        let module = self.core.modules.compile(wasm, &host_modules)?;
         self.call_registered(
             &RegisteredModule {
                 module,
@@ -119,7 +123,7 @@ impl Node {
     /// Calls `function` of the registered module `name`.
     /// Whether a core module is registered under `name`.
     pub fn module_exists(&self, name: &str) -> bool {
-        self.modules.get(name).is_some()
+        self.core.modules.get(name).is_some()
     }
 
     pub async fn call_module(
@@ -128,10 +132,10 @@ impl Node {
         function: &str,
         params: &str,
     ) -> Result<String, NodeError> {
-        let module = self
-            .modules
-            .get(name)
-            .ok_or_else(|| NodeError::NotFound(format!("no component or core module `{name}`")))?;
+        let module =
+            self.core.modules.get(name).ok_or_else(|| {
+                NodeError::NotFound(format!("no component or core module `{name}`"))
+            })?;
         self.call_registered(&module, function, params).await
     }
 
@@ -141,16 +145,17 @@ impl Node {
         function: &str,
         params: &str,
     ) -> Result<String, NodeError> {
-        let _permit = self.client_slot()?;
+        let _permit = self.core.client_slot()?;
         let params = wasmatic_sandbox::values::parse_args(params).map_err(NodeError::Invalid)?;
         let results = self
+            .core
             .modules
             .call(
                 module,
                 function,
                 &params,
-                self.limits.call_timeout,
-                self.limits.handler_memory,
+                self.core.limits.call_timeout,
+                self.core.limits.handler_memory,
             )
             .await?;
         Ok(serde_json::Value::from(results).to_string())
@@ -158,14 +163,14 @@ impl Node {
 
     /// Forgets module `name`; refused while another module links to it.
     pub async fn remove_module(&self, name: &str) -> Result<(), NodeError> {
-        let _changes = self.changes.lock().await;
-        let module = self.modules.remove(name)?;
-        let state = self.state.clone();
+        let _changes = self.core.changes.lock().await;
+        let module = self.core.modules.remove(name)?;
+        let state = self.core.state.clone();
         let owned = name.to_string();
         let removed = blocking(move || state.remove_module(&owned)).await;
         if let Err(e) = removed.and_then(|r| r.map_err(NodeError::from)) {
             // Not removed durably: not removed at all.
-            self.modules.insert(name, module);
+            self.core.modules.insert(name, module);
             return Err(e);
         }
         tracing::info!(name, "module removed");

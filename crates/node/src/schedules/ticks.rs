@@ -27,10 +27,11 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
-use super::components::Call;
-use super::stopping::Going;
-use super::{CallTask, Node, TickId};
+use super::Schedules;
+use crate::components::Call;
 use crate::scheduler::{RunningGuard, Schedule, Tick};
+use crate::stopping::Going;
+use crate::{CallTask, TickId};
 use wasmatic_guests::handler::Entry;
 use wasmatic_state::Target;
 use wasmatic_state::{Claim, ClaimKind, Claimed};
@@ -39,7 +40,7 @@ use wasmatic_state::{Claim, ClaimKind, Claimed};
 const TICK_WAIT: Duration = Duration::from_secs(1);
 
 /// A handler's tick on a node of its own, waiting for a runner.
-pub(super) struct Queued {
+pub(crate) struct Queued {
     schedule: Schedule,
     scheduled_for: u64,
     /// Clears the schedule's running mark once the tick is done; `None`
@@ -52,7 +53,7 @@ pub(super) struct Queued {
 
 /// Handlers' ticks waiting for a runner, oldest first.
 #[derive(Default)]
-pub(super) struct TickQueue {
+pub(crate) struct TickQueue {
     waiting: Mutex<VecDeque<Queued>>,
     ready: Notify,
 }
@@ -73,7 +74,7 @@ impl TickQueue {
 }
 
 /// A runner: runs the queue's ticks one after another, then waits for more.
-async fn runner(node: Weak<Node>, queue: Arc<TickQueue>) {
+async fn runner(node: Weak<Schedules>, queue: Arc<TickQueue>) {
     loop {
         // Listening before looking, so that a tick pushed in between wakes
         // this runner.
@@ -90,21 +91,21 @@ async fn runner(node: Weak<Node>, queue: Arc<TickQueue>) {
     }
 }
 
-impl Node {
+impl Schedules {
     /// Starts the runners of handlers' ticks, one per tick slot, on a node
     /// of its own.
-    pub(super) fn start_tick_runners(self: &Arc<Self>) {
-        if self.claims.get().is_some() {
+    pub(crate) fn start_tick_runners(self: &Arc<Self>) {
+        if self.core.claims.in_fleet() {
             return;
         }
-        for _ in 0..self.state_limits.max_concurrent_ticks {
+        for _ in 0..self.core.state_limits.max_concurrent_ticks {
             tokio::spawn(runner(Arc::downgrade(self), self.tick_queue.clone()));
         }
     }
 
     /// Takes a tick from the scheduler: `going` counts it in flight until
     /// it is run, recorded as skipped, or claimed by another node.
-    pub(super) fn fire(self: &Arc<Self>, tick: Tick, going: Going) {
+    pub(crate) fn fire(self: &Arc<Self>, tick: Tick, going: Going) {
         let (schedule, scheduled_for, running) = match tick {
             Tick::Due {
                 schedule,
@@ -118,7 +119,7 @@ impl Node {
         };
         // Workflows with a cron trigger have timers of their own.
         let workflow = Target::of(&schedule.name).workflow().map(str::to_string);
-        if workflow.is_none() && self.claims.get().is_none() {
+        if workflow.is_none() && !self.core.claims.in_fleet() {
             // On a node of its own, every tick is this node's.
             return self.tick_queue.push(Queued {
                 schedule,
@@ -140,7 +141,7 @@ impl Node {
         let node = self.clone();
         // Boxed: this future is several KB (see `execute`).
         tokio::spawn(Box::pin(async move {
-            let skipped = match node.claim(&claim, running.is_none()).await {
+            let skipped = match node.core.claims.claim(&claim, running.is_none()).await {
                 Some(Claimed::Won) => false,
                 Some(Claimed::Skipped) => true,
                 Some(Claimed::Taken) | None => return,
@@ -149,7 +150,9 @@ impl Node {
             // it runs.
             let via_run_log = match workflow {
                 Some(workflow) => {
-                    node.workflow_tick(&workflow, scheduled_for, skipped).await;
+                    node.workflows
+                        .workflow_tick(&workflow, scheduled_for, skipped)
+                        .await;
                     false
                 }
                 None => {
@@ -159,7 +162,10 @@ impl Node {
                 }
             };
             drop(running);
-            node.finish(&claim, via_run_log).await;
+            node.core
+                .claims
+                .finish(&claim, via_run_log, &node.core.runs)
+                .await;
             drop(going);
         }));
     }
@@ -197,16 +203,17 @@ impl Node {
         };
         if skipped {
             tracing::warn!(schedule = schedule.id, name = schedule.name, "tick skipped");
-            self.record_failure(
-                &schedule.name,
-                Some(&trigger),
-                None,
-                "skipped: the previous run of this schedule was still running",
-            )
-            .await;
+            self.components
+                .record_failure(
+                    &schedule.name,
+                    Some(&trigger),
+                    None,
+                    "skipped: the previous run of this schedule was still running",
+                )
+                .await;
             return;
         }
-        let handler = match self.runnable_handler(&schedule.name) {
+        let handler = match self.components.runnable_handler(&schedule.name) {
             Ok(handler) => handler,
             Err(e) => {
                 tracing::warn!(
@@ -221,7 +228,7 @@ impl Node {
         // each runner holds one while it runs a tick.
         let slot = match wait.is_zero() {
             true => None,
-            false => tokio::time::timeout(wait, self.ticks.clone().acquire_owned())
+            false => tokio::time::timeout(wait, self.core.ticks.clone().acquire_owned())
                 .await
                 .ok()
                 .and_then(Result::ok),
@@ -229,15 +236,16 @@ impl Node {
         let Some(permit) = slot else {
             let busy = format!(
                 "not run: the node was running {} scheduled runs, its most (--max-concurrent-ticks), for {}s",
-                self.state_limits.max_concurrent_ticks,
+                self.core.state_limits.max_concurrent_ticks,
                 TICK_WAIT.as_secs()
             );
             tracing::warn!(schedule = schedule.id, name = schedule.name, "{busy}");
-            self.record_failure(&schedule.name, Some(&trigger), None, &busy)
+            self.components
+                .record_failure(&schedule.name, Some(&trigger), None, &busy)
                 .await;
             return;
         };
-        let run = self.run(Call {
+        let run = self.components.run(Call {
             handler,
             entry: Entry::Handler(schedule.input.clone()),
             tick: Some(trigger),

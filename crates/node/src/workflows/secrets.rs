@@ -9,7 +9,8 @@ use std::collections::BTreeSet;
 
 use serde_json::{json, Value};
 
-use super::{blocking, Node};
+use super::Workflows;
+use crate::blocking;
 use wasmatic_api::NodeError;
 use wasmatic_state::now_ms;
 use wasmatic_workflows::{self as workflows, Secrets, StepKind};
@@ -18,7 +19,7 @@ use wasmatic_workflows::{self as workflows, Secrets, StepKind};
 const MAX_SECRETS: usize = 1000;
 const MAX_SECRET_BYTES: usize = 64 << 10;
 
-impl Node {
+impl Workflows {
     /// Sets secret `name` to `value`; answers whether it is new.
     pub async fn put_secret(&self, name: &str, value: &str) -> Result<bool, NodeError> {
         if !is_secret_name(name) {
@@ -33,7 +34,7 @@ impl Node {
                 value.len()
             )));
         }
-        let state = self.state.clone();
+        let state = self.core.state.clone();
         let (name, value) = (name.to_string(), value.to_string());
         blocking(move || {
             let known = state.secrets()?;
@@ -49,7 +50,7 @@ impl Node {
 
     /// Forgets secret `name`.
     pub async fn remove_secret(&self, name: &str) -> Result<(), NodeError> {
-        let state = self.state.clone();
+        let state = self.core.state.clone();
         let owned = name.to_string();
         if blocking(move || state.remove_secret(&owned)).await?? {
             Ok(())
@@ -60,7 +61,7 @@ impl Node {
 
     /// The secrets' names and times, as a JSON array; never their values.
     pub async fn secrets(&self) -> Result<String, NodeError> {
-        let state = self.state.clone();
+        let state = self.core.state.clone();
         let secrets = blocking(move || state.secrets()).await??;
         let listed: Vec<Value> = secrets
             .iter()
@@ -73,7 +74,7 @@ impl Node {
 
     /// The secrets an `http` step's request reads, or why the step cannot
     /// run; `None` when it reads none.
-    pub(super) async fn step_secrets(&self, kind: &StepKind) -> Result<Option<Secrets>, String> {
+    pub(crate) async fn step_secrets(&self, kind: &StepKind) -> Result<Option<Secrets>, String> {
         let StepKind::Http {
             url, headers, body, ..
         } = kind
@@ -91,7 +92,7 @@ impl Node {
         if names.is_empty() {
             return Ok(None);
         }
-        let state = self.state.clone();
+        let state = self.core.state.clone();
         let wanted: Vec<String> = names.iter().cloned().collect();
         let values = blocking(move || state.secret_values(&wanted))
             .await
@@ -118,7 +119,7 @@ fn is_secret_name(name: &str) -> bool {
 }
 
 /// `text` with every secret value in it replaced by `[secret NAME]`.
-pub(super) fn scrub(text: &str, secrets: &Secrets) -> String {
+pub(crate) fn scrub(text: &str, secrets: &Secrets) -> String {
     let mut text = text.to_string();
     for (name, value) in secrets {
         if text.contains(value.as_str()) {
@@ -129,7 +130,7 @@ pub(super) fn scrub(text: &str, secrets: &Secrets) -> String {
 }
 
 /// `value` with every secret in its strings replaced, as [`scrub`] does.
-pub(super) fn scrub_value(value: Value, secrets: &Secrets) -> Value {
+pub(crate) fn scrub_value(value: Value, secrets: &Secrets) -> Value {
     match value {
         Value::String(s) => Value::String(scrub(&s, secrets)),
         Value::Array(items) => {

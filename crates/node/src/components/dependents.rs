@@ -1,23 +1,23 @@
 //! The components linked to a provider: a new version of the provider must
 //! still give them what they import, and they are composed again with it.
 
-use super::Node;
+use super::Components;
 use wasmatic_api::NodeError;
 use wasmatic_guests::links::Shapes;
 use wasmatic_state::ComponentRecord;
 
-impl Node {
+impl Components {
     /// A new version of `name` must still provide what the components
     /// linked to it import.
-    pub(super) fn check_dependents(&self, name: &str, bytes: &[u8]) -> Result<(), NodeError> {
-        let dependents = self.registry.dependents(name);
+    pub(crate) fn check_dependents(&self, name: &str, bytes: &[u8]) -> Result<(), NodeError> {
+        let dependents = self.core.registry.dependents(name);
         if dependents.is_empty() {
             return Ok(());
         }
         let mut shapes = Shapes::default();
         let provider = shapes.read(name, bytes)?;
         for (dependent, link) in dependents {
-            let Some(current) = self.registry.get(&dependent) else {
+            let Some(current) = self.core.registry.get(&dependent) else {
                 continue;
             };
             let importer = shapes.read(&dependent, &current.original)?;
@@ -41,16 +41,16 @@ impl Node {
     /// others, again with its new version, each after its own providers.
     /// Each was checked against the new version (`check_dependents`); one
     /// that still cannot be composed keeps its previous code, logged.
-    pub(super) async fn relink_dependents(&self, name: &str) {
+    pub(crate) async fn relink_dependents(&self, name: &str) {
         let mut pending: Vec<String> = vec![name.to_string()];
         let mut done: Vec<String> = Vec::new();
         while let Some(provider) = pending.pop() {
-            for (dependent, _) in self.registry.dependents(&provider) {
+            for (dependent, _) in self.core.registry.dependents(&provider) {
                 if done.contains(&dependent) {
                     continue;
                 }
                 done.push(dependent.clone());
-                let Some(current) = self.registry.get(&dependent) else {
+                let Some(current) = self.core.registry.get(&dependent) else {
                     continue;
                 };
                 let record = ComponentRecord {
@@ -60,6 +60,7 @@ impl Node {
                     loaded_at: current.info.loaded_at,
                 };
                 let relinked = self
+                    .core
                     .registry
                     .link(
                         &dependent,

@@ -9,7 +9,7 @@
 use wasmtime::component::types::ComponentItem;
 use wasmtime::ExternType;
 
-use super::Node;
+use super::Components;
 use wasmatic_api::NodeError;
 use wasmatic_guests::modules::func_signature;
 use wasmatic_sandbox::engine::{self, WasmKind};
@@ -37,7 +37,7 @@ pub enum FileKind {
     Command,
 }
 
-/// What [`Node::inspect`] finds.
+/// What [`Components::inspect`](super::Components::inspect) finds.
 #[derive(Clone, Debug)]
 pub struct Inspection {
     pub kind: FileKind,
@@ -49,7 +49,7 @@ pub struct Inspection {
     pub imports: Vec<String>,
 }
 
-impl Node {
+impl Components {
     /// Validates and compiles `wasm` and says what it is, keeping nothing
     /// but the compiled code in the caches.
     pub async fn inspect(&self, wasm: Vec<u8>) -> Result<Inspection, NodeError> {
@@ -63,14 +63,14 @@ impl Node {
     }
 
     fn inspect_module(&self, wasm: &[u8]) -> Result<Inspection, NodeError> {
-        if wasm.len() as u64 > self.limits.max_handler_size {
+        if wasm.len() as u64 > self.core.limits.max_handler_size {
             return Err(NodeError::TooLarge(format!(
                 "the module has {} bytes; at most {} may be inspected",
                 wasm.len(),
-                wasmatic_api::show_size(self.limits.max_handler_size)
+                wasmatic_api::show_size(self.core.limits.max_handler_size)
             )));
         }
-        let module = self.modules.compile_only(wasm)?;
+        let module = self.core.modules.compile_only(wasm)?;
         let exports = module
             .exports()
             .filter_map(|e| match e.ty() {
@@ -101,7 +101,7 @@ impl Node {
     }
 
     async fn inspect_component(&self, wasm: Vec<u8>) -> Result<Inspection, NodeError> {
-        let staged = self.registry.compile_bytes(wasm).await?;
+        let staged = self.core.registry.compile_bytes(wasm).await?;
         let component = staged.compiled.pre.component();
         let engine = component.engine();
         let ty = component.component_type();

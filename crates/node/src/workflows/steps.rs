@@ -9,7 +9,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use serde_json::{json, Value};
 
-use super::Node;
+use super::Workflows;
 use wasmatic_guests::jobs::{JobRequest, MAX_JOB_TIMEOUT};
 use wasmatic_net::{Client, ConnectError, Dial, SendError, CONNECT_TIMEOUT};
 use wasmatic_workflows::{self as workflows, Scope, Step, StepKind, Workflow, MAX_STEP_TIMEOUT_MS};
@@ -27,10 +27,10 @@ fn rendered<T>(render: impl FnOnce() -> T) -> T {
 /// Bytes of an HTTP step's response body kept, and of a job's output.
 const MAX_STEP_OUTPUT: usize = 1 << 20;
 
-impl Node {
+impl Workflows {
     /// Runs `step`: `Ok(None)` when its condition skipped it, its output,
     /// or why it failed (after its retries).
-    pub(super) async fn step(
+    pub(crate) async fn step(
         &self,
         workflow: &Workflow,
         step: &Step,
@@ -91,6 +91,7 @@ impl Node {
                     other => other.to_string(),
                 };
                 let output = self
+                    .components
                     .invoke(handler, &input)
                     .await
                     .map_err(|e| e.to_string())?;
@@ -107,10 +108,14 @@ impl Node {
                         .collect::<Result<_, _>>()?,
                 )
                 .to_string();
-                let answer = if self.registry.get(component).is_some() {
-                    self.call_component(component, function, &args).await
+                let answer = if self.core.registry.get(component).is_some() {
+                    self.components
+                        .call_component(component, function, &args)
+                        .await
                 } else {
-                    self.call_module(component, function, &args).await
+                    self.components
+                        .call_module(component, function, &args)
+                        .await
                 };
                 Ok(json_or_text(answer.map_err(|e| e.to_string())?))
             }
@@ -173,8 +178,10 @@ impl Node {
                     (answer, None) => answer,
                     // What the request carried stays out of the run record,
                     // the log and the client's answer.
-                    (Ok(output), Some(secrets)) => Ok(super::secrets::scrub_value(output, secrets)),
-                    (Err(e), Some(secrets)) => Err(super::secrets::scrub(&e, secrets)),
+                    (Ok(output), Some(secrets)) => {
+                        Ok(crate::workflows::secrets::scrub_value(output, secrets))
+                    }
+                    (Err(e), Some(secrets)) => Err(crate::workflows::secrets::scrub(&e, secrets)),
                 }
             }
             StepKind::Eth {
@@ -188,7 +195,8 @@ impl Node {
                         .map(|p| rendered(|| workflows::render(p, scope)))
                         .collect::<Result<_, _>>()?,
                 );
-                self.chains
+                self.core
+                    .chains
                     .forward(*chain_id, method, &params.to_string())
                     .await
                     .map_err(|e| format!("chain {chain_id}: {e}"))
@@ -218,7 +226,11 @@ impl Node {
             max_stderr: MAX_STEP_OUTPUT,
             chain_id: None,
         };
-        let result = self.run_job(request).await.map_err(|e| e.to_string())?;
+        let result = self
+            .components
+            .run_job(request)
+            .await
+            .map_err(|e| e.to_string())?;
         let output = result.result.map(json_or_text).unwrap_or(Value::Null);
         Ok((
             result.ok,
@@ -277,7 +289,7 @@ impl Node {
         // Dialled through the policy, as a guest's own request would be.
         let client = Client::new(
             Dial::Checked {
-                policy: self.policy.clone(),
+                policy: self.core.policy.clone(),
                 rules: None,
             },
             CONNECT_TIMEOUT,

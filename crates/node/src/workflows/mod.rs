@@ -9,12 +9,17 @@
 //! step by step (`workflow_steps`), each under the limits of a single call
 //! plus the run's own time limit, and is recorded with its steps.
 
+pub(crate) mod secrets;
+mod steps;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use super::{blocking, Node};
+use crate::blocking;
+use crate::components::Components;
+use crate::core::Core;
 use crate::scheduler;
 use wasmatic_api::NodeError;
 use wasmatic_chain::triggers::Event;
@@ -33,64 +38,57 @@ const MAX_WORKFLOWS: usize = 1000;
 /// The longest a whole run may take, whatever its steps ask.
 const MAX_RUN_TIME: Duration = Duration::from_secs(120);
 
-impl Node {
-    /// Checks and stores a workflow, replacing one of the same name (its
-    /// history stays), and installs its trigger. Answers it as stored.
-    pub async fn put_workflow(self: &Arc<Self>, definition: &str) -> Result<String, NodeError> {
+/// Workflows: their definitions (checked against what the node knows),
+/// their runs step by step, and the secrets their steps use.
+pub struct Workflows {
+    pub(crate) core: Arc<Core>,
+    components: Arc<Components>,
+}
+
+impl Workflows {
+    pub(crate) fn new(core: Arc<Core>, components: Arc<Components>) -> Self {
+        Workflows { core, components }
+    }
+
+    /// Checks a workflow definition against what the node knows and
+    /// against its caps, and keeps the jobs it names by hash with the
+    /// state (a restart still finds them). The caller holds the node's
+    /// `changes` lock. Answers the workflow and its text to store.
+    pub(crate) async fn prepare(&self, definition: &str) -> Result<(Workflow, String), NodeError> {
         let workflow =
             workflows::parse(definition.as_bytes(), &Known(self)).map_err(NodeError::Invalid)?;
         let text = serde_json::to_string(&workflow)
             .map_err(|e| NodeError::Internal(format!("cannot store the workflow: {e}")))?;
-        let _changes = self.changes.lock().await;
         self.check_workflow_caps(&workflow).await?;
-        // The jobs it names by hash are kept with it: a restart still finds
-        // them.
         for hash in job_hashes(&workflow) {
-            if let Some(bytes) = self.jobs.bytes_of(&hash) {
-                let state = self.state.clone();
+            if let Some(bytes) = self.core.jobs.bytes_of(&hash) {
+                let state = self.core.state.clone();
                 blocking(move || state.put_job_blob(&hash, &bytes)).await??;
             }
         }
-        // A chain trigger is checked (the chain's head read) before anything
-        // is stored: a refusal then changes nothing.
-        let prepared = match &workflow.trigger {
-            Some(WorkflowTrigger::Chain {
-                chain_id,
-                on,
-                confirmations,
-            }) => {
-                let event: Event = serde_json::from_value(on.clone())
-                    .map_err(|e| NodeError::Invalid(format!("`on`: {e}")))?;
-                let id = Target::Workflow(&workflow.name).stored();
-                Some(
-                    self.prepare_trigger(&id, *chain_id, event, *confirmations, None)
-                        .await?,
-                )
-            }
-            _ => None,
-        };
-        let state = self.state.clone();
-        let (name, stored) = (workflow.name.clone(), text.clone());
-        blocking(move || state.put_workflow(&name, &stored, now_ms())).await??;
+        Ok((workflow, text))
+    }
+
+    /// Stores a prepared workflow, replacing one of the same name (its
+    /// history stays), drops the trigger of the one replaced and puts a
+    /// cron trigger on the timer. A chain trigger is the caller's to start.
+    pub(crate) async fn store(&self, workflow: &Workflow, text: String) -> Result<(), NodeError> {
+        let state = self.core.state.clone();
+        let name = workflow.name.clone();
+        blocking(move || state.put_workflow(&name, &text, now_ms())).await??;
         self.remove_workflow_trigger(&workflow.name).await?;
         if let Some(WorkflowTrigger::Cron(line)) = &workflow.trigger {
             self.add_workflow_timer(&workflow.name, line, now_ms())
                 .map_err(NodeError::Invalid)?;
         }
-        if let Some((record, event)) = prepared {
-            self.start_trigger(record, event).await?;
-        }
-        tracing::info!(name = workflow.name, "workflow stored");
-        self.workflow(&workflow.name)
-            .await
-            .ok_or_else(|| NodeError::Internal("the stored workflow is gone".into()))
+        Ok(())
     }
 
     /// A new workflow must fit the node's count of workflows, and a new
     /// cron trigger its count of schedules (`--max-schedules`, which
     /// handlers' schedules share).
     async fn check_workflow_caps(&self, workflow: &Workflow) -> Result<(), NodeError> {
-        let state = self.state.clone();
+        let state = self.core.state.clone();
         let stored = blocking(move || state.workflows()).await??;
         let replacing = stored.iter().any(|w| w.name == workflow.name);
         if !replacing && stored.len() >= MAX_WORKFLOWS {
@@ -100,9 +98,9 @@ impl Node {
         }
         if let Some(WorkflowTrigger::Cron(_)) = &workflow.trigger {
             let id = Target::Workflow(&workflow.name).stored();
-            let has_timer = self.scheduler.schedules().iter().any(|j| j.id == id);
-            let max = self.state_limits.max_schedules;
-            if !has_timer && self.scheduler.count() >= max {
+            let has_timer = self.core.scheduler.schedules().iter().any(|j| j.id == id);
+            let max = self.core.state_limits.max_schedules;
+            if !has_timer && self.core.scheduler.count() >= max {
                 return Err(NodeError::Busy(format!(
                     "the node holds {max} schedules, its most (--max-schedules; workflows' cron triggers count); remove one first"
                 )));
@@ -113,7 +111,7 @@ impl Node {
 
     /// Workflow `name` as JSON, with when it was created and last replaced.
     pub async fn workflow(&self, name: &str) -> Option<String> {
-        let state = self.state.clone();
+        let state = self.core.state.clone();
         let owned = name.to_string();
         let record = blocking(move || state.workflow(&owned))
             .await
@@ -124,7 +122,7 @@ impl Node {
 
     /// Every workflow, by name, as a JSON array.
     pub async fn workflows(&self) -> String {
-        let state = self.state.clone();
+        let state = self.core.state.clone();
         match blocking(move || state.workflows()).await {
             Ok(Ok(records)) => {
                 Value::from(records.iter().map(shown).collect::<Vec<_>>()).to_string()
@@ -135,22 +133,22 @@ impl Node {
 
     /// Forgets workflow `name`, its trigger and its history.
     pub async fn remove_workflow(&self, name: &str) -> Result<(), NodeError> {
-        let _changes = self.changes.lock().await;
+        let _changes = self.core.changes.lock().await;
         self.remove_workflow_trigger(name).await?;
-        let state = self.state.clone();
+        let state = self.core.state.clone();
         let owned = name.to_string();
         if !blocking(move || state.remove_workflow(&owned)).await?? {
             return Err(NodeError::NotFound(format!("no workflow `{name}`")));
         }
         // The jobs kept for it go, unless another workflow names them.
-        let state = self.state.clone();
+        let state = self.core.state.clone();
         let remaining = blocking(move || state.workflows()).await??;
         let named: Vec<String> = remaining
             .iter()
             .filter_map(|r| workflows::parse(r.definition.as_bytes(), &workflows::Trusted).ok())
             .flat_map(|w| job_hashes(&w))
             .collect();
-        let state = self.state.clone();
+        let state = self.core.state.clone();
         blocking(move || state.keep_only_job_blobs(&named)).await??;
         tracing::info!(name, "workflow removed");
         Ok(())
@@ -186,9 +184,9 @@ impl Node {
         limit: u32,
         before: Option<u64>,
     ) -> Result<(String, Option<u64>), NodeError> {
-        let state = self.state.clone();
+        let state = self.core.state.clone();
         let owned = name.to_string();
-        let limit = limit.clamp(1, super::components::MAX_PAGE);
+        let limit = limit.clamp(1, crate::core::MAX_PAGE);
         let (exists, page) = blocking(move || {
             Ok::<_, wasmatic_state::StateError>((
                 state.workflow(&owned)?.is_some(),
@@ -205,7 +203,7 @@ impl Node {
 
     /// Runs workflow `name` with `trigger` and records the run; answers
     /// the run as JSON. A failed step is a run with `ok: false`.
-    pub(super) async fn run_workflow(
+    pub(crate) async fn run_workflow(
         &self,
         name: &str,
         trigger: Value,
@@ -226,9 +224,9 @@ impl Node {
             result: None,
             error: Some(STILL_RUNNING.to_string()),
         };
-        let state = self.state.clone();
+        let state = self.core.state.clone();
         let first = run.clone();
-        let bounds = self.state_limits.runs;
+        let bounds = self.core.state_limits.runs;
         run.id = blocking(move || state.record_workflow_run(&first, bounds)).await??;
 
         let mut scope = Scope::new(trigger, name.to_string(), run.id);
@@ -297,7 +295,7 @@ impl Node {
         run.steps = Value::from(records).to_string();
         run.result = result.map(|r| r.to_string());
         run.error = failure;
-        let state = self.state.clone();
+        let state = self.core.state.clone();
         let finished = run.clone();
         blocking(move || state.finish_workflow_run(&finished, bounds)).await??;
         tracing::info!(name, run = run.id, ok = run.ok, cause, "workflow ran");
@@ -306,7 +304,7 @@ impl Node {
 
     /// A stored workflow, as checked when it was posted.
     async fn stored_workflow(&self, name: &str) -> Result<Workflow, NodeError> {
-        let state = self.state.clone();
+        let state = self.core.state.clone();
         let owned = name.to_string();
         let record = blocking(move || state.workflow(&owned))
             .await??
@@ -317,7 +315,7 @@ impl Node {
 
     /// Puts workflow `name` on the node's timer for `line`; its ticks are
     /// told from handlers' by their [`Target`].
-    pub(super) fn add_workflow_timer(
+    pub(crate) fn add_workflow_timer(
         &self,
         name: &str,
         line: &str,
@@ -326,7 +324,7 @@ impl Node {
         // Checked as new when the workflow was posted (`Known::cron`).
         let cron = scheduler::parse_stored_cron(line)?;
         let id = Target::Workflow(name).stored();
-        self.scheduler.add(
+        self.core.scheduler.add(
             ScheduleRecord {
                 id: id.clone(),
                 name: id,
@@ -342,11 +340,11 @@ impl Node {
     /// Stops the workflow's timer and removes its chain trigger, if any.
     async fn remove_workflow_trigger(&self, name: &str) -> Result<(), NodeError> {
         let id = Target::Workflow(name).stored();
-        self.scheduler.remove(&id);
-        let state = self.state.clone();
+        self.core.scheduler.remove(&id);
+        let state = self.core.state.clone();
         let triggers = blocking(move || state.triggers()).await??;
         for trigger in triggers.into_iter().filter(|t| t.name == id) {
-            let state = self.state.clone();
+            let state = self.core.state.clone();
             blocking(move || state.delete_trigger(&trigger.id)).await??;
         }
         Ok(())
@@ -355,11 +353,11 @@ impl Node {
     /// Puts the cron timers of the stored workflows back (their chain
     /// triggers are restored with every other trigger), and the jobs they
     /// name back within reach by hash.
-    pub(super) fn restore_workflows(&self) -> anyhow::Result<()> {
-        for (hash, bytes) in self.state.job_blobs()? {
-            self.jobs.keep(&hash, bytes.into());
+    pub(crate) fn restore_workflows(&self) -> anyhow::Result<()> {
+        for (hash, bytes) in self.core.state.job_blobs()? {
+            self.core.jobs.keep(&hash, bytes.into());
         }
-        for record in self.state.workflows()? {
+        for record in self.core.state.workflows()? {
             let workflow = match workflows::parse(record.definition.as_bytes(), &workflows::Trusted)
             {
                 Ok(workflow) => workflow,
@@ -379,7 +377,7 @@ impl Node {
 
     /// A cron tick of workflow `name`: run, or recorded as skipped while
     /// the previous run still goes.
-    pub(super) async fn workflow_tick(&self, name: &str, scheduled_for: u64, skipped: bool) {
+    pub(crate) async fn workflow_tick(&self, name: &str, scheduled_for: u64, skipped: bool) {
         let trigger = json!({ "scheduled_for": scheduled_for });
         if skipped {
             tracing::warn!(name, "workflow tick skipped");
@@ -395,8 +393,8 @@ impl Node {
                 result: None,
                 error: Some("skipped: the previous run of this workflow was still running".into()),
             };
-            let state = self.state.clone();
-            let bounds = self.state_limits.runs;
+            let state = self.core.state.clone();
+            let bounds = self.core.state_limits.runs;
             if let Err(e) = blocking(move || state.record_workflow_run(&run, bounds)).await {
                 tracing::error!(name, "cannot record a skipped tick: {e}");
             }
@@ -461,18 +459,19 @@ fn run_json(run: &WorkflowRun) -> Value {
 }
 
 /// What the node knows, for checking a definition when it is posted.
-struct Known<'a>(&'a Node);
+struct Known<'a>(&'a Workflows);
 
 impl workflows::Known for Known<'_> {
     fn handler(&self, name: &str) -> Result<(), String> {
         self.0
+            .components
             .runnable_handler(name)
             .map(|_| ())
             .map_err(|e| e.to_string())
     }
 
     fn callable(&self, name: &str, function: &str) -> Result<(), String> {
-        if let Some(handler) = self.0.registry.get(name) {
+        if let Some(handler) = self.0.core.registry.get(name) {
             let exports: Vec<&str> = handler
                 .info
                 .exports
@@ -491,7 +490,7 @@ impl workflows::Known for Known<'_> {
                 ))
             };
         }
-        match self.0.modules.get(name) {
+        match self.0.core.modules.get(name) {
             Some(module) if module.module.get_export(function).is_some() => Ok(()),
             Some(_) => Err(format!("core module `{name}` exports no `{function}`")),
             None => Err(format!("no component or core module `{name}`")),
@@ -499,7 +498,7 @@ impl workflows::Known for Known<'_> {
     }
 
     fn job(&self, wasm_hash: &str) -> Result<(), String> {
-        if self.0.jobs.knows(wasm_hash) {
+        if self.0.core.jobs.knows(wasm_hash) {
             Ok(())
         } else {
             Err(format!(
@@ -509,7 +508,7 @@ impl workflows::Known for Known<'_> {
     }
 
     fn chain(&self, chain_id: u64) -> Result<(), String> {
-        let ids = self.0.chains.ids();
+        let ids = self.0.core.chains.ids();
         if ids.contains(&chain_id) {
             Ok(())
         } else {
