@@ -108,10 +108,10 @@ pub(crate) enum CallTask {
 }
 
 /// The node: a facade over the services it owns, each a concern of its
-/// own, built on one [`Core`] they share. Callers reach a service through
-/// its accessor (`node.components().register(…)`); the node's own methods
-/// are what spans services: starting and stopping, and storing a workflow
-/// (whose chain event becomes a trigger).
+/// own, built on one core (`core.rs`) they share. Callers reach a service
+/// through its accessor (`node.components().register(…)`); the node's own
+/// methods are what spans services: starting and stopping, and storing a
+/// workflow (whose chain event becomes a trigger).
 ///
 /// The services depend on each other downwards only: components (and
 /// core modules) at the bottom; workflows call components; schedules and

@@ -19,7 +19,7 @@
 //! is held by the blocked caller.)
 //!
 //! The types are checked here first (read from the bytes, not compiled:
-//! see [`shapes`]), function by function, so that a
+//! see `shapes.rs`), function by function, so that a
 //! refusal names the function. A link carries values but no resources,
 //! streams or futures: those belong to the instance that made them. A
 //! provider is named, not copied into the record: a new version of it is
