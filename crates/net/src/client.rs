@@ -35,17 +35,16 @@ pub enum SendError {
 }
 
 impl SendError {
-    /// hyper's own error, when the exchange failed inside hyper.
-    pub fn hyper(&self) -> Option<&hyper::Error> {
-        let mut source = std::error::Error::source(self);
-        while let Some(error) = source {
-            if let Some(hyper) = error.downcast_ref::<hyper::Error>() {
-                return Some(hyper);
-            }
-            source = error.source();
-        }
-        None
+    /// The first error of type `T` among this one's causes: hyper's own,
+    /// or the request body's.
+    pub fn cause<T: std::error::Error + 'static>(&self) -> Option<&T> {
+        cause(self)
     }
+}
+
+/// The first error of type `T` among `error`'s causes.
+fn cause<T: std::error::Error + 'static>(error: &dyn std::error::Error) -> Option<&T> {
+    std::iter::successors(error.source(), |e| e.source()).find_map(|e| e.downcast_ref::<T>())
 }
 
 /// An HTTP/1.1 client whose requests carry bodies of type `B`.
@@ -87,14 +86,10 @@ where
         self.inner.request(request).await.map_err(|error| {
             // The connector's own error says more than hyper-util's
             // "client error (Connect)" around it.
-            let mut source = std::error::Error::source(&error);
-            while let Some(cause) = source {
-                if let Some(connect) = cause.downcast_ref::<ConnectError>() {
-                    return SendError::Connect(connect.clone());
-                }
-                source = cause.source();
+            match cause::<ConnectError>(&error) {
+                Some(connect) => SendError::Connect(connect.clone()),
+                None => SendError::Exchange(error),
             }
-            SendError::Exchange(error)
         })
     }
 }

@@ -113,14 +113,10 @@ fn wasi_error(error: SendError) -> HttpError {
 /// client's error lets us tell: the guest's own body error when it was
 /// that, else what hyper saw.
 fn exchange_error(error: &SendError) -> HttpError {
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        if let Some(HttpError::HttpRequestBodySize(size)) = cause.downcast_ref::<HttpError>() {
-            return HttpError::HttpRequestBodySize(*size);
-        }
-        source = cause.source();
+    if let Some(HttpError::HttpRequestBodySize(size)) = error.cause::<HttpError>() {
+        return HttpError::HttpRequestBodySize(*size);
     }
-    match error.hyper() {
+    match error.cause::<hyper::Error>() {
         Some(hyper) if hyper.is_timeout() => HttpError::ConnectionReadTimeout,
         Some(hyper) if hyper.is_incomplete_message() || hyper.is_closed() => {
             HttpError::ConnectionTerminated
